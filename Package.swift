@@ -1,0 +1,146 @@
+// swift-tools-version: 6.2
+// UMS: live migration of containerized services across autonomous systems.
+//
+// The targets follow the layers of the UMS design (paper Fig. 1), top to bottom:
+//   UMSDecision      inter-system decision: which approach fits a container and a destination
+//   UMSCoordination  inter-system coordination: the Coordinator, its HTTP API, the three-phase driver
+//   UMSMigration     migration interface: one `MigrationApproach` per level (orchestrator/service/container)
+//   UMSCheckpoint    core checkpoint/restore and synchronization: CRIU probing, page-server, image streaming
+//   UMSOrchestrator  orchestrator adapters: the `Orchestrator` protocol and its backends (runc, ...)
+//   UMSOS            the host: commands, network namespaces, tar, files
+//   UMSModel         the shared vocabulary: errors, specifications, migration records and phases
+//   UMSAPI           the Coordinator's wire types and HTTP client (used by the CLI and by peers)
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "ums",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "umsd", targets: ["umsd"]),
+        .executable(name: "ums", targets: ["ums"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        .package(url: "https://github.com/apple/swift-async-algorithms", from: "1.1.4"),
+    ],
+    targets: [
+        .target(
+            name: "UMSModel",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "UMSOS",
+            dependencies: [
+                "UMSModel",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "UMSOrchestrator",
+            dependencies: [
+                "UMSModel", "UMSOS",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "UMSCheckpoint",
+            dependencies: [
+                "UMSModel", "UMSOS",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "UMSMigration",
+            dependencies: [
+                "UMSModel", "UMSOS", "UMSOrchestrator", "UMSCheckpoint",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "UMSDecision",
+            dependencies: ["UMSModel"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "UMSAPI",
+            dependencies: [
+                "UMSModel", "UMSDecision",
+                .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "UMSCoordination",
+            dependencies: [
+                "UMSModel", "UMSOS", "UMSOrchestrator", "UMSCheckpoint", "UMSMigration", "UMSDecision", "UMSAPI",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "umsd",
+            dependencies: [
+                "UMSCoordination",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "ums",
+            dependencies: [
+                "UMSAPI", "UMSModel",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "UMSModelTests",
+            dependencies: ["UMSModel"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "UMSOrchestratorTests",
+            dependencies: ["UMSOrchestrator", "UMSCheckpoint", "UMSOS", "UMSModel"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "UMSCoordinationTests",
+            dependencies: [
+                "UMSCoordination", "UMSAPI", "UMSDecision",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["UMSAPI", "UMSModel"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,145 @@
+import UMSDecision
+import UMSModel
+
+/// The Coordinator's HTTP routes, in one place (the OpenAPI file `docs/openapi.yaml` lists the same).
+public enum Routes {
+    public static let system = "/v1/system"
+    public static let containers = "/v1/containers"
+    public static func container(_ name: String) -> String { "/v1/containers/\(name)" }
+    public static func restart(_ name: String) -> String { "/v1/containers/\(name)/restart" }
+    public static let migrations = "/v1/migrations"
+    public static func migration(_ id: String) -> String { "/v1/migrations/\(id)" }
+    // Peer routes: what a source Coordinator calls on a destination.
+    public static func peerImage(_ digest: String) -> String { "/v1/peer/images/\(digest)" }
+    public static let peerMigrations = "/v1/peer/migrations"
+    public static func peerMigration(_ id: String) -> String { "/v1/peer/migrations/\(id)" }
+    public static func peerFiles(_ id: String, part: String) -> String { "/v1/peer/migrations/\(id)/files/\(part)" }
+    public static func peerRestore(_ id: String) -> String { "/v1/peer/migrations/\(id)/restore" }
+    public static func peerCommit(_ id: String) -> String { "/v1/peer/migrations/\(id)/commit" }
+}
+
+/// `GET /v1/system`: who a Coordinator is and what it can do (also the peer availability check).
+public struct SystemInfo: Codable, Sendable, Equatable {
+    public var name: String
+    public var url: String
+    public var version: String
+    public var profile: SystemProfile
+
+    public init(name: String, url: String, version: String, profile: SystemProfile) {
+        self.name = name
+        self.url = url
+        self.version = version
+        self.profile = profile
+    }
+}
+
+/// `POST /v1/containers`: start a container on the embedded orchestrator.
+public struct RunRequest: Codable, Sendable, Equatable {
+    public var name: String
+    /// A directory on the Coordinator's host holding the root filesystem.
+    public var rootfs: String
+    public var command: [String]
+    public var environment: [String]?
+    public var workingDirectory: String?
+    /// `PORT` or `HOSTPORT:CONTAINERPORT`.
+    public var publish: [String]?
+    public var memoryBytes: Int64?
+    public var labels: [String: String]?
+
+    public init(name: String, rootfs: String, command: [String], environment: [String]? = nil, workingDirectory: String? = nil,
+                publish: [String]? = nil, memoryBytes: Int64? = nil, labels: [String: String]? = nil) {
+        self.name = name
+        self.rootfs = rootfs
+        self.command = command
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+        self.publish = publish
+        self.memoryBytes = memoryBytes
+        self.labels = labels
+    }
+}
+
+/// A container with the approaches that could move it.
+public struct ContainerView: Codable, Sendable, Equatable {
+    public var container: ContainerInfo
+    public var approaches: [Feasibility]
+
+    public init(container: ContainerInfo, approaches: [Feasibility]) {
+        self.container = container
+        self.approaches = approaches
+    }
+}
+
+/// `POST /v1/migrations`.
+public struct MigrateRequest: Codable, Sendable, Equatable {
+    public var container: String
+    /// The destination Coordinator's base URL.
+    public var destination: String
+    public var approach: ApproachRequest?
+    /// The destination's bearer token, when the source has none configured for it.
+    public var destinationToken: String?
+
+    public init(container: String, destination: String, approach: ApproachRequest? = nil, destinationToken: String? = nil) {
+        self.container = container
+        self.destination = destination
+        self.approach = approach
+        self.destinationToken = destinationToken
+    }
+}
+
+/// `POST /v1/peer/migrations`: the source asks the destination to create the identical container
+/// and get ready to receive (paper Steps 3-7).
+public struct PrepareRequest: Codable, Sendable, Equatable {
+    public var id: String
+    public var approach: Approach
+    public var specification: Specification
+    public var source: SystemRef
+
+    public init(id: String, approach: Approach, specification: Specification, source: SystemRef) {
+        self.id = id
+        self.approach = approach
+        self.specification = specification
+        self.source = source
+    }
+}
+
+public struct PrepareResponse: Codable, Sendable, Equatable {
+    /// `host:port` of the page-server that receives memory pages during the dump.
+    public var pageServer: String?
+
+    public init(pageServer: String?) {
+        self.pageServer = pageServer
+    }
+}
+
+/// The answer to a file upload: what the receiver saw, so the sender can compare.
+public struct UploadResponse: Codable, Sendable, Equatable {
+    public var bytes: Int64
+    public var digest: String?
+
+    public init(bytes: Int64, digest: String?) {
+        self.bytes = bytes
+        self.digest = digest
+    }
+}
+
+/// Every error response's body.
+public struct ErrorBody: Codable, Sendable {
+    public var error: UMSError
+
+    public init(error: UMSError) {
+        self.error = error
+    }
+}
+
+/// `POST /v1/peer/migrations/{id}/restore`: the restored container, running.
+public struct RestoreResponse: Codable, Sendable, Equatable {
+    public var container: ContainerInfo
+    /// Bytes of checkpoint images the destination received (memory pages included).
+    public var imageBytes: Int64
+
+    public init(container: ContainerInfo, imageBytes: Int64) {
+        self.container = container
+        self.imageBytes = imageBytes
+    }
+}

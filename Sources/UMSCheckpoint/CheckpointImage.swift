@@ -1,0 +1,23 @@
+import UMSOS
+
+/// The files of one checkpoint, as they lie in a directory.
+public enum CheckpointImage {
+    /// Memory page images, which a page-server receives directly.
+    public static func isPageFile(_ name: String) -> Bool {
+        name.hasPrefix("pages-") || name.hasPrefix("pagemap-")
+    }
+
+    /// Bytes of all images in `directory`.
+    public static func size(of directory: String) -> Int64 {
+        FileSystem.size(of: directory)
+    }
+
+    /// The tail of a CRIU log, for an error message.
+    public static func logTail(_ path: String, lines: Int = 6) -> String {
+        guard let data = try? FileSystem.read(path), let text = String(data: data, encoding: .utf8) else {
+            return "no log at \(path)"
+        }
+        let relevant = text.split(separator: "\n").filter { $0.contains("Error") || $0.contains("error") || $0.contains("Warn") }
+        return (relevant.isEmpty ? Array(text.split(separator: "\n").suffix(lines)) : Array(relevant.suffix(lines))).joined(separator: "\n")
+    }
+}

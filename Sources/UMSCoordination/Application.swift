@@ -1,0 +1,67 @@
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import UMSCheckpoint
+import UMSMigration
+import UMSModel
+import UMSOrchestrator
+import UMSOS
+
+/// Shuts the shared HTTP client down with the rest of the service group.
+struct HTTPClientService: Service {
+    let client: HTTPClient
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        try await client.shutdown()
+    }
+}
+
+/// Wires a Coordinator from its configuration: probes CRIU and the runtime (refusing to start
+/// without them), builds the orchestrator adapter and the approaches, and returns the HTTP
+/// application with everything long-lived as a service of one group.
+public func buildApplication(
+    configuration: CoordinatorConfiguration, logger: Logger, failRestoreForTesting: Bool = false
+) async throws -> some ApplicationProtocol {
+    try configuration.validate()
+    let runner = SubprocessRunner(logger: logger)
+    let criu = try await CRIUProbe.probe(explicitPath: configuration.criuPath, runner: runner, logger: logger)
+    let stateDirectory = configuration.stateDir
+    try FileSystem.makeDirectory(stateDirectory)
+    let advertiseHost = try configuration.advertiseHost()
+    let url = try configuration.resolvedAdvertiseURL()
+
+    let orchestrator = try RuncOrchestrator(
+        systemName: configuration.name, stateDirectory: stateDirectory, advertiseHost: advertiseHost,
+        criu: criu, runner: runner, logger: logger
+    )
+    try await orchestrator.prepare()
+    let approaches: [any MigrationApproach] = [OrchestratorLevelApproach(orchestrator: orchestrator, criu: criu, logger: logger)]
+
+    let token = try configuration.tokenFile.map(TokenFile.read)
+    if token == nil {
+        logger.warning("no token file: the API accepts every request; use --token-file across systems")
+    }
+    var peerTokens: [String: String] = [:]
+    for peer in configuration.peers ?? [] {
+        peerTokens[peer.url.hasSuffix("/") ? String(peer.url.dropLast()) : peer.url] = try TokenFile.read(peer.tokenFile)
+    }
+    let http = HTTPClient(eventLoopGroupProvider: .singleton)
+    let coordinator = try Coordinator(
+        name: configuration.name, url: url, orchestrator: orchestrator, approaches: approaches,
+        stateDirectory: stateDirectory, advertiseHost: advertiseHost, http: http, peerTokens: peerTokens,
+        logger: logger, failRestoreForTesting: failRestoreForTesting
+    )
+    await coordinator.recover()
+    let (host, port) = try configuration.listenAddress()
+    let router = buildRouter(coordinator: coordinator, token: token)
+    logger.info("coordinator ready", metadata: ["system": "\(configuration.name)", "url": "\(url)", "criu": "\(criu.version)"])
+    return Application(
+        router: router,
+        configuration: .init(address: .hostname(host, port: port), serverName: "umsd"),
+        services: [HTTPClientService(client: http)],
+        logger: logger
+    )
+}

@@ -1,0 +1,110 @@
+import Foundation
+import UMSModel
+import Yams
+
+/// How one Coordinator is set up: from `umsd` flags or a YAML file with the same keys.
+///
+/// ```yaml
+/// name: edge
+/// listen: 198.18.0.1:7000
+/// stateDir: /var/lib/ums/edge
+/// orchestrator: runc
+/// tokenFile: /etc/ums/edge.token
+/// peers:
+///   - url: http://198.18.0.2:7000
+///     tokenFile: /etc/ums/cloud.token
+/// ```
+public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
+    public struct Peer: Codable, Sendable, Equatable {
+        public var url: String
+        public var tokenFile: String
+
+        public init(url: String, tokenFile: String) {
+            self.url = url
+            self.tokenFile = tokenFile
+        }
+    }
+
+    public var name: String
+    /// `HOST:PORT` to listen on.
+    public var listen: String
+    public var stateDir: String
+    public var orchestrator: String
+    /// The bearer token clients and peers must present. Without it the API is open (a warning
+    /// is logged): fine on loopback for a demo, never across systems.
+    public var tokenFile: String?
+    /// The URL other systems use to reach this Coordinator; derived from `listen` when absent.
+    public var advertiseURL: String?
+    /// Tokens of the Coordinators this one may migrate to.
+    public var peers: [Peer]?
+    /// An explicit CRIU binary; otherwise the probe looks in the usual places.
+    public var criuPath: String?
+    public var logLevel: String?
+
+    public init(name: String, listen: String = "127.0.0.1:7000", stateDir: String, orchestrator: String = "runc",
+                tokenFile: String? = nil, advertiseURL: String? = nil, peers: [Peer]? = nil, criuPath: String? = nil) {
+        self.name = name
+        self.listen = listen
+        self.stateDir = stateDir
+        self.orchestrator = orchestrator
+        self.tokenFile = tokenFile
+        self.advertiseURL = advertiseURL
+        self.peers = peers
+        self.criuPath = criuPath
+    }
+
+    public static func load(yamlFile path: String) throws -> CoordinatorConfiguration {
+        do {
+            let text = try String(contentsOfFile: path, encoding: .utf8)
+            return try YAMLDecoder().decode(CoordinatorConfiguration.self, from: text)
+        } catch {
+            throw UMSError(.invalidArgument, "failed to read configuration \(path)", cause: error)
+        }
+    }
+
+    /// Splits `listen` into host and port, with a clear error.
+    public func listenAddress() throws(UMSError) -> (host: String, port: Int) {
+        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
+              (0...65535).contains(port)
+        else {
+            throw UMSError(.invalidArgument, "invalid listen address '\(listen)': expected HOST:PORT")
+        }
+        return (String(listen[..<colon]), port)
+    }
+
+    public func validate() throws(UMSError) {
+        try ContainerName.validate(name)
+        _ = try listenAddress()
+        guard orchestrator == "runc" else {
+            throw UMSError(.unsupported, "unsupported orchestrator '\(orchestrator)': this build supports runc")
+        }
+    }
+
+    /// The URL peers and clients use.
+    public func resolvedAdvertiseURL() throws(UMSError) -> String {
+        if let advertiseURL { return advertiseURL }
+        let (host, port) = try listenAddress()
+        return "http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)"
+    }
+
+    /// The host part of the advertised URL: where published ports and page-servers are reached.
+    public func advertiseHost() throws(UMSError) -> String {
+        let url = try resolvedAdvertiseURL()
+        guard let host = URL(string: url)?.host else {
+            throw UMSError(.invalidArgument, "invalid advertise URL '\(url)'")
+        }
+        return host
+    }
+}
+
+/// Reads a token file: the first line, trimmed.
+enum TokenFile {
+    static func read(_ path: String) throws -> String {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw UMSError(.invalidArgument, "failed to read token file \(path)")
+        }
+        let token = text.split(separator: "\n").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        guard !token.isEmpty else { throw UMSError(.invalidArgument, "token file \(path) is empty") }
+        return token
+    }
+}

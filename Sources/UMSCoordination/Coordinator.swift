@@ -1,0 +1,303 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import UMSAPI
+import UMSCheckpoint
+import UMSDecision
+import UMSMigration
+import UMSModel
+import UMSOrchestrator
+import UMSOS
+
+/// The Coordinator of one system (paper Fig. 1): it owns the system's view of its containers,
+/// drives outgoing migrations through their three phases, and serves the destination side of
+/// incoming ones. The HTTP layer only decodes requests and calls it.
+public actor Coordinator {
+    public let name: String
+    public let url: String
+    let orchestrator: any Orchestrator
+    /// The embedded runc orchestrator, which can import a local directory for `ums run`.
+    let runc: RuncOrchestrator?
+    let approaches: [Approach: any MigrationApproach]
+    let stateDirectory: String
+    let advertiseHost: String
+    let http: HTTPClient
+    let peerTokens: [String: String]
+    let logger: Logger
+    let migrationStore: JSONStore<MigrationRecord>
+    var migrations: [String: MigrationRecord] = [:]
+    var incoming: [String: IncomingMigration] = [:]
+    var incomingApproach: [String: Approach] = [:]
+    var tasks: [String: Task<Void, Never>] = [:]
+    /// Test hook: makes the destination's restore fail, to exercise rollback for real.
+    let failRestoreForTesting: Bool
+
+    public init(
+        name: String, url: String, orchestrator: any Orchestrator, approaches: [any MigrationApproach],
+        stateDirectory: String, advertiseHost: String, http: HTTPClient, peerTokens: [String: String],
+        logger: Logger, failRestoreForTesting: Bool = false
+    ) throws {
+        self.name = name
+        self.url = url
+        self.orchestrator = orchestrator
+        self.runc = orchestrator as? RuncOrchestrator
+        self.approaches = Dictionary(uniqueKeysWithValues: approaches.map { ($0.approach, $0) })
+        self.stateDirectory = stateDirectory
+        self.advertiseHost = advertiseHost
+        self.http = http
+        self.peerTokens = peerTokens
+        self.logger = logger
+        self.failRestoreForTesting = failRestoreForTesting
+        self.migrationStore = try JSONStore(directory: "\(stateDirectory)/migrations")
+        for record in migrationStore.loadAll() { migrations[record.id] = record }
+    }
+
+    // MARK: System
+
+    public func profile() async -> SystemProfile {
+        let capabilities = await orchestrator.capabilities()
+        return SystemProfile(
+            orchestrator: capabilities.kind, runtimeVersion: capabilities.runtimeVersion,
+            criuVersion: capabilities.criuVersion, canCheckpoint: capabilities.canCheckpoint,
+            approaches: approaches.keys.sorted()
+        )
+    }
+
+    public func systemInfo() async -> SystemInfo {
+        SystemInfo(name: name, url: url, version: UMSVersion.current, profile: await profile())
+    }
+
+    /// Marks migrations that a previous run of this Coordinator left unfinished, resuming sources
+    /// it had frozen: a restart never leaves a service frozen without a record saying so.
+    public func recover() async {
+        for var record in migrations.values where ![.completed, .rolledBack, .failed].contains(record.status) {
+            let canResume = record.step.map(\.canRollBack) ?? true
+            if canResume {
+                try? await orchestrator.resume(record.container)
+                try? await orchestrator.unlock(record.container, migration: record.id)
+                record.status = .rolledBack
+            } else {
+                record.status = .failed
+            }
+            record.error = UMSError(.internalError, "migration interrupted: the coordinator restarted during \(record.step?.rawValue ?? "start-up")")
+            record.finishedAt = Date()
+            save(record)
+        }
+    }
+
+    // MARK: Containers
+
+    func view(_ info: ContainerInfo) async -> ContainerView {
+        let verdicts = ApproachDecision.evaluate(info.specification, source: await profile(), destination: nil)
+        var container = info
+        container.approaches = verdicts.filter(\.feasible).map(\.approach)
+        return ContainerView(container: container, approaches: verdicts)
+    }
+
+    public func containers() async throws -> [ContainerView] {
+        var views: [ContainerView] = []
+        for info in try await orchestrator.list() { views.append(await view(info)) }
+        return views
+    }
+
+    public func container(_ name: String) async throws -> ContainerView {
+        await view(try await orchestrator.inspect(name))
+    }
+
+    public func run(_ request: RunRequest) async throws -> ContainerView {
+        try ContainerName.validate(request.name)
+        guard !request.command.isEmpty else {
+            throw UMSError(.invalidArgument, "failed to run '\(request.name)': no command given (put it after --)")
+        }
+        let ports = try (request.publish ?? []).map { text throws(UMSError) in try PortMapping(parsing: text) }
+        guard let runc else {
+            throw UMSError(.unsupported, "failed to run '\(request.name)': `run` starts containers on the embedded runc orchestrator only")
+        }
+        if (try? await orchestrator.inspect(request.name)) != nil {
+            throw UMSError(.exists, "failed to run '\(request.name)': a container with that name exists on system \(name)")
+        }
+        let image = try await runc.importDirectory(request.rootfs)
+        let specification = Specification(
+            name: request.name, image: image, command: request.command, environment: request.environment ?? [],
+            workingDirectory: request.workingDirectory ?? "/", ports: ports,
+            limits: ResourceLimits(memoryBytes: request.memoryBytes), labels: request.labels ?? [:]
+        )
+        return await view(try await orchestrator.create(specification, start: true, migration: nil))
+    }
+
+    public func remove(_ name: String) async throws {
+        try await orchestrator.delete(name, migration: nil)
+    }
+
+    public func restart(_ name: String) async throws -> ContainerView {
+        try await orchestrator.restart(name, migration: nil)
+        return await view(try await orchestrator.inspect(name))
+    }
+
+    // MARK: Migrations (source side)
+
+    public func migrationRecords() -> [MigrationRecord] {
+        migrations.values.sorted { $0.startedAt < $1.startedAt }
+    }
+
+    public func migration(_ id: String) throws -> MigrationRecord {
+        guard let record = migrations[id] else {
+            throw UMSError(.notFound, "no migration with id '\(id)' on system \(name)")
+        }
+        return record
+    }
+
+    func save(_ record: MigrationRecord) {
+        migrations[record.id] = record
+        do {
+            try migrationStore.save(record, key: record.id)
+        } catch {
+            logger.error("failed to persist migration record", metadata: ["migration.id": "\(record.id)", "error": "\(error)"])
+        }
+    }
+
+    /// Accepts a migration request: validates it, takes the container's control lock (so a
+    /// second request is refused at once), and starts the migration in the background.
+    public func migrate(_ request: MigrateRequest) async throws -> MigrationRecord {
+        try ContainerName.validate(request.container)
+        guard let destination = URL(string: request.destination), let scheme = destination.scheme,
+              ["http", "https"].contains(scheme), destination.host != nil
+        else {
+            throw UMSError(.invalidArgument, "invalid destination '\(request.destination)': expected the destination Coordinator's URL, e.g. http://198.18.0.2:7000")
+        }
+        let destinationURL = request.destination.hasSuffix("/") ? String(request.destination.dropLast()) : request.destination
+        guard destinationURL != url else {
+            throw UMSError(.invalidArgument, "invalid destination '\(request.destination)': it is this system")
+        }
+        _ = try await orchestrator.inspect(request.container)
+        let id = "m-" + UUID().uuidString.lowercased().prefix(12)
+        try await orchestrator.lock(request.container, migration: id)
+        let approachRequest = request.approach ?? .auto
+        var record = MigrationRecord(
+            id: String(id), container: request.container, requestedApproach: approachRequest.rawValue,
+            source: SystemRef(name: name, url: url), destination: SystemRef(name: "", url: destinationURL), startedAt: Date()
+        )
+        record.events.append(.init(at: Date(), step: "requested", message: "migration of \(request.container) to \(destinationURL) accepted"))
+        save(record)
+        let peer = CoordinatorClient(baseURL: destinationURL, token: request.destinationToken ?? peerTokens[destinationURL], http: http)
+        let driver = MigrationDriver(
+            id: record.id, container: request.container, request: approachRequest, coordinator: self, peer: peer,
+            orchestrator: orchestrator, approaches: approaches, workDirectory: "\(stateDirectory)/outgoing/\(record.id)",
+            logger: logger
+        )
+        let recordID = record.id
+        tasks[recordID] = Task {
+            await driver.run()
+            await self.finished(recordID)
+        }
+        return record
+    }
+
+    func finished(_ id: String) {
+        tasks[id] = nil
+    }
+
+    func update(_ id: String, _ change: (inout MigrationRecord) -> Void) {
+        guard var record = migrations[id] else { return }
+        change(&record)
+        save(record)
+    }
+
+    /// Waits for all running migrations (graceful shutdown, tests).
+    public func drain() async {
+        for task in tasks.values { await task.value }
+    }
+
+    // MARK: Migrations (destination side)
+
+    func incomingMigration(_ id: String) throws -> (IncomingMigration, any MigrationApproach) {
+        guard let migration = incoming[id], let approach = incomingApproach[id].flatMap({ approaches[$0] }) else {
+            throw UMSError(.notFound, "no incoming migration with id '\(id)' on system \(name)")
+        }
+        return (migration, approach)
+    }
+
+    public func hasImage(_ digest: String) async -> Bool {
+        await orchestrator.hasImage(ImageReference(digest: digest))
+    }
+
+    public func receiveImage<Chunks: AsyncSequence & Sendable>(_ digest: String, _ chunks: Chunks) async throws -> UploadResponse
+        where Chunks.Element == ByteBuffer
+    {
+        let image = try await orchestrator.importImage(chunks, expected: ImageReference(digest: digest))
+        return UploadResponse(bytes: image.sizeBytes ?? 0, digest: image.digest)
+    }
+
+    /// Paper Steps 4-7: create the identical container and get ready to receive.
+    public func prepareIncoming(_ request: PrepareRequest) async throws -> PrepareResponse {
+        try ContainerName.validate(request.specification.name)
+        guard incoming[request.id] == nil else {
+            throw UMSError(.exists, "failed to prepare migration \(request.id): it is already being received")
+        }
+        guard let approach = approaches[request.approach] else {
+            throw UMSError(.unsupported, "failed to prepare migration \(request.id): system \(name) does not implement the \(request.approach.rawValue)-level approach")
+        }
+        let migration = IncomingMigration(
+            id: request.id, specification: request.specification,
+            imagesDirectory: "\(stateDirectory)/incoming/\(request.id)/images"
+        )
+        incoming[request.id] = migration
+        incomingApproach[request.id] = request.approach
+        do {
+            let endpoint = try await approach.prepare(migration, listenAddress: advertiseHost)
+            logger.info("incoming migration prepared", metadata: ["migration.id": "\(request.id)", "container": "\(request.specification.name)", "peer": "\(request.source.name)"])
+            return PrepareResponse(pageServer: endpoint.pageServer?.description)
+        } catch {
+            incoming[request.id] = nil
+            incomingApproach[request.id] = nil
+            FileSystem.remove("\(stateDirectory)/incoming/\(request.id)")
+            throw error
+        }
+    }
+
+    public func receiveFiles<Chunks: AsyncSequence & Sendable>(_ id: String, part: FilePart, _ chunks: Chunks) async throws -> UploadResponse
+        where Chunks.Element == ByteBuffer
+    {
+        let (migration, approach) = try incomingMigration(id)
+        let bytes = try await approach.importFiles(migration, part: part, chunks)
+        return UploadResponse(bytes: bytes, digest: nil)
+    }
+
+    /// Paper Step 11: restore, and confirm the service runs.
+    public func restoreIncoming(_ id: String) async throws -> RestoreResponse {
+        let (migration, approach) = try incomingMigration(id)
+        if failRestoreForTesting {
+            throw UMSError(.internalError, "failed to restore \(migration.specification.name): restore disabled by --fail-restore-for-testing")
+        }
+        let pageBytes = CheckpointImage.size(of: migration.imagesDirectory)
+        let info = try await approach.restore(migration)
+        logger.info("incoming migration restored", metadata: ["migration.id": "\(id)", "container": "\(info.name)"])
+        return RestoreResponse(container: info, imageBytes: pageBytes)
+    }
+
+    /// The source saw the restore succeed: adopt the container as an ordinary one.
+    public func commitIncoming(_ id: String) async throws {
+        let (migration, _) = try incomingMigration(id)
+        try await orchestrator.unlock(migration.specification.name, migration: id)
+        forgetIncoming(id)
+    }
+
+    /// The source gave up: remove everything this migration created here.
+    public func abortIncoming(_ id: String) async throws {
+        let (migration, approach) = try incomingMigration(id)
+        await approach.abort(migration)
+        forgetIncoming(id)
+        logger.info("incoming migration aborted", metadata: ["migration.id": "\(id)"])
+    }
+
+    func forgetIncoming(_ id: String) {
+        incoming[id] = nil
+        incomingApproach[id] = nil
+        FileSystem.remove("\(stateDirectory)/incoming/\(id)")
+    }
+}
+
+public enum UMSVersion {
+    public static let current = "0.1.0"
+}

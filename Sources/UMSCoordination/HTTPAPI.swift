@@ -1,0 +1,184 @@
+import Crypto
+import Foundation
+import Hummingbird
+import NIOCore
+import UMSAPI
+import UMSMigration
+import UMSModel
+
+/// Turns any error into the JSON error body with the status its code maps to, so every failure
+/// a client sees reads the same way.
+struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as UMSError {
+            return Self.response(error)
+        } catch let error as DecodingError {
+            return Self.response(UMSError(.invalidArgument, "malformed request body: \(Self.describe(error))"))
+        } catch let error as HTTPError {
+            let code = UMSError.Code(httpStatus: Int(error.status.code))
+            return Self.response(UMSError(code, error.body ?? error.status.reasonPhrase.lowercased()))
+        } catch {
+            return Self.response(UMSError.wrap(error, .internalError, "internal error"))
+        }
+    }
+
+    static func response(_ error: UMSError) -> Response {
+        let body = (try? JSONAPI.encoder.encode(ErrorBody(error: error))) ?? Data("{}".utf8)
+        return Response(
+            status: HTTPResponse.Status(code: error.code.httpStatus),
+            headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: ByteBuffer(data: body))
+        )
+    }
+
+    static func describe(_ error: DecodingError) -> String {
+        func path(_ context: DecodingError.Context) -> String {
+            let keys = context.codingPath.map(\.stringValue).joined(separator: ".")
+            return keys.isEmpty ? context.debugDescription : "\(keys): \(context.debugDescription)"
+        }
+        switch error {
+        case .keyNotFound(let key, _): return "missing field '\(key.stringValue)'"
+        case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context): return path(context)
+        @unknown default: return "\(error)"
+        }
+    }
+}
+
+/// Requires `Authorization: Bearer <token>` on every route when the Coordinator has a token.
+struct BearerAuthMiddleware<Context: RequestContext>: RouterMiddleware {
+    let expectedDigest: [UInt8]
+
+    init(token: String) {
+        expectedDigest = Array(SHA256.hash(data: Data(token.utf8)))
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
+            throw UMSError(.unauthenticated, "missing bearer token: pass --token-file or set UMS_TOKEN (peers: configure the destination's token)")
+        }
+        // Compare digests, not strings, so the time taken says nothing about the token.
+        let presented = Array(SHA256.hash(data: Data(header.dropFirst("Bearer ".count).utf8)))
+        guard presented == expectedDigest else {
+            throw UMSError(.unauthenticated, "invalid bearer token for this coordinator")
+        }
+        return try await next(request, context)
+    }
+}
+
+enum JSONAPI {
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }()
+
+    static let decoder: JSONDecoder = {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }()
+
+    static func response<Value: Encodable>(_ value: Value, status: HTTPResponse.Status = .ok) throws -> Response {
+        Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: ByteBuffer(data: try encoder.encode(value)))
+        )
+    }
+
+    /// Decodes a JSON body (at most 1 MiB), mapping every failure to a 400 with the reason.
+    static func decode<Value: Decodable>(_ type: Value.Type, from request: Request) async throws -> Value {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: 1 << 20)
+        } catch {
+            throw UMSError(.invalidArgument, "malformed request body: larger than 1 MiB or unreadable")
+        }
+        guard buffer.readableBytes > 0 else { throw UMSError(.invalidArgument, "malformed request body: it is empty") }
+        do {
+            return try decoder.decode(Value.self, from: Data(buffer: buffer))
+        } catch let error as DecodingError {
+            throw UMSError(.invalidArgument, "malformed request body: \(ErrorMiddleware<BasicRequestContext>.describe(error))")
+        } catch let error as UMSError {
+            throw error
+        } catch {
+            throw UMSError(.invalidArgument, "malformed request body: not JSON")
+        }
+    }
+}
+
+extension Parameters {
+    func require(_ name: String) throws -> String {
+        guard let value = get(name) else { throw UMSError(.invalidArgument, "missing path parameter '\(name)'") }
+        return value
+    }
+}
+
+/// The Coordinator's routes (the same as `docs/openapi.yaml`).
+public func buildRouter(coordinator: Coordinator, token: String?) -> Router<BasicRequestContext> {
+    let router = Router(context: BasicRequestContext.self)
+    router.add(middleware: ErrorMiddleware())
+    if let token { router.add(middleware: BearerAuthMiddleware(token: token)) }
+
+    router.get(RouterPath(Routes.system)) { _, _ in try JSONAPI.response(await coordinator.systemInfo()) }
+
+    router.get(RouterPath(Routes.containers)) { _, _ in try JSONAPI.response(try await coordinator.containers()) }
+    router.post(RouterPath(Routes.containers)) { request, _ in
+        let body = try await JSONAPI.decode(RunRequest.self, from: request)
+        return try JSONAPI.response(try await coordinator.run(body), status: .created)
+    }
+    router.get("/v1/containers/:name") { _, context in
+        try JSONAPI.response(try await coordinator.container(try context.parameters.require("name")))
+    }
+    router.delete("/v1/containers/:name") { _, context in
+        try await coordinator.remove(try context.parameters.require("name"))
+        return Response(status: .noContent)
+    }
+    router.post("/v1/containers/:name/restart") { _, context in
+        try JSONAPI.response(try await coordinator.restart(try context.parameters.require("name")))
+    }
+
+    router.get(RouterPath(Routes.migrations)) { _, _ in try JSONAPI.response(await coordinator.migrationRecords()) }
+    router.post(RouterPath(Routes.migrations)) { request, _ in
+        let body = try await JSONAPI.decode(MigrateRequest.self, from: request)
+        return try JSONAPI.response(try await coordinator.migrate(body), status: .accepted)
+    }
+    router.get("/v1/migrations/:id") { _, context in
+        try JSONAPI.response(try await coordinator.migration(try context.parameters.require("id")))
+    }
+
+    // Peer routes: the destination side of a migration.
+    router.get("/v1/peer/images/:digest") { _, context in
+        let digest = try context.parameters.require("digest")
+        guard await coordinator.hasImage(digest) else { throw UMSError(.notFound, "image \(digest) is not on this system") }
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(string: "{}")))
+    }
+    router.put("/v1/peer/images/:digest") { request, context in
+        try JSONAPI.response(try await coordinator.receiveImage(try context.parameters.require("digest"), request.body))
+    }
+    router.post(RouterPath(Routes.peerMigrations)) { request, _ in
+        let body = try await JSONAPI.decode(PrepareRequest.self, from: request)
+        return try JSONAPI.response(try await coordinator.prepareIncoming(body), status: .created)
+    }
+    router.put("/v1/peer/migrations/:id/files/:part") { request, context in
+        let partName = try context.parameters.require("part")
+        guard let part = FilePart(rawValue: partName) else {
+            throw UMSError(.invalidArgument, "unknown file part '\(partName)': expected \(FilePart.allCases.map(\.rawValue).joined(separator: " or "))")
+        }
+        return try JSONAPI.response(try await coordinator.receiveFiles(try context.parameters.require("id"), part: part, request.body))
+    }
+    router.post("/v1/peer/migrations/:id/restore") { _, context in
+        try JSONAPI.response(try await coordinator.restoreIncoming(try context.parameters.require("id")))
+    }
+    router.post("/v1/peer/migrations/:id/commit") { _, context in
+        try await coordinator.commitIncoming(try context.parameters.require("id"))
+        return Response(status: .noContent)
+    }
+    router.delete("/v1/peer/migrations/:id") { _, context in
+        try await coordinator.abortIncoming(try context.parameters.require("id"))
+        return Response(status: .noContent)
+    }
+    return router
+}

@@ -1,0 +1,117 @@
+import UMSModel
+
+/// What the decision layer needs to know about one system.
+public struct SystemProfile: Codable, Sendable, Equatable {
+    /// Orchestrator kind (`runc`, `podman`, …).
+    public var orchestrator: String
+    public var runtimeVersion: String
+    public var criuVersion: String?
+    public var canCheckpoint: Bool
+    /// Approaches this system's Coordinator implements.
+    public var approaches: [Approach]
+
+    public init(orchestrator: String, runtimeVersion: String, criuVersion: String?, canCheckpoint: Bool, approaches: [Approach]) {
+        self.orchestrator = orchestrator
+        self.runtimeVersion = runtimeVersion
+        self.criuVersion = criuVersion
+        self.canCheckpoint = canCheckpoint
+        self.approaches = approaches
+    }
+}
+
+/// Whether one approach can move one container between two systems, and why (not).
+public struct Feasibility: Codable, Sendable, Equatable {
+    public var approach: Approach
+    public var feasible: Bool
+    public var reason: String
+
+    public init(approach: Approach, feasible: Bool, reason: String) {
+        self.approach = approach
+        self.feasible = feasible
+        self.reason = reason
+    }
+}
+
+/// Labels by which a Specification tells how its container is built.
+public enum SpecificationLabels {
+    /// Set on containers whose image carries the UMS checkpoint agent as entrypoint.
+    public static let agent = "ums.agent"
+    /// Set on containers whose service runs nested in an outer container.
+    public static let nested = "ums.nested"
+}
+
+/// The Coordinator's choice of approach (paper §III-A: "how" to migrate), from the container's
+/// Specification and what the two systems can do. Pure, so every rule is unit-tested.
+public enum ApproachDecision {
+    /// Every approach with its verdict, in order of preference.
+    public static func evaluate(_ specification: Specification, source: SystemProfile, destination: SystemProfile?) -> [Feasibility] {
+        Approach.allCases.sorted().map { evaluate($0, specification, source: source, destination: destination) }
+    }
+
+    static func evaluate(_ approach: Approach, _ specification: Specification, source: SystemProfile, destination: SystemProfile?) -> Feasibility {
+        func verdict(_ ok: Bool, _ reason: String) -> Feasibility { Feasibility(approach: approach, feasible: ok, reason: reason) }
+        guard source.approaches.contains(approach) else {
+            return verdict(false, "this system's Coordinator does not implement the \(approach.rawValue)-level approach")
+        }
+        if let destination, !destination.approaches.contains(approach) {
+            return verdict(false, "the destination's Coordinator does not implement the \(approach.rawValue)-level approach")
+        }
+        switch approach {
+        case .orchestrator:
+            if specification.labels[SpecificationLabels.nested] != nil {
+                return verdict(false, "the service runs nested in an outer container; the container-level approach moves it")
+            }
+            guard source.canCheckpoint else {
+                return verdict(false, "the source orchestrator (\(source.orchestrator)) cannot checkpoint containers")
+            }
+            guard let destination else {
+                return verdict(true, "the source orchestrator (\(source.orchestrator)) can checkpoint; the destination decides the rest")
+            }
+            guard destination.canCheckpoint else {
+                return verdict(false, "the destination orchestrator (\(destination.orchestrator)) cannot restore checkpoints")
+            }
+            guard destination.orchestrator == source.orchestrator else {
+                return verdict(false, "the orchestrators differ (\(source.orchestrator) → \(destination.orchestrator)); a runtime's checkpoint only restores into the same kind of runtime")
+            }
+            guard let sourceCRIU = source.criuVersion, let destinationCRIU = destination.criuVersion, major(sourceCRIU) == major(destinationCRIU) else {
+                return verdict(false, "CRIU versions are incompatible (\(source.criuVersion ?? "none") → \(destination.criuVersion ?? "none"))")
+            }
+            guard major(source.runtimeVersion) == major(destination.runtimeVersion) else {
+                return verdict(false, "runtime versions are incompatible (\(source.runtimeVersion) → \(destination.runtimeVersion))")
+            }
+            return verdict(true, "both systems run \(source.orchestrator) with checkpoint/restore (CRIU \(sourceCRIU) → \(destinationCRIU))")
+        case .service:
+            guard specification.labels[SpecificationLabels.agent] != nil else {
+                return verdict(false, "the service's image carries no UMS checkpoint agent")
+            }
+            return verdict(true, "the image carries the UMS checkpoint agent")
+        case .container:
+            guard specification.labels[SpecificationLabels.nested] != nil else {
+                return verdict(false, "the service does not run nested in an outer container")
+            }
+            return verdict(true, "the service runs nested in an outer container that carries a runtime")
+        }
+    }
+
+    /// Picks the approach for a request: the requested one if feasible, else under `auto` the
+    /// most efficient feasible one. Throws `unsupported` saying why nothing fits.
+    public static func choose(_ request: ApproachRequest, _ specification: Specification, source: SystemProfile, destination: SystemProfile) throws(UMSError) -> Approach {
+        let verdicts = evaluate(specification, source: source, destination: destination)
+        switch request {
+        case .specific(let approach):
+            guard let verdict = verdicts.first(where: { $0.approach == approach }), verdict.feasible else {
+                let reason = verdicts.first { $0.approach == approach }?.reason ?? "unknown approach"
+                throw UMSError(.unsupported, "failed to migrate '\(specification.name)' with the \(approach.rawValue)-level approach: infeasible, because \(reason)")
+            }
+            return approach
+        case .auto:
+            if let chosen = verdicts.first(where: \.feasible) { return chosen.approach }
+            let reasons = verdicts.map { "\($0.approach.rawValue): \($0.reason)" }.joined(separator: "; ")
+            throw UMSError(.unsupported, "failed to migrate '\(specification.name)': no approach is feasible (\(reasons))")
+        }
+    }
+
+    static func major(_ version: String) -> Int {
+        Int(version.split(separator: ".").first.map { $0.prefix { $0.isNumber } } ?? "") ?? -1
+    }
+}

@@ -1,0 +1,33 @@
+/// A container as a Coordinator reports it.
+public struct ContainerInfo: Codable, Sendable, Equatable {
+    public enum State: String, Codable, Sendable {
+        case created, running, paused, stopped, unknown
+    }
+
+    public var name: String
+    public var state: State
+    public var specification: Specification
+    /// The process id of the container's first process on its host, when running.
+    public var pid: Int?
+    /// Where clients reach the service (`host:port` per published port).
+    public var endpoints: [String]
+    /// Approaches that can move this container, decided from its Specification and the system.
+    public var approaches: [Approach]
+    /// The migration that holds the control lock on this container, if any.
+    public var migratingIn: String?
+    public var orchestrator: String
+
+    public init(
+        name: String, state: State, specification: Specification, pid: Int? = nil, endpoints: [String] = [],
+        approaches: [Approach] = [], migratingIn: String? = nil, orchestrator: String
+    ) {
+        self.name = name
+        self.state = state
+        self.specification = specification
+        self.pid = pid
+        self.endpoints = endpoints
+        self.approaches = approaches
+        self.migratingIn = migratingIn
+        self.orchestrator = orchestrator
+    }
+}

@@ -1,0 +1,114 @@
+/// The Specification of a container (paper Fig. 2, step 1): everything a destination system needs
+/// to create an identical container, independent of which orchestrator runs it.
+public struct Specification: Codable, Sendable, Equatable {
+    /// The container's name; unique within one system.
+    public var name: String
+    /// The root filesystem the container runs from, identified by content.
+    public var image: ImageReference
+    /// The command and its arguments, run as the container's first process.
+    public var command: [String]
+    /// `KEY=VALUE` pairs.
+    public var environment: [String]
+    public var workingDirectory: String
+    /// Ports the service listens on inside its network namespace, published on its system.
+    public var ports: [PortMapping]
+    public var limits: ResourceLimits
+    /// Processes in the container at the time the Specification was taken.
+    public var processCount: Int
+    public var labels: [String: String]
+
+    public init(
+        name: String, image: ImageReference, command: [String], environment: [String] = [],
+        workingDirectory: String = "/", ports: [PortMapping] = [], limits: ResourceLimits = .init(),
+        processCount: Int = 1, labels: [String: String] = [:]
+    ) {
+        self.name = name
+        self.image = image
+        self.command = command
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+        self.ports = ports
+        self.limits = limits
+        self.processCount = processCount
+        self.labels = labels
+    }
+}
+
+/// A root filesystem, named by the SHA-256 of its canonical tar stream so that two systems agree
+/// on whether they hold the same one without comparing trees.
+public struct ImageReference: Codable, Sendable, Equatable, Hashable {
+    /// `sha256:<hex>`.
+    public var digest: String
+    /// Where it came from on the system that first ran it (informational).
+    public var source: String?
+    public var sizeBytes: Int64?
+
+    public init(digest: String, source: String? = nil, sizeBytes: Int64? = nil) {
+        self.digest = digest
+        self.source = source
+        self.sizeBytes = sizeBytes
+    }
+}
+
+public struct PortMapping: Codable, Sendable, Equatable, Hashable {
+    /// The port on the system's address.
+    public var hostPort: Int
+    /// The port inside the container.
+    public var containerPort: Int
+    public var proto: String
+
+    public init(hostPort: Int, containerPort: Int, proto: String = "tcp") {
+        self.hostPort = hostPort
+        self.containerPort = containerPort
+        self.proto = proto
+    }
+
+    /// Parses `PORT`, `HOST:CONTAINER`, optionally suffixed `/tcp`.
+    public init(parsing text: String) throws(UMSError) {
+        var body = Substring(text)
+        var proto = "tcp"
+        if let slash = body.firstIndex(of: "/") {
+            proto = String(body[body.index(after: slash)...])
+            body = body[..<slash]
+        }
+        guard proto == "tcp" else {
+            throw UMSError(.invalidArgument, "failed to parse port '\(text)': only tcp is supported")
+        }
+        let parts = body.split(separator: ":", omittingEmptySubsequences: false)
+        let numbers = parts.compactMap { Int($0) }
+        guard parts.count == numbers.count, (1...2).contains(numbers.count),
+              numbers.allSatisfy({ (1...65535).contains($0) })
+        else {
+            throw UMSError(.invalidArgument, "failed to parse port '\(text)': expected PORT or HOSTPORT:CONTAINERPORT, each 1-65535")
+        }
+        self.init(hostPort: numbers[0], containerPort: numbers.last ?? numbers[0], proto: proto)
+    }
+}
+
+public struct ResourceLimits: Codable, Sendable, Equatable {
+    public var memoryBytes: Int64?
+    /// CPU quota in cores (e.g. 0.5).
+    public var cpus: Double?
+    public var pids: Int?
+
+    public init(memoryBytes: Int64? = nil, cpus: Double? = nil, pids: Int? = nil) {
+        self.memoryBytes = memoryBytes
+        self.cpus = cpus
+        self.pids = pids
+    }
+}
+
+/// Checks that a name can be used for a container: it becomes part of paths, namespace and
+/// interface names, so it is kept to a small safe alphabet.
+public enum ContainerName {
+    public static let maxLength = 48
+
+    public static func validate(_ name: String) throws(UMSError) {
+        let allowed = name.unicodeScalars.allSatisfy { scalar in
+            ("a"..."z").contains(scalar) || ("0"..."9").contains(scalar) || scalar == "-" || scalar == "_"
+        }
+        guard !name.isEmpty, name.count <= maxLength, allowed, name.first != "-" else {
+            throw UMSError(.invalidArgument, "invalid container name '\(name)': use 1-\(maxLength) characters of a-z, 0-9, '-' and '_', not starting with '-'")
+        }
+    }
+}

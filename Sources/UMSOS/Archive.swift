@@ -1,0 +1,122 @@
+import Crypto
+import Foundation
+import NIOCore
+import Subprocess
+import UMSModel
+
+#if canImport(System)
+import System
+#else
+import SystemPackage
+#endif
+
+/// Tar streams of directories: how root filesystems and checkpoint files cross between systems.
+/// GNU tar does the work (it knows sparse files, xattrs, whiteouts, device nodes); UMS streams its
+/// output chunk by chunk and hashes it on the way, so nothing is buffered whole and both ends can
+/// check they saw the same bytes.
+public enum Archive {
+    /// The outcome of producing or consuming a stream.
+    public struct Summary: Sendable, Equatable {
+        /// `sha256:<hex>` of the tar stream.
+        public var digest: String
+        public var bytes: Int64
+    }
+
+    /// Flags that make the stream depend only on names, contents, modes and links, so that the
+    /// same tree gives the same digest on every system.
+    static let canonicalFlags = [
+        "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "--format=posix",
+        "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
+    ]
+
+    /// Arguments for `tar` creating a stream of `members` under `directory` on standard output.
+    public static func createArguments(directory: String, members: [String], canonical: Bool) -> [String] {
+        var arguments = ["-c", "-f", "-", "--sparse"]
+        arguments += canonical ? canonicalFlags : ["--xattrs", "--xattrs-include=*"]
+        return arguments + ["-C", directory] + members
+    }
+
+    public static func extractArguments(directory: String) -> [String] {
+        ["-x", "-f", "-", "--sparse", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-p", "-C", directory]
+    }
+
+    /// Runs `tar -c` and hands each chunk to `consume` as it is produced; `consume` applies
+    /// backpressure by not returning until it has taken the chunk.
+    @discardableResult
+    public static func create(
+        directory: String, members: [String] = ["."], canonical: Bool = false,
+        consume: @Sendable (ByteBuffer) async throws -> Void
+    ) async throws -> Summary {
+        let arguments = createArguments(directory: directory, members: members, canonical: canonical)
+        let result = try await Subprocess.run(
+            .name("tar"), arguments: Arguments(arguments), input: .none, output: .sequence, error: .string(limit: 64 << 10)
+        ) { execution in
+            var hasher = SHA256()
+            var bytes: Int64 = 0
+            for try await chunk in execution.standardOutput {
+                let buffer = chunk.withUnsafeBytes { raw in
+                    hasher.update(bufferPointer: raw)
+                    return ByteBuffer(bytes: raw)
+                }
+                bytes += Int64(buffer.readableBytes)
+                try await consume(buffer)
+            }
+            return Summary(digest: "sha256:" + hasher.finalize().hex, bytes: bytes)
+        }
+        try check(result.terminationStatus, stderr: result.standardError, what: "archive \(directory)")
+        return result.closureResult
+    }
+
+    /// Feeds `chunks` into `tar -x` under `directory` (which must exist), hashing them on the way.
+    public static func extract<Chunks: AsyncSequence & Sendable>(
+        _ chunks: Chunks, into directory: String
+    ) async throws -> Summary where Chunks.Element == ByteBuffer {
+        let result = try await Subprocess.run(
+            .name("tar"), arguments: Arguments(extractArguments(directory: directory)),
+            input: .inputWriter, output: .discarded, error: .string(limit: 64 << 10)
+        ) { execution in
+            var hasher = SHA256()
+            var bytes: Int64 = 0
+            do {
+                for try await buffer in chunks {
+                    buffer.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+                    bytes += Int64(buffer.readableBytes)
+                    _ = try await execution.standardInputWriter.write(Array(buffer.readableBytesView))
+                }
+            } catch {
+                try? await execution.standardInputWriter.finish()
+                throw error
+            }
+            try await execution.standardInputWriter.finish()
+            return Summary(digest: "sha256:" + hasher.finalize().hex, bytes: bytes)
+        }
+        try check(result.terminationStatus, stderr: result.standardError, what: "extract into \(directory)")
+        return result.closureResult
+    }
+
+    /// The canonical digest of a directory, without keeping the stream.
+    public static func digest(of directory: String) async throws -> Summary {
+        try await create(directory: directory, canonical: true) { _ in }
+    }
+
+    private static func check(_ status: TerminationStatus, stderr: String?, what: String) throws {
+        if case .exited(0) = status { return }
+        let detail = (stderr ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        throw UMSError(.internalError, "failed to \(what): tar \(status)", cause: detail.isEmpty ? nil : CommandFailure(detail))
+    }
+}
+
+extension Sequence where Element == UInt8 {
+    /// Lowercase hexadecimal.
+    public var hex: String {
+        var text = ""
+        for byte in self {
+            text += String(byte >> 4, radix: 16) + String(byte & 0xF, radix: 16)
+        }
+        return text
+    }
+}
+
+extension Digest {
+    public var hex: String { Array(self.makeIterator().map { $0 }).hex }
+}

@@ -1,0 +1,81 @@
+import Foundation
+import NIOCore
+import UMSModel
+import UMSOS
+
+/// Root filesystems held by one system, by content digest: `<root>/<hex>/rootfs`.
+public struct ImageStore: Sendable {
+    public let root: String
+
+    public init(root: String) throws {
+        self.root = root
+        try FileSystem.makeDirectory(root)
+    }
+
+    static func hexDigest(_ reference: ImageReference) throws -> String {
+        let hex = reference.digest.hasPrefix("sha256:") ? String(reference.digest.dropFirst(7)) : ""
+        guard hex.count == 64, hex.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) else {
+            throw UMSError(.invalidArgument, "invalid image digest '\(reference.digest)': expected sha256:<64 hex digits>")
+        }
+        return hex
+    }
+
+    public func rootfs(_ reference: ImageReference) throws -> String {
+        "\(root)/\(try Self.hexDigest(reference))/rootfs"
+    }
+
+    public func contains(_ reference: ImageReference) -> Bool {
+        (try? rootfs(reference)).map(FileSystem.isDirectory) ?? false
+    }
+
+    /// Copies a local directory in (what `ums run --rootfs DIR` does).
+    public func importDirectory(_ directory: String, runner: any CommandRunner) async throws -> ImageReference {
+        guard FileSystem.isDirectory(directory) else {
+            throw UMSError(.invalidArgument, "failed to import rootfs: \(directory) is not a directory on the Coordinator's host")
+        }
+        let summary = try await Archive.digest(of: directory)
+        let reference = ImageReference(digest: summary.digest, source: directory, sizeBytes: summary.bytes)
+        if contains(reference) { return reference }
+        let staging = "\(root)/.incoming-\(UUID().uuidString)"
+        try FileSystem.makeDirectory(staging)
+        do {
+            try await runner.execute("cp", ["-a", "--", directory, "\(staging)/rootfs"])
+            try FileSystem.move(staging, to: "\(root)/\(try Self.hexDigest(reference))")
+        } catch {
+            FileSystem.remove(staging)
+            throw UMSError.wrap(error, .internalError, "failed to import rootfs \(directory)")
+        }
+        return reference
+    }
+
+    /// Receives a canonical tar stream, keeping it only if its digest is the one announced.
+    public func importStream<Chunks: AsyncSequence & Sendable>(_ chunks: Chunks, expected: ImageReference) async throws -> ImageReference
+        where Chunks.Element == ByteBuffer
+    {
+        let hex = try Self.hexDigest(expected)
+        let staging = "\(root)/.incoming-\(UUID().uuidString)"
+        try FileSystem.makeDirectory("\(staging)/rootfs")
+        do {
+            let summary = try await Archive.extract(chunks, into: "\(staging)/rootfs")
+            guard summary.digest == expected.digest else {
+                throw UMSError(.invalidArgument, "failed to import image: received stream has digest \(summary.digest), expected \(expected.digest) (corrupted or truncated transfer)")
+            }
+            if contains(expected) {
+                FileSystem.remove(staging)
+            } else {
+                try FileSystem.move(staging, to: "\(root)/\(hex)")
+            }
+            return ImageReference(digest: expected.digest, source: expected.source, sizeBytes: summary.bytes)
+        } catch {
+            FileSystem.remove(staging)
+            throw UMSError.wrap(error, .internalError, "failed to import image \(expected.digest)")
+        }
+    }
+
+    public func export(_ reference: ImageReference, consume: @Sendable (ByteBuffer) async throws -> Void) async throws {
+        guard contains(reference) else {
+            throw UMSError(.notFound, "failed to export image: \(reference.digest) is not on this system")
+        }
+        try await Archive.create(directory: try rootfs(reference), canonical: true, consume: consume)
+    }
+}

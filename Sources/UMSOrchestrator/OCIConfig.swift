@@ -1,0 +1,57 @@
+import Foundation
+import UMSModel
+
+/// Builds a container's OCI `config.json` from the installed runc's own default (`runc spec`) and
+/// a Specification. Starting from runc's template keeps its mounts, masked paths and capability
+/// defaults in step with the runc that will run it.
+public enum OCIConfig {
+    public struct Placement: Sendable, Equatable {
+        /// The network namespace the system prepared for the container.
+        public var networkNamespacePath: String
+        /// The cgroup path, unique per system so that two systems on one host never share one.
+        public var cgroupsPath: String
+
+        public init(networkNamespacePath: String, cgroupsPath: String) {
+            self.networkNamespacePath = networkNamespacePath
+            self.cgroupsPath = cgroupsPath
+        }
+    }
+
+    public static func make(template: Data, specification: Specification, placement: Placement) throws -> Data {
+        guard var config = try JSONSerialization.jsonObject(with: template) as? [String: Any],
+              var process = config["process"] as? [String: Any],
+              var linux = config["linux"] as? [String: Any]
+        else {
+            throw UMSError(.internalError, "failed to build OCI config: runc's template is not an OCI spec")
+        }
+        process["terminal"] = false
+        process["args"] = specification.command
+        let baseEnvironment = (process["env"] as? [String]) ?? []
+        process["env"] = baseEnvironment + specification.environment
+        process["cwd"] = specification.workingDirectory
+        config["process"] = process
+        config["root"] = ["path": "rootfs", "readonly": false]
+        config["hostname"] = specification.name
+
+        var namespaces = (linux["namespaces"] as? [[String: Any]]) ?? []
+        namespaces.removeAll { ($0["type"] as? String) == "network" }
+        namespaces.append(["type": "network", "path": placement.networkNamespacePath])
+        linux["namespaces"] = namespaces
+        linux["cgroupsPath"] = placement.cgroupsPath
+
+        var resources = (linux["resources"] as? [String: Any]) ?? [:]
+        if let memory = specification.limits.memoryBytes {
+            resources["memory"] = ["limit": memory]
+        }
+        if let cpus = specification.limits.cpus {
+            let period = 100_000
+            resources["cpu"] = ["quota": Int(cpus * Double(period)), "period": period]
+        }
+        if let pids = specification.limits.pids {
+            resources["pids"] = ["limit": pids]
+        }
+        linux["resources"] = resources
+        config["linux"] = linux
+        return try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
+    }
+}

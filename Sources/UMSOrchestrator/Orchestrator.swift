@@ -1,0 +1,79 @@
+import NIOCore
+import UMSCheckpoint
+import UMSModel
+
+/// What an orchestrator on one system can do, as the decision layer needs to know it.
+public struct OrchestratorCapabilities: Codable, Sendable, Equatable {
+    /// `runc`, `podman`, `docker`, `containerd`.
+    public var kind: String
+    public var runtimeVersion: String
+    public var criuVersion: String?
+    /// The engine can checkpoint and restore its containers itself (orchestrator-level approach).
+    public var canCheckpoint: Bool
+
+    public init(kind: String, runtimeVersion: String, criuVersion: String?, canCheckpoint: Bool) {
+        self.kind = kind
+        self.runtimeVersion = runtimeVersion
+        self.criuVersion = criuVersion
+        self.canCheckpoint = canCheckpoint
+    }
+}
+
+/// Options for an orchestrator-level checkpoint.
+public struct CheckpointRequest: Sendable, Equatable {
+    /// Where the non-page images are written (locally; they are small).
+    public var imagesDirectory: String
+    /// Where the memory pages go while they are dumped.
+    public var pageServer: PageServerAddress?
+    /// Keep the (frozen) container after the dump, so a failure can resume it.
+    public var leaveRunning: Bool
+
+    public init(imagesDirectory: String, pageServer: PageServerAddress?, leaveRunning: Bool = true) {
+        self.imagesDirectory = imagesDirectory
+        self.pageServer = pageServer
+        self.leaveRunning = leaveRunning
+    }
+}
+
+/// The seam between UMS and a system's container orchestrator. One adapter per engine (runc, and
+/// later Podman, Docker Engine, containerd) implements it; everything above speaks only this.
+///
+/// Control operations (`delete`, `restart`) are refused with `invalidState` while a migration
+/// holds the container's lock, unless that migration itself asks (`migration:`).
+public protocol Orchestrator: Sendable {
+    var kind: String { get }
+    func capabilities() async -> OrchestratorCapabilities
+
+    // Images
+    func hasImage(_ image: ImageReference) async -> Bool
+    /// Imports a canonical tar stream as an image, verifying it against `expected`.
+    func importImage<Chunks: AsyncSequence & Sendable>(_ chunks: Chunks, expected: ImageReference) async throws -> ImageReference
+        where Chunks.Element == ByteBuffer
+    /// Streams the canonical tar of an image.
+    func exportImage(_ image: ImageReference, consume: @Sendable (ByteBuffer) async throws -> Void) async throws
+
+    // Containers
+    func list() async throws -> [ContainerInfo]
+    func inspect(_ name: String) async throws -> ContainerInfo
+    /// The Specification (paper Step 1), with the process count read now.
+    func specification(of name: String) async throws -> Specification
+    /// Creates a container; `start: false` leaves it ready to be restored into (its ports are
+    /// checked but not yet published). `migration:` creates it already locked.
+    func create(_ specification: Specification, start: Bool, migration: String?) async throws -> ContainerInfo
+    func restart(_ name: String, migration: String?) async throws
+    func delete(_ name: String, migration: String?) async throws
+
+    // Control lock (paper Step 8)
+    func lock(_ name: String, migration: String) async throws
+    func unlock(_ name: String, migration: String) async throws
+
+    // Orchestrator-level checkpoint/restore
+    func freeze(_ name: String) async throws
+    func resume(_ name: String) async throws
+    func checkpoint(_ name: String, request: CheckpointRequest) async throws
+    /// Streams the container's own changes to its root filesystem (taken while it is frozen).
+    func exportChanges(_ name: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> Int64
+    func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> Int64
+        where Chunks.Element == ByteBuffer
+    func restore(_ name: String, imagesDirectory: String) async throws -> ContainerInfo
+}

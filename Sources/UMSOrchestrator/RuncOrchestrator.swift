@@ -1,0 +1,370 @@
+import Foundation
+import Logging
+import NIOCore
+import UMSCheckpoint
+import UMSModel
+import UMSOS
+
+/// The embedded default orchestrator: UMS drives runc itself, keeps the bundles and a registry of
+/// its containers under its state directory. runc's own checkpoint/restore (through CRIU) makes
+/// the orchestrator-level approach possible between two such systems.
+///
+/// Layout under `stateDirectory`:
+/// `images/<hex>/rootfs` (read-only lower layers), `containers/<name>/` (record, bundle with an
+/// overlay root, upper and work dirs, runc log), `runc/` (runc's `--root`).
+public actor RuncOrchestrator: Orchestrator {
+    /// What UMS remembers about one container beyond what runc knows.
+    struct Record: Codable, Sendable {
+        var specification: Specification
+        var network: ContainerNetwork
+        var slot: Int
+        var lockedBy: String?
+        /// False between a destination's `create(start: false)` and its restore.
+        var started: Bool
+        var createdAt: Date
+    }
+
+    public nonisolated let kind = "runc"
+    let systemName: String
+    let stateDirectory: String
+    /// The address clients use to reach this system's published ports.
+    let advertiseHost: String
+    let runner: any CommandRunner
+    let runc: Runc
+    let criu: CRIUInfo
+    let images: ImageStore
+    let records: JSONStore<Record>
+    let network: NetworkManager
+    let logger: Logger
+    var cache: [String: Record] = [:]
+    var runcVersion = "unknown"
+    var template: Data?
+
+    public init(
+        systemName: String, stateDirectory: String, advertiseHost: String, criu: CRIUInfo,
+        runner: any CommandRunner, logger: Logger
+    ) throws {
+        self.systemName = systemName
+        self.stateDirectory = stateDirectory
+        self.advertiseHost = advertiseHost
+        self.runner = runner
+        self.criu = criu
+        self.logger = logger
+        self.runc = Runc(root: "\(stateDirectory)/runc", criuPath: criu.path)
+        self.images = try ImageStore(root: "\(stateDirectory)/images")
+        self.records = try JSONStore(directory: "\(stateDirectory)/containers-index")
+        self.network = NetworkManager(runner: runner)
+        for record in records.loadAll() { cache[record.specification.name] = record }
+    }
+
+    /// Checks runc is there and reads its version; call once at start-up.
+    public func prepare() async throws {
+        do {
+            let text = try await runner.output(runc.binary, ["--version"])
+            runcVersion = text.split(separator: "\n").first.map { String($0.split(separator: " ").last ?? "") } ?? "unknown"
+        } catch {
+            throw UMSError(.unsupported, "failed to find runc; run scripts/setup as root to install it", cause: error)
+        }
+        try FileSystem.makeDirectory(runc.root)
+    }
+
+    public func capabilities() async -> OrchestratorCapabilities {
+        OrchestratorCapabilities(kind: kind, runtimeVersion: runcVersion, criuVersion: criu.version, canCheckpoint: true)
+    }
+
+    // MARK: Paths
+
+    func containerDirectory(_ name: String) -> String { "\(stateDirectory)/containers/\(name)" }
+    func bundle(_ name: String) -> String { "\(containerDirectory(name))/bundle" }
+    func runcLog(_ name: String) -> String { "\(containerDirectory(name))/runc.log" }
+
+    // MARK: Images
+
+    public func hasImage(_ image: ImageReference) async -> Bool { images.contains(image) }
+
+    public func importImage<Chunks: AsyncSequence & Sendable>(_ chunks: Chunks, expected: ImageReference) async throws -> ImageReference
+        where Chunks.Element == ByteBuffer
+    {
+        try await images.importStream(chunks, expected: expected)
+    }
+
+    public func exportImage(_ image: ImageReference, consume: @Sendable (ByteBuffer) async throws -> Void) async throws {
+        try await images.export(image, consume: consume)
+    }
+
+    /// Imports a local directory as an image (for `ums run --rootfs`).
+    public func importDirectory(_ directory: String) async throws -> ImageReference {
+        try await images.importDirectory(directory, runner: runner)
+    }
+
+    // MARK: Containers
+
+    func record(_ name: String) throws -> Record {
+        guard let record = cache[name] else {
+            throw UMSError(.notFound, "no container named '\(name)' on system \(systemName)")
+        }
+        return record
+    }
+
+    func save(_ record: Record) throws {
+        cache[record.specification.name] = record
+        try records.save(record, key: record.specification.name)
+    }
+
+    func forget(_ name: String) {
+        cache[name] = nil
+        records.delete(key: name)
+    }
+
+    public func list() async throws -> [ContainerInfo] {
+        var result: [ContainerInfo] = []
+        for name in cache.keys.sorted() {
+            if let info = try? await inspect(name) { result.append(info) }
+        }
+        return result
+    }
+
+    public func inspect(_ name: String) async throws -> ContainerInfo {
+        let record = try record(name)
+        var state = ContainerInfo.State.created
+        var pid: Int?
+        if record.started {
+            if let text = try? await runner.output(runc.binary, runc.stateArguments(id: name)),
+               let json = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] {
+                state = ContainerInfo.State(rawValue: (json["status"] as? String) ?? "") ?? .unknown
+                pid = (json["pid"] as? Int).flatMap { $0 > 0 ? $0 : nil }
+            } else {
+                state = .stopped
+            }
+        }
+        return ContainerInfo(
+            name: name, state: state, specification: record.specification, pid: pid,
+            endpoints: record.started ? record.specification.ports.map { "\(advertiseHost):\($0.hostPort)" } : [],
+            migratingIn: record.lockedBy, orchestrator: kind
+        )
+    }
+
+    public func specification(of name: String) async throws -> Specification {
+        var specification = try record(name).specification
+        if let text = try? await runner.output(runc.binary, runc.processesArguments(id: name)),
+           let pids = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [Int] {
+            specification.processCount = pids.count
+        }
+        return specification
+    }
+
+    public func create(_ specification: Specification, start: Bool, migration: String?) async throws -> ContainerInfo {
+        try ContainerName.validate(specification.name)
+        guard !specification.command.isEmpty else {
+            throw UMSError(.invalidArgument, "failed to create container \(specification.name): no command given")
+        }
+        guard cache[specification.name] == nil else {
+            throw UMSError(.exists, "failed to create container: '\(specification.name)' already exists on system \(systemName)")
+        }
+        guard images.contains(specification.image) else {
+            throw UMSError(.notFound, "failed to create container \(specification.name): image \(specification.image.digest) is not on system \(systemName)")
+        }
+        let taken = Set(cache.values.flatMap { $0.specification.ports.map(\.hostPort) })
+        if let clash = specification.ports.first(where: { taken.contains($0.hostPort) }) {
+            throw UMSError(.exists, "failed to create container \(specification.name): port \(clash.hostPort) is already published on system \(systemName)")
+        }
+        // Reserve the name and slot before the first suspension point, so that concurrent creates
+        // cannot take the same ones.
+        let slots = Set(cache.values.map(\.slot))
+        let slot = (0...).first { !slots.contains($0) } ?? 0
+        let record = Record(
+            specification: specification,
+            network: .forSlot(slot, system: systemName, container: specification.name),
+            slot: slot, lockedBy: migration, started: false, createdAt: Date()
+        )
+        try save(record)
+        do {
+            let directory = containerDirectory(specification.name)
+            FileSystem.remove(directory)
+            for sub in ["bundle/rootfs", "upper", "work"] { try FileSystem.makeDirectory("\(directory)/\(sub)") }
+            let config = try OCIConfig.make(
+                template: try await ociTemplate(), specification: specification,
+                placement: .init(networkNamespacePath: record.network.namespacePath, cgroupsPath: "/ums/\(systemName)/\(specification.name)")
+            )
+            try FileSystem.writeAtomically(config, to: "\(bundle(specification.name))/config.json")
+            try await network.create(record.network, ports: specification.ports)
+            if start {
+                try await mountRoot(specification.name, image: specification.image)
+                _ = try await runner.run(runc.command(runc.runArguments(id: specification.name, bundle: bundle(specification.name), log: runcLog(specification.name)), discardOutput: true))
+                try await publish(specification.name)
+                var started = record
+                started.started = true
+                try save(started)
+            }
+        } catch {
+            await removeEverything(specification.name, record: record)
+            throw UMSError.wrap(error, .internalError, "failed to create container \(specification.name)")
+                .withRuncLog(runcLog(specification.name))
+        }
+        logger.info("container created", metadata: ["container": "\(specification.name)", "started": "\(start)"])
+        return try await inspect(specification.name)
+    }
+
+    func ociTemplate() async throws -> Data {
+        if let template { return template }
+        let directory = "\(stateDirectory)/.template"
+        FileSystem.remove(directory)
+        try FileSystem.makeDirectory(directory)
+        defer { FileSystem.remove(directory) }
+        _ = try await runner.run(Command(runc.binary, ["spec"], workingDirectory: directory))
+        let data = try FileSystem.read("\(directory)/config.json")
+        template = data
+        return data
+    }
+
+    func mountRoot(_ name: String, image: ImageReference) async throws {
+        let directory = containerDirectory(name)
+        let target = "\(directory)/bundle/rootfs"
+        if let mounts = try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8), mounts.contains(" \(target) ") { return }
+        try await runner.execute("mount", [
+            "-t", "overlay", "overlay",
+            "-o", "lowerdir=\(try images.rootfs(image)),upperdir=\(directory)/upper,workdir=\(directory)/work",
+            target,
+        ])
+    }
+
+    func publish(_ name: String) async throws {
+        let record = try record(name)
+        try await network.publish(record.network, ports: record.specification.ports)
+    }
+
+    func checkUnlocked(_ name: String, migration: String?, operation: String) throws {
+        let record = try record(name)
+        if let holder = record.lockedBy, holder != migration {
+            throw UMSError(.invalidState, "failed to \(operation) '\(name)': it is migrating (migration \(holder)); try again when the migration has ended")
+        }
+    }
+
+    public func restart(_ name: String, migration: String?) async throws {
+        try checkUnlocked(name, migration: migration, operation: "restart")
+        let record = try record(name)
+        await network.unpublish(record.network, ports: record.specification.ports)
+        _ = try? await runner.run(runc.command(runc.deleteArguments(id: name)))
+        try await mountRoot(name, image: record.specification.image)
+        _ = try await runner.run(runc.command(runc.runArguments(id: name, bundle: bundle(name), log: runcLog(name)), discardOutput: true))
+        try await publish(name)
+    }
+
+    public func delete(_ name: String, migration: String?) async throws {
+        try checkUnlocked(name, migration: migration, operation: "remove")
+        let record = try record(name)
+        await removeEverything(name, record: record)
+        logger.info("container deleted", metadata: ["container": "\(name)"])
+    }
+
+    /// Kills and removes everything a container has, whatever state it is in. Idempotent.
+    func removeEverything(_ name: String, record: Record) async {
+        await network.unpublish(record.network, ports: record.specification.ports)
+        _ = try? await runner.run(runc.command(runc.deleteArguments(id: name)))
+        let root = "\(containerDirectory(name))/bundle/rootfs"
+        _ = try? await runner.run(Command("umount", [root]))
+        await network.remove(record.network, ports: record.specification.ports)
+        FileSystem.remove(containerDirectory(name))
+        forget(name)
+    }
+
+    public func lock(_ name: String, migration: String) async throws {
+        var record = try record(name)
+        if let holder = record.lockedBy, holder != migration {
+            throw UMSError(.invalidState, "failed to migrate '\(name)': it is already migrating (migration \(holder))")
+        }
+        record.lockedBy = migration
+        try save(record)
+    }
+
+    public func unlock(_ name: String, migration: String) async throws {
+        var record = try record(name)
+        guard record.lockedBy == migration else { return }
+        record.lockedBy = nil
+        try save(record)
+    }
+
+    // MARK: Checkpoint/restore
+
+    public func freeze(_ name: String) async throws {
+        _ = try record(name)
+        try await runner.execute(runc.binary, runc.pauseArguments(id: name))
+    }
+
+    public func resume(_ name: String) async throws {
+        _ = try record(name)
+        try await runner.execute(runc.binary, runc.resumeArguments(id: name))
+    }
+
+    public func checkpoint(_ name: String, request: CheckpointRequest) async throws {
+        _ = try record(name)
+        let work = "\(request.imagesDirectory).work"
+        try FileSystem.makeDirectory(request.imagesDirectory)
+        try FileSystem.makeDirectory(work)
+        let options = Runc.CheckpointOptions(
+            imagePath: request.imagesDirectory, workPath: work,
+            pageServer: request.pageServer?.description, leaveRunning: request.leaveRunning
+        )
+        do {
+            try await runner.execute(runc.binary, runc.checkpointArguments(id: name, options: options))
+        } catch {
+            throw UMSError.wrap(error, .internalError, "failed to checkpoint \(name)")
+                .withDetail(CheckpointImage.logTail("\(work)/dump.log"))
+        }
+    }
+
+    public func exportChanges(_ name: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> Int64 {
+        _ = try record(name)
+        return try await Archive.create(directory: "\(containerDirectory(name))/upper", consume: consume).bytes
+    }
+
+    public func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> Int64
+        where Chunks.Element == ByteBuffer
+    {
+        let record = try record(name)
+        guard !record.started else {
+            throw UMSError(.invalidState, "failed to import rootfs changes into '\(name)': it already runs")
+        }
+        return try await Archive.extract(chunks, into: "\(containerDirectory(name))/upper").bytes
+    }
+
+    public func restore(_ name: String, imagesDirectory: String) async throws -> ContainerInfo {
+        var record = try record(name)
+        guard !record.started else {
+            throw UMSError(.invalidState, "failed to restore '\(name)': it already runs")
+        }
+        let work = "\(imagesDirectory).work"
+        try FileSystem.makeDirectory(work)
+        do {
+            try await mountRoot(name, image: record.specification.image)
+            let options = Runc.RestoreOptions(imagePath: imagesDirectory, workPath: work, bundle: bundle(name))
+            _ = try await runner.run(runc.command(runc.restoreArguments(id: name, options: options, log: runcLog(name)), discardOutput: true))
+            try await publish(name)
+        } catch {
+            throw UMSError.wrap(error, .internalError, "failed to restore \(name)")
+                .withDetail(CheckpointImage.logTail("\(work)/restore.log"))
+        }
+        record.started = true
+        try save(record)
+        let info = try await inspect(name)
+        guard info.state == .running else {
+            throw UMSError(.internalError, "failed to restore \(name): it is \(info.state.rawValue) after restore")
+                .withDetail(CheckpointImage.logTail("\(work)/restore.log"))
+        }
+        return info
+    }
+}
+
+extension UMSError {
+    /// Appends a log excerpt to the cause, for errors from runc/CRIU whose reason is in a log file.
+    func withDetail(_ detail: String) -> UMSError {
+        var copy = self
+        copy.cause = [cause, detail].compactMap { $0 }.joined(separator: "\n")
+        return copy
+    }
+
+    func withRuncLog(_ path: String) -> UMSError {
+        guard let data = try? FileSystem.read(path), let text = String(data: data, encoding: .utf8), !text.isEmpty else { return self }
+        return withDetail(text.split(separator: "\n").suffix(3).joined(separator: "\n"))
+    }
+}

@@ -1,0 +1,138 @@
+import ArgumentParser
+import Foundation
+import UMSAPI
+import UMSModel
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Migrate a running container live to another system.",
+        discussion: """
+            Shows each step of the three phases as it happens (on a terminal), then the record. \
+            Exits 0 only when the migration completed; a failed migration has been rolled back \
+            and the container runs on the source as before.
+            """
+    )
+
+    @OptionGroup var coordinator: CoordinatorOptions
+
+    @Argument(help: "The container to move.")
+    var name: String
+
+    @Option(help: "The destination Coordinator's URL.")
+    var to: String
+
+    @Option(help: "auto, orchestrator, service or container.")
+    var approach: String = "auto"
+
+    @Option(name: .customLong("to-token-file"), help: "The destination's token, if the source has none configured for it.")
+    var toTokenFile: String?
+
+    @Flag(help: "Print the final migration record as JSON.")
+    var json = false
+
+    @Flag(help: "Return once the migration is accepted; follow it with `ums migrations ID`.")
+    var detach = false
+
+    func validate() throws {
+        guard ApproachRequest(rawValue: approach) != nil else {
+            throw ValidationError("unknown approach '\(approach)': expected auto, orchestrator, service or container")
+        }
+    }
+
+    func run() async throws {
+        do {
+            let client = try coordinator.client()
+            let destinationToken = try toTokenFile.map(Credentials.read) ?? Credentials.lookUp(to.hasSuffix("/") ? String(to.dropLast()) : to)
+            var record = try await client.migrate(MigrateRequest(
+                container: name, destination: to, approach: ApproachRequest(rawValue: approach), destinationToken: destinationToken
+            ))
+            if !detach {
+                record = try await follow(record, client: client)
+            }
+            if json {
+                try Output.json(record)
+            } else {
+                Migrations.describe(record)
+            }
+            if !detach, record.status != .completed { throw ExitCode(1) }
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            throw fail(error)
+        }
+    }
+
+    /// Polls the record until it is final, printing each new event on a terminal.
+    func follow(_ initial: MigrationRecord, client: CoordinatorClient) async throws -> MigrationRecord {
+        let live = isatty(STDERR_FILENO) == 1
+        var shown = 0
+        var record = initial
+        let started = Date()
+        while true {
+            if live {
+                for event in record.events.dropFirst(shown) {
+                    let offset = String(format: "%7.3fs", event.at.timeIntervalSince(started))
+                    FileHandle.standardError.write(Data("\(offset)  \(event.message)\n".utf8))
+                }
+            }
+            shown = record.events.count
+            if [.completed, .rolledBack, .failed].contains(record.status) { return record }
+            try await Task.sleep(for: .milliseconds(50))
+            record = try await client.migration(record.id)
+        }
+    }
+}
+
+struct Migrations: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List migrations this system drove, or show one.")
+
+    @OptionGroup var coordinator: CoordinatorOptions
+
+    @Argument(help: "A migration id.")
+    var id: String?
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() async throws {
+        do {
+            let client = try coordinator.client()
+            if let id {
+                let record = try await client.migration(id)
+                if json { return try Output.json(record) }
+                Self.describe(record)
+                return
+            }
+            let records = try await client.migrations()
+            if json { return try Output.json(records) }
+            Output.table(
+                ["ID", "CONTAINER", "APPROACH", "TO", "STATUS", "TOTAL", "DOWNTIME"],
+                records.map {
+                    [$0.id, $0.container, $0.approach?.rawValue ?? "-", $0.destination.name.isEmpty ? $0.destination.url : $0.destination.name,
+                     $0.status.rawValue, Output.seconds($0.durations.total), Output.seconds($0.downtime)]
+                }
+            )
+        } catch {
+            throw fail(error)
+        }
+    }
+
+    static func describe(_ record: MigrationRecord) {
+        let d = record.durations
+        print("""
+            migration     \(record.id)
+            container     \(record.container)
+            approach      \(record.approach?.rawValue ?? "-") (requested \(record.requestedApproach))
+            from → to     \(record.source.name) (\(record.source.url)) → \(record.destination.name) (\(record.destination.url))
+            status        \(record.status.rawValue)\(record.step.map { " at \($0.rawValue)" } ?? "")
+            endpoint      \(record.endpoints.isEmpty ? "-" : record.endpoints.joined(separator: ", "))
+            bytes moved   \(record.bytesMoved)
+            steps         pre-migration \(Output.seconds(d.preMigration)), checkpoint \(Output.seconds(d.checkpoint)), transfer \(Output.seconds(d.transfer)), restore \(Output.seconds(d.restore)), post-migration \(Output.seconds(d.postMigration))
+            total         \(Output.seconds(d.total))
+            downtime      \(Output.seconds(record.downtime))
+            """)
+        if let error = record.error {
+            print("error         \(error)")
+        }
+    }
+}

@@ -1,0 +1,22 @@
+import ArgumentParser
+
+/// `ums`: the command line of UMS. Each command is a small struct in its own file that talks to
+/// one Coordinator through `UMSAPI.CoordinatorClient`.
+@main
+struct UMS: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ums",
+        abstract: "Run containers on a UMS system and migrate them live to another system.",
+        discussion: """
+            The Coordinator is given by --coordinator URL or UMS_COORDINATOR. Its token comes from \
+            --token-file, UMS_TOKEN, or the credentials file (UMS_CREDENTIALS, default \
+            ~/.config/ums/credentials: lines of 'URL TOKEN', which scripts/testbed fills).
+            """,
+        version: "0.1.0",
+        groupedSubcommands: [
+            CommandGroup(name: "Containers", subcommands: [Run.self, Ps.self, Rm.self]),
+            CommandGroup(name: "Migration", subcommands: [Migrate.self, Migrations.self]),
+            CommandGroup(name: "System", subcommands: [Info.self]),
+        ]
+    )
+}

@@ -1,0 +1,86 @@
+import ArgumentParser
+import Hummingbird
+import Logging
+import UMSCoordination
+
+/// `umsd`: the Coordinator of one system. It only parses flags and wires the application.
+@main
+struct UMSD: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "umsd",
+        abstract: "The UMS Coordinator of one system: runs containers on its orchestrator and migrates them live to other systems.",
+        discussion: """
+            Flags override the same keys of --config (YAML: name, listen, stateDir, orchestrator, tokenFile, \
+            advertiseURL, peers[{url, tokenFile}], criuPath, logLevel). Needs root, runc and CRIU >= 4.2 \
+            (scripts/setup installs them).
+            """
+    )
+
+    @Option(help: "A YAML configuration file.")
+    var config: String?
+
+    @Option(help: "This system's name (a-z, 0-9, '-', '_').")
+    var name: String?
+
+    @Option(help: "HOST:PORT to listen on.")
+    var listen: String?
+
+    @Option(name: .customLong("state-dir"), help: "Where containers, images and migration records are kept.")
+    var stateDir: String?
+
+    @Option(help: "The orchestrator this system runs: runc.")
+    var orchestrator: String?
+
+    @Option(name: .customLong("token-file"), help: "File holding the bearer token clients and peers must present.")
+    var tokenFile: String?
+
+    @Option(name: .customLong("advertise-url"), help: "The URL other systems reach this Coordinator at (default: from --listen).")
+    var advertiseURL: String?
+
+    @Option(name: .customLong("peer"), help: "URL=TOKENFILE of a Coordinator this one may migrate to (repeatable).")
+    var peers: [String] = []
+
+    @Option(help: "The CRIU binary to use (default: /usr/local/sbin/criu, then criu on PATH).")
+    var criu: String?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
+    var logLevel: String?
+
+    @Flag(name: .customLong("fail-restore-for-testing"), help: .hidden)
+    var failRestoreForTesting = false
+
+    func resolvedConfiguration() throws -> CoordinatorConfiguration {
+        var configuration: CoordinatorConfiguration
+        if let config {
+            configuration = try CoordinatorConfiguration.load(yamlFile: config)
+        } else {
+            guard let name, let stateDir else {
+                throw ValidationError("give --name and --state-dir, or --config FILE")
+            }
+            configuration = CoordinatorConfiguration(name: name, stateDir: stateDir)
+        }
+        if let name { configuration.name = name }
+        if let listen { configuration.listen = listen }
+        if let stateDir { configuration.stateDir = stateDir }
+        if let orchestrator { configuration.orchestrator = orchestrator }
+        if let tokenFile { configuration.tokenFile = tokenFile }
+        if let advertiseURL { configuration.advertiseURL = advertiseURL }
+        if let criu { configuration.criuPath = criu }
+        if let logLevel { configuration.logLevel = logLevel }
+        for peer in peers {
+            guard let equals = peer.firstIndex(of: "=") else { throw ValidationError("--peer expects URL=TOKENFILE, got '\(peer)'") }
+            configuration.peers = (configuration.peers ?? []) + [.init(url: String(peer[..<equals]), tokenFile: String(peer[peer.index(after: equals)...]))]
+        }
+        try configuration.validate()
+        return configuration
+    }
+
+    func run() async throws {
+        let configuration = try resolvedConfiguration()
+        var logger = Logger(label: "umsd")
+        logger.logLevel = configuration.logLevel.flatMap(Logger.Level.init(rawValue:)) ?? .info
+        logger[metadataKey: "system"] = "\(configuration.name)"
+        let app = try await buildApplication(configuration: configuration, logger: logger, failRestoreForTesting: failRestoreForTesting)
+        try await app.runService()
+    }
+}
