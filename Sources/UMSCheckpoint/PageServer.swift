@@ -67,11 +67,12 @@ public final class PageServer: Sendable {
             }
         }
         let server = PageServer(options: options, task: task)
-        // The page-server logs that it listens before it accepts; wait for that line.
+        // The page-server runs its status-ready hooks once it listens, just before it accepts;
+        // that log line is the readiness signal.
         let deadline = ContinuousClock.now + .seconds(5)
-        while ContinuousClock.now < deadline {
+        while ContinuousClock.now < deadline, !task.isCancelled {
             if let log = try? String(contentsOfFile: options.logFile, encoding: .utf8),
-               log.contains("Waiting for connection") || log.contains("Accepted connection") {
+               log.contains("Running status-ready scripts") || log.contains("Accepted connection") {
                 return server
             }
             try await Task.sleep(for: .milliseconds(5))

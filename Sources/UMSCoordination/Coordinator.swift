@@ -30,7 +30,7 @@ public actor Coordinator {
     var incoming: [String: IncomingMigration] = [:]
     var incomingApproach: [String: Approach] = [:]
     var tasks: [String: Task<Void, Never>] = [:]
-    /// Test hook: makes the destination's restore fail, to exercise rollback for real.
+    /// Test hook: corrupts received checkpoints so the destination's restore really fails.
     let failRestoreForTesting: Bool
 
     public init(
@@ -268,7 +268,9 @@ public actor Coordinator {
     public func restoreIncoming(_ id: String) async throws -> RestoreResponse {
         let (migration, approach) = try incomingMigration(id)
         if failRestoreForTesting {
-            throw UMSError(.internalError, "failed to restore \(migration.specification.name): restore disabled by --fail-restore-for-testing")
+            // Corrupt the received process tree image so that CRIU's real restore fails: the
+            // rollback tests exercise the same path a damaged transfer would take.
+            FileManager.default.createFile(atPath: "\(migration.imagesDirectory)/pstree.img", contents: Data("corrupt".utf8))
         }
         let pageBytes = CheckpointImage.size(of: migration.imagesDirectory)
         let info = try await approach.restore(migration)

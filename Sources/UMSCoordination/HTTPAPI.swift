@@ -68,18 +68,8 @@ struct BearerAuthMiddleware<Context: RequestContext>: RouterMiddleware {
 }
 
 enum JSONAPI {
-    static let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .iso8601
-        encoder.outputFormatting = [.sortedKeys]
-        return encoder
-    }()
-
-    static let decoder: JSONDecoder = {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        return decoder
-    }()
+    static let encoder = UMSJSON.encoder()
+    static let decoder = UMSJSON.decoder()
 
     static func response<Value: Encodable>(_ value: Value, status: HTTPResponse.Status = .ok) throws -> Response {
         Response(

@@ -80,17 +80,13 @@ public struct JSONStore<Value: Codable & Sendable>: Sendable {
     private func path(_ key: String) -> String { "\(directory)/\(key).json" }
 
     public func save(_ value: Value, key: String) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        encoder.dateEncodingStrategy = .iso8601
+        let encoder = UMSJSON.encoder(pretty: true)
         try FileSystem.writeAtomically(try encoder.encode(value), to: path(key))
     }
 
     public func load(key: String) -> Value? {
         guard let data = try? FileSystem.read(path(key)) else { return nil }
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        return try? decoder.decode(Value.self, from: data)
+        return try? UMSJSON.decoder().decode(Value.self, from: data)
     }
 
     public func delete(key: String) {

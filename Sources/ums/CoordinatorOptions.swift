@@ -65,12 +65,7 @@ func fail(_ error: any Error) -> ExitCode {
 }
 
 enum Output {
-    static let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        encoder.dateEncodingStrategy = .iso8601
-        return encoder
-    }()
+    static let encoder = UMSJSON.encoder(pretty: true)
 
     static func json<Value: Encodable>(_ value: Value) throws {
         print(String(decoding: try encoder.encode(value), as: UTF8.self))

@@ -67,7 +67,7 @@ struct Migrate: AsyncParsableCommand {
         let live = isatty(STDERR_FILENO) == 1
         var shown = 0
         var record = initial
-        let started = Date()
+        let started = initial.startedAt
         while true {
             if live {
                 for event in record.events.dropFirst(shown) {

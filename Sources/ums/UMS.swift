@@ -19,4 +19,8 @@ struct UMS: AsyncParsableCommand {
             CommandGroup(name: "System", subcommands: [Info.self]),
         ]
     )
+
+    // Declared here too so that `ums --coordinator URL <command>` parses: subcommands read the
+    // same group, wherever on the command line its flags stand.
+    @OptionGroup var coordinator: CoordinatorOptions
 }
