@@ -38,6 +38,12 @@ public struct CommandResult: Sendable {
     public var exitCode: Int32
     public var standardOutput: String
     public var standardError: String
+
+    public init(exitCode: Int32, standardOutput: String, standardError: String) {
+        self.exitCode = exitCode
+        self.standardOutput = standardOutput
+        self.standardError = standardError
+    }
 }
 
 /// The seam between UMS and the host's programs (runc, criu, ip, iptables, tar). Tests replace it

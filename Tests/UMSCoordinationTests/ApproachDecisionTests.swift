@@ -1,0 +1,57 @@
+import Testing
+import UMSDecision
+import UMSModel
+
+@Suite("Approach decision")
+struct ApproachDecisionTests {
+    let spec = Specification(name: "c", image: .init(digest: "sha256:x"), command: ["/c"])
+    func runc(_ criu: String? = "4.2.1", canCheckpoint: Bool = true, approaches: [Approach] = [.orchestrator]) -> SystemProfile {
+        SystemProfile(orchestrator: "runc", runtimeVersion: "1.1.5", criuVersion: criu, canCheckpoint: canCheckpoint, approaches: approaches)
+    }
+
+    @Test("auto picks orchestrator-level between two checkpointing runc systems")
+    func autoOrchestrator() throws {
+        #expect(try ApproachDecision.choose(.auto, spec, source: runc(), destination: runc()) == .orchestrator)
+    }
+
+    @Test("orchestrator-level is infeasible across kinds, and says why")
+    func acrossKinds() {
+        var docker = runc()
+        docker.orchestrator = "docker"
+        let error = #expect(throws: UMSError.self) { try ApproachDecision.choose(.specific(.orchestrator), spec, source: runc(), destination: docker) }
+        #expect(error?.code == .unsupported)
+        #expect(error?.message.contains("infeasible, because the orchestrators differ") == true)
+    }
+
+    @Test("orchestrator-level needs compatible CRIU and a checkpointing destination")
+    func incompatible() {
+        let verdicts = ApproachDecision.evaluate(spec, source: runc(), destination: runc("3.17"))
+        #expect(verdicts.first { $0.approach == .orchestrator }?.feasible == false)
+        let noCR = ApproachDecision.evaluate(spec, source: runc(), destination: runc(canCheckpoint: false))
+        #expect(noCR.first { $0.approach == .orchestrator }?.reason.contains("cannot restore") == true)
+    }
+
+    @Test("service-level needs the agent label, container-level the nested label")
+    func labels() {
+        let all: [Approach] = [.orchestrator, .service, .container]
+        var agent = spec
+        agent.labels[SpecificationLabels.agent] = "1"
+        var nested = spec
+        nested.labels[SpecificationLabels.nested] = "1"
+        let plain = ApproachDecision.evaluate(spec, source: runc(approaches: all), destination: runc(approaches: all))
+        #expect(plain.filter(\.feasible).map(\.approach) == [.orchestrator])
+        let withAgent = ApproachDecision.evaluate(agent, source: runc(approaches: all), destination: runc(approaches: all))
+        #expect(withAgent.filter(\.feasible).map(\.approach) == [.orchestrator, .service])
+        let isNested = ApproachDecision.evaluate(nested, source: runc(approaches: all), destination: runc(approaches: all))
+        #expect(isNested.filter(\.feasible).map(\.approach) == [.container])
+    }
+
+    @Test("nothing feasible gives one error listing every reason")
+    func nothingFits() {
+        let error = #expect(throws: UMSError.self) {
+            try ApproachDecision.choose(.auto, spec, source: runc(canCheckpoint: false), destination: runc())
+        }
+        #expect(error?.message.contains("no approach is feasible") == true)
+        #expect(error?.message.contains("orchestrator:") == true)
+    }
+}

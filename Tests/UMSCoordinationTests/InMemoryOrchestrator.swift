@@ -1,0 +1,70 @@
+import Foundation
+import NIOCore
+import UMSModel
+import UMSOrchestrator
+
+/// A test double of the `Orchestrator` seam that keeps containers in memory. It is used only to
+/// test the HTTP layer's validation and locking; real migrations are tested against runc and
+/// CRIU in IntegrationTests.
+actor InMemoryOrchestrator: Orchestrator {
+    nonisolated let kind = "memory"
+    var containers: [String: (spec: Specification, lock: String?)] = [:]
+
+    init(_ names: [String] = []) {
+        for name in names {
+            containers[name] = (Specification(name: name, image: .init(digest: "sha256:" + String(repeating: "0", count: 64)), command: ["/bin/true"]), nil)
+        }
+    }
+
+    func capabilities() async -> OrchestratorCapabilities {
+        OrchestratorCapabilities(kind: kind, runtimeVersion: "1.0", criuVersion: "4.2.1", canCheckpoint: true)
+    }
+
+    func hasImage(_ image: ImageReference) async -> Bool { false }
+    func importImage<Chunks: AsyncSequence & Sendable>(_ chunks: Chunks, expected: ImageReference) async throws -> ImageReference where Chunks.Element == ByteBuffer {
+        throw UMSError(.unsupported, "not in memory")
+    }
+    func exportImage(_ image: ImageReference, consume: @Sendable (ByteBuffer) async throws -> Void) async throws {}
+
+    func info(_ name: String) throws -> ContainerInfo {
+        guard let entry = containers[name] else { throw UMSError(.notFound, "no container named '\(name)'") }
+        return ContainerInfo(name: name, state: .running, specification: entry.spec, migratingIn: entry.lock, orchestrator: kind)
+    }
+
+    func list() async throws -> [ContainerInfo] { try containers.keys.sorted().map(info) }
+    func inspect(_ name: String) async throws -> ContainerInfo { try info(name) }
+    func specification(of name: String) async throws -> Specification { try info(name).specification }
+
+    func create(_ specification: Specification, start: Bool, migration: String?) async throws -> ContainerInfo {
+        containers[specification.name] = (specification, migration)
+        return try info(specification.name)
+    }
+
+    func checkUnlocked(_ name: String, migration: String?) throws {
+        if let lock = try info(name).migratingIn, lock != migration {
+            throw UMSError(.invalidState, "failed to change '\(name)': it is migrating (migration \(lock))")
+        }
+    }
+
+    func restart(_ name: String, migration: String?) async throws { try checkUnlocked(name, migration: migration) }
+    func delete(_ name: String, migration: String?) async throws {
+        try checkUnlocked(name, migration: migration)
+        containers[name] = nil
+    }
+
+    func lock(_ name: String, migration: String) async throws {
+        try checkUnlocked(name, migration: migration)
+        containers[name]?.lock = migration
+    }
+
+    func unlock(_ name: String, migration: String) async throws {
+        if containers[name]?.lock == migration { containers[name]?.lock = nil }
+    }
+
+    func freeze(_ name: String) async throws {}
+    func resume(_ name: String) async throws {}
+    func checkpoint(_ name: String, request: CheckpointRequest) async throws {}
+    func exportChanges(_ name: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> Int64 { 0 }
+    func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> Int64 where Chunks.Element == ByteBuffer { 0 }
+    func restore(_ name: String, imagesDirectory: String) async throws -> ContainerInfo { try info(name) }
+}

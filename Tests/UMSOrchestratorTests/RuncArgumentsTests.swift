@@ -1,0 +1,164 @@
+import Foundation
+import Testing
+import UMSCheckpoint
+import UMSModel
+import UMSOS
+@testable import UMSOrchestrator
+
+@Suite("runc and CRIU command lines")
+struct RuncArgumentsTests {
+    let runc = Runc(root: "/s/runc", criuPath: "/usr/local/sbin/criu")
+
+    @Test("checkpoint keeps the frozen source and streams pages to the page-server")
+    func checkpoint() {
+        let options = Runc.CheckpointOptions(imagePath: "/w/images", workPath: "/w/images.work", pageServer: "198.18.0.2:27100")
+        #expect(runc.checkpointArguments(id: "counter", options: options) == [
+            "--root", "/s/runc", "--criu", "/usr/local/sbin/criu",
+            "checkpoint", "--image-path", "/w/images", "--work-path", "/w/images.work",
+            "--leave-running", "--page-server", "198.18.0.2:27100", "counter",
+        ])
+    }
+
+    @Test("checkpoint without a page-server writes everything locally and may kill the source")
+    func checkpointLocal() {
+        let options = Runc.CheckpointOptions(imagePath: "/i", workPath: "/w", leaveRunning: false, tcpEstablished: true)
+        #expect(runc.checkpointArguments(id: "c", options: options) == [
+            "--root", "/s/runc", "--criu", "/usr/local/sbin/criu",
+            "checkpoint", "--image-path", "/i", "--work-path", "/w", "--tcp-established", "c",
+        ])
+    }
+
+    @Test("restore is detached and logs where UMS can read the reason of a failure")
+    func restore() {
+        let options = Runc.RestoreOptions(imagePath: "/in/images", workPath: "/in/images.work", bundle: "/s/containers/c/bundle")
+        #expect(runc.restoreArguments(id: "c", options: options, log: "/s/containers/c/runc.log") == [
+            "--root", "/s/runc", "--criu", "/usr/local/sbin/criu", "--log", "/s/containers/c/runc.log", "--log-format", "json",
+            "restore", "--detach", "--image-path", "/in/images", "--work-path", "/in/images.work",
+            "--bundle", "/s/containers/c/bundle", "c",
+        ])
+    }
+
+    @Test("run, pause, resume, delete")
+    func lifecycle() {
+        let global = ["--root", "/s/runc", "--criu", "/usr/local/sbin/criu"]
+        #expect(runc.runArguments(id: "c", bundle: "/b", log: "/l") == global + ["--log", "/l", "--log-format", "json", "run", "--detach", "--bundle", "/b", "c"])
+        #expect(runc.pauseArguments(id: "c") == global + ["pause", "c"])
+        #expect(runc.resumeArguments(id: "c") == global + ["resume", "c"])
+        #expect(runc.deleteArguments(id: "c") == global + ["delete", "--force", "c"])
+        #expect(runc.command(runc.runArguments(id: "c", bundle: "/b", log: "/l"), discardOutput: true).discardOutput)
+    }
+
+    @Test("page-server listens on the destination's address and logs verbosely")
+    func pageServer() {
+        let options = PageServerOptions(imagesDirectory: "/in/images", address: "198.18.0.2", port: 27100, logFile: "/in/ps.log")
+        #expect(options.arguments() == [
+            "page-server", "--images-dir", "/in/images", "--address", "198.18.0.2", "--port", "27100",
+            "--log-file", "/in/ps.log", "-v4",
+        ])
+    }
+
+    @Test("CRIU versions are read and compared numerically")
+    func criuVersions() {
+        #expect(CRIUProbe.parseVersion("Version: 4.2.1\nGitID: v4.2.1\n") == "4.2.1")
+        #expect(CRIUProbe.parseVersion("criu 3") == nil)
+        #expect(CRIUProbe.isAtLeast("4.2.1", "4.2"))
+        #expect(CRIUProbe.isAtLeast("4.10", "4.2"))
+        #expect(!CRIUProbe.isAtLeast("4.1.1", "4.2"))
+        #expect(!CRIUProbe.isAtLeast("3.17.1", "4.2"))
+    }
+
+    @Test("the probe refuses a CRIU that is too old, saying how to fix it")
+    func probeRefusesOldCRIU() async throws {
+        let runner = ScriptedRunner(outputs: ["--version": "Version: 4.1.1\n"])
+        let error = await #expect(throws: UMSError.self) {
+            try await CRIUProbe.probe(explicitPath: "criu", runner: runner, logger: .init(label: "test"))
+        }
+        #expect(error?.code == .unsupported)
+        #expect(error?.description.contains("scripts/setup") == true)
+        #expect(error?.description.contains("4.1.1 is older than 4.2") == true)
+    }
+
+    @Test("the probe accepts CRIU 4.2 that passes criu check")
+    func probeAccepts() async throws {
+        let runner = ScriptedRunner(outputs: ["--version": "Version: 4.2.1\n", "check": "Looks good.\n"])
+        let info = try await CRIUProbe.probe(explicitPath: "criu", runner: runner, logger: .init(label: "test"))
+        #expect(info == CRIUInfo(path: "criu", version: "4.2.1"))
+        #expect(runner.commands.map(\.arguments) == [["--version"], ["check"]])
+    }
+}
+
+@Suite("Container network and OCI config")
+struct ContainerNetworkTests {
+    @Test("slots get distinct /30s in 198.19.0.0/16")
+    func slots() {
+        let first = ContainerNetwork.forSlot(0, system: "a", container: "web")
+        #expect(first.namespace == "ums-a-web")
+        #expect(first.hostAddress == "198.19.0.1")
+        #expect(first.containerAddress == "198.19.0.2")
+        let later = ContainerNetwork.forSlot(70, system: "a", container: "db")
+        #expect(later.hostAddress == "198.19.1.25")
+        #expect(later.containerAddress == "198.19.1.26")
+        #expect(later.hostInterface == "umsv70")
+    }
+
+    @Test("published ports are forwarded for other hosts and for the system itself")
+    func forwarding() {
+        let network = ContainerNetwork.forSlot(0, system: "a", container: "web")
+        let rules = network.forwardingRules(for: PortMapping(hostPort: 8080, containerPort: 80))
+        #expect(rules.count == 2)
+        #expect(rules[0].starts(with: ["-t", "nat", "PREROUTING"]))
+        #expect(rules[0].suffix(2) == ["--to-destination", "198.19.0.2:80"])
+        #expect(rules[1].contains("OUTPUT"))
+    }
+
+    @Test("the OCI config joins the prepared namespace, runs the command and applies limits")
+    func ociConfig() throws {
+        let template = Data(#"""
+            {"ociVersion":"1.0.2","process":{"terminal":true,"args":["sh"],"env":["PATH=/bin"],"cwd":"/"},
+             "root":{"path":"rootfs","readonly":true},
+             "linux":{"namespaces":[{"type":"pid"},{"type":"network"},{"type":"mount"}]}}
+            """#.utf8)
+        let specification = Specification(
+            name: "web", image: .init(digest: "sha256:" + String(repeating: "a", count: 64)),
+            command: ["/bin/counter", "--port", "8080"], environment: ["MODE=x"],
+            limits: .init(memoryBytes: 64 << 20, cpus: 0.5, pids: 10)
+        )
+        let data = try OCIConfig.make(template: template, specification: specification,
+                                      placement: .init(networkNamespacePath: "/run/netns/ums-a-web", cgroupsPath: "/ums/a/web"))
+        let config = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let process = try #require(config["process"] as? [String: Any])
+        #expect(process["args"] as? [String] == ["/bin/counter", "--port", "8080"])
+        #expect(process["terminal"] as? Bool == false)
+        #expect(process["env"] as? [String] == ["PATH=/bin", "MODE=x"])
+        let linux = try #require(config["linux"] as? [String: Any])
+        let namespaces = try #require(linux["namespaces"] as? [[String: String]])
+        #expect(namespaces.filter { $0["type"] == "network" } == [["type": "network", "path": "/run/netns/ums-a-web"]])
+        #expect(linux["cgroupsPath"] as? String == "/ums/a/web")
+        let resources = try #require(linux["resources"] as? [String: Any])
+        #expect((resources["memory"] as? [String: Int])?["limit"] == 64 << 20)
+        #expect((resources["cpu"] as? [String: Int])?["quota"] == 50_000)
+        #expect((resources["pids"] as? [String: Int])?["limit"] == 10)
+        #expect((config["root"] as? [String: Any])?["readonly"] as? Bool == false)
+    }
+}
+
+/// A command runner that answers from a script instead of running programs: for argument tests.
+final class ScriptedRunner: CommandRunner, @unchecked Sendable {
+    let outputs: [String: String]
+    private let lock = NSLock()
+    private var recorded: [Command] = []
+
+    init(outputs: [String: String]) {
+        self.outputs = outputs
+    }
+
+    var commands: [Command] { lock.withLock { recorded } }
+
+    func run(_ command: Command) async throws -> CommandResult {
+        lock.withLock { recorded.append(command) }
+        guard let output = command.arguments.first.flatMap({ outputs[$0] }) else {
+            throw UMSError(.internalError, "failed to run '\(command)': exit 1")
+        }
+        return CommandResult(exitCode: 0, standardOutput: output, standardError: "")
+    }
+}
