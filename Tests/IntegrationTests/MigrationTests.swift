@@ -1,0 +1,171 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import Testing
+import UMSAPI
+import UMSModel
+
+@Suite("Live migration between two systems (runc + CRIU)", .serialized, .enabled(if: Testbed.isUp && !Testbed.restoreFailsOnB, "needs scripts/testbed up"))
+struct MigrationTests {
+    @Test("a running counter moves from A to B and back, and keeps counting")
+    func migrateCounter() async throws {
+        let testbed = try Testbed()
+        let name = "counter-e2e"
+        await testbed.cleanUp(name)
+        _ = try await testbed.runCounter(name, port: 18080)
+        let before = try await testbed.waitForCount(at: "\(testbed.aHost):18080", atLeast: 5)
+
+        let accepted = try await testbed.a.migrate(MigrateRequest(container: name, destination: testbed.bURL))
+        let record = try await testbed.waitForMigration(accepted.id, on: testbed.a)
+        #expect(record.status == .completed, "\(record.error?.description ?? "")")
+        #expect(record.approach == .orchestrator)
+        #expect(record.endpoints == ["\(testbed.bHost):18080"])
+        #expect(record.bytesMoved > 0)
+        let durations = record.durations
+        for step in [durations.preMigration, durations.checkpoint, durations.transfer, durations.restore, durations.postMigration, durations.total] {
+            #expect((step ?? -1) >= 0)
+        }
+        #expect((record.downtime ?? 0) > 0)
+        #expect(Set(record.events.map(\.step)).isSuperset(of: MigrationStep.allCases.map(\.rawValue)))
+
+        // The state continued at B: never restarted from 0, and it keeps counting there.
+        let after = try await testbed.count(at: "\(testbed.bHost):18080")
+        #expect(after >= before)
+        let later = try await testbed.waitForCount(at: "\(testbed.bHost):18080", atLeast: after + 3)
+        #expect(later > after)
+        #expect(try await testbed.names(on: testbed.b).contains(name))
+        #expect(try await testbed.b.container(name).container.state == .running)
+        #expect(try await testbed.names(on: testbed.a).contains(name) == false)
+        #expect(testbed.namespaces(system: "tba").contains("ums-tba-\(name)") == false)
+        #expect((try? await testbed.count(at: "\(testbed.aHost):18080")) == nil, "A no longer serves the counter")
+
+        // And back: B drives this migration, A receives.
+        let back = try await testbed.b.migrate(MigrateRequest(container: name, destination: testbed.aURL))
+        let backRecord = try await testbed.waitForMigration(back.id, on: testbed.b)
+        #expect(backRecord.status == .completed, "\(backRecord.error?.description ?? "")")
+        let returned = try await testbed.count(at: "\(testbed.aHost):18080")
+        #expect(returned >= later)
+        #expect(try await testbed.names(on: testbed.b).contains(name) == false)
+        await testbed.cleanUp(name)
+    }
+
+    @Test("a second migrate, remove or restart during a migration is 409, and the first one completes")
+    func concurrentMigrate() async throws {
+        let testbed = try Testbed()
+        let name = "counter-busy"
+        await testbed.cleanUp(name)
+        _ = try await testbed.runCounter(name, port: 18081)
+        let first = try await testbed.a.migrate(MigrateRequest(container: name, destination: testbed.bURL))
+
+        let second = await #expect(throws: UMSError.self) {
+            try await testbed.a.migrate(MigrateRequest(container: name, destination: testbed.bURL))
+        }
+        #expect(second?.code == .invalidState)
+        #expect(second?.message.contains("already migrating") == true)
+        let remove = await #expect(throws: UMSError.self) { try await testbed.a.remove(name) }
+        #expect(remove?.code == .invalidState)
+        let restart = await #expect(throws: UMSError.self) { try await testbed.a.restart(name) }
+        #expect(restart?.code == .invalidState)
+
+        let record = try await testbed.waitForMigration(first.id, on: testbed.a)
+        #expect(record.status == .completed)
+        let records = try await testbed.a.migrations().filter { $0.container == name }
+        #expect(records.count == 1, "the refused requests left no migration record")
+        #expect(try await testbed.names(on: testbed.b).contains(name))
+        await testbed.cleanUp(name)
+    }
+
+    @Test("an unknown service is 404 and nothing changes")
+    func unknownService() async throws {
+        let testbed = try Testbed()
+        let (beforeA, beforeB) = (try await testbed.names(on: testbed.a), try await testbed.names(on: testbed.b))
+        let migrationsBefore = try await testbed.a.migrations().count
+        let error = await #expect(throws: UMSError.self) {
+            try await testbed.a.migrate(MigrateRequest(container: "no-such-service", destination: testbed.bURL))
+        }
+        #expect(error?.code == .notFound)
+        #expect(error?.message.contains("no-such-service") == true)
+        #expect(try await testbed.a.migrations().count == migrationsBefore)
+        #expect(try await testbed.names(on: testbed.a) == beforeA)
+        #expect(try await testbed.names(on: testbed.b) == beforeB)
+    }
+
+    @Test("an unauthenticated client gets 401; a migration to a peer that refuses our token rolls back")
+    func unauthenticated() async throws {
+        let testbed = try Testbed()
+        let intruder = CoordinatorClient(baseURL: testbed.aURL, token: "not-the-token", http: .shared)
+        let refused = await #expect(throws: UMSError.self) { try await intruder.containers() }
+        #expect(refused?.code == .unauthenticated)
+
+        let name = "counter-auth"
+        await testbed.cleanUp(name)
+        _ = try await testbed.runCounter(name, port: 18082)
+        let before = try await testbed.waitForCount(at: "\(testbed.aHost):18082", atLeast: 3)
+        let accepted = try await testbed.a.migrate(MigrateRequest(container: name, destination: testbed.bURL, destinationToken: "wrong"))
+        let record = try await testbed.waitForMigration(accepted.id, on: testbed.a)
+        #expect(record.status == .rolledBack)
+        #expect(record.step == .checkingDestination)
+        #expect(record.error?.code == .unauthenticated)
+        #expect(try await testbed.names(on: testbed.b).contains(name) == false)
+        let after = try await testbed.waitForCount(at: "\(testbed.aHost):18082", atLeast: before + 1)
+        #expect(after > before)
+        #expect(try await testbed.a.container(name).container.migratingIn == nil)
+        await testbed.cleanUp(name)
+    }
+
+    @Test("malformed requests to a real Coordinator are 400 and change nothing")
+    func malformed() async throws {
+        let testbed = try Testbed()
+        let token = try Testbed.token("\(testbed.directory)/a/token")
+        let migrationsBefore = try await testbed.a.migrations().count
+        for body in [#"{"container": "#, #"{"container": "x"}"#, #"{"container":"x","destination":"http://198.18.0.2:7000","approach":"teleport"}"#] {
+            var request = HTTPClientRequest(url: testbed.aURL + "/v1/migrations")
+            request.method = .POST
+            request.headers.add(name: "Authorization", value: "Bearer \(token)")
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(string: body))
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(5))
+            let text = String(buffer: try await response.body.collect(upTo: 1 << 16))
+            #expect(response.status == .badRequest, "\(body) → \(response.status) \(text)")
+            #expect(text.contains("invalidArgument"))
+        }
+        #expect(try await testbed.a.migrations().count == migrationsBefore)
+    }
+}
+
+@Suite("Rollback when the destination's restore fails", .serialized, .enabled(if: Testbed.isUp && Testbed.restoreFailsOnB, "needs scripts/testbed up --fail-restore-on-b"))
+struct RollbackTests {
+    @Test("the source resumes with its counter intact and nothing is left at the destination")
+    func rollback() async throws {
+        let testbed = try Testbed()
+        let name = "counter-rollback"
+        await testbed.cleanUp(name)
+        _ = try await testbed.runCounter(name, port: 18083)
+        let before = try await testbed.waitForCount(at: "\(testbed.aHost):18083", atLeast: 5)
+
+        let accepted = try await testbed.a.migrate(MigrateRequest(container: name, destination: testbed.bURL))
+        let record = try await testbed.waitForMigration(accepted.id, on: testbed.a)
+        #expect(record.status == .rolledBack)
+        #expect(record.step == .restoring)
+        #expect(record.error?.description.contains("pstree.img") == true, "CRIU's own restore failed: \(record.error?.description ?? "")")
+
+        // Source: the same process, resumed, its count continuing from where it was frozen.
+        let resumed = try await testbed.count(at: "\(testbed.aHost):18083")
+        #expect(resumed >= before, "the counter was not restarted from 0")
+        let later = try await testbed.waitForCount(at: "\(testbed.aHost):18083", atLeast: resumed + 3)
+        #expect(later > resumed)
+        let container = try await testbed.a.container(name).container
+        #expect(container.state == .running)
+        #expect(container.migratingIn == nil)
+
+        // Destination: no container, no namespace, no half-received migration.
+        #expect(try await testbed.names(on: testbed.b).isEmpty)
+        #expect(testbed.namespaces(system: "tbb").isEmpty)
+        let incoming = (try? FileManager.default.contentsOfDirectory(atPath: "\(testbed.directory)/b/state/incoming")) ?? []
+        #expect(incoming.isEmpty)
+
+        // It can be removed normally afterwards: the lock was released.
+        try await testbed.a.remove(name)
+        #expect(try await testbed.names(on: testbed.a).contains(name) == false)
+    }
+}

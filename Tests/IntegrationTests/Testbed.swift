@@ -1,0 +1,95 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOFoundationCompat
+import Testing
+import UMSAPI
+import UMSModel
+
+/// The two-system testbed that `scripts/testbed up` made (scripts/test brings it up and sets the
+/// environment). These tests run real umsd Coordinators, real runc and CRIU, and move bytes over
+/// the namespaced link; without a testbed they are skipped, and scripts/test never skips them.
+struct Testbed {
+    static var environment: [String: String] { ProcessInfo.processInfo.environment }
+    static var isUp: Bool { environment["UMS_TESTBED_A"] != nil && environment["UMS_TESTBED_B"] != nil }
+    /// The testbed's B corrupts what it receives, so every restore there fails (rollback tests).
+    static var restoreFailsOnB: Bool { environment["UMS_TESTBED_FAILING_B"] == "1" }
+
+    let a: CoordinatorClient
+    let b: CoordinatorClient
+    let aURL: String
+    let bURL: String
+    let directory: String
+    let rootfs: String
+
+    init() throws {
+        let environment = Self.environment
+        aURL = try #require(environment["UMS_TESTBED_A"])
+        bURL = try #require(environment["UMS_TESTBED_B"])
+        directory = environment["UMS_TESTBED_DIR"] ?? "/run/ums-testbed"
+        rootfs = try #require(environment["UMS_COUNTER_ROOTFS"], "scripts/test sets UMS_COUNTER_ROOTFS")
+        a = CoordinatorClient(baseURL: aURL, token: try Self.token("\(directory)/a/token"), http: .shared)
+        b = CoordinatorClient(baseURL: bURL, token: try Self.token("\(directory)/b/token"), http: .shared)
+    }
+
+    static func token(_ path: String) throws -> String {
+        try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Starts the counter service on A, published on `port`, and waits until it answers.
+    func runCounter(_ name: String, port: Int) async throws -> ContainerView {
+        let view = try await a.run(RunRequest(
+            name: name, rootfs: rootfs, command: ["/bin/counter", "--port", "8080"], publish: ["\(port):8080"]
+        ))
+        _ = try await waitForCount(at: "\(aHost):\(port)", atLeast: 1)
+        return view
+    }
+
+    var aHost: String { URL(string: aURL)?.host ?? "" }
+    var bHost: String { URL(string: bURL)?.host ?? "" }
+
+    /// The counter's value at `endpoint` (host:port).
+    func count(at endpoint: String) async throws -> Int {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://\(endpoint)/count"), timeout: .seconds(2))
+        let body = try await response.body.collect(upTo: 1024)
+        guard response.status == .ok, let value = Int(String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw UMSError(.internalError, "counter at \(endpoint) answered \(response.status)")
+        }
+        return value
+    }
+
+    func waitForCount(at endpoint: String, atLeast minimum: Int, timeout: Duration = .seconds(10)) async throws -> Int {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            if let value = try? await count(at: endpoint), value >= minimum { return value }
+            guard ContinuousClock.now < deadline else {
+                throw UMSError(.timeout, "counter at \(endpoint) did not reach \(minimum) in \(timeout)")
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    func waitForMigration(_ id: String, on client: CoordinatorClient, timeout: Duration = .seconds(60)) async throws -> MigrationRecord {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let record = try await client.migration(id)
+            if [.completed, .rolledBack, .failed].contains(record.status) { return record }
+            guard ContinuousClock.now < deadline else { throw UMSError(.timeout, "migration \(id) did not finish") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    func names(on client: CoordinatorClient) async throws -> [String] {
+        try await client.containers().map(\.container.name)
+    }
+
+    /// Network namespaces a system made for containers (`ums-<system>-<name>`).
+    func namespaces(system: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []).filter { $0.hasPrefix("ums-\(system)-") }.sorted()
+    }
+
+    func cleanUp(_ name: String) async {
+        try? await a.remove(name)
+        try? await b.remove(name)
+    }
+}
