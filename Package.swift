@@ -134,6 +134,7 @@ let package = Package(
             dependencies: [
                 "UMSCoordination", "UMSAPI", "UMSDecision",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: swiftSettings
         ),
