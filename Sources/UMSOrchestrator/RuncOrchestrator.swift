@@ -137,8 +137,12 @@ public actor RuncOrchestrator: Orchestrator {
                 state = .stopped
             }
         }
+        var specification = record.specification
+        if state == .running || state == .paused, let count = await processCount(name) {
+            specification.processCount = count
+        }
         return ContainerInfo(
-            name: name, state: state, specification: record.specification, pid: pid,
+            name: name, state: state, specification: specification, pid: pid,
             endpoints: record.started ? record.specification.ports.map { "\(advertiseHost):\($0.hostPort)" } : [],
             migratingIn: record.lockedBy, orchestrator: kind
         )
@@ -146,11 +150,16 @@ public actor RuncOrchestrator: Orchestrator {
 
     public func specification(of name: String) async throws -> Specification {
         var specification = try record(name).specification
-        if let text = try? await runner.output(runc.binary, runc.processesArguments(id: name)),
-           let pids = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [Int] {
-            specification.processCount = pids.count
-        }
+        if let count = await processCount(name) { specification.processCount = count }
         return specification
+    }
+
+    /// Processes in the container now (`runc ps`), or nil if runc cannot tell.
+    func processCount(_ name: String) async -> Int? {
+        guard let text = try? await runner.output(runc.binary, runc.processesArguments(id: name)),
+              let pids = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [Int]
+        else { return nil }
+        return pids.count
     }
 
     public func create(_ specification: Specification, start: Bool, migration: String?) async throws -> ContainerInfo {

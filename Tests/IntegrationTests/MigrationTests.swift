@@ -7,13 +7,16 @@ import UMSModel
 
 @Suite("Live migration between two systems (runc + CRIU)", .serialized, .enabled(if: Testbed.isUp && !Testbed.restoreFailsOnB, "needs scripts/testbed up"))
 struct MigrationTests {
-    @Test("a running counter moves from A to B and back, and keeps counting")
+    @Test("a running counter with two children and an open file moves from A to B and back, and keeps counting")
     func migrateCounter() async throws {
         let testbed = try Testbed()
         let name = "counter-e2e"
         await testbed.cleanUp(name)
-        _ = try await testbed.runCounter(name, port: 18080)
-        let before = try await testbed.waitForCount(at: "\(testbed.aHost):18080", atLeast: 5)
+        _ = try await testbed.runCounter(name, port: 18080, arguments: ["--children", "2", "--state-file", "/tmp/count.log"])
+        let before = try await testbed.waitForCount(at: "\(testbed.aHost):18080", atLeast: 12)
+        #expect(try await testbed.count(at: "\(testbed.aHost):18080", path: "/children") == 2)
+        #expect(try await testbed.a.container(name).container.specification.processCount == 3)
+        let fileBefore = try #require(testbed.containerFile(system: "a", container: name, path: "/tmp/count.log"))
 
         let accepted = try await testbed.a.migrate(MigrateRequest(container: name, destination: testbed.bURL))
         let record = try await testbed.waitForMigration(accepted.id, on: testbed.a)
@@ -31,8 +34,14 @@ struct MigrationTests {
         // The state continued at B: never restarted from 0, and it keeps counting there.
         let after = try await testbed.count(at: "\(testbed.bHost):18080")
         #expect(after >= before)
-        let later = try await testbed.waitForCount(at: "\(testbed.bHost):18080", atLeast: after + 3)
+        let later = try await testbed.waitForCount(at: "\(testbed.bHost):18080", atLeast: after + 12)
         #expect(later > after)
+        // The process tree and the open file came along: both children alive, and the service
+        // keeps appending to the same file, whose earlier lines crossed with the rootfs changes.
+        #expect(try await testbed.count(at: "\(testbed.bHost):18080", path: "/children") == 2)
+        let fileAfter = try #require(testbed.containerFile(system: "b", container: name, path: "/tmp/count.log"))
+        #expect(fileAfter.hasPrefix(fileBefore))
+        #expect(fileAfter.count > fileBefore.count)
         #expect(try await testbed.names(on: testbed.b).contains(name))
         #expect(try await testbed.b.container(name).container.state == .running)
         #expect(try await testbed.names(on: testbed.a).contains(name) == false)

@@ -37,9 +37,9 @@ struct Testbed {
     }
 
     /// Starts the counter service on A, published on `port`, and waits until it answers.
-    func runCounter(_ name: String, port: Int) async throws -> ContainerView {
+    func runCounter(_ name: String, port: Int, arguments: [String] = []) async throws -> ContainerView {
         let view = try await a.run(RunRequest(
-            name: name, rootfs: rootfs, command: ["/bin/counter", "--port", "8080"], publish: ["\(port):8080"]
+            name: name, rootfs: rootfs, command: ["/bin/counter", "--port", "8080"] + arguments, publish: ["\(port):8080"]
         ))
         _ = try await waitForCount(at: "\(aHost):\(port)", atLeast: 1)
         return view
@@ -49,8 +49,8 @@ struct Testbed {
     var bHost: String { URL(string: bURL)?.host ?? "" }
 
     /// The counter's value at `endpoint` (host:port).
-    func count(at endpoint: String) async throws -> Int {
-        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://\(endpoint)/count"), timeout: .seconds(2))
+    func count(at endpoint: String, path: String = "/count") async throws -> Int {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://\(endpoint)\(path)"), timeout: .seconds(2))
         let body = try await response.body.collect(upTo: 1024)
         guard response.status == .ok, let value = Int(String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines)) else {
             throw UMSError(.internalError, "counter at \(endpoint) answered \(response.status)")
@@ -86,6 +86,11 @@ struct Testbed {
     /// Network namespaces a system made for containers (`ums-<system>-<name>`).
     func namespaces(system: String) -> [String] {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []).filter { $0.hasPrefix("ums-\(system)-") }.sorted()
+    }
+
+    /// A file the container wrote into its own root filesystem, read on the host.
+    func containerFile(system: String, container: String, path: String) -> String? {
+        try? String(contentsOfFile: "\(directory)/\(system)/state/containers/\(container)/upper\(path)", encoding: .utf8)
     }
 
     func cleanUp(_ name: String) async {

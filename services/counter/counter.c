@@ -2,11 +2,14 @@
 /*
  * counter: the UMS test service. Keeps a counter in memory, increments it every 100 ms, prints it
  * to stdout once a second, and (with --port P) answers `GET /count` over HTTP with its value.
+ * --children K forks K idle children (a process tree to carry); --state-file PATH keeps PATH open
+ * and appends the count to it once a second (an open file whose contents must cross too);
+ * `GET /children` answers how many of its children are alive.
  * Its whole state is in memory, so a migration that loses state shows as a counter that restarts
  * from 0. Built statically so it runs in a busybox root filesystem.
  *
- * Single-threaded on purpose: one poll() loop serves HTTP and ticks, so the process tree is one
- * process and CRIU has nothing but memory and a listening socket to carry.
+ * Single-threaded on purpose: one poll() loop serves HTTP and ticks, so without --children the
+ * process tree is one process and CRIU has nothing but memory and a listening socket to carry.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -25,6 +28,16 @@ static long long now_ms(void) {
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static pid_t children[64];
+static int nchildren;
+
+static int children_alive(void) {
+    int alive = 0;
+    for (int i = 0; i < nchildren; i++)
+        if (kill(children[i], 0) == 0) alive++;
+    return alive;
+}
+
 static void serve(int fd, unsigned long long count) {
     char req[1024];
     ssize_t n = read(fd, req, sizeof req - 1);
@@ -35,6 +48,8 @@ static void serve(int fd, unsigned long long count) {
     const char *reason = "OK";
     if (strncmp(req, "GET /count", 10) == 0) {
         snprintf(body, sizeof body, "%llu\n", count);
+    } else if (strncmp(req, "GET /children", 13) == 0) {
+        snprintf(body, sizeof body, "%d\n", children_alive());
     } else {
         status = 404; reason = "Not Found";
         snprintf(body, sizeof body, "not found\n");
@@ -55,13 +70,29 @@ static void serve(int fd, unsigned long long count) {
 int main(int argc, char **argv) {
     int port = 0;
     int interval_ms = 100;
+    int want_children = 0;
+    const char *state_file = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--port") && i + 1 < argc) port = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--interval-ms") && i + 1 < argc) interval_ms = atoi(argv[++i]);
-        else { fprintf(stderr, "usage: counter [--port P] [--interval-ms MS]\n"); return 2; }
+        else if (!strcmp(argv[i], "--children") && i + 1 < argc) want_children = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--state-file") && i + 1 < argc) state_file = argv[++i];
+        else {
+            fprintf(stderr, "usage: counter [--port P] [--interval-ms MS] [--children K] [--state-file PATH]\n");
+            return 2;
+        }
     }
+    if (want_children < 0 || want_children > 64) { fprintf(stderr, "counter: --children must be 0-64\n"); return 2; }
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
+
+    for (int i = 0; i < want_children; i++) {
+        pid_t pid = fork();
+        if (pid == 0) { for (;;) pause(); }
+        if (pid > 0) children[nchildren++] = pid;
+    }
+    FILE *state = NULL;
+    if (state_file && !(state = fopen(state_file, "a"))) { perror("counter: state file"); return 1; }
 
     int lfd = -1;
     if (port > 0) {
@@ -92,7 +123,11 @@ int main(int argc, char **argv) {
         if (now_ms() >= next) {
             count++;
             next = now_ms() + interval_ms;
-            if (++ticks * interval_ms >= 1000) { ticks = 0; printf("count %llu\n", count); }
+            if (++ticks * interval_ms >= 1000) {
+                ticks = 0;
+                printf("count %llu\n", count);
+                if (state) { fprintf(state, "%llu\n", count); fflush(state); }
+            }
         }
     }
 }
