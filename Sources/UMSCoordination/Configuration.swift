@@ -53,6 +53,24 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         self.criuPath = criuPath
     }
 
+    enum CodingKeys: String, CodingKey {
+        case name, listen, stateDir, orchestrator, tokenFile, advertiseURL, peers, criuPath, logLevel
+    }
+
+    /// Keys left out of a YAML file take the same defaults as the flags.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        name = try container.decode(String.self, forKey: .name)
+        listen = try container.decodeIfPresent(String.self, forKey: .listen) ?? "127.0.0.1:7000"
+        stateDir = try container.decode(String.self, forKey: .stateDir)
+        orchestrator = try container.decodeIfPresent(String.self, forKey: .orchestrator) ?? "runc"
+        tokenFile = try container.decodeIfPresent(String.self, forKey: .tokenFile)
+        advertiseURL = try container.decodeIfPresent(String.self, forKey: .advertiseURL)
+        peers = try container.decodeIfPresent([Peer].self, forKey: .peers)
+        criuPath = try container.decodeIfPresent(String.self, forKey: .criuPath)
+        logLevel = try container.decodeIfPresent(String.self, forKey: .logLevel)
+    }
+
     public static func load(yamlFile path: String) throws -> CoordinatorConfiguration {
         do {
             let text = try String(contentsOfFile: path, encoding: .utf8)

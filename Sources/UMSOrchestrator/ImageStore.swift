@@ -56,7 +56,12 @@ public struct ImageStore: Sendable {
         let staging = "\(root)/.incoming-\(UUID().uuidString)"
         try FileSystem.makeDirectory("\(staging)/rootfs")
         do {
-            let summary = try await Archive.extract(chunks, into: "\(staging)/rootfs")
+            let summary: Archive.Summary
+            do {
+                summary = try await Archive.extract(chunks, into: "\(staging)/rootfs")
+            } catch {
+                throw UMSError(.invalidArgument, "failed to import image: the received stream is not a valid archive (corrupted or truncated transfer)", cause: error)
+            }
             guard summary.digest == expected.digest else {
                 throw UMSError(.invalidArgument, "failed to import image: received stream has digest \(summary.digest), expected \(expected.digest) (corrupted or truncated transfer)")
             }
