@@ -57,6 +57,12 @@ public struct ContainerNetwork: Codable, Sendable, Equatable {
         ]
     }
 
+    /// The iptables rule (without the -A/-D verb) that lets the container reach beyond its
+    /// system under the system's address, as any host's containers can.
+    public var egressRule: [String] {
+        ["-t", "nat", "POSTROUTING", "-s", "\(containerAddress)/32", "!", "-d", "198.19.0.0/16", "-j", "MASQUERADE"]
+    }
+
     /// iptables rules (without the -A/-D verb) that forward a published port of the system to the
     /// container: from other hosts (PREROUTING) and from the system itself (OUTPUT).
     public func forwardingRules(for port: PortMapping) -> [[String]] {
@@ -82,6 +88,7 @@ public struct NetworkManager: Sendable {
             // Forwarding is per namespace; the system's namespace routes to its containers.
             try await runner.execute("sysctl", ["-q", "-w", "net.ipv4.ip_forward=1"])
             for command in network.setUpCommands() { _ = try await runner.run(command) }
+            try await apply("-A", network.egressRule)
         } catch {
             await remove(network, ports: ports)
             throw UMSError.wrap(error, .internalError, "failed to prepare network namespace \(network.namespace)")
@@ -91,39 +98,27 @@ public struct NetworkManager: Sendable {
     /// Publishes ports; fails with `exists` when another container already publishes one of them.
     public func publish(_ network: ContainerNetwork, ports: [PortMapping]) async throws {
         for port in ports {
-            for rule in network.forwardingRules(for: port) {
-                let (table, chain, rest) = (Array(rule[0..<2]), rule[2], Array(rule[3...]))
-                try await runner.execute("iptables", ["-w"] + table + ["-A", chain] + rest)
-            }
+            for rule in network.forwardingRules(for: port) { try await apply("-A", rule) }
         }
     }
 
     public func unpublish(_ network: ContainerNetwork, ports: [PortMapping]) async {
         for port in ports {
-            for rule in network.forwardingRules(for: port) {
-                let (table, chain, rest) = (Array(rule[0..<2]), rule[2], Array(rule[3...]))
-                // Deleting a rule that is not there fails; that is the state we want.
-                _ = try? await runner.run(Command("iptables", ["-w"] + table + ["-D", chain] + rest))
-            }
+            // Deleting a rule that is not there fails; that is the state we want.
+            for rule in network.forwardingRules(for: port) { try? await apply("-D", rule) }
         }
     }
 
-    /// Removes the namespace, its link and its port rules; never fails (it is cleanup).
+    /// Removes the namespace, its link and its rules; never fails (it is cleanup).
     public func remove(_ network: ContainerNetwork, ports: [PortMapping]) async {
         await unpublish(network, ports: ports)
+        try? await apply("-D", network.egressRule)
         for command in network.tearDownCommands() { _ = try? await runner.run(command) }
     }
 
-    /// Host ports already forwarded on this system (from the nat table), to refuse a clash early.
-    public func publishedPorts() async -> Set<Int> {
-        guard let rules = try? await runner.output("iptables", ["-w", "-t", "nat", "-S", "PREROUTING"]) else { return [] }
-        var ports = Set<Int>()
-        for line in rules.split(separator: "\n") where line.contains("DNAT") {
-            let words = line.split(separator: " ")
-            if let index = words.firstIndex(of: "--dport"), index + 1 < words.count, let port = Int(words[index + 1]) {
-                ports.insert(port)
-            }
-        }
-        return ports
+    /// Runs `iptables -w -t TABLE VERB CHAIN …` for a rule written as `[-t, TABLE, CHAIN, …]`.
+    func apply(_ verb: String, _ rule: [String]) async throws {
+        let (table, chain, rest) = (Array(rule[0..<2]), rule[2], Array(rule[3...]))
+        try await runner.execute("iptables", ["-w"] + table + [verb, chain] + rest)
     }
 }

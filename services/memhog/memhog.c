@@ -1,0 +1,137 @@
+/*
+ * memhog: the UMS benchmark service, after the paper's (Stoyanov & Kollingbaum). Allocates N MiB,
+ * fills them with pseudo-random data (so no page is zero or compressible), optionally forks K idle
+ * children, and beats: every --interval-ms it increments a counter, and with --heartbeat HOST:PORT
+ * sends the counter as a UDP datagram there. The benchmark listens outside the service and
+ * measures downtime as the largest gap between heartbeats, minus the interval.
+ *
+ *   memhog --mib 128 [--children K] [--interval-ms 10] [--heartbeat 198.18.0.254:9999] [--port P]
+ *
+ * With --port P it also answers `GET /count` (the counter) and `GET /checksum` (a sum over the
+ * allocated memory, computed at start-up and on demand, to show the memory crossed intact).
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t *memory;
+static size_t words;
+
+static uint64_t checksum(void) {
+    uint64_t sum = 0;
+    for (size_t i = 0; i < words; i++) sum = sum * 31 + memory[i];
+    return sum;
+}
+
+static void serve(int fd, unsigned long long count, uint64_t initial) {
+    char req[512];
+    ssize_t n = read(fd, req, sizeof req - 1);
+    if (n <= 0) { close(fd); return; }
+    req[n] = 0;
+    char body[96], resp[256];
+    int status = 200;
+    if (!strncmp(req, "GET /count", 10)) snprintf(body, sizeof body, "%llu\n", count);
+    else if (!strncmp(req, "GET /checksum", 13)) snprintf(body, sizeof body, "%llu %llu\n", (unsigned long long)checksum(), (unsigned long long)initial);
+    else { status = 404; snprintf(body, sizeof body, "not found\n"); }
+    int len = snprintf(resp, sizeof resp, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                       status, status == 200 ? "OK" : "Not Found", strlen(body), body);
+    if (write(fd, resp, len) < 0) { /* the client went away */ }
+    close(fd);
+}
+
+int main(int argc, char **argv) {
+    long mib = 0;
+    int children = 0, interval_ms = 10, port = 0;
+    const char *heartbeat = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--mib") && i + 1 < argc) mib = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--children") && i + 1 < argc) children = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--interval-ms") && i + 1 < argc) interval_ms = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--heartbeat") && i + 1 < argc) heartbeat = argv[++i];
+        else if (!strcmp(argv[i], "--port") && i + 1 < argc) port = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: memhog --mib N [--children K] [--interval-ms MS] [--heartbeat HOST:PORT] [--port P]\n");
+            return 2;
+        }
+    }
+    if (mib < 0 || mib > 1024 || children < 0 || children > 64 || interval_ms < 1) {
+        fprintf(stderr, "memhog: --mib 0-1024, --children 0-64, --interval-ms >= 1\n");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+
+    words = (size_t)mib * 1024 * 1024 / sizeof(uint64_t);
+    if (words) {
+        memory = mmap(NULL, words * sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (memory == MAP_FAILED) { perror("memhog: mmap"); return 1; }
+        uint64_t x = 0x9E3779B97F4A7C15ULL ^ (uint64_t)getpid() ^ (uint64_t)now_ms();
+        for (size_t i = 0; i < words; i++) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; memory[i] = x; }
+    }
+    uint64_t initial = words ? checksum() : 0;
+
+    for (int i = 0; i < children; i++) {
+        pid_t pid = fork();
+        if (pid == 0) { for (;;) pause(); }
+    }
+
+    int udp = -1;
+    if (heartbeat) {
+        char host[64];
+        const char *colon = strrchr(heartbeat, ':');
+        if (!colon || colon - heartbeat >= (long)sizeof host) { fprintf(stderr, "memhog: --heartbeat HOST:PORT\n"); return 2; }
+        memcpy(host, heartbeat, colon - heartbeat);
+        host[colon - heartbeat] = 0;
+        struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(atoi(colon + 1)) };
+        if (inet_pton(AF_INET, host, &to.sin_addr) != 1) { fprintf(stderr, "memhog: bad heartbeat address\n"); return 2; }
+        udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (connect(udp, (struct sockaddr *)&to, sizeof to) < 0) { perror("memhog: heartbeat"); return 1; }
+    }
+    int lfd = -1;
+    if (port > 0) {
+        lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int one = 1;
+        setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_ANY) };
+        if (bind(lfd, (struct sockaddr *)&a, sizeof a) < 0 || listen(lfd, 64) < 0) { perror("memhog: listen"); return 1; }
+    }
+
+    unsigned long long count = 0;
+    long long next = now_ms() + interval_ms, printed = now_ms();
+    for (;;) {
+        long long wait = next - now_ms();
+        struct pollfd p = { .fd = lfd, .events = POLLIN };
+        if (poll(&p, lfd >= 0 ? 1 : 0, wait < 0 ? 0 : (int)wait) > 0 && (p.revents & POLLIN)) {
+            int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+            if (c >= 0) serve(c, count, initial);
+        }
+        if (now_ms() >= next) {
+            count++;
+            next = now_ms() + interval_ms;
+            if (udp >= 0) {
+                char beat[32];
+                int len = snprintf(beat, sizeof beat, "%llu", count);
+                /* A failed send (e.g. no route while frozen/moving) is not fatal: the next beat counts. */
+                if (send(udp, beat, len, MSG_DONTWAIT) < 0) { errno = 0; }
+            }
+            if (now_ms() - printed >= 1000) { printed = now_ms(); printf("count %llu\n", count); }
+        }
+    }
+}
