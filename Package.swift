@@ -6,7 +6,8 @@
 //   UMSCoordination  inter-system coordination: the Coordinator, its HTTP API, the three-phase driver
 //   UMSMigration     migration interface: one `MigrationApproach` per level (orchestrator/service/container)
 //   UMSCheckpoint    core checkpoint/restore and synchronization: CRIU probing, page-server, image streaming
-//   UMSOrchestrator  orchestrator adapters: the `Orchestrator` protocol and its backends (runc, ...)
+//   UMSOrchestrator  orchestrator adapters: the `Orchestrator` protocol and its backends (runc, ...);
+//                    engines that checkpoint through CRIU use UMSCheckpoint's probe and page-server types
 //   UMSOS            the host: commands, network namespaces, tar, files
 //   UMSModel         the shared vocabulary: errors, specifications, migration records and phases
 //   UMSAPI           the Coordinator's wire types and HTTP client (used by the CLI and by peers)
@@ -52,7 +53,7 @@ let package = Package(
         .target(
             name: "UMSOrchestrator",
             dependencies: [
-                "UMSModel", "UMSOS",
+                "UMSModel", "UMSOS", "UMSCheckpoint",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
