@@ -5,9 +5,9 @@
 //   UMSDecision      inter-system decision: which approach fits a container and a destination
 //   UMSCoordination  inter-system coordination: the Coordinator, its HTTP API, the three-phase driver
 //   UMSMigration     migration interface: one `MigrationApproach` per level (orchestrator/service/container)
-//   UMSCheckpoint    core checkpoint/restore and synchronization: CRIU probing, page-server, image streaming
+//   UMSCheckpoint    core checkpoint/restore and synchronization: CRIU probing, streaming images while written
 //   UMSOrchestrator  orchestrator adapters: the `Orchestrator` protocol and its backends (runc, ...);
-//                    engines that checkpoint through CRIU use UMSCheckpoint's probe and page-server types
+//                    engines that checkpoint through CRIU use UMSCheckpoint's probe
 //   UMSOS            the host: commands, network namespaces, tar, files
 //   UMSModel         the shared vocabulary: errors, specifications, migration records and phases
 //   UMSAPI           the Coordinator's wire types and HTTP client (used by the CLI and by peers)
@@ -63,6 +63,8 @@ let package = Package(
             dependencies: [
                 "UMSModel", "UMSOS",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -84,6 +86,7 @@ let package = Package(
             dependencies: [
                 "UMSModel", "UMSDecision",
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
@@ -128,6 +131,11 @@ let package = Package(
         .testTarget(
             name: "UMSOrchestratorTests",
             dependencies: ["UMSOrchestrator", "UMSCheckpoint", "UMSOS", "UMSModel"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "UMSCheckpointTests",
+            dependencies: ["UMSCheckpoint", "UMSModel", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

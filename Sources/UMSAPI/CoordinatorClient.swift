@@ -1,5 +1,6 @@
 import AsyncAlgorithms
 import AsyncHTTPClient
+import Crypto
 import Foundation
 import NIOCore
 import NIOFoundationCompat
@@ -144,10 +145,14 @@ public struct CoordinatorClient: Sendable {
         request.headers.add(name: "Content-Type", value: "application/x-tar")
         request.body = .stream(channel, length: .unknown)
         let finalRequest = request
-        return try await withThrowingTaskGroup(of: UploadResponse?.self) { group in
+        let hasher = StreamHasher()
+        let answer = try await withThrowingTaskGroup(of: UploadResponse?.self) { group in
             group.addTask {
                 do {
-                    try await produce { buffer in await channel.send(buffer) }
+                    try await produce { buffer in
+                        await hasher.update(buffer)
+                        await channel.send(buffer)
+                    }
                     channel.finish()
                 } catch {
                     channel.fail(error)
@@ -171,5 +176,23 @@ public struct CoordinatorClient: Sendable {
             guard let answer else { throw UMSError(.internalError, "failed to upload to \(path): no answer") }
             return answer
         }
+        let sent = await hasher.digest()
+        if let received = answer.digest, received != sent {
+            throw UMSError(.internalError, "failed to upload to \(baseURL)\(path): the receiver saw \(received), we sent \(sent) (corrupted transfer)")
+        }
+        return answer
+    }
+}
+
+/// SHA-256 of everything an upload sent.
+actor StreamHasher {
+    var hasher = SHA256()
+
+    func update(_ buffer: ByteBuffer) {
+        buffer.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+    }
+
+    func digest() -> String {
+        "sha256:" + hasher.finalize().map { String(format: "%02x", $0) }.joined()
     }
 }

@@ -104,17 +104,18 @@ public struct PrepareRequest: Codable, Sendable, Equatable {
 }
 
 public struct PrepareResponse: Codable, Sendable, Equatable {
-    /// `host:port` of the page-server that receives memory pages during the dump.
-    public var pageServer: String?
+    /// The identical container, created and ready to be restored into.
+    public var container: ContainerInfo
 
-    public init(pageServer: String?) {
-        self.pageServer = pageServer
+    public init(container: ContainerInfo) {
+        self.container = container
     }
 }
 
 /// The answer to a file upload: what the receiver saw, so the sender can compare.
 public struct UploadResponse: Codable, Sendable, Equatable {
     public var bytes: Int64
+    /// `sha256:<hex>` of the stream as it arrived; the client checks it against what it sent.
     public var digest: String?
 
     public init(bytes: Int64, digest: String?) {

@@ -2,11 +2,6 @@ import UMSOS
 
 /// The files of one checkpoint, as they lie in a directory.
 public enum CheckpointImage {
-    /// Memory page images, which a page-server receives directly.
-    public static func isPageFile(_ name: String) -> Bool {
-        name.hasPrefix("pages-") || name.hasPrefix("pagemap-")
-    }
-
     /// Bytes of all images in `directory`.
     public static func size(of directory: String) -> Int64 {
         FileSystem.size(of: directory)

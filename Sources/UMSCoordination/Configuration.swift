@@ -105,7 +105,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         return "http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)"
     }
 
-    /// The host part of the advertised URL: where published ports and page-servers are reached.
+    /// The host part of the advertised URL: where published ports are reached.
     public func advertiseHost() throws(UMSError) -> String {
         let url = try resolvedAdvertiseURL()
         guard let host = URL(string: url)?.host else {

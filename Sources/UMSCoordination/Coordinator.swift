@@ -225,6 +225,8 @@ public actor Coordinator {
     public func receiveImage<Chunks: AsyncSequence & Sendable>(_ digest: String, _ chunks: Chunks) async throws -> UploadResponse
         where Chunks.Element == ByteBuffer
     {
+        // The store keeps the image only if the stream's digest is the announced one, so that is
+        // also the digest of what arrived.
         let image = try await orchestrator.importImage(chunks, expected: ImageReference(digest: digest))
         return UploadResponse(bytes: image.sizeBytes ?? 0, digest: image.digest)
     }
@@ -245,9 +247,9 @@ public actor Coordinator {
         incoming[request.id] = migration
         incomingApproach[request.id] = request.approach
         do {
-            let endpoint = try await approach.prepare(migration, listenAddress: advertiseHost)
+            let container = try await approach.prepare(migration)
             logger.info("incoming migration prepared", metadata: ["migration.id": "\(request.id)", "container": "\(request.specification.name)", "peer": "\(request.source.name)"])
-            return PrepareResponse(pageServer: endpoint.pageServer?.description)
+            return PrepareResponse(container: container)
         } catch {
             incoming[request.id] = nil
             incomingApproach[request.id] = nil
@@ -260,8 +262,8 @@ public actor Coordinator {
         where Chunks.Element == ByteBuffer
     {
         let (migration, approach) = try incomingMigration(id)
-        let bytes = try await approach.importFiles(migration, part: part, chunks)
-        return UploadResponse(bytes: bytes, digest: nil)
+        let received = try await approach.importFiles(migration, part: part, chunks)
+        return UploadResponse(bytes: received.bytes, digest: received.digest)
     }
 
     /// Paper Step 11: restore, and confirm the service runs.

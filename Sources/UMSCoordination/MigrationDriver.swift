@@ -75,12 +75,11 @@ struct MigrationDriver: Sendable {
                 bytes += sent.bytes
                 await note("rootfs \(specification.image.digest.prefix(19)) sent (\(sent.bytes) bytes)")
             }
-            let prepared = try await peer.prepare(PrepareRequest(
+            _ = try await peer.prepare(PrepareRequest(
                 id: id, approach: chosen, specification: specification,
                 source: SystemRef(name: await coordinator.name, url: await coordinator.url)
             ))
             progress.destinationPrepared = true
-            let endpoint = ReceiveEndpoint(pageServer: try prepared.pageServer.map(parsePageServer))
             let preMigration = clock.now - phaseStart
 
             // MARK: Migration
@@ -97,17 +96,30 @@ struct MigrationDriver: Sendable {
             FileSystem.remove(workDirectory)
             try FileSystem.makeDirectory(directory)
             defer { FileSystem.remove(workDirectory) }
-            _ = try await approach.checkpoint(container, into: directory, endpoint: endpoint)
+            // Steps 8-9 overlap: the images stream to the destination while CRIU writes them.
+            let dump = DumpProgress()
+            async let imagesSent = peer.upload(Routes.peerFiles(id, part: FilePart.images.rawValue)) { consume in
+                _ = try await approach.exportFiles(
+                    container, part: .images, checkpointDirectory: directory, dumpFinished: { await dump.isFinished }, consume: consume
+                )
+            }
+            do {
+                try await approach.checkpoint(container, into: directory)
+            } catch {
+                // Leaving this scope cancels and awaits the stream.
+                await dump.finish()
+                throw error
+            }
+            await dump.finish()
             let checkpoint = clock.now - phaseStart
 
             phaseStart = clock.now
             try await enter(.transferring, &progress)
-            for part in FilePart.allCases {
-                let sent = try await peer.upload(Routes.peerFiles(id, part: part.rawValue)) { consume in
-                    _ = try await approach.exportFiles(container, part: part, checkpointDirectory: directory, consume: consume)
-                }
-                bytes += sent.bytes
+            bytes += try await imagesSent.bytes
+            let changes = try await peer.upload(Routes.peerFiles(id, part: FilePart.changes.rawValue)) { consume in
+                _ = try await approach.exportFiles(container, part: .changes, checkpointDirectory: directory, dumpFinished: { true }, consume: consume)
             }
+            bytes += changes.bytes
             let transfer = clock.now - phaseStart
 
             phaseStart = clock.now
@@ -116,8 +128,6 @@ struct MigrationDriver: Sendable {
             let restored = try await peer.restore(id)
             let restore = clock.now - phaseStart
             let downtime = progress.frozenAt.map { clock.now - $0 }
-            // Page images crossed during the checkpoint; the destination counted them.
-            bytes += restored.imageBytes
 
             // MARK: Post-migration
             phaseStart = clock.now
@@ -242,11 +252,14 @@ struct MigrationDriver: Sendable {
         logger.info("migration rolled back", metadata: ["complete": "\(problems.isEmpty)"])
     }
 
-    func parsePageServer(_ text: String) throws -> PageServerAddress {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else {
-            throw UMSError(.internalError, "failed to read the destination's page-server address '\(text)'")
-        }
-        return PageServerAddress(host: String(text[..<colon]), port: port)
+}
+
+/// Whether the dump has finished writing, for the stream that tails its files.
+actor DumpProgress {
+    private(set) var isFinished = false
+
+    func finish() {
+        isFinished = true
     }
 }
 

@@ -4,16 +4,6 @@ import UMSCheckpoint
 import UMSModel
 import UMSOrchestrator
 
-/// What the destination tells the source after preparing to receive a migration.
-public struct ReceiveEndpoint: Codable, Sendable, Equatable {
-    /// Where the source's dump sends memory pages while it writes them.
-    public var pageServer: PageServerAddress?
-
-    public init(pageServer: PageServerAddress?) {
-        self.pageServer = pageServer
-    }
-}
-
 /// One side's view of an incoming migration: where its files land.
 public struct IncomingMigration: Sendable, Equatable {
     public var id: String
@@ -28,37 +18,55 @@ public struct IncomingMigration: Sendable, Equatable {
     }
 }
 
+/// What a receiver saw of one stream, for the sender to compare with what it sent.
+public struct Received: Sendable, Equatable {
+    public var bytes: Int64
+    /// `sha256:<hex>` of the stream as it arrived.
+    public var digest: String
+
+    public init(bytes: Int64, digest: String) {
+        self.bytes = bytes
+        self.digest = digest
+    }
+}
+
 /// The migration interface (paper Fig. 1): one implementation per approach, each doing the core
 /// work of its level on both systems. The Coordinator drives the phases and moves bytes between
 /// systems; an approach only knows how to freeze, dump, receive and restore at its level.
 ///
-/// Source side: `freeze` → `checkpoint` (pages stream to the destination's `ReceiveEndpoint`) →
-/// `exportFiles` (what is left: non-page images, rootfs changes) → later `resume` on rollback or
+/// Source side: `freeze` → `checkpoint` (writes images locally) while `exportFiles(.images)`
+/// streams them as they are written → `exportFiles(.changes)` → later `resume` on rollback, or
 /// the orchestrator deletes the container on success.
-/// Destination side: `prepare` (container created but not started, receiver listening) →
-/// `importFiles` → `restore`; `abort` undoes `prepare` at any point.
+/// Destination side: `prepare` (container created but not started) → `importFiles` → `restore`;
+/// `abort` undoes `prepare` at any point.
 public protocol MigrationApproach: Sendable {
     var approach: Approach { get }
 
     // Destination
-    func prepare(_ incoming: IncomingMigration, listenAddress: String) async throws -> ReceiveEndpoint
-    func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> Int64
+    func prepare(_ incoming: IncomingMigration) async throws -> ContainerInfo
+    func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> Received
         where Chunks.Element == ByteBuffer
     func restore(_ incoming: IncomingMigration) async throws -> ContainerInfo
     func abort(_ incoming: IncomingMigration) async
 
     // Source
     func freeze(_ name: String) async throws
-    /// Dumps the frozen container; returns bytes written locally (pages go to `endpoint`).
-    func checkpoint(_ name: String, into directory: String, endpoint: ReceiveEndpoint) async throws -> Int64
-    func exportFiles(_ name: String, part: FilePart, checkpointDirectory: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> Int64
+    /// Dumps the frozen container into `directory`, keeping it frozen.
+    func checkpoint(_ name: String, into directory: String) async throws
+    /// Streams one part; for `.images`, while the dump writes them, until `dumpFinished()`.
+    func exportFiles(
+        _ name: String, part: FilePart, checkpointDirectory: String, dumpFinished: @escaping @Sendable () async -> Bool,
+        consume: @Sendable (ByteBuffer) async throws -> Void
+    ) async throws -> Int64
     func resume(_ name: String) async throws
 }
 
-/// The parts of a checkpoint that cross after the dump, each as one tar stream.
+/// The parts of a checkpoint that cross, each as one stream.
 public enum FilePart: String, Codable, Sendable, CaseIterable {
-    /// The checkpoint's non-page images (process tree, fds, sockets, mounts, …).
+    /// The checkpoint's images (memory pages, process tree, fds, sockets, mounts, …), streamed
+    /// while CRIU writes them.
     case images
-    /// The container's own changes to its root filesystem (files it created or modified).
+    /// The container's own changes to its root filesystem (files it created or modified), as a tar
+    /// stream taken while it is frozen.
     case changes
 }

@@ -6,76 +6,45 @@ import UMSModel
 import UMSOrchestrator
 import UMSOS
 
-/// Orchestrator-level migration (paper §III-C-a): the runtime's own checkpoint/restore. Memory
-/// pages stream to a CRIU page-server at the destination while runc dumps; the small remaining
-/// images and the rootfs changes follow; the destination's runtime restores into the container
-/// its orchestrator created in pre-migration.
+/// Orchestrator-level migration (paper §III-C-a): the runtime's own checkpoint/restore. runc dumps
+/// the frozen container through CRIU while the synchronization module streams the images to the
+/// destination as they are written; the container's rootfs changes follow; the destination's
+/// runtime restores into the container its orchestrator created in pre-migration.
 public struct OrchestratorLevelApproach: MigrationApproach {
     public let approach = Approach.orchestrator
     let orchestrator: any Orchestrator
-    let criu: CRIUInfo
-    let portRange: ClosedRange<Int>
     let logger: Logger
-    let pageServers: PageServerRegistry
 
-    public init(orchestrator: any Orchestrator, criu: CRIUInfo, pageServerPorts: ClosedRange<Int> = 27100...27999, logger: Logger) {
+    public init(orchestrator: any Orchestrator, logger: Logger) {
         self.orchestrator = orchestrator
-        self.criu = criu
-        self.portRange = pageServerPorts
         self.logger = logger
-        self.pageServers = PageServerRegistry()
     }
 
     // MARK: Destination
 
-    public func prepare(_ incoming: IncomingMigration, listenAddress: String) async throws -> ReceiveEndpoint {
+    public func prepare(_ incoming: IncomingMigration) async throws -> ContainerInfo {
         try FileSystem.makeDirectory(incoming.imagesDirectory)
-        _ = try await orchestrator.create(incoming.specification, start: false, migration: incoming.id)
-        do {
-            var lastError: (any Error)?
-            // A port may be taken by something else; try a few from the range.
-            for port in portRange.shuffled().prefix(8) {
-                let options = PageServerOptions(
-                    imagesDirectory: incoming.imagesDirectory, address: listenAddress, port: port,
-                    logFile: "\(incoming.imagesDirectory)/../page-server.log"
-                )
-                do {
-                    let server = try await PageServer.start(criu: criu, options: options, logger: logger)
-                    await pageServers.add(server, for: incoming.id)
-                    return ReceiveEndpoint(pageServer: PageServerAddress(host: listenAddress, port: port))
-                } catch {
-                    lastError = error
-                }
-            }
-            throw UMSError.wrap(lastError ?? UMSError(.unavailable, "no port"), .unavailable, "failed to start a page-server")
-        } catch {
-            await abort(incoming)
-            throw error
-        }
+        return try await orchestrator.create(incoming.specification, start: false, migration: incoming.id)
     }
 
-    public func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> Int64
+    public func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> Received
         where Chunks.Element == ByteBuffer
     {
         switch part {
         case .images:
-            return try await Archive.extract(chunks, into: incoming.imagesDirectory).bytes
+            let summary = try await ImageStream.receive(chunks, into: incoming.imagesDirectory)
+            return Received(bytes: summary.bytes, digest: summary.digest)
         case .changes:
-            return try await orchestrator.importChanges(incoming.specification.name, chunks)
+            let summary = try await orchestrator.importChanges(incoming.specification.name, chunks)
+            return Received(bytes: summary.bytes, digest: summary.digest)
         }
     }
 
     public func restore(_ incoming: IncomingMigration) async throws -> ContainerInfo {
-        // The dump is complete before the source sends the remaining images, so the page-server
-        // has already been sent everything; wait for it to have written it.
-        if let server = await pageServers.remove(incoming.id) {
-            try await server.finish(timeout: .seconds(10))
-        }
-        return try await orchestrator.restore(incoming.specification.name, imagesDirectory: incoming.imagesDirectory)
+        try await orchestrator.restore(incoming.specification.name, imagesDirectory: incoming.imagesDirectory)
     }
 
     public func abort(_ incoming: IncomingMigration) async {
-        await pageServers.remove(incoming.id)?.cancel()
         try? await orchestrator.delete(incoming.specification.name, migration: incoming.id)
     }
 
@@ -85,15 +54,17 @@ public struct OrchestratorLevelApproach: MigrationApproach {
         try await orchestrator.freeze(name)
     }
 
-    public func checkpoint(_ name: String, into directory: String, endpoint: ReceiveEndpoint) async throws -> Int64 {
-        try await orchestrator.checkpoint(name, request: CheckpointRequest(imagesDirectory: directory, pageServer: endpoint.pageServer))
-        return CheckpointImage.size(of: directory)
+    public func checkpoint(_ name: String, into directory: String) async throws {
+        try await orchestrator.checkpoint(name, request: CheckpointRequest(imagesDirectory: directory))
     }
 
-    public func exportFiles(_ name: String, part: FilePart, checkpointDirectory: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> Int64 {
+    public func exportFiles(
+        _ name: String, part: FilePart, checkpointDirectory: String, dumpFinished: @escaping @Sendable () async -> Bool,
+        consume: @Sendable (ByteBuffer) async throws -> Void
+    ) async throws -> Int64 {
         switch part {
         case .images:
-            return try await Archive.create(directory: checkpointDirectory, consume: consume).bytes
+            return try await ImageStream.send(directory: checkpointDirectory, isFinished: dumpFinished, consume: consume).bytes
         case .changes:
             return try await orchestrator.exportChanges(name, consume: consume)
         }
@@ -101,18 +72,5 @@ public struct OrchestratorLevelApproach: MigrationApproach {
 
     public func resume(_ name: String) async throws {
         try await orchestrator.resume(name)
-    }
-}
-
-/// Page-servers waiting for a dump, by migration id.
-actor PageServerRegistry {
-    var servers: [String: PageServer] = [:]
-
-    func add(_ server: PageServer, for id: String) {
-        servers[id] = server
-    }
-
-    func remove(_ id: String) -> PageServer? {
-        servers.removeValue(forKey: id)
     }
 }

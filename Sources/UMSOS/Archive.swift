@@ -20,6 +20,11 @@ public enum Archive {
         /// `sha256:<hex>` of the tar stream.
         public var digest: String
         public var bytes: Int64
+
+        public init(digest: String, bytes: Int64) {
+            self.digest = digest
+            self.bytes = bytes
+        }
     }
 
     /// Flags that make the stream depend only on names, contents, modes and links, so that the

@@ -1,6 +1,7 @@
 import NIOCore
 import UMSCheckpoint
 import UMSModel
+import UMSOS
 
 /// What an orchestrator on one system can do, as the decision layer needs to know it.
 public struct OrchestratorCapabilities: Codable, Sendable, Equatable {
@@ -21,16 +22,14 @@ public struct OrchestratorCapabilities: Codable, Sendable, Equatable {
 
 /// Options for an orchestrator-level checkpoint.
 public struct CheckpointRequest: Sendable, Equatable {
-    /// Where the non-page images are written (locally; they are small).
+    /// Where the images are written; the synchronization module streams them from there while
+    /// they are written.
     public var imagesDirectory: String
-    /// Where the memory pages go while they are dumped.
-    public var pageServer: PageServerAddress?
     /// Keep the (frozen) container after the dump, so a failure can resume it.
     public var leaveRunning: Bool
 
-    public init(imagesDirectory: String, pageServer: PageServerAddress?, leaveRunning: Bool = true) {
+    public init(imagesDirectory: String, leaveRunning: Bool = true) {
         self.imagesDirectory = imagesDirectory
-        self.pageServer = pageServer
         self.leaveRunning = leaveRunning
     }
 }
@@ -73,7 +72,7 @@ public protocol Orchestrator: Sendable {
     func checkpoint(_ name: String, request: CheckpointRequest) async throws
     /// Streams the container's own changes to its root filesystem (taken while it is frozen).
     func exportChanges(_ name: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> Int64
-    func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> Int64
+    func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> Archive.Summary
         where Chunks.Element == ByteBuffer
     func restore(_ name: String, imagesDirectory: String) async throws -> ContainerInfo
 }

@@ -75,6 +75,7 @@ public struct Runc: Sendable {
     public func resumeArguments(id: String) -> [String] { global() + ["resume", id] }
     public func stateArguments(id: String) -> [String] { global() + ["state", id] }
     public func processesArguments(id: String) -> [String] { global() + ["ps", "--format", "json", id] }
+    public func killArguments(id: String, signal: String) -> [String] { global() + ["kill", id, signal] }
     /// `delete --force` kills a running or frozen container without letting it run again: runc
     /// signals a frozen cgroup's processes before it thaws them.
     public func deleteArguments(id: String) -> [String] { global() + ["delete", "--force", id] }

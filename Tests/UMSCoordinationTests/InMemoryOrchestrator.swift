@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import UMSModel
 import UMSOrchestrator
+import UMSOS
 
 /// A test double of the `Orchestrator` seam that keeps containers in memory. It is used only to
 /// test the HTTP layer's validation and locking; real migrations are tested against runc and
@@ -65,6 +66,8 @@ actor InMemoryOrchestrator: Orchestrator {
     func resume(_ name: String) async throws {}
     func checkpoint(_ name: String, request: CheckpointRequest) async throws {}
     func exportChanges(_ name: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> Int64 { 0 }
-    func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> Int64 where Chunks.Element == ByteBuffer { 0 }
+    func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> Archive.Summary where Chunks.Element == ByteBuffer {
+        Archive.Summary(digest: "sha256:", bytes: 0)
+    }
     func restore(_ name: String, imagesDirectory: String) async throws -> ContainerInfo { try info(name) }
 }

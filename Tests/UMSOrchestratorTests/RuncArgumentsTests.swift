@@ -45,16 +45,8 @@ struct RuncArgumentsTests {
         #expect(runc.pauseArguments(id: "c") == global + ["pause", "c"])
         #expect(runc.resumeArguments(id: "c") == global + ["resume", "c"])
         #expect(runc.deleteArguments(id: "c") == global + ["delete", "--force", "c"])
+        #expect(runc.killArguments(id: "c", signal: "KILL") == global + ["kill", "c", "KILL"])
         #expect(runc.command(runc.runArguments(id: "c", bundle: "/b", log: "/l"), discardOutput: true).discardOutput)
-    }
-
-    @Test("page-server listens on the destination's address and logs verbosely")
-    func pageServer() {
-        let options = PageServerOptions(imagesDirectory: "/in/images", address: "198.18.0.2", port: 27100, logFile: "/in/ps.log")
-        #expect(options.arguments() == [
-            "page-server", "--images-dir", "/in/images", "--address", "198.18.0.2", "--port", "27100",
-            "--log-file", "/in/ps.log", "-v4",
-        ])
     }
 
     @Test("CRIU versions are read and compared numerically")
