@@ -84,7 +84,7 @@ let package = Package(
         .target(
             name: "UMSAPI",
             dependencies: [
-                "UMSModel", "UMSDecision",
+                "UMSModel", "UMSDecision", "UMSCheckpoint",
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

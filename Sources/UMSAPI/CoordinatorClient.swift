@@ -122,12 +122,13 @@ public struct CoordinatorClient: Sendable {
         try await send(try json(.POST, Routes.peerMigrations, body), as: PrepareResponse.self, timeout: .minutes(2))
     }
 
-    public func restore(_ id: String) async throws -> RestoreResponse {
-        try await send(request(.POST, Routes.peerRestore(id)), as: RestoreResponse.self, timeout: .minutes(5))
+    public func restore(_ id: String, _ body: PeerRestoreRequest) async throws -> RestoreResponse {
+        try await send(try json(.POST, Routes.peerRestore(id), body), as: RestoreResponse.self, timeout: .minutes(5))
     }
 
-    public func commit(_ id: String) async throws {
-        _ = try await sendRaw(request(.POST, Routes.peerCommit(id)))
+    /// Post-copy commits answer once every page has crossed, so they may take as long as the link needs.
+    public func commit(_ id: String) async throws -> CommitResponse {
+        try await send(request(.POST, Routes.peerCommit(id)), as: CommitResponse.self, timeout: .minutes(15))
     }
 
     public func abort(_ id: String) async throws {

@@ -1,4 +1,5 @@
 import UMSDecision
+import UMSCheckpoint
 import UMSModel
 
 /// The Coordinator's HTTP routes, in one place (the OpenAPI file `docs/openapi.yaml` lists the same).
@@ -78,12 +79,15 @@ public struct MigrateRequest: Codable, Sendable, Equatable {
     public var approach: ApproachRequest?
     /// The destination's bearer token, when the source has none configured for it.
     public var destinationToken: String?
+    /// `stop-and-copy` (default) or `post-copy`.
+    public var mode: TransferMode?
 
-    public init(container: String, destination: String, approach: ApproachRequest? = nil, destinationToken: String? = nil) {
+    public init(container: String, destination: String, approach: ApproachRequest? = nil, destinationToken: String? = nil, mode: TransferMode? = nil) {
         self.container = container
         self.destination = destination
         self.approach = approach
         self.destinationToken = destinationToken
+        self.mode = mode
     }
 }
 
@@ -130,6 +134,26 @@ public struct ErrorBody: Codable, Sendable {
 
     public init(error: UMSError) {
         self.error = error
+    }
+}
+
+/// `POST /v1/peer/migrations/{id}/commit`: the destination adopted the container.
+public struct CommitResponse: Codable, Sendable, Equatable {
+    /// Post-copy: bytes of memory pages that crossed after the restore (0 for stop-and-copy).
+    public var pageBytes: Int64
+
+    public init(pageBytes: Int64) {
+        self.pageBytes = pageBytes
+    }
+}
+
+/// `POST /v1/peer/migrations/{id}/restore` (optional body): how to restore.
+public struct PeerRestoreRequest: Codable, Sendable, Equatable {
+    /// Post-copy: `host:port` where the source serves the pages.
+    public var postCopySource: String?
+
+    public init(postCopySource: String?) {
+        self.postCopySource = postCopySource
     }
 }
 

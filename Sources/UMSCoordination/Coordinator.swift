@@ -175,7 +175,7 @@ public actor Coordinator {
         try await orchestrator.lock(request.container, migration: id)
         let approachRequest = request.approach ?? .auto
         var record = MigrationRecord(
-            id: String(id), container: request.container, requestedApproach: approachRequest.rawValue,
+            id: String(id), container: request.container, requestedApproach: approachRequest.rawValue, mode: request.mode ?? .stopAndCopy,
             source: SystemRef(name: name, url: url), destination: SystemRef(name: "", url: destinationURL), startedAt: Date()
         )
         record.events.append(.init(at: Date(), step: "requested", message: "migration of \(request.container) to \(destinationURL) accepted"))
@@ -184,7 +184,7 @@ public actor Coordinator {
         let driver = MigrationDriver(
             id: record.id, container: request.container, request: approachRequest, coordinator: self, peer: peer,
             orchestrator: orchestrator, approaches: approaches, workDirectory: "\(stateDirectory)/outgoing/\(record.id)",
-            logger: logger
+            mode: record.mode, advertiseHost: advertiseHost, logger: logger
         )
         let recordID = record.id
         tasks[recordID] = Task {
@@ -267,7 +267,7 @@ public actor Coordinator {
     }
 
     /// Paper Step 11: restore, and confirm the service runs.
-    public func restoreIncoming(_ id: String) async throws -> RestoreResponse {
+    public func restoreIncoming(_ id: String, _ request: PeerRestoreRequest) async throws -> RestoreResponse {
         let (migration, approach) = try incomingMigration(id)
         if failRestoreForTesting {
             // Corrupt the received process tree image so that CRIU's real restore fails: the
@@ -275,16 +275,20 @@ public actor Coordinator {
             FileManager.default.createFile(atPath: "\(migration.imagesDirectory)/pstree.img", contents: Data("corrupt".utf8))
         }
         let pageBytes = CheckpointImage.size(of: migration.imagesDirectory)
-        let info = try await approach.restore(migration)
+        let source = try request.postCopySource.map { text throws(UMSError) in try PageServerAddress(parsing: text) }
+        let info = try await approach.restore(migration, postCopySource: source)
         logger.info("incoming migration restored", metadata: ["migration.id": "\(id)", "container": "\(info.name)"])
         return RestoreResponse(container: info, imageBytes: pageBytes)
     }
 
-    /// The source saw the restore succeed: adopt the container as an ordinary one.
-    public func commitIncoming(_ id: String) async throws {
-        let (migration, _) = try incomingMigration(id)
+    /// The source saw the restore succeed: once every page is here (post-copy), adopt the
+    /// container as an ordinary one.
+    public func commitIncoming(_ id: String) async throws -> CommitResponse {
+        let (migration, approach) = try incomingMigration(id)
+        let pageBytes = try await approach.awaitPages(migration)
         try await orchestrator.unlock(migration.specification.name, migration: id)
         forgetIncoming(id)
+        return CommitResponse(pageBytes: pageBytes)
     }
 
     /// The source gave up: remove everything this migration created here.

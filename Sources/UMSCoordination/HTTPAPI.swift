@@ -159,12 +159,16 @@ public func buildRouter(coordinator: Coordinator, token: String?) -> Router<Basi
         }
         return try JSONAPI.response(try await coordinator.receiveFiles(try context.parameters.require("id"), part: part, request.body))
     }
-    router.post("/v1/peer/migrations/:id/restore") { _, context in
-        try JSONAPI.response(try await coordinator.restoreIncoming(try context.parameters.require("id")))
+    router.post("/v1/peer/migrations/:id/restore") { request, context in
+        // The body is optional: an empty one means stop-and-copy.
+        let buffer = try await request.body.collect(upTo: 1 << 16)
+        let body = buffer.readableBytes == 0
+            ? PeerRestoreRequest(postCopySource: nil)
+            : try JSONAPI.decoder.decode(PeerRestoreRequest.self, from: Data(buffer: buffer))
+        return try JSONAPI.response(try await coordinator.restoreIncoming(try context.parameters.require("id"), body))
     }
     router.post("/v1/peer/migrations/:id/commit") { _, context in
-        try await coordinator.commitIncoming(try context.parameters.require("id"))
-        return Response(status: .noContent)
+        try JSONAPI.response(try await coordinator.commitIncoming(try context.parameters.require("id")))
     }
     router.delete("/v1/peer/migrations/:id") { _, context in
         try await coordinator.abortIncoming(try context.parameters.require("id"))

@@ -22,6 +22,9 @@ struct MigrationDriver: Sendable {
     let orchestrator: any Orchestrator
     let approaches: [Approach: any MigrationApproach]
     let workDirectory: String
+    let mode: TransferMode
+    /// This system's address, where a post-copy dump serves its pages.
+    let advertiseHost: String
     let logger: Logger
 
     /// What has been done so far, so that rollback undoes exactly that.
@@ -32,6 +35,9 @@ struct MigrationDriver: Sendable {
         var restoreRequested = false
         var approach: (any MigrationApproach)?
         var frozenAt: ContinuousClock.Instant?
+        /// Post-copy: the dump serving pages, and where; stopped on rollback.
+        var pageServing: BackgroundProcess?
+        var pageServer: PageServerAddress?
     }
 
     func run() async {
@@ -97,14 +103,19 @@ struct MigrationDriver: Sendable {
             try FileSystem.makeDirectory(directory)
             defer { FileSystem.remove(workDirectory) }
             // Steps 8-9 overlap: the images stream to the destination while CRIU writes them.
+            // With post-copy the dump writes all but the pages, then serves those from here.
+            let postCopy = mode == .postCopy ? PageServerAddress(host: advertiseHost, port: Int.random(in: 27100...27999)) : nil
             let dump = DumpProgress()
             async let imagesSent = peer.upload(Routes.peerFiles(id, part: FilePart.images.rawValue)) { consume in
                 _ = try await approach.exportFiles(
                     container, part: .images, checkpointDirectory: directory, dumpFinished: { await dump.isFinished }, consume: consume
                 )
             }
+            let pageServing: BackgroundProcess?
             do {
-                try await approach.checkpoint(container, into: directory)
+                pageServing = try await approach.checkpoint(container, into: directory, postCopy: postCopy)
+                progress.pageServing = pageServing
+                progress.pageServer = postCopy
             } catch {
                 // Leaving this scope cancels and awaits the stream.
                 await dump.finish()
@@ -125,7 +136,7 @@ struct MigrationDriver: Sendable {
             phaseStart = clock.now
             try await enter(.restoring, &progress)
             progress.restoreRequested = true
-            let restored = try await peer.restore(id)
+            let restored = try await peer.restore(id, PeerRestoreRequest(postCopySource: postCopy?.description))
             let restore = clock.now - phaseStart
             let downtime = progress.frozenAt.map { clock.now - $0 }
 
@@ -135,7 +146,13 @@ struct MigrationDriver: Sendable {
             guard restored.container.state == .running else {
                 throw UMSError(.internalError, "failed to confirm: the restored container is \(restored.container.state.rawValue)")
             }
-            try await peer.commit(id)
+            // With post-copy the destination answers once every page has crossed; by then this
+            // side's page-serving dump has ended too.
+            bytes += try await peer.commit(id).pageBytes
+            if let pageServing {
+                try await pageServing.finish(timeout: .seconds(30))
+                progress.pageServing = nil
+            }
 
             try await enter(.reportingEndpoint, &progress)
             let endpoints = restored.container.endpoints
@@ -225,6 +242,16 @@ struct MigrationDriver: Sendable {
                 // If the destination may already run the service, resuming the source could make
                 // it run twice; keep the source frozen for an operator instead.
                 if progress.restoreRequested { sourceMayResume = false }
+            }
+        }
+        if let pageServing = progress.pageServing, sourceMayResume {
+            // The destination is gone, so its lazy-pages daemon will never come (or came and
+            // left): make the waiting dump fail, which releases the source as CRIU found it.
+            progress.pageServer?.hangUp()
+            do {
+                try await pageServing.finish(timeout: .seconds(10))
+            } catch {
+                pageServing.cancel()
             }
         }
         if progress.frozen, sourceMayResume, let approach = progress.approach {

@@ -3,6 +3,7 @@ import NIOCore
 import UMSCheckpoint
 import UMSModel
 import UMSOrchestrator
+import UMSOS
 
 /// One side's view of an incoming migration: where its files land.
 public struct IncomingMigration: Sendable, Equatable {
@@ -46,13 +47,18 @@ public protocol MigrationApproach: Sendable {
     func prepare(_ incoming: IncomingMigration) async throws -> ContainerInfo
     func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> Received
         where Chunks.Element == ByteBuffer
-    func restore(_ incoming: IncomingMigration) async throws -> ContainerInfo
+    /// Restores; with `postCopySource`, as soon as the non-page images are here, fetching the
+    /// pages from the source while the service runs.
+    func restore(_ incoming: IncomingMigration, postCopySource: PageServerAddress?) async throws -> ContainerInfo
+    /// Post-copy: waits until every page has arrived and returns their bytes (0 for stop-and-copy).
+    func awaitPages(_ incoming: IncomingMigration) async throws -> Int64
     func abort(_ incoming: IncomingMigration) async
 
     // Source
     func freeze(_ name: String) async throws
-    /// Dumps the frozen container into `directory`, keeping it frozen.
-    func checkpoint(_ name: String, into directory: String) async throws
+    /// Dumps the frozen container into `directory`, keeping it frozen. With `postCopy`, dumps all
+    /// but the pages and returns the process serving them there (it exits once all are served).
+    func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?) async throws -> BackgroundProcess?
     /// Streams one part; for `.images`, while the dump writes them, until `dumpFinished()`.
     func exportFiles(
         _ name: String, part: FilePart, checkpointDirectory: String, dumpFinished: @escaping @Sendable () async -> Bool,

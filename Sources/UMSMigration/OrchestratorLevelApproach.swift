@@ -13,10 +13,13 @@ import UMSOS
 public struct OrchestratorLevelApproach: MigrationApproach {
     public let approach = Approach.orchestrator
     let orchestrator: any Orchestrator
+    let criu: CRIUInfo
     let logger: Logger
+    let lazyPagesDaemons = ProcessRegistry()
 
-    public init(orchestrator: any Orchestrator, logger: Logger) {
+    public init(orchestrator: any Orchestrator, criu: CRIUInfo, logger: Logger) {
         self.orchestrator = orchestrator
+        self.criu = criu
         self.logger = logger
     }
 
@@ -40,11 +43,28 @@ public struct OrchestratorLevelApproach: MigrationApproach {
         }
     }
 
-    public func restore(_ incoming: IncomingMigration) async throws -> ContainerInfo {
-        try await orchestrator.restore(incoming.specification.name, imagesDirectory: incoming.imagesDirectory)
+    public func restore(_ incoming: IncomingMigration, postCopySource: PageServerAddress?) async throws -> ContainerInfo {
+        let request = RestoreRequest(imagesDirectory: incoming.imagesDirectory, lazyPages: postCopySource != nil)
+        guard let postCopySource else {
+            return try await orchestrator.restore(incoming.specification.name, request: request)
+        }
+        let daemon = try await LazyPagesOptions(
+            imagesDirectory: incoming.imagesDirectory, workDirectory: request.workDirectory, source: postCopySource
+        ).start(criu: criu)
+        await lazyPagesDaemons.add(daemon, for: incoming.id)
+        return try await orchestrator.restore(incoming.specification.name, request: request)
+    }
+
+    public func awaitPages(_ incoming: IncomingMigration) async throws -> Int64 {
+        guard let daemon = await lazyPagesDaemons.remove(incoming.id) else { return 0 }
+        // Generous: at 10 MB/s a GiB takes ~100 s; the link, not this bound, decides.
+        try await daemon.finish(timeout: .seconds(600))
+        let log = RestoreRequest(imagesDirectory: incoming.imagesDirectory).workDirectory + "/lazy-pages.log"
+        return LazyPagesOptions.transferredBytes(log: (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
     }
 
     public func abort(_ incoming: IncomingMigration) async {
+        await lazyPagesDaemons.remove(incoming.id)?.cancel()
         try? await orchestrator.delete(incoming.specification.name, migration: incoming.id)
     }
 
@@ -54,8 +74,8 @@ public struct OrchestratorLevelApproach: MigrationApproach {
         try await orchestrator.freeze(name)
     }
 
-    public func checkpoint(_ name: String, into directory: String) async throws {
-        try await orchestrator.checkpoint(name, request: CheckpointRequest(imagesDirectory: directory))
+    public func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?) async throws -> BackgroundProcess? {
+        try await orchestrator.checkpoint(name, request: CheckpointRequest(imagesDirectory: directory, lazyPages: postCopy))
     }
 
     public func exportFiles(
@@ -72,5 +92,18 @@ public struct OrchestratorLevelApproach: MigrationApproach {
 
     public func resume(_ name: String) async throws {
         try await orchestrator.resume(name)
+    }
+}
+
+/// Background processes of incoming migrations, by migration id.
+actor ProcessRegistry {
+    var processes: [String: BackgroundProcess] = [:]
+
+    func add(_ process: BackgroundProcess, for id: String) {
+        processes[id] = process
+    }
+
+    func remove(_ id: String) -> BackgroundProcess? {
+        processes.removeValue(forKey: id)
     }
 }

@@ -54,3 +54,15 @@ public enum ApproachRequest: Sendable, Equatable, Codable, CustomStringConvertib
         try container.encode(rawValue)
     }
 }
+
+/// How memory pages cross in a migration.
+public enum TransferMode: String, Codable, Sendable, CaseIterable {
+    /// Stop-and-copy: the whole checkpoint (pages included) crosses before the destination
+    /// restores. The source holds the only complete state until the destination runs it.
+    case stopAndCopy = "stop-and-copy"
+    /// Post-copy (CRIU lazy-pages): the destination restores as soon as the non-page images have
+    /// crossed and fetches the pages from the frozen source while the service already runs there.
+    /// Downtime no longer grows with memory; until the last page has crossed, the service needs
+    /// both systems and the link between them.
+    case postCopy = "post-copy"
+}

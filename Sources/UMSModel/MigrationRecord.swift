@@ -42,6 +42,7 @@ public struct MigrationRecord: Codable, Sendable, Equatable {
     public var container: String
     public var approach: Approach?
     public var requestedApproach: String
+    public var mode: TransferMode
     public var source: SystemRef
     public var destination: SystemRef
     public var status: MigrationStatus
@@ -51,17 +52,22 @@ public struct MigrationRecord: Codable, Sendable, Equatable {
     public var endpoints: [String]
     public var bytesMoved: Int64
     public var durations: Durations
-    /// Seconds the service did not run: from the freeze at the source to running at the destination.
+    /// Seconds the service did not run: from the freeze at the source to running at the
+    /// destination (with post-copy, pages may still be crossing then).
     public var downtime: Double?
     public var error: UMSError?
     public var startedAt: Date
     public var finishedAt: Date?
     public var events: [Event]
 
-    public init(id: String, container: String, requestedApproach: String, source: SystemRef, destination: SystemRef, startedAt: Date) {
+    public init(
+        id: String, container: String, requestedApproach: String, mode: TransferMode = .stopAndCopy,
+        source: SystemRef, destination: SystemRef, startedAt: Date
+    ) {
         self.id = id
         self.container = container
         self.requestedApproach = requestedApproach
+        self.mode = mode
         self.source = source
         self.destination = destination
         self.status = .pending

@@ -101,7 +101,7 @@ public struct SubprocessRunner: CommandRunner {
                     workingDirectory: command.workingDirectory.map { FilePath($0) },
                     input: .none, output: .string(limit: outputLimit), error: .string(limit: outputLimit)
                 )
-                (status, out, err) = (result.terminationStatus, result.standardOutput ?? "", result.standardError ?? "")
+                (status, out, err) = (result.terminationStatus, result.standardOutput, result.standardError)
             }
         } catch {
             throw UMSError(.unavailable, "failed to run \(command.executable)", cause: error)

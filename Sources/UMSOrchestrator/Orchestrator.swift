@@ -27,11 +27,33 @@ public struct CheckpointRequest: Sendable, Equatable {
     public var imagesDirectory: String
     /// Keep the (frozen) container after the dump, so a failure can resume it.
     public var leaveRunning: Bool
+    /// Post-copy: dump all but the pages, then serve the pages here until the destination has
+    /// them all.
+    public var lazyPages: PageServerAddress?
 
-    public init(imagesDirectory: String, leaveRunning: Bool = true) {
+    public init(imagesDirectory: String, leaveRunning: Bool = true, lazyPages: PageServerAddress? = nil) {
         self.imagesDirectory = imagesDirectory
         self.leaveRunning = leaveRunning
+        self.lazyPages = lazyPages
     }
+
+    /// CRIU's work directory for this dump (its log is there).
+    public var workDirectory: String { "\(imagesDirectory).work" }
+}
+
+/// Options for an orchestrator-level restore.
+public struct RestoreRequest: Sendable, Equatable {
+    public var imagesDirectory: String
+    /// Post-copy: a lazy-pages daemon already listens in `workDirectory`.
+    public var lazyPages: Bool
+
+    public init(imagesDirectory: String, lazyPages: Bool = false) {
+        self.imagesDirectory = imagesDirectory
+        self.lazyPages = lazyPages
+    }
+
+    /// CRIU's work directory for this restore (its log, and the lazy-pages socket, are there).
+    public var workDirectory: String { "\(imagesDirectory).work" }
 }
 
 /// The seam between UMS and a system's container orchestrator. One adapter per engine (runc, and
@@ -69,10 +91,12 @@ public protocol Orchestrator: Sendable {
     // Orchestrator-level checkpoint/restore
     func freeze(_ name: String) async throws
     func resume(_ name: String) async throws
-    func checkpoint(_ name: String, request: CheckpointRequest) async throws
+    /// Dumps the frozen container. For post-copy it returns once the non-page images are written,
+    /// with the process that serves the pages (it exits when the destination has them all).
+    func checkpoint(_ name: String, request: CheckpointRequest) async throws -> BackgroundProcess?
     /// Streams the container's own changes to its root filesystem (taken while it is frozen).
     func exportChanges(_ name: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> Int64
     func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> Archive.Summary
         where Chunks.Element == ByteBuffer
-    func restore(_ name: String, imagesDirectory: String) async throws -> ContainerInfo
+    func restore(_ name: String, request: RestoreRequest) async throws -> ContainerInfo
 }

@@ -22,13 +22,19 @@ public struct Runc: Sendable {
         public var pageServer: String?
         public var leaveRunning: Bool
         public var tcpEstablished: Bool
+        /// Post-copy: dump everything but the pages, then serve them at `pageServer`.
+        public var lazyPages: Bool
 
-        public init(imagePath: String, workPath: String, pageServer: String? = nil, leaveRunning: Bool = true, tcpEstablished: Bool = false) {
+        public init(
+            imagePath: String, workPath: String, pageServer: String? = nil, leaveRunning: Bool = true,
+            tcpEstablished: Bool = false, lazyPages: Bool = false
+        ) {
             self.imagePath = imagePath
             self.workPath = workPath
             self.pageServer = pageServer
             self.leaveRunning = leaveRunning
             self.tcpEstablished = tcpEstablished
+            self.lazyPages = lazyPages
         }
     }
 
@@ -37,12 +43,15 @@ public struct Runc: Sendable {
         public var workPath: String
         public var bundle: String
         public var tcpEstablished: Bool
+        /// Post-copy: pages come from the lazy-pages daemon listening in `workPath`.
+        public var lazyPages: Bool
 
-        public init(imagePath: String, workPath: String, bundle: String, tcpEstablished: Bool = false) {
+        public init(imagePath: String, workPath: String, bundle: String, tcpEstablished: Bool = false, lazyPages: Bool = false) {
             self.imagePath = imagePath
             self.workPath = workPath
             self.bundle = bundle
             self.tcpEstablished = tcpEstablished
+            self.lazyPages = lazyPages
         }
     }
 
@@ -60,6 +69,7 @@ public struct Runc: Sendable {
         var arguments = global() + ["checkpoint", "--image-path", options.imagePath, "--work-path", options.workPath]
         if options.leaveRunning { arguments.append("--leave-running") }
         if let pageServer = options.pageServer { arguments += ["--page-server", pageServer] }
+        if options.lazyPages { arguments.append("--lazy-pages") }
         if options.tcpEstablished { arguments.append("--tcp-established") }
         return arguments + [id]
     }
@@ -67,6 +77,7 @@ public struct Runc: Sendable {
     public func restoreArguments(id: String, options: RestoreOptions, log: String) -> [String] {
         var arguments = global(log: log) + ["restore", "--detach", "--image-path", options.imagePath,
                                              "--work-path", options.workPath, "--bundle", options.bundle]
+        if options.lazyPages { arguments.append("--lazy-pages") }
         if options.tcpEstablished { arguments.append("--tcp-established") }
         return arguments + [id]
     }

@@ -303,19 +303,39 @@ public actor RuncOrchestrator: Orchestrator {
         try await runner.execute(runc.binary, runc.pauseArguments(id: name))
     }
 
+    /// Thaws a frozen container; one that already runs (e.g. released by a failed post-copy
+    /// dump) is left as it is.
     public func resume(_ name: String) async throws {
-        _ = try record(name)
+        guard try await inspect(name).state != .running else { return }
         try await runner.execute(runc.binary, runc.resumeArguments(id: name))
     }
 
-    public func checkpoint(_ name: String, request: CheckpointRequest) async throws {
+    public func checkpoint(_ name: String, request: CheckpointRequest) async throws -> BackgroundProcess? {
         _ = try record(name)
-        let work = "\(request.imagesDirectory).work"
+        let work = request.workDirectory
         try FileSystem.makeDirectory(request.imagesDirectory)
         try FileSystem.makeDirectory(work)
-        let options = Runc.CheckpointOptions(imagePath: request.imagesDirectory, workPath: work, leaveRunning: request.leaveRunning)
+        let options = Runc.CheckpointOptions(
+            imagePath: request.imagesDirectory, workPath: work, pageServer: request.lazyPages?.description,
+            leaveRunning: request.leaveRunning, lazyPages: request.lazyPages != nil
+        )
+        if request.lazyPages != nil {
+            // runc returns only when every page has been served; the dump is ready for the
+            // destination once CRIU starts serving (its page-server runs its status-ready hooks).
+            let log = "\(work)/dump.log"
+            let process = BackgroundProcess(runc.command(runc.checkpointArguments(id: name, options: options)), logFile: log)
+            do {
+                try await process.waitUntilReady(timeout: .seconds(60)) {
+                    (try? String(contentsOfFile: log, encoding: .utf8))?.contains("Running status-ready scripts") ?? false
+                }
+            } catch {
+                throw UMSError.wrap(error, .internalError, "failed to checkpoint \(name)").withDetail(CheckpointImage.logTail(log))
+            }
+            return process
+        }
         do {
             try await runner.execute(runc.binary, runc.checkpointArguments(id: name, options: options))
+            return nil
         } catch {
             throw UMSError.wrap(error, .internalError, "failed to checkpoint \(name)")
                 .withDetail(CheckpointImage.logTail("\(work)/dump.log"))
@@ -337,16 +357,16 @@ public actor RuncOrchestrator: Orchestrator {
         return try await Archive.extract(chunks, into: "\(containerDirectory(name))/upper")
     }
 
-    public func restore(_ name: String, imagesDirectory: String) async throws -> ContainerInfo {
+    public func restore(_ name: String, request: RestoreRequest) async throws -> ContainerInfo {
         var record = try record(name)
         guard !record.started else {
             throw UMSError(.invalidState, "failed to restore '\(name)': it already runs")
         }
-        let work = "\(imagesDirectory).work"
+        let work = request.workDirectory
         try FileSystem.makeDirectory(work)
         do {
             try await mountRoot(name, image: record.specification.image)
-            let options = Runc.RestoreOptions(imagePath: imagesDirectory, workPath: work, bundle: bundle(name))
+            let options = Runc.RestoreOptions(imagePath: request.imagesDirectory, workPath: work, bundle: bundle(name), lazyPages: request.lazyPages)
             _ = try await runner.run(runc.command(runc.restoreArguments(id: name, options: options, log: runcLog(name)), discardOutput: true))
             try await publish(name)
         } catch {

@@ -24,6 +24,12 @@ struct Migrate: AsyncParsableCommand {
     @Option(help: "auto, orchestrator, service or container.")
     var approach: String = "auto"
 
+    @Option(help: ArgumentHelp(
+        "stop-and-copy or post-copy.",
+        discussion: "post-copy restores at the destination before the memory pages have crossed: downtime stops growing with memory, but until the last page arrives the service needs both systems and the link."
+    ))
+    var mode: String = TransferMode.stopAndCopy.rawValue
+
     @Option(name: .customLong("to-token-file"), help: "The destination's token, if the source has none configured for it.")
     var toTokenFile: String?
 
@@ -37,6 +43,9 @@ struct Migrate: AsyncParsableCommand {
         guard ApproachRequest(rawValue: approach) != nil else {
             throw ValidationError("unknown approach '\(approach)': expected auto, orchestrator, service or container")
         }
+        guard TransferMode(rawValue: mode) != nil else {
+            throw ValidationError("unknown mode '\(mode)': expected stop-and-copy or post-copy")
+        }
     }
 
     func run() async throws {
@@ -44,7 +53,8 @@ struct Migrate: AsyncParsableCommand {
             let client = try coordinator.client()
             let destinationToken = try toTokenFile.map(Credentials.read) ?? Credentials.lookUp(to.hasSuffix("/") ? String(to.dropLast()) : to)
             var record = try await client.migrate(MigrateRequest(
-                container: name, destination: to, approach: ApproachRequest(rawValue: approach), destinationToken: destinationToken
+                container: name, destination: to, approach: ApproachRequest(rawValue: approach), destinationToken: destinationToken,
+                mode: TransferMode(rawValue: mode)
             ))
             if !detach {
                 record = try await follow(record, client: client)
@@ -122,7 +132,7 @@ struct Migrations: AsyncParsableCommand {
         print("""
             migration     \(record.id)
             container     \(record.container)
-            approach      \(record.approach?.rawValue ?? "-") (requested \(record.requestedApproach))
+            approach      \(record.approach?.rawValue ?? "-") (requested \(record.requestedApproach)), \(record.mode.rawValue)
             from → to     \(record.source.name) (\(record.source.url)) → \(record.destination.name) (\(record.destination.url))
             status        \(record.status.rawValue)\(record.step.map { " at \($0.rawValue)" } ?? "")
             endpoint      \(record.endpoints.isEmpty ? "-" : record.endpoints.joined(separator: ", "))

@@ -58,6 +58,34 @@ struct MigrationTests {
         await testbed.cleanUp(name)
     }
 
+    @Test("post-copy: memhog restores before its pages cross, and its 32 MiB arrive intact", arguments: [TransferMode.postCopy, .stopAndCopy])
+    func memoryIntact(mode: TransferMode) async throws {
+        let testbed = try Testbed()
+        let rootfs = try #require(Testbed.environment["UMS_MEMHOG_ROOTFS"], "scripts/test sets UMS_MEMHOG_ROOTFS")
+        let name = "memhog-\(mode == .postCopy ? "post" : "stop")"
+        await testbed.cleanUp(name)
+        _ = try await testbed.a.run(RunRequest(
+            name: name, rootfs: rootfs, command: ["/bin/memhog", "--mib", "32", "--port", "8080"], publish: ["18084:8080"]
+        ))
+        let endpointA = "\(testbed.aHost):18084"
+        _ = try await testbed.waitForCount(at: endpointA, atLeast: 10)
+        let checksumA = try await testbed.checksum(at: endpointA)
+        #expect(checksumA.now == checksumA.initial)
+
+        let accepted = try await testbed.a.migrate(MigrateRequest(container: name, destination: testbed.bURL, mode: mode))
+        let record = try await testbed.waitForMigration(accepted.id, on: testbed.a)
+        #expect(record.status == .completed, "\(record.error?.description ?? "")")
+        #expect(record.mode == mode)
+        #expect(record.bytesMoved > 32 << 20, "the pages are counted whichever way they crossed")
+
+        let endpointB = "\(testbed.bHost):18084"
+        let checksumB = try await testbed.checksum(at: endpointB)
+        #expect(checksumB.initial == checksumA.initial)
+        #expect(checksumB.now == checksumA.initial, "every page arrived with its contents")
+        #expect(try await testbed.names(on: testbed.a).contains(name) == false)
+        await testbed.cleanUp(name)
+    }
+
     @Test("a second migrate, remove or restart during a migration is 409, and the first one completes")
     func concurrentMigrate() async throws {
         let testbed = try Testbed()
@@ -144,15 +172,15 @@ struct MigrationTests {
 
 @Suite("Rollback when the destination's restore fails", .serialized, .enabled(if: Testbed.isUp && Testbed.restoreFailsOnB, "needs scripts/testbed up --fail-restore-on-b"))
 struct RollbackTests {
-    @Test("the source resumes with its counter intact and nothing is left at the destination")
-    func rollback() async throws {
+    @Test("the source resumes with its counter intact and nothing is left at the destination", arguments: [TransferMode.stopAndCopy, .postCopy])
+    func rollback(mode: TransferMode) async throws {
         let testbed = try Testbed()
         let name = "counter-rollback"
         await testbed.cleanUp(name)
         _ = try await testbed.runCounter(name, port: 18083)
         let before = try await testbed.waitForCount(at: "\(testbed.aHost):18083", atLeast: 5)
 
-        let accepted = try await testbed.a.migrate(MigrateRequest(container: name, destination: testbed.bURL))
+        let accepted = try await testbed.a.migrate(MigrateRequest(container: name, destination: testbed.bURL, mode: mode))
         let record = try await testbed.waitForMigration(accepted.id, on: testbed.a)
         #expect(record.status == .rolledBack)
         #expect(record.step == .restoring)

@@ -58,6 +58,16 @@ struct Testbed {
         return value
     }
 
+    /// memhog's checksum of its memory now, and the one it computed when it filled it.
+    func checksum(at endpoint: String) async throws -> (now: String, initial: String) {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://\(endpoint)/checksum"), timeout: .seconds(10))
+        let words = String(buffer: try await response.body.collect(upTo: 1024)).split(whereSeparator: \.isWhitespace).map(String.init)
+        guard response.status == .ok, words.count == 2 else {
+            throw UMSError(.internalError, "memhog at \(endpoint) answered \(response.status)")
+        }
+        return (words[0], words[1])
+    }
+
     func waitForCount(at endpoint: String, atLeast minimum: Int, timeout: Duration = .seconds(10)) async throws -> Int {
         let deadline = ContinuousClock.now + timeout
         while true {

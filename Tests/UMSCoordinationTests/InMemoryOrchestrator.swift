@@ -64,10 +64,10 @@ actor InMemoryOrchestrator: Orchestrator {
 
     func freeze(_ name: String) async throws {}
     func resume(_ name: String) async throws {}
-    func checkpoint(_ name: String, request: CheckpointRequest) async throws {}
+    func checkpoint(_ name: String, request: CheckpointRequest) async throws -> BackgroundProcess? { nil }
     func exportChanges(_ name: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> Int64 { 0 }
     func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> Archive.Summary where Chunks.Element == ByteBuffer {
         Archive.Summary(digest: "sha256:", bytes: 0)
     }
-    func restore(_ name: String, imagesDirectory: String) async throws -> ContainerInfo { try info(name) }
+    func restore(_ name: String, request: RestoreRequest) async throws -> ContainerInfo { try info(name) }
 }

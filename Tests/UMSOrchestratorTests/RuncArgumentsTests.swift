@@ -154,3 +154,43 @@ final class ScriptedRunner: CommandRunner, @unchecked Sendable {
         return CommandResult(exitCode: 0, standardOutput: output, standardError: "")
     }
 }
+
+@Suite("Post-copy")
+struct PostCopyTests {
+    @Test("a post-copy dump serves pages from the source and keeps the frozen source")
+    func lazyCheckpoint() {
+        let runc = Runc(root: "/s/runc", criuPath: "criu")
+        let options = Runc.CheckpointOptions(imagePath: "/i", workPath: "/w", pageServer: "198.18.0.1:27500", lazyPages: true)
+        #expect(runc.checkpointArguments(id: "c", options: options) == [
+            "--root", "/s/runc", "--criu", "criu", "checkpoint", "--image-path", "/i", "--work-path", "/w",
+            "--leave-running", "--page-server", "198.18.0.1:27500", "--lazy-pages", "c",
+        ])
+        let restore = Runc.RestoreOptions(imagePath: "/i", workPath: "/w", bundle: "/b", lazyPages: true)
+        #expect(runc.restoreArguments(id: "c", options: restore, log: "/l").suffix(3) == ["/b", "--lazy-pages", "c"])
+    }
+
+    @Test("the lazy-pages daemon fetches from the source and listens in the restore's work directory")
+    func lazyPagesDaemon() throws {
+        let options = LazyPagesOptions(imagesDirectory: "/in/images", workDirectory: "/in/images.work",
+                                       source: try PageServerAddress(parsing: "198.18.0.1:27500"))
+        #expect(options.arguments() == [
+            "lazy-pages", "--page-server", "--address", "198.18.0.1", "--port", "27500",
+            "--images-dir", "/in/images", "--work-dir", "/in/images.work", "--log-file", "/in/images.work/lazy-pages.log", "-v4",
+        ])
+        #expect(options.socket == "/in/images.work/lazy-pages.socket")
+        #expect(throws: UMSError.self) { try PageServerAddress(parsing: "198.18.0.1") }
+        #expect(throws: UMSError.self) { try PageServerAddress(parsing: ":80") }
+    }
+
+    @Test("bytes moved are read from the daemon's per-process counts")
+    func transferredBytes() {
+        let log = """
+            (00.1) uffd: 1-12: UFFD transferred pages: (100/32777)
+            (00.9) uffd: 1-12: UFFD transferred pages: (32777/32777)
+            (00.9) uffd: 7-14: UFFD transferred pages: (3/3)
+            (01.0) page-xfer: Disconnect from the page server
+            """
+        #expect(LazyPagesOptions.transferredBytes(log: log) == (32777 + 3) * 4096)
+        #expect(LazyPagesOptions.transferredBytes(log: "") == 0)
+    }
+}
