@@ -10,10 +10,14 @@ public enum OCIConfig {
         public var networkNamespacePath: String
         /// The cgroup path, unique per system so that two systems on one host never share one.
         public var cgroupsPath: String
+        /// A CRIU configuration file for this container's checkpoints and restores; runc hands
+        /// it to CRIU through the `org.criu.config` annotation.
+        public var criuConfigPath: String?
 
-        public init(networkNamespacePath: String, cgroupsPath: String) {
+        public init(networkNamespacePath: String, cgroupsPath: String, criuConfigPath: String? = nil) {
             self.networkNamespacePath = networkNamespacePath
             self.cgroupsPath = cgroupsPath
+            self.criuConfigPath = criuConfigPath
         }
     }
 
@@ -32,6 +36,11 @@ public enum OCIConfig {
         config["process"] = process
         config["root"] = ["path": "rootfs", "readonly": false]
         config["hostname"] = specification.name
+        if let criuConfigPath = placement.criuConfigPath {
+            var annotations = (config["annotations"] as? [String: String]) ?? [:]
+            annotations["org.criu.config"] = criuConfigPath
+            config["annotations"] = annotations
+        }
 
         var namespaces = (linux["namespaces"] as? [[String: Any]]) ?? []
         namespaces.removeAll { ($0["type"] as? String) == "network" }

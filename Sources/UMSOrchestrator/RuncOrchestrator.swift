@@ -191,9 +191,14 @@ public actor RuncOrchestrator: Orchestrator {
             let directory = containerDirectory(specification.name)
             FileSystem.remove(directory)
             for sub in ["bundle/rootfs", "upper", "work"] { try FileSystem.makeDirectory("\(directory)/\(sub)") }
+            let criuConfig = "\(directory)/criu.conf"
+            try FileSystem.writeAtomically(Data((Self.criuOptions.joined(separator: "\n") + "\n").utf8), to: criuConfig)
             let config = try OCIConfig.make(
                 template: try await ociTemplate(), specification: specification,
-                placement: .init(networkNamespacePath: record.network.namespacePath, cgroupsPath: "/ums/\(systemName)/\(specification.name)")
+                placement: .init(
+                    networkNamespacePath: record.network.namespacePath, cgroupsPath: "/ums/\(systemName)/\(specification.name)",
+                    criuConfigPath: criuConfig
+                )
             )
             try FileSystem.writeAtomically(config, to: "\(bundle(specification.name))/config.json")
             try await network.create(record.network, ports: specification.ports)
@@ -213,6 +218,13 @@ public actor RuncOrchestrator: Orchestrator {
         logger.info("container created", metadata: ["container": "\(specification.name)", "started": "\(start)"])
         return try await inspect(specification.name)
     }
+
+    /// CRIU options for every checkpoint and restore of a UMS container. A network service has
+    /// clients: a connection still in the accept queue when the service freezes would fail the
+    /// dump (`skip-in-flight` drops it; the client retries), and established connections cannot
+    /// follow the service to another host's address (`tcp-close` restores them closed, so their
+    /// clients see a reset instead of a hang).
+    static let criuOptions = ["tcp-close", "skip-in-flight"]
 
     func ociTemplate() async throws -> Data {
         if let template { return template }

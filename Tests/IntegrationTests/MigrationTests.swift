@@ -86,6 +86,45 @@ struct MigrationTests {
         await testbed.cleanUp(name)
     }
 
+    @Test("a service under client load migrates: connections in flight or open at the freeze do not fail the dump")
+    func underLoad() async throws {
+        let testbed = try Testbed()
+        let name = "counter-load"
+        await testbed.cleanUp(name)
+        _ = try await testbed.runCounter(name, port: 18085)
+        let endpoints = ["\(testbed.aHost):18085", "\(testbed.bHost):18085"]
+        let stop = LoadSwitch()
+        // Bounded: one client per system, at most 1500 requests each with a 300 ms timeout,
+        // stopped when the moves end.
+        let load = Task {
+            await withTaskGroup(of: Int.self) { group in
+                for endpoint in endpoints {
+                    group.addTask {
+                        var answered = 0
+                        for _ in 0..<1500 where !(await stop.isOn) {
+                            if (try? await testbed.count(at: endpoint, timeout: .milliseconds(300))) != nil { answered += 1 }
+                            try? await Task.sleep(for: .milliseconds(2))
+                        }
+                        return answered
+                    }
+                }
+                return await group.reduce(0, +)
+            }
+        }
+        var records: [MigrationRecord] = []
+        for (from, to) in [(testbed.a, testbed.bURL), (testbed.b, testbed.aURL), (testbed.a, testbed.bURL)] {
+            try await Task.sleep(for: .milliseconds(300))
+            let accepted = try await from.migrate(MigrateRequest(container: name, destination: to))
+            records.append(try await testbed.waitForMigration(accepted.id, on: from))
+        }
+        await stop.turnOn()
+        let answered = await load.value
+        #expect(records.map(\.status) == [.completed, .completed, .completed], "\(records.compactMap(\.error))")
+        #expect(answered > 20, "the service kept answering between the moves")
+        #expect(try await testbed.count(at: endpoints[1]) > 0)
+        await testbed.cleanUp(name)
+    }
+
     @Test("a second migrate, remove or restart during a migration is 409, and the first one completes")
     func concurrentMigrate() async throws {
         let testbed = try Testbed()
@@ -168,6 +207,11 @@ struct MigrationTests {
         }
         #expect(try await testbed.a.migrations().count == migrationsBefore)
     }
+}
+
+actor LoadSwitch {
+    var isOn = false
+    func turnOn() { isOn = true }
 }
 
 @Suite("Rollback when the destination's restore fails", .serialized, .enabled(if: Testbed.isUp && Testbed.restoreFailsOnB, "needs scripts/testbed up --fail-restore-on-b"))

@@ -49,8 +49,8 @@ struct Testbed {
     var bHost: String { URL(string: bURL)?.host ?? "" }
 
     /// The counter's value at `endpoint` (host:port).
-    func count(at endpoint: String, path: String = "/count") async throws -> Int {
-        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://\(endpoint)\(path)"), timeout: .seconds(2))
+    func count(at endpoint: String, path: String = "/count", timeout: TimeAmount = .seconds(2)) async throws -> Int {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://\(endpoint)\(path)"), timeout: timeout)
         let body = try await response.body.collect(upTo: 1024)
         guard response.status == .ok, let value = Int(String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines)) else {
             throw UMSError(.internalError, "counter at \(endpoint) answered \(response.status)")

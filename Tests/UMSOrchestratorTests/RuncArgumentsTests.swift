@@ -116,7 +116,8 @@ struct ContainerNetworkTests {
             limits: .init(memoryBytes: 64 << 20, cpus: 0.5, pids: 10)
         )
         let data = try OCIConfig.make(template: template, specification: specification,
-                                      placement: .init(networkNamespacePath: "/run/netns/ums-a-web", cgroupsPath: "/ums/a/web"))
+                                      placement: .init(networkNamespacePath: "/run/netns/ums-a-web", cgroupsPath: "/ums/a/web",
+                                                       criuConfigPath: "/s/containers/web/criu.conf"))
         let config = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
         let process = try #require(config["process"] as? [String: Any])
         #expect(process["args"] as? [String] == ["/bin/counter", "--port", "8080"])
@@ -131,6 +132,7 @@ struct ContainerNetworkTests {
         #expect((resources["cpu"] as? [String: Int])?["quota"] == 50_000)
         #expect((resources["pids"] as? [String: Int])?["limit"] == 10)
         #expect((config["root"] as? [String: Any])?["readonly"] as? Bool == false)
+        #expect((config["annotations"] as? [String: String])?["org.criu.config"] == "/s/containers/web/criu.conf")
     }
 }
 
