@@ -141,7 +141,7 @@ let package = Package(
         .testTarget(
             name: "UMSCoordinationTests",
             dependencies: [
-                "UMSCoordination", "UMSAPI", "UMSDecision",
+                "UMSCoordination", "UMSAPI", "UMSDecision", "UMSMigration", "UMSCheckpoint",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Yams", package: "Yams"),
             ],

@@ -29,6 +29,11 @@ public actor Coordinator {
     var migrations: [String: MigrationRecord] = [:]
     var incoming: [String: IncomingMigration] = [:]
     var incomingApproach: [String: Approach] = [:]
+    /// Incoming migrations whose restore has started: from then on only the source decides.
+    var restoringIncoming: Set<String> = []
+    /// How long an incoming migration may wait for its restore before this system gives up on
+    /// the source and removes what it prepared.
+    let incomingTimeout: Duration
     var tasks: [String: Task<Void, Never>] = [:]
     /// Test hook: corrupts received checkpoints so the destination's restore really fails.
     let failRestoreForTesting: Bool
@@ -36,8 +41,9 @@ public actor Coordinator {
     public init(
         name: String, url: String, orchestrator: any Orchestrator, approaches: [any MigrationApproach],
         stateDirectory: String, advertiseHost: String, http: HTTPClient, peerTokens: [String: String],
-        logger: Logger, failRestoreForTesting: Bool = false
+        logger: Logger, failRestoreForTesting: Bool = false, incomingTimeout: Duration = .seconds(600)
     ) throws {
+        self.incomingTimeout = incomingTimeout
         self.name = name
         self.url = url
         self.orchestrator = orchestrator
@@ -249,6 +255,11 @@ public actor Coordinator {
         do {
             let container = try await approach.prepare(migration)
             logger.info("incoming migration prepared", metadata: ["migration.id": "\(request.id)", "container": "\(request.specification.name)", "peer": "\(request.source.name)"])
+            let timeout = incomingTimeout
+            Task { [weak self] in
+                try? await Task.sleep(for: timeout)
+                await self?.expireIncoming(request.id)
+            }
             return PrepareResponse(container: container)
         } catch {
             incoming[request.id] = nil
@@ -276,6 +287,7 @@ public actor Coordinator {
         }
         let pageBytes = CheckpointImage.size(of: migration.imagesDirectory)
         let source = try request.postCopySource.map { text throws(UMSError) in try PageServerAddress(parsing: text) }
+        restoringIncoming.insert(id)
         let info = try await approach.restore(migration, postCopySource: source)
         logger.info("incoming migration restored", metadata: ["migration.id": "\(id)", "container": "\(info.name)"])
         return RestoreResponse(container: info, imageBytes: pageBytes)
@@ -299,9 +311,21 @@ public actor Coordinator {
         logger.info("incoming migration aborted", metadata: ["migration.id": "\(id)"])
     }
 
+    /// A source that prepared a migration here and then went silent (it crashed, or lost the
+    /// link) before asking for the restore: nothing runs here yet, so remove what was prepared.
+    func expireIncoming(_ id: String) async {
+        guard let migration = incoming[id], let approach = incomingApproach[id].flatMap({ approaches[$0] }),
+              !restoringIncoming.contains(id)
+        else { return }
+        logger.warning("incoming migration expired: the source did not ask for the restore in time", metadata: ["migration.id": "\(id)"])
+        await approach.abort(migration)
+        forgetIncoming(id)
+    }
+
     func forgetIncoming(_ id: String) {
         incoming[id] = nil
         incomingApproach[id] = nil
+        restoringIncoming.remove(id)
         FileSystem.remove("\(stateDirectory)/incoming/\(id)")
     }
 }

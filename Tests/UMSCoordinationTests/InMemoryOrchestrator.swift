@@ -1,6 +1,8 @@
 import Foundation
 import NIOCore
 import UMSModel
+import UMSCheckpoint
+import UMSMigration
 import UMSOrchestrator
 import UMSOS
 
@@ -70,4 +72,31 @@ actor InMemoryOrchestrator: Orchestrator {
         Archive.Summary(digest: "sha256:", bytes: 0)
     }
     func restore(_ name: String, request: RestoreRequest) async throws -> ContainerInfo { try info(name) }
+}
+
+/// A test double of the `MigrationApproach` seam over `InMemoryOrchestrator`, for the
+/// destination-side bookkeeping of the Coordinator; real approaches are tested in IntegrationTests.
+struct InMemoryApproach: MigrationApproach {
+    let approach = Approach.orchestrator
+    let orchestrator: InMemoryOrchestrator
+
+    func prepare(_ incoming: IncomingMigration) async throws -> ContainerInfo {
+        try await orchestrator.create(incoming.specification, start: false, migration: incoming.id)
+    }
+    func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> Received
+        where Chunks.Element == ByteBuffer { Received(bytes: 0, digest: "sha256:") }
+    func restore(_ incoming: IncomingMigration, postCopySource: PageServerAddress?) async throws -> ContainerInfo {
+        try await orchestrator.inspect(incoming.specification.name)
+    }
+    func awaitPages(_ incoming: IncomingMigration) async throws -> Int64 { 0 }
+    func abort(_ incoming: IncomingMigration) async {
+        try? await orchestrator.delete(incoming.specification.name, migration: incoming.id)
+    }
+    func freeze(_ name: String) async throws {}
+    func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?) async throws -> BackgroundProcess? { nil }
+    func exportFiles(
+        _ name: String, part: FilePart, checkpointDirectory: String, dumpFinished: @escaping @Sendable () async -> Bool,
+        consume: @Sendable (ByteBuffer) async throws -> Void
+    ) async throws -> Int64 { 0 }
+    func resume(_ name: String) async throws {}
 }

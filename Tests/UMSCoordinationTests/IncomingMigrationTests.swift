@@ -1,0 +1,59 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import Testing
+import UMSAPI
+@testable import UMSCoordination
+import UMSModel
+
+@Suite("Incoming migrations")
+struct IncomingMigrationTests {
+    func coordinator(timeout: Duration) throws -> (Coordinator, InMemoryOrchestrator, String) {
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent("ums-in-\(UUID().uuidString)").path
+        let orchestrator = InMemoryOrchestrator()
+        let coordinator = try Coordinator(
+            name: "b", url: "http://127.0.0.1:2", orchestrator: orchestrator, approaches: [InMemoryApproach(orchestrator: orchestrator)],
+            stateDirectory: state, advertiseHost: "127.0.0.1", http: HTTPClient.shared, peerTokens: [:],
+            logger: Logger(label: "test"), incomingTimeout: timeout
+        )
+        return (coordinator, orchestrator, state)
+    }
+
+    func request(_ id: String) -> PrepareRequest {
+        PrepareRequest(id: id, approach: .orchestrator,
+                       specification: Specification(name: "svc-\(id)", image: .init(digest: "sha256:" + String(repeating: "1", count: 64)), command: ["/x"]),
+                       source: SystemRef(name: "a", url: "http://127.0.0.1:1"))
+    }
+
+    @Test("a source that goes silent before the restore: what was prepared is removed")
+    func expires() async throws {
+        let (coordinator, orchestrator, state) = try coordinator(timeout: .milliseconds(100))
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        _ = try await coordinator.prepareIncoming(request("m-1"))
+        #expect(try await orchestrator.list().map(\.name) == ["svc-m-1"])
+        try await Task.sleep(for: .milliseconds(400))
+        #expect(try await orchestrator.list().isEmpty)
+        await #expect(throws: UMSError.self) { try await coordinator.restoreIncoming("m-1", PeerRestoreRequest(postCopySource: nil)) }
+    }
+
+    @Test("once the restore has begun, only the source decides")
+    func restoredDoesNotExpire() async throws {
+        let (coordinator, orchestrator, state) = try coordinator(timeout: .milliseconds(100))
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        _ = try await coordinator.prepareIncoming(request("m-2"))
+        _ = try await coordinator.restoreIncoming("m-2", PeerRestoreRequest(postCopySource: nil))
+        try await Task.sleep(for: .milliseconds(400))
+        #expect(try await orchestrator.list().map(\.name) == ["svc-m-2"])
+        _ = try await coordinator.commitIncoming("m-2")
+        #expect(try await orchestrator.inspect("svc-m-2").migratingIn == nil)
+    }
+
+    @Test("the same migration cannot be prepared twice")
+    func duplicate() async throws {
+        let (coordinator, _, state) = try coordinator(timeout: .seconds(60))
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        _ = try await coordinator.prepareIncoming(request("m-3"))
+        let error = await #expect(throws: UMSError.self) { try await coordinator.prepareIncoming(request("m-3")) }
+        #expect(error?.code == .exists)
+    }
+}
