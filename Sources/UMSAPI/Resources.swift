@@ -160,11 +160,8 @@ public struct PeerRestoreRequest: Codable, Sendable, Equatable {
 /// `POST /v1/peer/migrations/{id}/restore`: the restored container, running.
 public struct RestoreResponse: Codable, Sendable, Equatable {
     public var container: ContainerInfo
-    /// Bytes of checkpoint images the destination received (memory pages included).
-    public var imageBytes: Int64
 
-    public init(container: ContainerInfo, imageBytes: Int64) {
+    public init(container: ContainerInfo) {
         self.container = container
-        self.imageBytes = imageBytes
     }
 }

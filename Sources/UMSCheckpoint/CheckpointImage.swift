@@ -2,11 +2,6 @@ import UMSOS
 
 /// The files of one checkpoint, as they lie in a directory.
 public enum CheckpointImage {
-    /// Bytes of all images in `directory`.
-    public static func size(of directory: String) -> Int64 {
-        FileSystem.size(of: directory)
-    }
-
     /// The tail of a CRIU log, for an error message.
     public static func logTail(_ path: String, lines: Int = 6) -> String {
         guard let data = try? FileSystem.read(path), let text = String(data: data, encoding: .utf8) else {

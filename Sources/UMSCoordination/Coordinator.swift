@@ -285,12 +285,11 @@ public actor Coordinator {
             // rollback tests exercise the same path a damaged transfer would take.
             FileManager.default.createFile(atPath: "\(migration.imagesDirectory)/pstree.img", contents: Data("corrupt".utf8))
         }
-        let pageBytes = CheckpointImage.size(of: migration.imagesDirectory)
         let source = try request.postCopySource.map { text throws(UMSError) in try PageServerAddress(parsing: text) }
         restoringIncoming.insert(id)
         let info = try await approach.restore(migration, postCopySource: source)
         logger.info("incoming migration restored", metadata: ["migration.id": "\(id)", "container": "\(info.name)"])
-        return RestoreResponse(container: info, imageBytes: pageBytes)
+        return RestoreResponse(container: info)
     }
 
     /// The source saw the restore succeed: once every page is here (post-copy), adopt the

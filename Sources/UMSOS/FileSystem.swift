@@ -52,19 +52,6 @@ public enum FileSystem {
             throw UMSError(.internalError, "failed to write \(path)", cause: error)
         }
     }
-
-    /// Total size of regular files under `path`.
-    public static func size(of path: String) -> Int64 {
-        guard let enumerator = FileManager.default.enumerator(atPath: path) else { return 0 }
-        var total: Int64 = 0
-        for case let entry as String in enumerator {
-            let attributes = try? FileManager.default.attributesOfItem(atPath: path + "/" + entry)
-            if (attributes?[.type] as? FileAttributeType) == .typeRegular {
-                total += (attributes?[.size] as? NSNumber)?.int64Value ?? 0
-            }
-        }
-        return total
-    }
 }
 
 /// A directory of JSON documents, one per key, each written atomically: the registries of
