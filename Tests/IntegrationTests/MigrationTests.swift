@@ -189,6 +189,27 @@ struct MigrationTests {
         await testbed.cleanUp(name)
     }
 
+    @Test("an unreachable destination: the migration rolls back within the availability check and the service keeps running")
+    func unreachableDestination() async throws {
+        let testbed = try Testbed()
+        let name = "counter-lonely"
+        await testbed.cleanUp(name)
+        _ = try await testbed.runCounter(name, port: 18086)
+        let before = try await testbed.waitForCount(at: "\(testbed.aHost):18086", atLeast: 3)
+        // 198.18.0.3 is in the testbed's network, but no system answers there.
+        let accepted = try await testbed.a.migrate(MigrateRequest(container: name, destination: "http://198.18.0.3:7000"))
+        let record = try await testbed.waitForMigration(accepted.id, on: testbed.a)
+        #expect(record.status == .rolledBack)
+        #expect(record.step == .checkingDestination)
+        #expect(record.error?.code == .unavailable || record.error?.code == .timeout)
+        #expect(record.error?.message.contains("not available") == true)
+        let container = try await testbed.a.container(name).container
+        #expect(container.state == .running)
+        #expect(container.migratingIn == nil)
+        #expect(try await testbed.waitForCount(at: "\(testbed.aHost):18086", atLeast: before + 2) > before)
+        await testbed.cleanUp(name)
+    }
+
     @Test("malformed requests to a real Coordinator are 400 and change nothing")
     func malformed() async throws {
         let testbed = try Testbed()
