@@ -19,18 +19,6 @@ public struct IncomingMigration: Sendable, Equatable {
     }
 }
 
-/// What a receiver saw of one stream, for the sender to compare with what it sent.
-public struct Received: Sendable, Equatable {
-    public var bytes: Int64
-    /// `sha256:<hex>` of the stream as it arrived.
-    public var digest: String
-
-    public init(bytes: Int64, digest: String) {
-        self.bytes = bytes
-        self.digest = digest
-    }
-}
-
 /// The migration interface (paper Fig. 1): one implementation per approach, each doing the core
 /// work of its level on both systems. The Coordinator drives the phases and moves bytes between
 /// systems; an approach only knows how to freeze, dump, receive and restore at its level.
@@ -45,7 +33,7 @@ public protocol MigrationApproach: Sendable {
 
     // Destination
     func prepare(_ incoming: IncomingMigration) async throws -> ContainerInfo
-    func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> Received
+    func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> StreamSummary
         where Chunks.Element == ByteBuffer
     /// Restores; with `postCopySource`, as soon as the non-page images are here, fetching the
     /// pages from the source while the service runs.

@@ -30,16 +30,15 @@ public struct OrchestratorLevelApproach: MigrationApproach {
         return try await orchestrator.create(incoming.specification, start: false, migration: incoming.id)
     }
 
-    public func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> Received
+    public func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> StreamSummary
         where Chunks.Element == ByteBuffer
     {
         switch part {
         case .images:
             let summary = try await ImageStream.receive(chunks, into: incoming.imagesDirectory)
-            return Received(bytes: summary.bytes, digest: summary.digest)
+            return StreamSummary(digest: summary.digest, bytes: summary.bytes)
         case .changes:
-            let summary = try await orchestrator.importChanges(incoming.specification.name, chunks)
-            return Received(bytes: summary.bytes, digest: summary.digest)
+            return try await orchestrator.importChanges(incoming.specification.name, chunks)
         }
     }
 

@@ -14,18 +14,21 @@ import SystemPackage
 /// GNU tar does the work (it knows sparse files, xattrs, whiteouts, device nodes); UMS streams its
 /// output chunk by chunk and hashes it on the way, so nothing is buffered whole and both ends can
 /// check they saw the same bytes.
-public enum Archive {
-    /// The outcome of producing or consuming a stream.
-    public struct Summary: Sendable, Equatable {
-        /// `sha256:<hex>` of the tar stream.
-        public var digest: String
-        public var bytes: Int64
+/// What one side saw of a stream it produced or consumed: both ends compute it, so the sender
+/// can tell the receiver saw exactly what it sent.
+public struct StreamSummary: Sendable, Equatable {
+    /// `sha256:<hex>` of the stream's bytes.
+    public var digest: String
+    public var bytes: Int64
 
-        public init(digest: String, bytes: Int64) {
-            self.digest = digest
-            self.bytes = bytes
-        }
+    public init(digest: String, bytes: Int64) {
+        self.digest = digest
+        self.bytes = bytes
     }
+}
+
+public enum Archive {
+    public typealias Summary = StreamSummary
 
     /// Flags that make the stream depend only on names, contents, modes and links, so that the
     /// same tree gives the same digest on every system.

@@ -83,8 +83,8 @@ struct InMemoryApproach: MigrationApproach {
     func prepare(_ incoming: IncomingMigration) async throws -> ContainerInfo {
         try await orchestrator.create(incoming.specification, start: false, migration: incoming.id)
     }
-    func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> Received
-        where Chunks.Element == ByteBuffer { Received(bytes: 0, digest: "sha256:") }
+    func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> StreamSummary
+        where Chunks.Element == ByteBuffer { StreamSummary(digest: "sha256:", bytes: 0) }
     func restore(_ incoming: IncomingMigration, postCopySource: PageServerAddress?) async throws -> ContainerInfo {
         try await orchestrator.inspect(incoming.specification.name)
     }
