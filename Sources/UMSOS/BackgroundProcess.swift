@@ -40,7 +40,7 @@ public final class BackgroundProcess: Sendable {
                 )
                 guard case .exited(0) = result.terminationStatus else {
                     throw UMSError(.internalError, "failed to run '\(command)': \(result.terminationStatus)",
-                                   cause: CommandFailure(BackgroundProcess.tail(of: logFile)))
+                                   cause: CommandFailure(LogFile.tail(logFile)))
                 }
                 outcome.value.withLock { $0 = .success(()) }
             } catch {
@@ -82,12 +82,5 @@ public final class BackgroundProcess: Sendable {
     /// cancelled). A last resort: it gives the process no chance to clean up.
     public func cancel() {
         task.cancel()
-    }
-
-    public static func tail(of file: String) -> String {
-        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return "no log at \(file)" }
-        let lines = text.split(separator: "\n")
-        let errors = lines.filter { $0.contains("Error") && !$0.contains("RLIMIT_NOFILE") }
-        return (errors.isEmpty ? Array(lines.suffix(5)) : Array(errors.suffix(5))).joined(separator: "\n")
     }
 }

@@ -341,7 +341,7 @@ public actor RuncOrchestrator: Orchestrator {
                     (try? String(contentsOfFile: log, encoding: .utf8))?.contains("Running status-ready scripts") ?? false
                 }
             } catch {
-                throw UMSError.wrap(error, .internalError, "failed to checkpoint \(name)").withDetail(CheckpointImage.logTail(log))
+                throw UMSError.wrap(error, .internalError, "failed to checkpoint \(name)").withDetail(LogFile.tail(log))
             }
             return process
         }
@@ -350,7 +350,7 @@ public actor RuncOrchestrator: Orchestrator {
             return nil
         } catch {
             throw UMSError.wrap(error, .internalError, "failed to checkpoint \(name)")
-                .withDetail(CheckpointImage.logTail("\(work)/dump.log"))
+                .withDetail(LogFile.tail("\(work)/dump.log"))
         }
     }
 
@@ -383,14 +383,14 @@ public actor RuncOrchestrator: Orchestrator {
             try await publish(name)
         } catch {
             throw UMSError.wrap(error, .internalError, "failed to restore \(name)")
-                .withDetail(CheckpointImage.logTail("\(work)/restore.log"))
+                .withDetail(LogFile.tail("\(work)/restore.log"))
         }
         record.started = true
         try save(record)
         let info = try await inspect(name)
         guard info.state == .running else {
             throw UMSError(.internalError, "failed to restore \(name): it is \(info.state.rawValue) after restore")
-                .withDetail(CheckpointImage.logTail("\(work)/restore.log"))
+                .withDetail(LogFile.tail("\(work)/restore.log"))
         }
         return info
     }
