@@ -99,6 +99,10 @@ public struct CoordinatorClient: Sendable {
         try await send(try json(.POST, Routes.migrations, body), as: MigrationRecord.self)
     }
 
+    public func plan(_ body: MigrateRequest) async throws -> MigrationPlan {
+        try await send(try json(.POST, Routes.migrationPlan, body), as: MigrationPlan.self)
+    }
+
     public func migrations() async throws -> [MigrationRecord] {
         try await send(request(.GET, Routes.migrations), as: [MigrationRecord].self)
     }

@@ -9,6 +9,7 @@ public enum Routes {
     public static func container(_ name: String) -> String { "/v1/containers/\(name)" }
     public static func restart(_ name: String) -> String { "/v1/containers/\(name)/restart" }
     public static let migrations = "/v1/migrations"
+    public static let migrationPlan = "/v1/migrations/plan"
     public static func migration(_ id: String) -> String { "/v1/migrations/\(id)" }
     // Peer routes: what a source Coordinator calls on a destination.
     public static func peerImage(_ digest: String) -> String { "/v1/peer/images/\(digest)" }
@@ -88,6 +89,33 @@ public struct MigrateRequest: Codable, Sendable, Equatable {
         self.approach = approach
         self.destinationToken = destinationToken
         self.mode = mode
+    }
+}
+
+/// `POST /v1/migrations/plan`: what a migration request would do, without doing it.
+public struct MigrationPlan: Codable, Sendable, Equatable {
+    public var container: String
+    public var source: SystemRef
+    public var destination: SystemRef
+    public var requestedApproach: String
+    public var mode: TransferMode
+    /// The approach the Coordinator would use; nil when none is feasible.
+    public var approach: Approach?
+    /// Every approach with its verdict and reason, in order of preference.
+    public var verdicts: [Feasibility]
+    /// Why the request cannot be carried out, when it cannot.
+    public var infeasible: String?
+
+    public init(container: String, source: SystemRef, destination: SystemRef, requestedApproach: String, mode: TransferMode,
+                approach: Approach?, verdicts: [Feasibility], infeasible: String?) {
+        self.container = container
+        self.source = source
+        self.destination = destination
+        self.requestedApproach = requestedApproach
+        self.mode = mode
+        self.approach = approach
+        self.verdicts = verdicts
+        self.infeasible = infeasible
     }
 }
 

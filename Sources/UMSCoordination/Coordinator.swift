@@ -163,9 +163,8 @@ public actor Coordinator {
         }
     }
 
-    /// Accepts a migration request: validates it, takes the container's control lock (so a
-    /// second request is refused at once), and starts the migration in the background.
-    public func migrate(_ request: MigrateRequest) async throws -> MigrationRecord {
+    /// Checks a migration request's container and destination; returns the destination's URL.
+    func validate(_ request: MigrateRequest) async throws -> String {
         try ContainerName.validate(request.container)
         guard let destination = URL(string: request.destination), let scheme = destination.scheme,
               ["http", "https"].contains(scheme), destination.host != nil
@@ -177,6 +176,39 @@ public actor Coordinator {
             throw UMSError(.invalidArgument, "invalid destination '\(request.destination)': it is this system")
         }
         _ = try await orchestrator.inspect(request.container)
+        return destinationURL
+    }
+
+    func peer(_ destinationURL: String, token: String?) -> CoordinatorClient {
+        CoordinatorClient(baseURL: destinationURL, token: token ?? peerTokens[destinationURL], http: http)
+    }
+
+    /// What `migrate` would do (a dry run): asks the destination what it is, and decides.
+    /// Changes nothing, here or there.
+    public func plan(_ request: MigrateRequest) async throws -> MigrationPlan {
+        let destinationURL = try await validate(request)
+        let destination = try await peer(destinationURL, token: request.destinationToken).system()
+        let specification = try await orchestrator.specification(of: request.container)
+        let approachRequest = request.approach ?? .auto
+        let verdicts = ApproachDecision.evaluate(specification, source: await profile(), destination: destination.profile)
+        var chosen: Approach?
+        var infeasible: String?
+        do {
+            chosen = try ApproachDecision.choose(approachRequest, specification, source: await profile(), destination: destination.profile)
+        } catch {
+            infeasible = error.message
+        }
+        return MigrationPlan(
+            container: request.container, source: SystemRef(name: name, url: url),
+            destination: SystemRef(name: destination.name, url: destinationURL), requestedApproach: approachRequest.rawValue,
+            mode: request.mode ?? .stopAndCopy, approach: chosen, verdicts: verdicts, infeasible: infeasible
+        )
+    }
+
+    /// Accepts a migration request: validates it, takes the container's control lock (so a
+    /// second request is refused at once), and starts the migration in the background.
+    public func migrate(_ request: MigrateRequest) async throws -> MigrationRecord {
+        let destinationURL = try await validate(request)
         let id = "m-" + UUID().uuidString.lowercased().prefix(12)
         try await orchestrator.lock(request.container, migration: id)
         let approachRequest = request.approach ?? .auto
@@ -186,7 +218,7 @@ public actor Coordinator {
         )
         record.events.append(.init(at: Date(), step: "requested", message: "migration of \(request.container) to \(destinationURL) accepted"))
         save(record)
-        let peer = CoordinatorClient(baseURL: destinationURL, token: request.destinationToken ?? peerTokens[destinationURL], http: http)
+        let peer = peer(destinationURL, token: request.destinationToken)
         let driver = MigrationDriver(
             id: record.id, container: request.container, request: approachRequest, coordinator: self, peer: peer,
             orchestrator: orchestrator, approaches: approaches, workDirectory: "\(stateDirectory)/outgoing/\(record.id)",

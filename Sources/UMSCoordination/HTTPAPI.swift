@@ -135,6 +135,10 @@ public func buildRouter(coordinator: Coordinator, token: String?) -> Router<Basi
         let body = try await JSONAPI.decode(MigrateRequest.self, from: request)
         return try JSONAPI.response(try await coordinator.migrate(body), status: .accepted)
     }
+    router.post(RouterPath(Routes.migrationPlan)) { request, _ in
+        let body = try await JSONAPI.decode(MigrateRequest.self, from: request)
+        return try JSONAPI.response(try await coordinator.plan(body))
+    }
     router.get("/v1/migrations/:id") { _, context in
         try JSONAPI.response(try await coordinator.migration(try context.parameters.require("id")))
     }

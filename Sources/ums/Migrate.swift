@@ -39,6 +39,9 @@ struct Migrate: AsyncParsableCommand {
     @Flag(help: "Return once the migration is accepted; follow it with `ums migrations ID`.")
     var detach = false
 
+    @Flag(name: .customLong("dry-run"), help: "Show which approach would be used and why, without migrating; exit 1 if infeasible.")
+    var dryRun = false
+
     func validate() throws {
         guard ApproachRequest(rawValue: approach) != nil else {
             throw ValidationError("unknown approach '\(approach)': expected auto, orchestrator, service or container")
@@ -52,6 +55,23 @@ struct Migrate: AsyncParsableCommand {
         do {
             let client = try coordinator.client()
             let destinationToken = try toTokenFile.map(Credentials.read) ?? Credentials.lookUp(to.hasSuffix("/") ? String(to.dropLast()) : to)
+            if dryRun {
+                let plan = try await client.plan(MigrateRequest(
+                    container: name, destination: to, approach: ApproachRequest(rawValue: approach), destinationToken: destinationToken,
+                    mode: TransferMode(rawValue: mode)
+                ))
+                if json {
+                    try Output.json(plan)
+                } else {
+                    print("\(plan.container): \(plan.source.name) → \(plan.destination.name), requested \(plan.requestedApproach), \(plan.mode.rawValue)")
+                    Output.table(["APPROACH", "FEASIBLE", "REASON"], plan.verdicts.map {
+                        [$0.approach.rawValue + ($0.approach == plan.approach ? " (chosen)" : ""), $0.feasible ? "yes" : "no", $0.reason]
+                    })
+                    if let infeasible = plan.infeasible { print("infeasible: \(infeasible)") }
+                }
+                if plan.approach == nil { throw ExitCode(1) }
+                return
+            }
             var record = try await client.migrate(MigrateRequest(
                 container: name, destination: to, approach: ApproachRequest(rawValue: approach), destinationToken: destinationToken,
                 mode: TransferMode(rawValue: mode)

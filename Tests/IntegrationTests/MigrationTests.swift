@@ -210,6 +210,27 @@ struct MigrationTests {
         await testbed.cleanUp(name)
     }
 
+    @Test("a dry run shows the decision and its reasons, and changes nothing")
+    func dryRun() async throws {
+        let testbed = try Testbed()
+        let name = "counter-plan"
+        await testbed.cleanUp(name)
+        _ = try await testbed.runCounter(name, port: 18087)
+        let migrationsBefore = try await testbed.a.migrations().count
+        let plan = try await testbed.a.plan(MigrateRequest(container: name, destination: testbed.bURL))
+        #expect(plan.approach == .orchestrator)
+        #expect(plan.destination.name == "tbb")
+        #expect(plan.verdicts.map(\.approach) == [.orchestrator, .service, .container])
+        #expect(plan.verdicts.first { $0.approach == .service }?.reason.contains("no UMS checkpoint agent") == true)
+        let refused = try await testbed.a.plan(MigrateRequest(container: name, destination: testbed.bURL, approach: .specific(.container)))
+        #expect(refused.approach == nil)
+        #expect(refused.infeasible?.contains("infeasible, because") == true)
+        #expect(try await testbed.a.migrations().count == migrationsBefore)
+        #expect(try await testbed.a.container(name).container.migratingIn == nil)
+        #expect(try await testbed.names(on: testbed.b).contains(name) == false)
+        await testbed.cleanUp(name)
+    }
+
     @Test("malformed requests to a real Coordinator are 400 and change nothing")
     func malformed() async throws {
         let testbed = try Testbed()

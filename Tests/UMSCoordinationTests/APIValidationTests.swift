@@ -61,6 +61,9 @@ struct APIValidationTests {
                 #expect(response.status == .notFound)
                 #expect(error(response)?.message.contains("nope") == true)
             }
+            try await client.execute(uri: "/v1/migrations/plan", method: .post, headers: auth, body: body) { response in
+                #expect(response.status == .notFound)
+            }
             #expect(await coordinator.migrationRecords().isEmpty)
         }
     }
