@@ -94,21 +94,20 @@ public actor Coordinator {
 
     // MARK: Containers
 
-    func view(_ info: ContainerInfo) async -> ContainerView {
-        let verdicts = ApproachDecision.evaluate(info.specification, source: await profile(), destination: nil)
+    func view(_ info: ContainerInfo, profile: SystemProfile) -> ContainerView {
+        let verdicts = ApproachDecision.evaluate(info.specification, source: profile, destination: nil)
         var container = info
         container.approaches = verdicts.filter(\.feasible).map(\.approach)
         return ContainerView(container: container, approaches: verdicts)
     }
 
     public func containers() async throws -> [ContainerView] {
-        var views: [ContainerView] = []
-        for info in try await orchestrator.list() { views.append(await view(info)) }
-        return views
+        let profile = await profile()
+        return try await orchestrator.list().map { view($0, profile: profile) }
     }
 
     public func container(_ name: String) async throws -> ContainerView {
-        await view(try await orchestrator.inspect(name))
+        view(try await orchestrator.inspect(name), profile: await profile())
     }
 
     public func run(_ request: RunRequest) async throws -> ContainerView {
@@ -129,7 +128,7 @@ public actor Coordinator {
             workingDirectory: request.workingDirectory ?? "/", ports: ports,
             limits: ResourceLimits(memoryBytes: request.memoryBytes), labels: request.labels ?? [:]
         )
-        return await view(try await orchestrator.create(specification, start: true, migration: nil))
+        return view(try await orchestrator.create(specification, start: true, migration: nil), profile: await profile())
     }
 
     public func remove(_ name: String) async throws {
@@ -138,7 +137,7 @@ public actor Coordinator {
 
     public func restart(_ name: String) async throws -> ContainerView {
         try await orchestrator.restart(name, migration: nil)
-        return await view(try await orchestrator.inspect(name))
+        return view(try await orchestrator.inspect(name), profile: await profile())
     }
 
     // MARK: Migrations (source side)
@@ -190,11 +189,12 @@ public actor Coordinator {
         let destination = try await peer(destinationURL, token: request.destinationToken).system()
         let specification = try await orchestrator.specification(of: request.container)
         let approachRequest = request.approach ?? .auto
-        let verdicts = ApproachDecision.evaluate(specification, source: await profile(), destination: destination.profile)
+        let source = await profile()
+        let verdicts = ApproachDecision.evaluate(specification, source: source, destination: destination.profile)
         var chosen: Approach?
         var infeasible: String?
         do {
-            chosen = try ApproachDecision.choose(approachRequest, specification, source: await profile(), destination: destination.profile)
+            chosen = try ApproachDecision.choose(approachRequest, specification, source: source, destination: destination.profile)
         } catch {
             infeasible = error.message
         }

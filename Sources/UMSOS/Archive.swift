@@ -28,7 +28,6 @@ public struct StreamSummary: Sendable, Equatable {
 }
 
 public enum Archive {
-    public typealias Summary = StreamSummary
 
     /// Flags that make the stream depend only on names, contents, modes and links, so that the
     /// same tree gives the same digest on every system.
@@ -54,7 +53,7 @@ public enum Archive {
     public static func create(
         directory: String, members: [String] = ["."], canonical: Bool = false,
         consume: @Sendable (ByteBuffer) async throws -> Void
-    ) async throws -> Summary {
+    ) async throws -> StreamSummary {
         let arguments = createArguments(directory: directory, members: members, canonical: canonical)
         let result = try await Subprocess.run(
             .name("tar"), arguments: Arguments(arguments), input: .none, output: .sequence, error: .string(limit: 64 << 10)
@@ -69,7 +68,7 @@ public enum Archive {
                 bytes += Int64(buffer.readableBytes)
                 try await consume(buffer)
             }
-            return Summary(digest: "sha256:" + hasher.finalize().hex, bytes: bytes)
+            return StreamSummary(digest: "sha256:" + hasher.finalize().hex, bytes: bytes)
         }
         try check(result.terminationStatus, stderr: result.standardError, what: "archive \(directory)")
         return result.closureResult
@@ -78,7 +77,7 @@ public enum Archive {
     /// Feeds `chunks` into `tar -x` under `directory` (which must exist), hashing them on the way.
     public static func extract<Chunks: AsyncSequence & Sendable>(
         _ chunks: Chunks, into directory: String
-    ) async throws -> Summary where Chunks.Element == ByteBuffer {
+    ) async throws -> StreamSummary where Chunks.Element == ByteBuffer {
         let result = try await Subprocess.run(
             .name("tar"), arguments: Arguments(extractArguments(directory: directory)),
             input: .inputWriter, output: .discarded, error: .string(limit: 64 << 10)
@@ -96,14 +95,14 @@ public enum Archive {
                 throw error
             }
             try await execution.standardInputWriter.finish()
-            return Summary(digest: "sha256:" + hasher.finalize().hex, bytes: bytes)
+            return StreamSummary(digest: "sha256:" + hasher.finalize().hex, bytes: bytes)
         }
         try check(result.terminationStatus, stderr: result.standardError, what: "extract into \(directory)")
         return result.closureResult
     }
 
     /// The canonical digest of a directory, without keeping the stream.
-    public static func digest(of directory: String) async throws -> Summary {
+    public static func digest(of directory: String) async throws -> StreamSummary {
         try await create(directory: directory, canonical: true) { _ in }
     }
 

@@ -56,7 +56,7 @@ public struct ImageStore: Sendable {
         let staging = "\(root)/.incoming-\(UUID().uuidString)"
         try FileSystem.makeDirectory("\(staging)/rootfs")
         do {
-            let summary: Archive.Summary
+            let summary: StreamSummary
             do {
                 summary = try await Archive.extract(chunks, into: "\(staging)/rootfs")
             } catch {

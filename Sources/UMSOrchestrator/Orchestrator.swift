@@ -96,7 +96,7 @@ public protocol Orchestrator: Sendable {
     func checkpoint(_ name: String, request: CheckpointRequest) async throws -> BackgroundProcess?
     /// Streams the container's own changes to its root filesystem (taken while it is frozen).
     func exportChanges(_ name: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> Int64
-    func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> Archive.Summary
+    func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> StreamSummary
         where Chunks.Element == ByteBuffer
     func restore(_ name: String, request: RestoreRequest) async throws -> ContainerInfo
 }

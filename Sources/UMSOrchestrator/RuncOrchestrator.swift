@@ -213,7 +213,7 @@ public actor RuncOrchestrator: Orchestrator {
         } catch {
             await removeEverything(specification.name, record: record)
             throw UMSError.wrap(error, .internalError, "failed to create container \(specification.name)")
-                .withRuncLog(runcLog(specification.name))
+                .withDetail(LogFile.tail(runcLog(specification.name), lines: 3))
         }
         logger.info("container created", metadata: ["container": "\(specification.name)", "started": "\(start)"])
         return try await inspect(specification.name)
@@ -359,7 +359,7 @@ public actor RuncOrchestrator: Orchestrator {
         return try await Archive.create(directory: "\(containerDirectory(name))/upper", consume: consume).bytes
     }
 
-    public func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> Archive.Summary
+    public func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> StreamSummary
         where Chunks.Element == ByteBuffer
     {
         let record = try record(name)
@@ -404,8 +404,4 @@ extension UMSError {
         return copy
     }
 
-    func withRuncLog(_ path: String) -> UMSError {
-        guard let data = try? FileSystem.read(path), let text = String(data: data, encoding: .utf8), !text.isEmpty else { return self }
-        return withDetail(text.split(separator: "\n").suffix(3).joined(separator: "\n"))
-    }
 }

@@ -68,8 +68,8 @@ actor InMemoryOrchestrator: Orchestrator {
     func resume(_ name: String) async throws {}
     func checkpoint(_ name: String, request: CheckpointRequest) async throws -> BackgroundProcess? { nil }
     func exportChanges(_ name: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> Int64 { 0 }
-    func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> Archive.Summary where Chunks.Element == ByteBuffer {
-        Archive.Summary(digest: "sha256:", bytes: 0)
+    func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> StreamSummary where Chunks.Element == ByteBuffer {
+        StreamSummary(digest: "sha256:", bytes: 0)
     }
     func restore(_ name: String, request: RestoreRequest) async throws -> ContainerInfo { try info(name) }
 }

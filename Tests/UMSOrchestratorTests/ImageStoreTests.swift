@@ -18,7 +18,7 @@ struct ImageStoreTests {
     }
 
     /// Collects a canonical stream of `directory` as chunks.
-    func stream(_ directory: String) async throws -> (chunks: [ByteBuffer], summary: Archive.Summary) {
+    func stream(_ directory: String) async throws -> (chunks: [ByteBuffer], summary: StreamSummary) {
         let box = ChunkBox()
         let summary = try await Archive.create(directory: directory, canonical: true) { await box.append($0) }
         return (await box.chunks, summary)
