@@ -18,8 +18,7 @@ struct MigrationTests {
         #expect(try await testbed.a.container(name).container.specification.processCount == 3)
         let fileBefore = try #require(testbed.containerFile(system: "a", container: name, path: "/tmp/count.log"))
 
-        let accepted = try await testbed.a.migrate(MigrateRequest(container: name, destination: testbed.bURL))
-        let record = try await testbed.waitForMigration(accepted.id, on: testbed.a)
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
         #expect(record.status == .completed, "\(record.error?.description ?? "")")
         #expect(record.approach == .orchestrator)
         #expect(record.endpoints == ["\(testbed.bHost):18080"])
@@ -49,8 +48,7 @@ struct MigrationTests {
         #expect((try? await testbed.count(at: "\(testbed.aHost):18080")) == nil, "A no longer serves the counter")
 
         // And back: B drives this migration, A receives.
-        let back = try await testbed.b.migrate(MigrateRequest(container: name, destination: testbed.aURL))
-        let backRecord = try await testbed.waitForMigration(back.id, on: testbed.b)
+        let backRecord = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.aURL), by: testbed.b)
         #expect(backRecord.status == .completed, "\(backRecord.error?.description ?? "")")
         let returned = try await testbed.count(at: "\(testbed.aHost):18080")
         #expect(returned >= later)
@@ -72,8 +70,7 @@ struct MigrationTests {
         let checksumA = try await testbed.checksum(at: endpointA)
         #expect(checksumA.now == checksumA.initial)
 
-        let accepted = try await testbed.a.migrate(MigrateRequest(container: name, destination: testbed.bURL, mode: mode))
-        let record = try await testbed.waitForMigration(accepted.id, on: testbed.a)
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL, mode: mode), by: testbed.a)
         #expect(record.status == .completed, "\(record.error?.description ?? "")")
         #expect(record.mode == mode)
         #expect(record.bytesMoved > 32 << 20, "the pages are counted whichever way they crossed")
@@ -114,8 +111,7 @@ struct MigrationTests {
         var records: [MigrationRecord] = []
         for (from, to) in [(testbed.a, testbed.bURL), (testbed.b, testbed.aURL), (testbed.a, testbed.bURL)] {
             try await Task.sleep(for: .milliseconds(300))
-            let accepted = try await from.migrate(MigrateRequest(container: name, destination: to))
-            records.append(try await testbed.waitForMigration(accepted.id, on: from))
+            records.append(try await testbed.migrated(MigrateRequest(container: name, destination: to), by: from))
         }
         await stop.turnOn()
         let answered = await load.value
@@ -177,8 +173,7 @@ struct MigrationTests {
         await testbed.cleanUp(name)
         _ = try await testbed.runCounter(name, port: 18082)
         let before = try await testbed.waitForCount(at: "\(testbed.aHost):18082", atLeast: 3)
-        let accepted = try await testbed.a.migrate(MigrateRequest(container: name, destination: testbed.bURL, destinationToken: "wrong"))
-        let record = try await testbed.waitForMigration(accepted.id, on: testbed.a)
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL, destinationToken: "wrong"), by: testbed.a)
         #expect(record.status == .rolledBack)
         #expect(record.step == .checkingDestination)
         #expect(record.error?.code == .unauthenticated)
@@ -197,8 +192,7 @@ struct MigrationTests {
         _ = try await testbed.runCounter(name, port: 18086)
         let before = try await testbed.waitForCount(at: "\(testbed.aHost):18086", atLeast: 3)
         // 198.18.0.3 is in the testbed's network, but no system answers there.
-        let accepted = try await testbed.a.migrate(MigrateRequest(container: name, destination: "http://198.18.0.3:7000"))
-        let record = try await testbed.waitForMigration(accepted.id, on: testbed.a)
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: "http://198.18.0.3:7000"), by: testbed.a)
         #expect(record.status == .rolledBack)
         #expect(record.step == .checkingDestination)
         #expect(record.error?.code == .unavailable || record.error?.code == .timeout)
@@ -268,8 +262,7 @@ struct RollbackTests {
         _ = try await testbed.runCounter(name, port: 18083)
         let before = try await testbed.waitForCount(at: "\(testbed.aHost):18083", atLeast: 5)
 
-        let accepted = try await testbed.a.migrate(MigrateRequest(container: name, destination: testbed.bURL, mode: mode))
-        let record = try await testbed.waitForMigration(accepted.id, on: testbed.a)
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL, mode: mode), by: testbed.a)
         #expect(record.status == .rolledBack)
         #expect(record.step == .restoring)
         #expect(record.error?.description.contains("pstree.img") == true, "CRIU's own restore failed: \(record.error?.description ?? "")")

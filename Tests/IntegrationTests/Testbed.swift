@@ -79,6 +79,12 @@ struct Testbed {
         }
     }
 
+    /// Asks `client` (the source) to migrate and waits for the migration to end.
+    func migrated(_ request: MigrateRequest, by client: CoordinatorClient) async throws -> MigrationRecord {
+        let accepted = try await client.migrate(request)
+        return try await waitForMigration(accepted.id, on: client)
+    }
+
     func waitForMigration(_ id: String, on client: CoordinatorClient, timeout: Duration = .seconds(60)) async throws -> MigrationRecord {
         let deadline = ContinuousClock.now + timeout
         while true {
