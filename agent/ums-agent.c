@@ -1,0 +1,1015 @@
+#define _GNU_SOURCE
+/*
+ * ums-agent: the UMS checkpoint agent of the service-level approach (paper §III-C-b).
+ *
+ * It is a migratable image's entrypoint and the container's first process:
+ *
+ *   ums-agent run [--port P] -- CMD ARGS...       start CMD as the service, then serve the Coordinator
+ *   ums-agent restore [--port P] [--wait S] -- CMD ARGS...
+ *                                                 wait for a checkpoint from a peer agent and restore it
+ *   ums-agent version
+ *
+ * The service runs as the agent's child in its own session, with stdout/stderr piped through the
+ * agent (so the orchestrator's logs show them). On request of its Coordinator the agent
+ * checkpoints only the service's process tree with CRIU (--unprivileged: the container needs
+ * CAP_CHECKPOINT_RESTORE and no seccomp filter, nothing else) and streams the images, while CRIU
+ * writes them, straight to the agent in the destination container; that agent restores the tree
+ * into its fresh PID namespace with the PIDs it had (CRIU uses clone3's set_tid), so extra
+ * processes cost a few milliseconds each, not a PID-cycling loop.
+ *
+ * Written in C: it is PID 1 of every migratable container, must be small and static, and its work
+ * is fork/exec, waitpid and file descriptors. Protocol and stream are documented in
+ * docs/service-level.md; the Swift side is UMSMigration's AgentClient.
+ *
+ * Control (TCP, one command per connection, one line each way):
+ *   "<token> STATUS"                       -> "OK mode=run pid=1001 processes=3 frozen=0 version=1"
+ *   "<token> RECEIVE <secret>"             -> "OK"      (restore mode: accept one image stream)
+ *   "<token> RESTORE [seconds]"            -> "OK pid=N restore_ms=M" once the stream is in and CRIU restored
+ *   "<token> DUMP <host> <port> <secret>"  -> "OK bytes=N files=M dump_ms=D" (the tree stays frozen)
+ *   "<token> RESUME"                       -> "OK"      (rollback: the frozen tree runs again)
+ * Errors: "ERR <message>". The token comes from UMS_AGENT_TOKEN; without one, control is refused.
+ * Image stream (TCP, from the source agent): "IMAGES <secret>\n", then the UMSI frames of
+ * UMSCheckpoint's ImageStream, plus kind 3 (a carried file's data, name = absolute path) and
+ * kind 4 (metadata: name = key, payload = value). The receiver answers "OK <bytes>" or "ERR ...".
+ */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define AGENT_VERSION "1"
+#define DEFAULT_PORT 7079
+#define WORK "/.ums/work"
+#define DUMP_DIR WORK "/dump"
+#define RESTORE_DIR WORK "/restore"
+#define RESTORED_MARK WORK "/restored"
+#define CHUNK (1 << 20)
+#define PID_FLOOR 1000
+
+enum { K_END = 0, K_DATA = 1, K_TRUNCATE = 2, K_FILE = 3, K_META = 4 };
+
+static struct {
+    int port;
+    const char *token;
+    char **command;
+    const char *criu_root;
+    int wait_seconds;
+} cfg = { DEFAULT_PORT, NULL, NULL, "/.ums/criu", 600 };
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static const char *mode = "run";   /* run | restore | restored */
+static pid_t service_pid;          /* root of the service's process tree */
+static int busy;                   /* a DUMP or RESTORE runs */
+static int frozen;                 /* a dump left the tree stopped */
+static unsigned long long pipe_ino[2];     /* the service's stdout/stderr pipes */
+static char receive_secret[128];
+static int receive_state;          /* 0 none, 1 armed, 2 receiving, 3 complete, -1 failed */
+static char receive_error[512];
+static long long receive_bytes;
+static unsigned long long incoming_pipe_ino[2];
+
+/* Children whose exit a thread waits for; the reaper fills in their status. */
+#define WATCHED 16
+static struct { pid_t pid; int done; int status; } watched[WATCHED];
+
+static sigset_t forwarded;
+
+static void logmsg(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ums-agent: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+}
+
+static long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---------- small I/O helpers ---------- */
+
+static int write_all(int fd, const void *buf, size_t len) {
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int read_all(int fd, void *buf, size_t len) {
+    char *p = buf;
+    while (len > 0) {
+        ssize_t n = read(fd, p, len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int read_line(int fd, char *buf, size_t cap) {
+    size_t len = 0;
+    while (len + 1 < cap) {
+        char c;
+        ssize_t n = read(fd, &c, 1);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        if (c == '\n') break;
+        buf[len++] = c;
+    }
+    buf[len] = 0;
+    if (len > 0 && buf[len - 1] == '\r') buf[len - 1] = 0;
+    return (int)len;
+}
+
+static void reply(int fd, const char *fmt, ...) {
+    char line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if (n > (int)sizeof line - 2) n = (int)sizeof line - 2;
+    /* One line: newlines inside a message (log excerpts) become " | ". */
+    for (int i = 0; i < n; i++) if (line[i] == '\n') line[i] = '|';
+    line[n++] = '\n';
+    write_all(fd, line, (size_t)n);
+}
+
+static void put_u16(unsigned char *p, uint16_t v) { p[0] = v >> 8; p[1] = v & 0xff; }
+static void put_u32(unsigned char *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = v >> (24 - 8 * i); }
+static void put_u64(unsigned char *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = v >> (56 - 8 * i); }
+static uint16_t get_u16(const unsigned char *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static uint32_t get_u32(const unsigned char *p) { uint32_t v = 0; for (int i = 0; i < 4; i++) v = v << 8 | p[i]; return v; }
+static uint64_t get_u64(const unsigned char *p) { uint64_t v = 0; for (int i = 0; i < 8; i++) v = v << 8 | p[i]; return v; }
+
+static int send_frame(int fd, int kind, const char *name, uint64_t offset, const void *data, uint32_t len, uint32_t length_field) {
+    unsigned char head[15 + PATH_MAX];
+    size_t nlen = strlen(name);
+    if (nlen > PATH_MAX) return -1;
+    head[0] = (unsigned char)kind;
+    put_u16(head + 1, (uint16_t)nlen);
+    memcpy(head + 3, name, nlen);
+    put_u64(head + 3 + nlen, offset);
+    put_u32(head + 11 + nlen, length_field);
+    if (write_all(fd, head, 15 + nlen) < 0) return -1;
+    if (len > 0 && write_all(fd, data, len) < 0) return -1;
+    return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb; (void)flag; (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static void remove_tree(const char *path) { nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+static int make_dirs(const char *path, mode_t mode_bits) {
+    char buf[PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, mode_bits) < 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    if (mkdir(buf, mode_bits) < 0 && errno != EEXIST) return -1;
+    return 0;
+}
+
+static void tail_file(const char *path, char *out, size_t cap) {
+    out[0] = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    off_t size = lseek(fd, 0, SEEK_END);
+    off_t from = size > (off_t)cap - 1 ? size - (off_t)cap + 1 : 0;
+    ssize_t n = pread(fd, out, cap - 1, from);
+    close(fd);
+    if (n < 0) n = 0;
+    out[n] = 0;
+    /* Keep the last few lines: CRIU's error is at the end. */
+    int lines = 0;
+    for (ssize_t i = n - 1; i > 0; i--) {
+        if (out[i] == '\n' && ++lines == 4) { memmove(out, out + i + 1, (size_t)(n - i)); break; }
+    }
+}
+
+/* ---------- children ---------- */
+
+static int watch_slot(pid_t pid) {
+    for (int i = 0; i < WATCHED; i++)
+        if (watched[i].pid == 0) { watched[i].pid = pid; watched[i].done = 0; return i; }
+    return -1;
+}
+
+/* Forks with `mu` held and registers the child before the reaper can see it exit. */
+static pid_t fork_watched(int *slot) {
+    pthread_mutex_lock(&mu);
+    pid_t pid = fork();
+    if (pid == 0) {
+        pthread_sigmask(SIG_UNBLOCK, &forwarded, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        return 0;  /* the child never touches mu again */
+    }
+    if (pid > 0) *slot = watch_slot(pid);
+    pthread_mutex_unlock(&mu);
+    return pid;
+}
+
+/* Non-blocking check (wait=0) or blocking wait for a watched child; returns 1 when it exited. */
+static int child_done(int slot, int wait, int *status) {
+    pthread_mutex_lock(&mu);
+    while (wait && !watched[slot].done) pthread_cond_wait(&cv, &mu);
+    int done = watched[slot].done;
+    if (done) { *status = watched[slot].status; watched[slot].pid = 0; }
+    pthread_mutex_unlock(&mu);
+    return done;
+}
+
+/* PID 1 reaps everything: the service, CRIU, and orphans reparented to it. */
+static void *reaper(void *arg) {
+    (void)arg;
+    for (;;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, __WALL);
+        if (pid < 0) {
+            if (errno != EINTR) usleep(20000);
+            continue;
+        }
+        pthread_mutex_lock(&mu);
+        for (int i = 0; i < WATCHED; i++)
+            if (watched[i].pid == pid) { watched[i].done = 1; watched[i].status = status; }
+        if (pid == service_pid) {
+            int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            logmsg("service (pid %d) ended with status %d", pid, code);
+            fflush(stdout);
+            exit(code);
+        }
+        pthread_cond_broadcast(&cv);
+        pthread_mutex_unlock(&mu);
+    }
+    return NULL;
+}
+
+/* Forwards the orchestrator's stop signals to the service. */
+static void *signals(void *arg) {
+    (void)arg;
+    for (;;) {
+        int sig;
+        if (sigwait(&forwarded, &sig) != 0) continue;
+        pthread_mutex_lock(&mu);
+        pid_t pid = service_pid;
+        pthread_mutex_unlock(&mu);
+        if (pid > 0) kill(pid, sig);
+        else if (sig != SIGHUP) exit(128 + sig);  /* nothing to stop: stop the container */
+    }
+    return NULL;
+}
+
+struct relay { int from; int to; };
+
+static void *relay_output(void *arg) {
+    struct relay r = *(struct relay *)arg;
+    free(arg);
+    char buf[8192];
+    for (;;) {
+        ssize_t n = read(r.from, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        write_all(r.to, buf, (size_t)n);
+    }
+    close(r.from);
+    return NULL;
+}
+
+static void start_relay(int from, int to) {
+    struct relay *r = malloc(sizeof *r);
+    r->from = from;
+    r->to = to;
+    pthread_t t;
+    pthread_create(&t, NULL, relay_output, r);
+    pthread_detach(t);
+}
+
+/* Low PIDs would collide at a restore with the destination agent's own helpers: start the
+ * service's PIDs above PID_FLOOR (no privilege needed; FastFreeze does the same). */
+static void advance_pids(void) {
+    for (int i = 0; i < 4 * PID_FLOOR; i++) {
+        pid_t pid = fork();
+        if (pid == 0) _exit(0);
+        if (pid < 0 || pid >= PID_FLOOR) break;
+    }
+}
+
+static void start_service(void) {
+    int out[2], err[2];
+    if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) { logmsg("pipe: %s", strerror(errno)); exit(125); }
+    struct stat st;
+    fstat(out[1], &st); pipe_ino[0] = st.st_ino;
+    fstat(err[1], &st); pipe_ino[1] = st.st_ino;
+    pthread_mutex_lock(&mu);
+    pid_t pid = fork();
+    if (pid == 0) {
+        pthread_sigmask(SIG_UNBLOCK, &forwarded, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        setsid();
+        int null = open("/dev/null", O_RDONLY);
+        if (null >= 0) { dup2(null, 0); if (null != 0) close(null); }
+        dup2(out[1], 1);
+        dup2(err[1], 2);
+        execvp(cfg.command[0], cfg.command);
+        fprintf(stderr, "ums-agent: cannot run %s: %s\n", cfg.command[0], strerror(errno));
+        _exit(127);
+    }
+    if (pid < 0) { logmsg("fork: %s", strerror(errno)); exit(125); }
+    service_pid = pid;
+    mode = "run";
+    pthread_mutex_unlock(&mu);
+    close(out[1]);
+    close(err[1]);
+    start_relay(out[0], 1);
+    start_relay(err[0], 2);
+    logmsg("service started (pid %d): %s", pid, cfg.command[0]);
+}
+
+/* ---------- the service's process tree ---------- */
+
+static int parent_of(pid_t pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    char *close_paren = strrchr(buf, ')');
+    if (!close_paren) return -1;
+    char state;
+    int ppid;
+    if (sscanf(close_paren + 2, "%c %d", &state, &ppid) != 2) return -1;
+    return ppid;
+}
+
+/* Every process of the tree rooted at `root` (root first); returns the count. */
+static int tree(pid_t root, pid_t *out, int cap) {
+    pid_t pids[8192], parents[8192];
+    int n = 0;
+    DIR *dir = opendir("/proc");
+    if (!dir) return 0;
+    struct dirent *e;
+    while ((e = readdir(dir)) && n < 8192) {
+        pid_t pid = atoi(e->d_name);
+        if (pid <= 0) continue;
+        pids[n] = pid;
+        parents[n] = parent_of(pid);
+        n++;
+    }
+    closedir(dir);
+    int count = 0;
+    out[count++] = root;
+    for (int i = 0; i < count && count < cap; i++)
+        for (int j = 0; j < n && count < cap; j++)
+            if (parents[j] == out[i]) out[count++] = pids[j];
+    return count;
+}
+
+/* Regular files the tree holds open outside the agent's own directory: they travel with it. */
+static int open_files(pid_t root, char files[][PATH_MAX], int cap) {
+    pid_t pids[1024];
+    int np = tree(root, pids, 1024), nf = 0;
+    for (int i = 0; i < np; i++) {
+        char dirpath[64];
+        snprintf(dirpath, sizeof dirpath, "/proc/%d/fd", pids[i]);
+        DIR *dir = opendir(dirpath);
+        if (!dir) continue;
+        struct dirent *e;
+        while ((e = readdir(dir)) && nf < cap) {
+            if (e->d_name[0] == '.') continue;
+            char link[128], target[PATH_MAX];
+            snprintf(link, sizeof link, "%s/%s", dirpath, e->d_name);
+            ssize_t n = readlink(link, target, sizeof target - 1);
+            if (n <= 0) continue;
+            target[n] = 0;
+            struct stat st;
+            if (target[0] != '/' || strstr(target, " (deleted)")) continue;
+            if (!strncmp(target, "/.ums/", 6) || !strncmp(target, "/proc/", 6) || !strncmp(target, "/dev/", 5) || !strncmp(target, "/sys/", 5)) continue;
+            if (stat(target, &st) < 0 || !S_ISREG(st.st_mode)) continue;
+            int seen = 0;
+            for (int k = 0; k < nf; k++) if (!strcmp(files[k], target)) { seen = 1; break; }
+            if (!seen) snprintf(files[nf++], PATH_MAX, "%s", target);
+        }
+        closedir(dir);
+    }
+    return nf;
+}
+
+/* ---------- CRIU ---------- */
+
+static void exec_criu(char **args) {
+    char loader[PATH_MAX], libs[2 * PATH_MAX], criu[PATH_MAX];
+    snprintf(loader, sizeof loader, "%s/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", cfg.criu_root);
+    snprintf(libs, sizeof libs, "%s/usr/lib/x86_64-linux-gnu:%s/lib/x86_64-linux-gnu", cfg.criu_root, cfg.criu_root);
+    snprintf(criu, sizeof criu, "%s/usr/sbin/criu", cfg.criu_root);
+    char *argv[64];
+    int n = 0;
+    argv[n++] = loader;
+    argv[n++] = "--library-path";
+    argv[n++] = libs;
+    argv[n++] = criu;
+    for (int i = 0; args[i] && n < 63; i++) argv[n++] = args[i];
+    argv[n] = NULL;
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) { dup2(null, 0); dup2(null, 1); dup2(null, 2); }
+    execv(loader, argv);
+    _exit(127);
+}
+
+/* ---------- source: DUMP ---------- */
+
+static int connect_peer(const char *host, const char *port, char *error, size_t cap) {
+    struct sockaddr_in addr = { .sin_family = AF_INET };
+    int number = atoi(port);
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1 || number <= 0 || number > 65535) {
+        snprintf(error, cap, "invalid peer address %s:%s (an IPv4 address and a port expected)", host, port);
+        return -1;
+    }
+    addr.sin_port = htons((uint16_t)number);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval tv = { 5, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+        snprintf(error, cap, "cannot reach the destination agent at %s:%s: %s", host, port, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    struct timeval none = { 0, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
+    return fd;
+}
+
+struct tailed { char name[256]; uint64_t offset; };
+
+/* One pass over the dump directory: sends every new range of every file. Returns bytes sent or -1. */
+static long long stream_pass(int fd, struct tailed *files, int *nfiles, char *buf) {
+    long long sent = 0;
+    DIR *dir = opendir(DUMP_DIR);
+    if (!dir) return -1;
+    struct dirent *e;
+    while ((e = readdir(dir))) {
+        if (e->d_name[0] == '.') continue;
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/%s", DUMP_DIR, e->d_name);
+        struct stat st;
+        if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) continue;
+        struct tailed *t = NULL;
+        for (int i = 0; i < *nfiles; i++) if (!strcmp(files[i].name, e->d_name)) { t = &files[i]; break; }
+        if (!t) {
+            if (*nfiles >= 4096) { closedir(dir); return -1; }
+            t = &files[(*nfiles)++];
+            snprintf(t->name, sizeof t->name, "%s", e->d_name);
+            t->offset = 0;
+        }
+        uint64_t size = (uint64_t)st.st_size;
+        if (size < t->offset) {
+            if (send_frame(fd, K_TRUNCATE, t->name, 0, NULL, 0, 0) < 0) { closedir(dir); return -1; }
+            t->offset = 0;
+        }
+        if (size == t->offset) continue;
+        int in = open(path, O_RDONLY | O_CLOEXEC);
+        if (in < 0) { closedir(dir); return -1; }
+        while (t->offset < size) {
+            size_t want = size - t->offset > CHUNK ? CHUNK : (size_t)(size - t->offset);
+            ssize_t got = pread(in, buf, want, (off_t)t->offset);
+            if (got <= 0) break;
+            if (send_frame(fd, K_DATA, t->name, t->offset, buf, (uint32_t)got, (uint32_t)got) < 0) { close(in); closedir(dir); return -1; }
+            t->offset += (uint64_t)got;
+            sent += got;
+        }
+        close(in);
+    }
+    closedir(dir);
+    return sent;
+}
+
+static long long send_file(int fd, const char *path, char *buf) {
+    int in = open(path, O_RDONLY | O_CLOEXEC);
+    if (in < 0) return -1;
+    struct stat st;
+    fstat(in, &st);
+    char meta[64];
+    int mlen = snprintf(meta, sizeof meta, "%o %lld", (unsigned)(st.st_mode & 07777), (long long)st.st_size);
+    char key[PATH_MAX + 8];
+    snprintf(key, sizeof key, "file:%s", path);
+    if (send_frame(fd, K_META, key, 0, meta, (uint32_t)mlen, (uint32_t)mlen) < 0) { close(in); return -1; }
+    long long sent = 0;
+    uint64_t offset = 0;
+    for (;;) {
+        ssize_t got = pread(in, buf, CHUNK, (off_t)offset);
+        if (got < 0) { close(in); return -1; }
+        if (got == 0) break;
+        if (send_frame(fd, K_FILE, path, offset, buf, (uint32_t)got, (uint32_t)got) < 0) { close(in); return -1; }
+        offset += (uint64_t)got;
+        sent += got;
+    }
+    close(in);
+    return sent;
+}
+
+static void do_dump(int client, const char *host, const char *port, const char *secret) {
+    char error[1024] = "";
+    pthread_mutex_lock(&mu);
+    pid_t root = service_pid;
+    if (busy || frozen || root <= 0) {
+        const char *why = busy ? "another checkpoint or restore is running" : frozen ? "the service is frozen by an earlier dump" : "no service is running";
+        pthread_mutex_unlock(&mu);
+        reply(client, "ERR cannot dump: %s", why);
+        return;
+    }
+    busy = 1;
+    pthread_mutex_unlock(&mu);
+
+    long long started = now_ms();
+    static char carried[256][PATH_MAX];
+    int ncarried = open_files(root, carried, 256);
+    int peer = connect_peer(host, port, error, sizeof error);
+    char *buf = malloc(CHUNK);
+    struct tailed *files = calloc(4096, sizeof *files);
+    int nfiles = 0, dumped = 0;
+    long long bytes = 0;
+    if (peer < 0) goto done;
+    char hello[256];
+    int hlen = snprintf(hello, sizeof hello, "IMAGES %s\n", secret);
+    const unsigned char magic[5] = { 'U', 'M', 'S', 'I', 1 };
+    char ino[32];
+    if (write_all(peer, hello, (size_t)hlen) < 0 || write_all(peer, magic, 5) < 0) goto lost;
+    snprintf(ino, sizeof ino, "%llu", pipe_ino[0]);
+    if (send_frame(peer, K_META, "pipe:stdout", 0, ino, (uint32_t)strlen(ino), (uint32_t)strlen(ino)) < 0) goto lost;
+    snprintf(ino, sizeof ino, "%llu", pipe_ino[1]);
+    if (send_frame(peer, K_META, "pipe:stderr", 0, ino, (uint32_t)strlen(ino), (uint32_t)strlen(ino)) < 0) goto lost;
+
+    remove_tree(DUMP_DIR);
+    if (make_dirs(DUMP_DIR, 0700) < 0) { snprintf(error, sizeof error, "cannot create %s: %s", DUMP_DIR, strerror(errno)); goto done; }
+    char pidarg[16];
+    snprintf(pidarg, sizeof pidarg, "%d", root);
+    char *args[] = { "dump", "--unprivileged", "-t", pidarg, "-D", DUMP_DIR, "-W", WORK, "-o", "dump.log",
+                     "--leave-stopped", "--tcp-close", "--skip-in-flight", "--ghost-limit", "64M", NULL };
+    int slot;
+    pid_t criu = fork_watched(&slot);
+    if (criu == 0) exec_criu(args);
+    if (criu < 0 || slot < 0) { snprintf(error, sizeof error, "cannot start CRIU: %s", strerror(errno)); goto done; }
+    int status = 0;
+    for (;;) {
+        int finished = child_done(slot, 0, &status);  /* read before the pass: a pass after the end sees every byte */
+        long long n = stream_pass(peer, files, &nfiles, buf);
+        if (n < 0) {
+            if (!finished) { child_done(slot, 1, &status); finished = 1; }
+            /* The tree may be frozen now; the Coordinator resumes it on rollback. */
+            dumped = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+            goto lost;
+        }
+        bytes += n;
+        if (finished) break;
+        if (n == 0) usleep(2000);
+    }
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+        char log[1024];
+        tail_file(WORK "/dump.log", log, sizeof log);
+        snprintf(error, sizeof error, "CRIU dump failed (status %d): %s", status, log);
+        goto done;
+    }
+    dumped = 1;
+    /* The tree is stopped now: its open files are what it will find at the destination. */
+    for (int i = 0; i < ncarried; i++) {
+        long long n = send_file(peer, carried[i], buf);
+        if (n < 0) goto lost;
+        bytes += n;
+    }
+    if (send_frame(peer, K_END, "", (uint64_t)bytes, NULL, 0, (uint32_t)nfiles) < 0) goto lost;
+    char answer[512];
+    struct timeval tv = { 60, 0 };
+    setsockopt(peer, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (read_line(peer, answer, sizeof answer) < 0) goto lost;
+    if (strncmp(answer, "OK", 2) != 0) { snprintf(error, sizeof error, "the destination agent refused the images: %s", answer); goto done; }
+    goto done;
+lost:
+    if (!error[0]) snprintf(error, sizeof error, "lost the connection to the destination agent at %s:%s: %s", host, port, strerror(errno));
+done:
+    if (peer >= 0) close(peer);
+    free(buf);
+    free(files);
+    pthread_mutex_lock(&mu);
+    busy = 0;
+    if (dumped) frozen = 1;
+    pthread_mutex_unlock(&mu);
+    if (error[0]) {
+        reply(client, "ERR %s", error);
+    } else {
+        reply(client, "OK bytes=%lld files=%d carried=%d dump_ms=%lld", bytes, nfiles, ncarried, now_ms() - started);
+    }
+}
+
+static void do_resume(int client) {
+    pthread_mutex_lock(&mu);
+    pid_t root = service_pid;
+    int was_frozen = frozen;
+    frozen = 0;
+    pthread_mutex_unlock(&mu);
+    if (root > 0) {
+        pid_t pids[1024];
+        int n = tree(root, pids, 1024);
+        for (int i = 0; i < n; i++) kill(pids[i], SIGCONT);
+    }
+    remove_tree(DUMP_DIR);
+    reply(client, "OK resumed=%d", was_frozen);
+}
+
+/* ---------- destination: IMAGES stream and RESTORE ---------- */
+
+static int safe_name(const char *name) {
+    return name[0] && !strchr(name, '/') && strcmp(name, ".") && strcmp(name, "..");
+}
+
+static int safe_path(const char *path) {
+    if (path[0] != '/' || strstr(path, "/../") || strstr(path, "/./")) return 0;
+    size_t n = strlen(path);
+    if (n >= 3 && !strcmp(path + n - 3, "/..")) return 0;
+    return strncmp(path, "/.ums/", 6) && strncmp(path, "/proc/", 6) && strncmp(path, "/sys/", 5) && strncmp(path, "/dev/", 5);
+}
+
+struct openfile { char name[PATH_MAX]; int fd; };
+
+static int open_target(struct openfile *open_files, int *n, const char *path, int flags, mode_t mode_bits) {
+    for (int i = 0; i < *n; i++) if (!strcmp(open_files[i].name, path)) return open_files[i].fd;
+    if (*n >= 512) return -1;
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) { *slash = 0; make_dirs(dir, 0755); }
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | flags, mode_bits);
+    if (fd < 0) return -1;
+    snprintf(open_files[*n].name, PATH_MAX, "%s", path);
+    open_files[(*n)++].fd = fd;
+    return fd;
+}
+
+static void fail_receive(const char *fmt, ...) {
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&mu);
+    receive_state = -1;
+    snprintf(receive_error, sizeof receive_error, "failed to receive the checkpoint: %s", text);
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+}
+
+static void do_receive(int client, const char *secret) {
+    pthread_mutex_lock(&mu);
+    int ok = receive_state == 1 && strlen(secret) == strlen(receive_secret);
+    unsigned char diff = 0;
+    for (size_t i = 0; ok && i < strlen(secret); i++) diff |= (unsigned char)(secret[i] ^ receive_secret[i]);
+    ok = ok && diff == 0;
+    if (ok) receive_state = 2;
+    pthread_mutex_unlock(&mu);
+    if (!ok) { reply(client, "ERR no checkpoint is expected with that secret"); return; }
+
+    struct timeval tv = { 60, 0 };
+    setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    remove_tree(RESTORE_DIR);
+    make_dirs(RESTORE_DIR, 0700);
+    static struct openfile targets[512];
+    int ntargets = 0;
+    unsigned char *buf = malloc(CHUNK + 16);
+    unsigned char magic[5];
+    long long received = 0;
+    char name[PATH_MAX + 1], path[PATH_MAX + 64];
+    if (read_all(client, magic, 5) < 0 || memcmp(magic, "UMSI\1", 5) != 0) { fail_receive("not a UMS image stream"); goto out; }
+    for (;;) {
+        unsigned char head[3], tail[12];
+        if (read_all(client, head, 3) < 0) { fail_receive("the stream ended before its end frame (source lost?)"); goto out; }
+        int kind = head[0];
+        uint16_t nlen = get_u16(head + 1);
+        if (nlen > PATH_MAX || read_all(client, name, nlen) < 0 || read_all(client, tail, 12) < 0) { fail_receive("truncated frame"); goto out; }
+        name[nlen] = 0;
+        uint64_t offset = get_u64(tail);
+        uint32_t length = get_u32(tail + 8);
+        if (kind == K_END) {
+            if ((long long)offset != received) { fail_receive("the source sent %llu bytes, %lld arrived", (unsigned long long)offset, received); goto out; }
+            break;
+        }
+        if (kind == K_TRUNCATE) {
+            if (!safe_name(name)) { fail_receive("invalid image name"); goto out; }
+            snprintf(path, sizeof path, "%s/%s", RESTORE_DIR, name);
+            int fd = open_target(targets, &ntargets, path, 0, 0600);
+            if (fd < 0 || ftruncate(fd, (off_t)offset) < 0) { fail_receive("cannot truncate %s", name); goto out; }
+            continue;
+        }
+        if (length > CHUNK) { fail_receive("frame of %u bytes is too large", length); goto out; }
+        if (read_all(client, buf, length) < 0) { fail_receive("truncated frame data"); goto out; }
+        buf[length] = 0;
+        if (kind == K_META) {
+            if (!strcmp(name, "pipe:stdout")) incoming_pipe_ino[0] = strtoull((char *)buf, NULL, 10);
+            else if (!strcmp(name, "pipe:stderr")) incoming_pipe_ino[1] = strtoull((char *)buf, NULL, 10);
+            else if (!strncmp(name, "file:", 5)) {
+                unsigned perm = 0644;
+                long long size = 0;
+                sscanf((char *)buf, "%o %lld", &perm, &size);
+                if (!safe_path(name + 5)) { fail_receive("refusing to write %s", name + 5); goto out; }
+                int fd = open_target(targets, &ntargets, name + 5, O_TRUNC, perm);
+                if (fd < 0 || fchmod(fd, perm) < 0 || ftruncate(fd, size) < 0) { fail_receive("cannot create %s: %s", name + 5, strerror(errno)); goto out; }
+            }
+            continue;
+        }
+        int fd;
+        if (kind == K_DATA) {
+            if (!safe_name(name)) { fail_receive("invalid image name"); goto out; }
+            snprintf(path, sizeof path, "%s/%s", RESTORE_DIR, name);
+            fd = open_target(targets, &ntargets, path, 0, 0600);
+        } else if (kind == K_FILE) {
+            if (!safe_path(name)) { fail_receive("refusing to write %s", name); goto out; }
+            fd = open_target(targets, &ntargets, name, 0, 0644);
+        } else {
+            fail_receive("unknown frame kind %d", kind);
+            goto out;
+        }
+        if (fd < 0) { fail_receive("cannot write %s: %s", name, strerror(errno)); goto out; }
+        uint32_t done = 0;
+        while (done < length) {
+            ssize_t n = pwrite(fd, buf + done, length - done, (off_t)(offset + done));
+            if (n <= 0) { fail_receive("cannot write %s: %s", name, strerror(errno)); goto out; }
+            done += (uint32_t)n;
+        }
+        received += length;
+    }
+    pthread_mutex_lock(&mu);
+    receive_state = 3;
+    receive_bytes = received;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+    reply(client, "OK %lld", received);
+out:
+    for (int i = 0; i < ntargets; i++) close(targets[i].fd);
+    free(buf);
+    pthread_mutex_lock(&mu);
+    if (receive_state == -1) {
+        char copy[512];
+        snprintf(copy, sizeof copy, "%s", receive_error);
+        pthread_mutex_unlock(&mu);
+        reply(client, "ERR %s", copy);
+    } else {
+        pthread_mutex_unlock(&mu);
+    }
+}
+
+static void do_restore(int client, int seconds) {
+    pthread_mutex_lock(&mu);
+    if (strcmp(mode, "restore") != 0 || busy) {
+        pthread_mutex_unlock(&mu);
+        reply(client, "ERR cannot restore: this agent is not waiting for a checkpoint (mode %s)", mode);
+        return;
+    }
+    busy = 1;
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += seconds;
+    while (receive_state == 1 || receive_state == 2) {
+        if (pthread_cond_timedwait(&cv, &mu, &deadline) == ETIMEDOUT) break;
+    }
+    int state = receive_state;
+    char error[1024];
+    snprintf(error, sizeof error, "%s", receive_state == -1 ? receive_error : "the checkpoint did not arrive in time");
+    pthread_mutex_unlock(&mu);
+    if (state != 3) {
+        pthread_mutex_lock(&mu); busy = 0; pthread_mutex_unlock(&mu);
+        reply(client, "ERR %s", error);
+        return;
+    }
+
+    long long started = now_ms();
+    int out[2], err[2];
+    if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) { reply(client, "ERR pipe: %s", strerror(errno)); return; }
+    char inherit_out[64], inherit_err[64];
+    snprintf(inherit_out, sizeof inherit_out, "fd[3]:pipe:[%llu]", incoming_pipe_ino[0]);
+    snprintf(inherit_err, sizeof inherit_err, "fd[4]:pipe:[%llu]", incoming_pipe_ino[1]);
+    unlink(WORK "/restore.pid");
+    char *args[] = { "restore", "--unprivileged", "--restore-sibling", "--restore-detached", "-D", RESTORE_DIR, "-W", WORK,
+                     "-o", "restore.log", "--tcp-close", "--pidfile", WORK "/restore.pid",
+                     "--inherit-fd", inherit_out, "--inherit-fd", inherit_err, NULL };
+    int slot;
+    pid_t criu = fork_watched(&slot);
+    if (criu == 0) {
+        dup2(out[1], 3);
+        dup2(err[1], 4);
+        exec_criu(args);
+    }
+    close(out[1]);
+    close(err[1]);
+    int status = -1;
+    if (criu > 0 && slot >= 0) child_done(slot, 1, &status);
+    pid_t restored = 0;
+    FILE *pf = fopen(WORK "/restore.pid", "re");
+    if (pf) { if (fscanf(pf, "%d", &restored) != 1) restored = 0; fclose(pf); }
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0) || restored <= 0) {
+        char log[1024];
+        tail_file(WORK "/restore.log", log, sizeof log);
+        close(out[0]);
+        close(err[0]);
+        pthread_mutex_lock(&mu); busy = 0; pthread_mutex_unlock(&mu);
+        reply(client, "ERR CRIU restore failed (status %d): %s", status, log);
+        return;
+    }
+    pthread_mutex_lock(&mu);
+    service_pid = restored;
+    mode = "restored";
+    busy = 0;
+    pipe_ino[0] = incoming_pipe_ino[0];
+    pipe_ino[1] = incoming_pipe_ino[1];
+    pthread_mutex_unlock(&mu);
+    /* The reaper may have reaped the restored root before service_pid named it. */
+    if (kill(restored, 0) < 0 && errno == ESRCH) { logmsg("restored service exited at once"); exit(1); }
+    start_relay(out[0], 1);
+    start_relay(err[0], 2);
+    /* Later children of the restored tree get their own pipe inode in the next dump's metadata. */
+    struct stat st;
+    char fdpath[64];
+    snprintf(fdpath, sizeof fdpath, "/proc/%d/fd/1", restored);
+    if (stat(fdpath, &st) == 0) pipe_ino[0] = st.st_ino;
+    snprintf(fdpath, sizeof fdpath, "/proc/%d/fd/2", restored);
+    if (stat(fdpath, &st) == 0) pipe_ino[1] = st.st_ino;
+    int mark = open(RESTORED_MARK, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (mark >= 0) close(mark);
+    reply(client, "OK pid=%d restore_ms=%lld bytes=%lld", restored, now_ms() - started, receive_bytes);
+    remove_tree(RESTORE_DIR);
+    advance_pids();
+    logmsg("service restored (pid %d)", restored);
+}
+
+/* ---------- control ---------- */
+
+static int token_ok(const char *given) {
+    if (!cfg.token || !cfg.token[0]) return 0;
+    size_t a = strlen(given), b = strlen(cfg.token);
+    unsigned char diff = a != b;
+    for (size_t i = 0; i < a && i < b; i++) diff |= (unsigned char)(given[i] ^ cfg.token[i]);
+    return diff == 0;
+}
+
+static void *handle(void *arg) {
+    int client = (int)(intptr_t)arg;
+    struct timeval tv = { 10, 0 };
+    setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char line[1024];
+    if (read_line(client, line, sizeof line) < 0) { close(client); return NULL; }
+    char *words[8];
+    int n = 0;
+    for (char *save = NULL, *w = strtok_r(line, " ", &save); w && n < 8; w = strtok_r(NULL, " ", &save)) words[n++] = w;
+    if (n == 2 && !strcmp(words[0], "IMAGES")) {
+        do_receive(client, words[1]);
+    } else if (n < 2 || !token_ok(words[0])) {
+        reply(client, "ERR unauthenticated: the agent's token (UMS_AGENT_TOKEN) is required");
+    } else if (!strcmp(words[1], "STATUS")) {
+        pthread_mutex_lock(&mu);
+        pid_t root = service_pid;
+        const char *m = mode;
+        int f = frozen;
+        pthread_mutex_unlock(&mu);
+        pid_t pids[1024];
+        int count = root > 0 ? tree(root, pids, 1024) : 0;
+        reply(client, "OK mode=%s pid=%d processes=%d frozen=%d version=%s", m, root, count, f, AGENT_VERSION);
+    } else if (!strcmp(words[1], "RECEIVE") && n == 3) {
+        pthread_mutex_lock(&mu);
+        int ok = !strcmp(mode, "restore") && receive_state <= 1 && strlen(words[2]) < sizeof receive_secret;
+        if (ok) { snprintf(receive_secret, sizeof receive_secret, "%s", words[2]); receive_state = 1; }
+        pthread_mutex_unlock(&mu);
+        if (ok) reply(client, "OK");
+        else reply(client, "ERR cannot receive: this agent is not waiting for a checkpoint (mode %s)", mode);
+    } else if (!strcmp(words[1], "RESTORE")) {
+        do_restore(client, n >= 3 ? atoi(words[2]) : 120);
+    } else if (!strcmp(words[1], "DUMP") && n == 5) {
+        do_dump(client, words[2], words[3], words[4]);
+    } else if (!strcmp(words[1], "RESUME")) {
+        do_resume(client);
+    } else {
+        reply(client, "ERR unknown command '%s' (STATUS, RECEIVE, RESTORE, DUMP, RESUME)", words[1]);
+    }
+    close(client);
+    return NULL;
+}
+
+static void *expire(void *arg) {
+    (void)arg;
+    sleep((unsigned)cfg.wait_seconds);
+    pthread_mutex_lock(&mu);
+    int waiting = !strcmp(mode, "restore") && !busy && receive_state != 3;
+    pthread_mutex_unlock(&mu);
+    if (waiting) {
+        logmsg("no checkpoint arrived within %d s; exiting", cfg.wait_seconds);
+        exit(3);
+    }
+    return NULL;
+}
+
+static void usage(void) {
+    fprintf(stderr,
+        "usage: ums-agent run [--port P] -- CMD [ARGS...]\n"
+        "       ums-agent restore [--port P] [--wait SECONDS] -- CMD [ARGS...]\n"
+        "       ums-agent version\n"
+        "The UMS checkpoint agent: the entrypoint of a migratable image (see docs/service-level.md).\n"
+        "Environment: UMS_AGENT_TOKEN (required for control), UMS_AGENT_PORT (default %d),\n"
+        "UMS_AGENT_CRIU (CRIU's root, default /.ums/criu).\n", DEFAULT_PORT);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { usage(); return 2; }
+    if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) { printf("ums-agent %s\n", AGENT_VERSION); return 0; }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) { usage(); return 0; }
+    int restore = !strcmp(argv[1], "restore");
+    if (!restore && strcmp(argv[1], "run") != 0) { usage(); return 2; }
+    if (getenv("UMS_AGENT_PORT")) cfg.port = atoi(getenv("UMS_AGENT_PORT"));
+    if (getenv("UMS_AGENT_CRIU")) cfg.criu_root = getenv("UMS_AGENT_CRIU");
+    cfg.token = getenv("UMS_AGENT_TOKEN");
+    int i = 2;
+    for (; i < argc; i++) {
+        if (!strcmp(argv[i], "--")) { i++; break; }
+        if (!strcmp(argv[i], "--port") && i + 1 < argc) cfg.port = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--wait") && i + 1 < argc) cfg.wait_seconds = atoi(argv[++i]);
+        else { usage(); return 2; }
+    }
+    if (i >= argc) { fprintf(stderr, "ums-agent: give the service's command after --\n"); return 2; }
+    if (cfg.port <= 0 || cfg.port > 65535) { fprintf(stderr, "ums-agent: invalid port %d\n", cfg.port); return 2; }
+    cfg.command = argv + i;
+    if (!cfg.token || !cfg.token[0]) logmsg("UMS_AGENT_TOKEN is not set: the Coordinator cannot control this agent");
+    setvbuf(stdout, NULL, _IONBF, 0);
+
+    int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)cfg.port), .sin_addr.s_addr = htonl(INADDR_ANY) };
+    if (bind(listener, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(listener, 16) < 0) {
+        fprintf(stderr, "ums-agent: cannot listen on port %d: %s\n", cfg.port, strerror(errno));
+        return 1;
+    }
+    make_dirs(WORK, 0700);
+
+    /* A restarted container whose service was restored here starts it afresh, as any restart would. */
+    if (restore && access(RESTORED_MARK, F_OK) == 0) restore = 0;
+    if (!restore) advance_pids();  /* before the reaper runs: these children are reaped by fork's caller below */
+    while (waitpid(-1, NULL, WNOHANG) > 0) {}
+
+    sigemptyset(&forwarded);
+    sigaddset(&forwarded, SIGTERM);
+    sigaddset(&forwarded, SIGINT);
+    sigaddset(&forwarded, SIGHUP);
+    sigaddset(&forwarded, SIGQUIT);
+    pthread_sigmask(SIG_BLOCK, &forwarded, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    pthread_t t;
+    pthread_create(&t, NULL, signals, NULL);
+    if (restore) {
+        mode = "restore";
+        pthread_create(&t, NULL, expire, NULL);
+        logmsg("waiting for a checkpoint on port %d", cfg.port);
+    } else {
+        start_service();
+    }
+    pthread_create(&t, NULL, reaper, NULL);
+
+    for (;;) {
+        int client = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+        if (client < 0) { if (errno == EINTR || errno == ECONNABORTED) continue; usleep(10000); continue; }
+        pthread_t h;
+        if (pthread_create(&h, NULL, handle, (void *)(intptr_t)client) != 0) { close(client); continue; }
+        pthread_detach(h);
+    }
+}
