@@ -73,6 +73,8 @@ let package = Package(
             dependencies: [
                 "UMSModel", "UMSOS", "UMSOrchestrator", "UMSCheckpoint",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -118,7 +120,8 @@ let package = Package(
         .executableTarget(
             name: "ums",
             dependencies: [
-                "UMSAPI", "UMSModel",
+                "UMSAPI", "UMSModel", "UMSMigration", "UMSOS",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings

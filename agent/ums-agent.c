@@ -816,6 +816,11 @@ static void do_restore(int client, int seconds) {
         return;
     }
 
+    if (getenv("UMS_AGENT_FAIL_RESTORE_FOR_TESTING")) {
+        /* Test hook: damage the received process tree so that CRIU's real restore fails. */
+        int bad = open(RESTORE_DIR "/pstree.img", O_WRONLY | O_TRUNC | O_CLOEXEC);
+        if (bad >= 0) { write_all(bad, "corrupt", 7); close(bad); }
+    }
     long long started = now_ms();
     int out[2], err[2];
     if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) { reply(client, "ERR pipe: %s", strerror(errno)); return; }

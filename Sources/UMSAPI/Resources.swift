@@ -138,9 +138,13 @@ public struct PrepareRequest: Codable, Sendable, Equatable {
 public struct PrepareResponse: Codable, Sendable, Equatable {
     /// The identical container, created and ready to be restored into.
     public var container: ContainerInfo
+    /// Where the source's agent streams the images itself (service-level); nil when they travel
+    /// through the Coordinators.
+    public var intake: CheckpointIntake?
 
-    public init(container: ContainerInfo) {
+    public init(container: ContainerInfo, intake: CheckpointIntake? = nil) {
         self.container = container
+        self.intake = intake
     }
 }
 

@@ -38,7 +38,10 @@ public func buildApplication(
         criu: criu, runner: runner, logger: logger
     )
     try await orchestrator.prepare()
-    let approaches: [any MigrationApproach] = [OrchestratorLevelApproach(orchestrator: orchestrator, criu: criu, logger: logger)]
+    let approaches: [any MigrationApproach] = [
+        OrchestratorLevelApproach(orchestrator: orchestrator, criu: criu, logger: logger),
+        ServiceLevelApproach(orchestrator: orchestrator, advertiseHost: advertiseHost, failRestoreForTesting: failRestoreForTesting, logger: logger),
+    ]
 
     let token = try configuration.tokenFile.map(TokenFile.read)
     if token == nil {

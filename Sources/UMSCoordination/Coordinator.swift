@@ -98,6 +98,7 @@ public actor Coordinator {
         let verdicts = ApproachDecision.evaluate(info.specification, source: profile, destination: nil)
         var container = info
         container.approaches = verdicts.filter(\.feasible).map(\.approach)
+        container.endpoints = ServiceEndpoints.of(info)
         return ContainerView(container: container, approaches: verdicts)
     }
 
@@ -123,11 +124,16 @@ public actor Coordinator {
             throw UMSError(.exists, "failed to run '\(request.name)': a container with that name exists on system \(name)")
         }
         let image = try await runc.importDirectory(request.rootfs)
-        let specification = Specification(
+        var specification = Specification(
             name: request.name, image: image, command: request.command, environment: request.environment ?? [],
             workingDirectory: request.workingDirectory ?? "/", ports: ports,
             limits: ResourceLimits(memoryBytes: request.memoryBytes), labels: request.labels ?? [:]
         )
+        // A migratable image (one with the UMS agent) runs the command behind its agent, with
+        // the privileges the agent needs: that is what makes the service-level approach feasible.
+        if let manifest = MigratableImage.manifest(rootfs: request.rootfs) {
+            specification = MigratableImage.specification(specification, manifest: manifest, token: ServiceLevelApproach.secret())
+        }
         return view(try await orchestrator.create(specification, start: true, migration: nil), profile: await profile())
     }
 
@@ -285,14 +291,14 @@ public actor Coordinator {
         incoming[request.id] = migration
         incomingApproach[request.id] = request.approach
         do {
-            let container = try await approach.prepare(migration)
+            let prepared = try await approach.prepare(migration)
             logger.info("incoming migration prepared", metadata: ["migration.id": "\(request.id)", "container": "\(request.specification.name)", "peer": "\(request.source.name)"])
             let timeout = incomingTimeout
             Task { [weak self] in
                 try? await Task.sleep(for: timeout)
                 await self?.expireIncoming(request.id)
             }
-            return PrepareResponse(container: container)
+            return PrepareResponse(container: prepared.container, intake: prepared.intake)
         } catch {
             incoming[request.id] = nil
             incomingApproach[request.id] = nil

@@ -65,6 +65,9 @@ struct MigrationDriver: Sendable {
             guard let approach = approaches[chosen] else {
                 throw UMSError(.unsupported, "failed to migrate: this system does not implement the \(chosen.rawValue)-level approach")
             }
+            guard mode == .stopAndCopy || approach.supportsPostCopy else {
+                throw UMSError(.unsupported, "failed to migrate \(container): the \(chosen.rawValue)-level approach does not implement \(mode.rawValue); use stop-and-copy")
+            }
             progress.approach = approach
             await coordinator.update(id) {
                 $0.approach = chosen
@@ -81,7 +84,7 @@ struct MigrationDriver: Sendable {
                 bytes += sent.bytes
                 await note("rootfs \(specification.image.digest.prefix(19)) sent (\(sent.bytes) bytes)")
             }
-            _ = try await peer.prepare(PrepareRequest(
+            let prepared = try await peer.prepare(PrepareRequest(
                 id: id, approach: chosen, specification: specification,
                 source: SystemRef(name: await coordinator.name, url: await coordinator.url)
             ))
@@ -106,16 +109,21 @@ struct MigrationDriver: Sendable {
             // With post-copy the dump writes all but the pages, then serves those from here.
             let postCopy = mode == .postCopy ? PageServerAddress(host: advertiseHost, port: Int.random(in: 27100...27999)) : nil
             let dump = DumpProgress()
-            async let imagesSent = peer.upload(Routes.peerFiles(id, part: FilePart.images.rawValue)) { consume in
-                _ = try await approach.exportFiles(
-                    container, part: .images, checkpointDirectory: directory, dumpFinished: { await dump.isFinished }, consume: consume
-                )
-            }
+            let parts = approach.coordinatorParts
+            async let imagesSent: Int64 = parts.contains(.images)
+                ? peer.upload(Routes.peerFiles(id, part: FilePart.images.rawValue)) { consume in
+                    _ = try await approach.exportFiles(
+                        container, part: .images, checkpointDirectory: directory, dumpFinished: { await dump.isFinished }, consume: consume
+                    )
+                }.bytes
+                : 0
             let pageServing: BackgroundProcess?
             do {
-                pageServing = try await approach.checkpoint(container, into: directory, postCopy: postCopy)
+                let result = try await approach.checkpoint(container, into: directory, postCopy: postCopy, intake: prepared.intake)
+                pageServing = result.pageServing
                 progress.pageServing = pageServing
                 progress.pageServer = postCopy
+                bytes += result.bytesSent
             } catch {
                 // Leaving this scope cancels and awaits the stream.
                 await dump.finish()
@@ -126,11 +134,13 @@ struct MigrationDriver: Sendable {
 
             phaseStart = clock.now
             try await enter(.transferring, &progress)
-            bytes += try await imagesSent.bytes
-            let changes = try await peer.upload(Routes.peerFiles(id, part: FilePart.changes.rawValue)) { consume in
-                _ = try await approach.exportFiles(container, part: .changes, checkpointDirectory: directory, dumpFinished: { true }, consume: consume)
+            bytes += try await imagesSent
+            if parts.contains(.changes) {
+                let changes = try await peer.upload(Routes.peerFiles(id, part: FilePart.changes.rawValue)) { consume in
+                    _ = try await approach.exportFiles(container, part: .changes, checkpointDirectory: directory, dumpFinished: { true }, consume: consume)
+                }
+                bytes += changes.bytes
             }
-            bytes += changes.bytes
             let transfer = clock.now - phaseStart
 
             phaseStart = clock.now
@@ -155,7 +165,7 @@ struct MigrationDriver: Sendable {
             }
 
             try await enter(.reportingEndpoint, &progress)
-            let endpoints = restored.container.endpoints
+            let endpoints = ServiceEndpoints.of(restored.container)
             await coordinator.update(id) { $0.endpoints = endpoints }
 
             try await enter(.deletingSource, &progress)

@@ -32,20 +32,24 @@ public struct Feasibility: Codable, Sendable, Equatable {
     }
 }
 
-/// Labels by which a Specification tells how its container is built.
-public enum SpecificationLabels {
-    /// Set on containers whose image carries the UMS checkpoint agent as entrypoint.
-    public static let agent = "ums.agent"
-    /// Set on containers whose service runs nested in an outer container.
-    public static let nested = "ums.nested"
-}
-
 /// The Coordinator's choice of approach (paper §III-A: "how" to migrate), from the container's
 /// Specification and what the two systems can do. Pure, so every rule is unit-tested.
 public enum ApproachDecision {
     /// Every approach with its verdict, in order of preference.
     public static func evaluate(_ specification: Specification, source: SystemProfile, destination: SystemProfile?) -> [Feasibility] {
-        Approach.allCases.sorted().map { evaluate($0, specification, source: source, destination: destination) }
+        preference(for: specification).map { evaluate($0, specification, source: source, destination: destination) }
+    }
+
+    /// The order `auto` tries the approaches in. A container built for an approach (its image
+    /// carries the agent, or its service runs nested) prefers that one: its owner chose it, it
+    /// needs nothing from the orchestrators, and it works between orchestrators of different
+    /// kinds. Otherwise the orchestrator's own checkpoint/restore comes first.
+    public static func preference(for specification: Specification) -> [Approach] {
+        let builtFor: Approach? =
+            specification.labels[SpecificationLabels.nested] != nil ? .container
+            : specification.labels[SpecificationLabels.agent] != nil ? .service : nil
+        let rest = Approach.allCases.sorted().filter { $0 != builtFor }
+        return (builtFor.map { [$0] } ?? []) + rest
     }
 
     static func evaluate(_ approach: Approach, _ specification: Specification, source: SystemProfile, destination: SystemProfile?) -> Feasibility {

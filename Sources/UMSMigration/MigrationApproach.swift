@@ -19,20 +19,53 @@ public struct IncomingMigration: Sendable, Equatable {
     }
 }
 
+/// What a destination prepared for an incoming migration.
+public struct PreparedIncoming: Sendable, Equatable {
+    /// The identical container, created (and, for the agent-based approaches, running its agent).
+    public var container: ContainerInfo
+    /// Where the source's agent sends the images directly, for approaches that do not send them
+    /// through the Coordinators.
+    public var intake: CheckpointIntake?
+
+    public init(container: ContainerInfo, intake: CheckpointIntake? = nil) {
+        self.container = container
+        self.intake = intake
+    }
+}
+
+/// What a checkpoint produced on the source.
+public struct CheckpointResult: Sendable {
+    /// Post-copy: the process serving the pages (it exits once the destination has them all).
+    public var pageServing: BackgroundProcess?
+    /// Bytes the approach sent to the destination itself (0 when the Coordinators carry them).
+    public var bytesSent: Int64
+
+    public init(pageServing: BackgroundProcess? = nil, bytesSent: Int64 = 0) {
+        self.pageServing = pageServing
+        self.bytesSent = bytesSent
+    }
+}
+
 /// The migration interface (paper Fig. 1): one implementation per approach, each doing the core
 /// work of its level on both systems. The Coordinator drives the phases and moves bytes between
 /// systems; an approach only knows how to freeze, dump, receive and restore at its level.
 ///
 /// Source side: `freeze` → `checkpoint` (writes images locally) while `exportFiles(.images)`
 /// streams them as they are written → `exportFiles(.changes)` → later `resume` on rollback, or
-/// the orchestrator deletes the container on success.
-/// Destination side: `prepare` (container created but not started) → `importFiles` → `restore`;
-/// `abort` undoes `prepare` at any point.
+/// the orchestrator deletes the container on success. Only the parts in `coordinatorParts` go
+/// through the Coordinators; an agent-based approach streams its images agent to agent during
+/// `checkpoint`, to the `intake` the destination's `prepare` returned.
+/// Destination side: `prepare` (container created; not started, or running its agent) →
+/// `importFiles` → `restore`; `abort` undoes `prepare` at any point.
 public protocol MigrationApproach: Sendable {
     var approach: Approach { get }
+    /// Whether the approach can restore first and fetch the pages afterwards.
+    var supportsPostCopy: Bool { get }
+    /// The parts the Coordinators carry between the systems, in order.
+    var coordinatorParts: [FilePart] { get }
 
     // Destination
-    func prepare(_ incoming: IncomingMigration) async throws -> ContainerInfo
+    func prepare(_ incoming: IncomingMigration) async throws -> PreparedIncoming
     func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> StreamSummary
         where Chunks.Element == ByteBuffer
     /// Restores; with `postCopySource`, as soon as the non-page images are here, fetching the
@@ -44,9 +77,10 @@ public protocol MigrationApproach: Sendable {
 
     // Source
     func freeze(_ name: String) async throws
-    /// Dumps the frozen container into `directory`, keeping it frozen. With `postCopy`, dumps all
-    /// but the pages and returns the process serving them there (it exits once all are served).
-    func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?) async throws -> BackgroundProcess?
+    /// Dumps the frozen container into `directory` (or, with an `intake`, straight to the
+    /// destination), keeping it frozen. With `postCopy`, dumps all but the pages and returns the
+    /// process serving them there (it exits once all are served).
+    func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?, intake: CheckpointIntake?) async throws -> CheckpointResult
     /// Streams one part; for `.images`, while the dump writes them, until `dumpFinished()`.
     func exportFiles(
         _ name: String, part: FilePart, checkpointDirectory: String, dumpFinished: @escaping @Sendable () async -> Bool,

@@ -12,6 +12,8 @@ import UMSOS
 /// runtime restores into the container its orchestrator created in pre-migration.
 public struct OrchestratorLevelApproach: MigrationApproach {
     public let approach = Approach.orchestrator
+    public let supportsPostCopy = true
+    public let coordinatorParts: [FilePart] = [.images, .changes]
     let orchestrator: any Orchestrator
     let criu: CRIUInfo
     let logger: Logger
@@ -25,9 +27,9 @@ public struct OrchestratorLevelApproach: MigrationApproach {
 
     // MARK: Destination
 
-    public func prepare(_ incoming: IncomingMigration) async throws -> ContainerInfo {
+    public func prepare(_ incoming: IncomingMigration) async throws -> PreparedIncoming {
         try FileSystem.makeDirectory(incoming.imagesDirectory)
-        return try await orchestrator.create(incoming.specification, start: false, migration: incoming.id)
+        return PreparedIncoming(container: try await orchestrator.create(incoming.specification, start: false, migration: incoming.id))
     }
 
     public func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> StreamSummary
@@ -73,8 +75,8 @@ public struct OrchestratorLevelApproach: MigrationApproach {
         try await orchestrator.freeze(name)
     }
 
-    public func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?) async throws -> BackgroundProcess? {
-        try await orchestrator.checkpoint(name, request: CheckpointRequest(imagesDirectory: directory, lazyPages: postCopy))
+    public func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?, intake: CheckpointIntake?) async throws -> CheckpointResult {
+        CheckpointResult(pageServing: try await orchestrator.checkpoint(name, request: CheckpointRequest(imagesDirectory: directory, lazyPages: postCopy)))
     }
 
     public func exportFiles(

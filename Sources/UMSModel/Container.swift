@@ -16,10 +16,13 @@ public struct ContainerInfo: Codable, Sendable, Equatable {
     /// The migration that holds the control lock on this container, if any.
     public var migratingIn: String?
     public var orchestrator: String
+    /// The container's own address on its system's network (where the system itself reaches it,
+    /// e.g. its checkpoint agent's control port).
+    public var address: String?
 
     public init(
         name: String, state: State, specification: Specification, pid: Int? = nil, endpoints: [String] = [],
-        approaches: [Approach] = [], migratingIn: String? = nil, orchestrator: String
+        approaches: [Approach] = [], migratingIn: String? = nil, orchestrator: String, address: String? = nil
     ) {
         self.name = name
         self.state = state
@@ -29,5 +32,19 @@ public struct ContainerInfo: Codable, Sendable, Equatable {
         self.approaches = approaches
         self.migratingIn = migratingIn
         self.orchestrator = orchestrator
+        self.address = address
+    }
+}
+
+/// Where a source's checkpoint agent sends its images directly (service- and container-level
+/// approaches): the destination agent's published address and a secret for this migration only.
+public struct CheckpointIntake: Codable, Sendable, Equatable {
+    /// `host:port`, reachable from the source system.
+    public var address: String
+    public var secret: String
+
+    public init(address: String, secret: String) {
+        self.address = address
+        self.secret = secret
     }
 }

@@ -16,11 +16,13 @@ public struct Specification: Codable, Sendable, Equatable {
     /// Processes in the container at the time the Specification was taken.
     public var processCount: Int
     public var labels: [String: String]
+    /// What the container's processes may do beyond the runtime's defaults (nil: the defaults).
+    public var security: SecurityOptions?
 
     public init(
         name: String, image: ImageReference, command: [String], environment: [String] = [],
         workingDirectory: String = "/", ports: [PortMapping] = [], limits: ResourceLimits = .init(),
-        processCount: Int = 1, labels: [String: String] = [:]
+        processCount: Int = 1, labels: [String: String] = [:], security: SecurityOptions? = nil
     ) {
         self.name = name
         self.image = image
@@ -31,6 +33,35 @@ public struct Specification: Codable, Sendable, Equatable {
         self.limits = limits
         self.processCount = processCount
         self.labels = labels
+        self.security = security
+    }
+
+    /// The value of `KEY` in the environment, if set.
+    public func environmentValue(_ key: String) -> String? {
+        environment.last { $0.hasPrefix("\(key)=") }.map { String($0.dropFirst(key.count + 1)) }
+    }
+}
+
+/// Labels by which a Specification tells how its container is built.
+public enum SpecificationLabels {
+    /// Set on containers whose image carries the UMS checkpoint agent as entrypoint; the value is
+    /// the agent's port inside the container.
+    public static let agent = "ums.agent"
+    /// Set on containers whose service runs nested in an outer container.
+    public static let nested = "ums.nested"
+}
+
+/// Privileges beyond a runtime's defaults, in terms every orchestrator can grant
+/// (`--cap-add`, `--security-opt seccomp=unconfined` and their API equivalents).
+public struct SecurityOptions: Codable, Sendable, Equatable {
+    /// Linux capabilities added to the default set, e.g. `CAP_CHECKPOINT_RESTORE`.
+    public var addCapabilities: [String]
+    /// No seccomp filter at all (CRIU cannot dump a process that runs under one).
+    public var seccompUnconfined: Bool
+
+    public init(addCapabilities: [String] = [], seccompUnconfined: Bool = false) {
+        self.addCapabilities = addCapabilities
+        self.seccompUnconfined = seccompUnconfined
     }
 }
 

@@ -33,6 +33,14 @@ public enum OCIConfig {
         let baseEnvironment = (process["env"] as? [String]) ?? []
         process["env"] = baseEnvironment + specification.environment
         process["cwd"] = specification.workingDirectory
+        if let security = specification.security, !security.addCapabilities.isEmpty,
+           var capabilities = process["capabilities"] as? [String: Any] {
+            for set in ["bounding", "effective", "permitted"] {
+                let current = (capabilities[set] as? [String]) ?? []
+                capabilities[set] = current + security.addCapabilities.filter { !current.contains($0) }
+            }
+            process["capabilities"] = capabilities
+        }
         config["process"] = process
         config["root"] = ["path": "rootfs", "readonly": false]
         config["hostname"] = specification.name
@@ -47,6 +55,9 @@ public enum OCIConfig {
         namespaces.append(["type": "network", "path": placement.networkNamespacePath])
         linux["namespaces"] = namespaces
         linux["cgroupsPath"] = placement.cgroupsPath
+        if specification.security?.seccompUnconfined == true {
+            linux["seccomp"] = nil
+        }
 
         var resources = (linux["resources"] as? [String: Any]) ?? [:]
         if let memory = specification.limits.memoryBytes {

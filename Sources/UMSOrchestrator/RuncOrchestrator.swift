@@ -144,7 +144,7 @@ public actor RuncOrchestrator: Orchestrator {
         return ContainerInfo(
             name: name, state: state, specification: specification, pid: pid,
             endpoints: record.started ? record.specification.ports.map { "\(advertiseHost):\($0.hostPort)" } : [],
-            migratingIn: record.lockedBy, orchestrator: kind
+            migratingIn: record.lockedBy, orchestrator: kind, address: record.network.containerAddress
         )
     }
 

@@ -41,9 +41,23 @@ struct ApproachDecisionTests {
         let plain = ApproachDecision.evaluate(spec, source: runc(approaches: all), destination: runc(approaches: all))
         #expect(plain.filter(\.feasible).map(\.approach) == [.orchestrator])
         let withAgent = ApproachDecision.evaluate(agent, source: runc(approaches: all), destination: runc(approaches: all))
-        #expect(withAgent.filter(\.feasible).map(\.approach) == [.orchestrator, .service])
+        #expect(withAgent.filter(\.feasible).map(\.approach) == [.service, .orchestrator])
         let isNested = ApproachDecision.evaluate(nested, source: runc(approaches: all), destination: runc(approaches: all))
         #expect(isNested.filter(\.feasible).map(\.approach) == [.container])
+    }
+
+    @Test("auto picks service-level for a container whose image carries the agent, even where orchestrator-level would work")
+    func autoService() throws {
+        var agent = spec
+        agent.labels[SpecificationLabels.agent] = "7079"
+        let all: [Approach] = [.orchestrator, .service]
+        #expect(try ApproachDecision.choose(.auto, agent, source: runc(approaches: all), destination: runc(approaches: all)) == .service)
+        // A destination without the service-level approach leaves orchestrator-level.
+        #expect(try ApproachDecision.choose(.auto, agent, source: runc(approaches: all), destination: runc()) == .orchestrator)
+        // Across kinds only the agent can move it.
+        var docker = runc(approaches: all)
+        docker.orchestrator = "docker"
+        #expect(try ApproachDecision.choose(.auto, agent, source: runc(approaches: all), destination: docker) == .service)
     }
 
     @Test("nothing feasible gives one error listing every reason")

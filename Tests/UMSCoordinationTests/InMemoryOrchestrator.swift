@@ -78,10 +78,12 @@ actor InMemoryOrchestrator: Orchestrator {
 /// destination-side bookkeeping of the Coordinator; real approaches are tested in IntegrationTests.
 struct InMemoryApproach: MigrationApproach {
     let approach = Approach.orchestrator
+    let supportsPostCopy = true
+    let coordinatorParts: [FilePart] = [.images, .changes]
     let orchestrator: InMemoryOrchestrator
 
-    func prepare(_ incoming: IncomingMigration) async throws -> ContainerInfo {
-        try await orchestrator.create(incoming.specification, start: false, migration: incoming.id)
+    func prepare(_ incoming: IncomingMigration) async throws -> PreparedIncoming {
+        PreparedIncoming(container: try await orchestrator.create(incoming.specification, start: false, migration: incoming.id))
     }
     func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> StreamSummary
         where Chunks.Element == ByteBuffer { StreamSummary(digest: "sha256:", bytes: 0) }
@@ -93,7 +95,9 @@ struct InMemoryApproach: MigrationApproach {
         try? await orchestrator.delete(incoming.specification.name, migration: incoming.id)
     }
     func freeze(_ name: String) async throws {}
-    func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?) async throws -> BackgroundProcess? { nil }
+    func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?, intake: CheckpointIntake?) async throws -> CheckpointResult {
+        CheckpointResult()
+    }
     func exportFiles(
         _ name: String, part: FilePart, checkpointDirectory: String, dumpFinished: @escaping @Sendable () async -> Bool,
         consume: @Sendable (ByteBuffer) async throws -> Void

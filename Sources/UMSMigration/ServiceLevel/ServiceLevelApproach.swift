@@ -1,0 +1,157 @@
+import Foundation
+import Logging
+import NIOCore
+import UMSCheckpoint
+import UMSModel
+import UMSOrchestrator
+import UMSOS
+
+/// Service-level migration (paper §III-C-b): for users who may change their service's image but
+/// not the orchestrators. The image carries `ums-agent` as its entrypoint; the agent checkpoints
+/// only the service's process tree with CRIU inside the container and streams the images, while
+/// CRIU writes them, straight to the agent in the destination container, which the destination
+/// Coordinator started in restore mode during pre-migration. The orchestrators only ever create,
+/// start and delete ordinary containers.
+///
+/// The Coordinators carry no image bytes (`coordinatorParts` is empty): they tell the agents
+/// where to meet (the destination agent's published port and a one-time secret) and when to
+/// dump, restore or resume. Files the service holds open travel with its images.
+public struct ServiceLevelApproach: MigrationApproach {
+    public let approach = Approach.service
+    public let supportsPostCopy = false
+    public let coordinatorParts: [FilePart] = []
+    let orchestrator: any Orchestrator
+    /// This system's address, where the destination agent's port is published.
+    let advertiseHost: String
+    /// Host ports the destination agents are published on.
+    let agentPorts: ClosedRange<Int>
+    let failRestoreForTesting: Bool
+    let logger: Logger
+
+    public init(
+        orchestrator: any Orchestrator, advertiseHost: String, agentPorts: ClosedRange<Int> = 27000...27099,
+        failRestoreForTesting: Bool = false, logger: Logger
+    ) {
+        self.orchestrator = orchestrator
+        self.advertiseHost = advertiseHost
+        self.agentPorts = agentPorts
+        self.failRestoreForTesting = failRestoreForTesting
+        self.logger = logger
+    }
+
+    // MARK: Destination
+
+    public func prepare(_ incoming: IncomingMigration) async throws -> PreparedIncoming {
+        guard incoming.specification.labels[SpecificationLabels.agent] != nil,
+              incoming.specification.command.first == MigratableImage.agentPath
+        else {
+            throw UMSError(.invalidArgument, "failed to prepare \(incoming.specification.name) for the service-level approach: its image does not run the UMS agent")
+        }
+        let container = try await createRestoring(incoming)
+        do {
+            let agent = try AgentClient(for: container)
+            try await agent.waitUntilReady(timeout: .seconds(10))
+            let secret = Self.secret()
+            try await agent.send("RECEIVE \(secret)", timeout: .seconds(5), operation: "arm the destination agent")
+            let port = MigratableImage.agentPort(of: container.specification)
+            guard let published = container.specification.ports.first(where: { $0.containerPort == port }) else {
+                throw UMSError(.internalError, "failed to prepare \(container.name): the agent's port is not published")
+            }
+            return PreparedIncoming(container: container, intake: CheckpointIntake(address: "\(advertiseHost):\(published.hostPort)", secret: secret))
+        } catch {
+            try? await orchestrator.delete(container.name, migration: incoming.id)
+            throw error
+        }
+    }
+
+    /// Creates the identical container with its agent in restore mode, publishing the agent's
+    /// port on a free host port (retrying if another migration took it meanwhile).
+    func createRestoring(_ incoming: IncomingMigration) async throws -> ContainerInfo {
+        var lastError: (any Error)?
+        for _ in 0..<5 {
+            let taken = Set(try await orchestrator.list().flatMap { $0.specification.ports.map(\.hostPort) })
+            guard let hostPort = agentPorts.shuffled().first(where: { !taken.contains($0) }) else {
+                throw UMSError(.unavailable, "failed to prepare \(incoming.specification.name): no free port for its agent in \(agentPorts)")
+            }
+            let specification = MigratableImage.destinationSpecification(
+                incoming.specification, agentHostPort: hostPort, failRestoreForTesting: failRestoreForTesting
+            )
+            do {
+                return try await orchestrator.create(specification, start: true, migration: incoming.id)
+            } catch let error as UMSError where error.code == .exists && error.message.contains("port") {
+                lastError = error
+            }
+        }
+        throw lastError ?? UMSError(.internalError, "failed to prepare \(incoming.specification.name)")
+    }
+
+    public func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> StreamSummary
+        where Chunks.Element == ByteBuffer
+    {
+        throw UMSError(.invalidArgument, "failed to receive \(part.rawValue) for \(incoming.id): the service-level approach sends them agent to agent")
+    }
+
+    public func restore(_ incoming: IncomingMigration, postCopySource: PageServerAddress?) async throws -> ContainerInfo {
+        guard postCopySource == nil else {
+            throw UMSError(.unsupported, "failed to restore \(incoming.specification.name): the service-level approach does not implement post-copy")
+        }
+        let container = try await orchestrator.inspect(incoming.specification.name)
+        let reply = try await AgentClient(for: container).send("RESTORE 120", timeout: .seconds(150), operation: "restore \(container.name)")
+        logger.info("agent restored the service", metadata: ["container": "\(container.name)", "pid": "\(reply.fields["pid"] ?? "?")", "restore_ms": "\(reply.fields["restore_ms"] ?? "?")"])
+        return try await orchestrator.inspect(incoming.specification.name)
+    }
+
+    public func awaitPages(_ incoming: IncomingMigration) async throws -> Int64 { 0 }
+
+    public func abort(_ incoming: IncomingMigration) async {
+        try? await orchestrator.delete(incoming.specification.name, migration: incoming.id)
+    }
+
+    // MARK: Source
+
+    /// CRIU freezes the tree itself when the dump starts; this only checks that the agent is
+    /// there and runs the service, so that a container without one fails before anything stops.
+    public func freeze(_ name: String) async throws {
+        let agent = try AgentClient(for: try await orchestrator.inspect(name))
+        let status = try await agent.send("STATUS", timeout: .seconds(5), operation: "reach the agent of \(name)")
+        guard (status.int("pid") ?? 0) > 0 else {
+            throw UMSError(.invalidState, "failed to checkpoint \(name): its agent runs no service (\(status.message))")
+        }
+    }
+
+    public func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?, intake: CheckpointIntake?) async throws -> CheckpointResult {
+        guard postCopy == nil else {
+            throw UMSError(.unsupported, "failed to checkpoint \(name): the service-level approach does not implement post-copy")
+        }
+        guard let intake, let colon = intake.address.lastIndex(of: ":") else {
+            throw UMSError(.invalidArgument, "failed to checkpoint \(name): the destination gave no address for its agent")
+        }
+        let host = intake.address[..<colon], port = intake.address[intake.address.index(after: colon)...]
+        let agent = try AgentClient(for: try await orchestrator.inspect(name))
+        // Generous: the agents' stream is bounded by the link, and the dump by the memory size.
+        let reply = try await agent.send("DUMP \(host) \(port) \(intake.secret)", timeout: .seconds(900), operation: "checkpoint \(name)")
+        logger.info("agent dumped the service", metadata: [
+            "container": "\(name)", "bytes": "\(reply.fields["bytes"] ?? "?")", "dump_ms": "\(reply.fields["dump_ms"] ?? "?")",
+            "carried_files": "\(reply.fields["carried"] ?? "?")",
+        ])
+        return CheckpointResult(bytesSent: reply.int("bytes") ?? 0)
+    }
+
+    public func exportFiles(
+        _ name: String, part: FilePart, checkpointDirectory: String, dumpFinished: @escaping @Sendable () async -> Bool,
+        consume: @Sendable (ByteBuffer) async throws -> Void
+    ) async throws -> Int64 {
+        0
+    }
+
+    public func resume(_ name: String) async throws {
+        let agent = try AgentClient(for: try await orchestrator.inspect(name))
+        try await agent.send("RESUME", timeout: .seconds(10), operation: "resume \(name)")
+    }
+
+    /// A random secret (agent tokens, the agents' one-time stream secret).
+    public static func secret() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<4).map { _ in String(generator.next(), radix: 16) }.joined()
+    }
+}
