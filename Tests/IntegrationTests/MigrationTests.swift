@@ -286,4 +286,28 @@ struct RollbackTests {
         try await testbed.a.remove(name)
         #expect(try await testbed.names(on: testbed.a).contains(name) == false)
     }
+
+    @Test("service-level: the destination agent's restore fails, the source agent resumes the frozen tree")
+    func rollbackServiceLevel() async throws {
+        let testbed = try Testbed()
+        let name = "counter-agent-rollback"
+        await testbed.cleanUp(name)
+        _ = try await testbed.runCounter(name, port: 18093, arguments: ["--children", "2"], rootfs: try Testbed.migratableRootfs())
+        let before = try await testbed.waitForCount(at: "\(testbed.aHost):18093", atLeast: 5)
+
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+        #expect(record.approach == .service)
+        #expect(record.status == .rolledBack)
+        #expect(record.step == .restoring)
+        #expect(record.error?.description.contains("CRIU restore failed") == true, "\(record.error?.description ?? "")")
+
+        let resumed = try await testbed.count(at: "\(testbed.aHost):18093")
+        #expect(resumed >= before, "the counter was not restarted from 0")
+        #expect(try await testbed.waitForCount(at: "\(testbed.aHost):18093", atLeast: resumed + 3) > resumed)
+        #expect(try await testbed.count(at: "\(testbed.aHost):18093", path: "/children") == 2)
+        #expect(try await testbed.a.container(name).container.migratingIn == nil)
+        #expect(try await testbed.names(on: testbed.b).isEmpty)
+        #expect(testbed.namespaces(system: "tbb").isEmpty)
+        try await testbed.a.remove(name)
+    }
 }

@@ -36,10 +36,16 @@ struct Testbed {
         try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// The counter's root filesystem made migratable (`ums image migratable`), for the
+    /// service-level approach.
+    static func migratableRootfs() throws -> String {
+        try #require(environment["UMS_COUNTER_MIGRATABLE_ROOTFS"], "scripts/test sets UMS_COUNTER_MIGRATABLE_ROOTFS")
+    }
+
     /// Starts the counter service on A, published on `port`, and waits until it answers.
-    func runCounter(_ name: String, port: Int, arguments: [String] = []) async throws -> ContainerView {
+    func runCounter(_ name: String, port: Int, arguments: [String] = [], rootfs: String? = nil) async throws -> ContainerView {
         let view = try await a.run(RunRequest(
-            name: name, rootfs: rootfs, command: ["/bin/counter", "--port", "8080"] + arguments, publish: ["\(port):8080"]
+            name: name, rootfs: rootfs ?? self.rootfs, command: ["/bin/counter", "--port", "8080"] + arguments, publish: ["\(port):8080"]
         ))
         _ = try await waitForCount(at: "\(aHost):\(port)", atLeast: 1)
         return view

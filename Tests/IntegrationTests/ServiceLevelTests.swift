@@ -1,0 +1,89 @@
+import Foundation
+import Testing
+import UMSAPI
+import UMSModel
+
+@Suite("Service-level migration: a migratable image carries ums-agent", .serialized, .enabled(if: Testbed.isUp && !Testbed.restoreFailsOnB, "needs scripts/testbed up"))
+struct ServiceLevelTests {
+    @Test("auto picks service-level for a migratable counter; it moves A → B → A with its count and open file, and the source is gone")
+    func migrateMigratableCounter() async throws {
+        let testbed = try Testbed()
+        let name = "counter-agent"
+        await testbed.cleanUp(name)
+        let view = try await testbed.runCounter(name, port: 18090, arguments: ["--state-file", "/tmp/count.log"], rootfs: try Testbed.migratableRootfs())
+        // Recognised from its Specification: the agent is the entrypoint, and `ps` offers service-level first.
+        #expect(view.container.specification.command.prefix(3) == ["/.ums/ums-agent", "run", "--"])
+        #expect(view.container.approaches.first == .service)
+        #expect(view.container.endpoints == ["\(testbed.aHost):18090"])
+        let before = try await testbed.waitForCount(at: "\(testbed.aHost):18090", atLeast: 12)
+        let fileBefore = try #require(testbed.containerFile(system: "a", container: name, path: "/tmp/count.log"))
+
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL, approach: .auto), by: testbed.a)
+        #expect(record.status == .completed, "\(record.error?.description ?? "")")
+        #expect(record.approach == .service)
+        #expect(record.endpoints == ["\(testbed.bHost):18090"], "the agent's own port is not an endpoint")
+        #expect(record.bytesMoved > 0)
+        #expect((record.downtime ?? 0) > 0)
+
+        let after = try await testbed.count(at: "\(testbed.bHost):18090")
+        #expect(after >= before, "the counter continued instead of restarting from 0")
+        #expect(try await testbed.waitForCount(at: "\(testbed.bHost):18090", atLeast: after + 5) > after)
+        // The file the service holds open crossed with it, and it keeps appending to it at B.
+        let fileAfter = try #require(testbed.containerFile(system: "b", container: name, path: "/tmp/count.log"))
+        #expect(fileAfter.hasPrefix(fileBefore))
+        // The source container is gone: not listed, no namespace, nothing served at A.
+        #expect(try await testbed.names(on: testbed.a).contains(name) == false)
+        #expect(testbed.namespaces(system: "tba").contains("ums-tba-\(name)") == false)
+        #expect((try? await testbed.count(at: "\(testbed.aHost):18090")) == nil)
+        let atB = try await testbed.b.container(name).container
+        #expect(atB.state == .running)
+        #expect(atB.migratingIn == nil)
+
+        // Onward from the restored container (its agent came up in restore mode): back to A.
+        let back = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.aURL), by: testbed.b)
+        #expect(back.status == .completed, "\(back.error?.description ?? "")")
+        #expect(back.approach == .service)
+        let returned = try await testbed.waitForCount(at: "\(testbed.aHost):18090", atLeast: after + 5)
+        #expect(returned > after)
+        #expect(try await testbed.names(on: testbed.b).contains(name) == false)
+        await testbed.cleanUp(name)
+    }
+
+    @Test("a service with 4 children migrates with all of them alive at B")
+    func multiProcess() async throws {
+        let testbed = try Testbed()
+        let name = "counter-agent-tree"
+        await testbed.cleanUp(name)
+        _ = try await testbed.runCounter(name, port: 18091, arguments: ["--children", "4"], rootfs: try Testbed.migratableRootfs())
+        #expect(try await testbed.count(at: "\(testbed.aHost):18091", path: "/children") == 4)
+        // The agent, the counter and its four children.
+        #expect(try await testbed.a.container(name).container.specification.processCount == 6)
+        let before = try await testbed.waitForCount(at: "\(testbed.aHost):18091", atLeast: 5)
+
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+        #expect(record.status == .completed, "\(record.error?.description ?? "")")
+        #expect(record.approach == .service)
+        #expect(try await testbed.count(at: "\(testbed.bHost):18091", path: "/children") == 4)
+        #expect(try await testbed.b.container(name).container.specification.processCount >= 6)
+        #expect(try await testbed.count(at: "\(testbed.bHost):18091") >= before)
+        await testbed.cleanUp(name)
+    }
+
+    @Test("post-copy is refused for service-level before anything stops; the service keeps running at A")
+    func postCopyRefused() async throws {
+        let testbed = try Testbed()
+        let name = "counter-agent-post"
+        await testbed.cleanUp(name)
+        _ = try await testbed.runCounter(name, port: 18092, rootfs: try Testbed.migratableRootfs())
+        let before = try await testbed.waitForCount(at: "\(testbed.aHost):18092", atLeast: 3)
+        let record = try await testbed.migrated(
+            MigrateRequest(container: name, destination: testbed.bURL, approach: .specific(.service), mode: .postCopy), by: testbed.a
+        )
+        #expect(record.status == .rolledBack)
+        #expect(record.error?.code == .unsupported)
+        #expect(record.error?.message.contains("does not implement post-copy") == true, "\(record.error?.description ?? "")")
+        #expect(try await testbed.waitForCount(at: "\(testbed.aHost):18092", atLeast: before + 2) > before)
+        #expect(try await testbed.names(on: testbed.b).contains(name) == false)
+        await testbed.cleanUp(name)
+    }
+}
