@@ -144,8 +144,9 @@ let package = Package(
         .testTarget(
             name: "UMSCoordinationTests",
             dependencies: [
-                "UMSCoordination", "UMSAPI", "UMSDecision", "UMSMigration", "UMSCheckpoint",
+                "UMSCoordination", "UMSAPI", "UMSDecision", "UMSMigration", "UMSCheckpoint", "UMSOS",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: swiftSettings

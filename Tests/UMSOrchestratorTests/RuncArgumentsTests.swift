@@ -134,6 +134,27 @@ struct ContainerNetworkTests {
         #expect((config["root"] as? [String: Any])?["readonly"] as? Bool == false)
         #expect((config["annotations"] as? [String: String])?["org.criu.config"] == "/s/containers/web/criu.conf")
     }
+
+    @Test("security options add capabilities to every set once and drop the seccomp filter")
+    func ociSecurity() throws {
+        let template = Data(#"""
+            {"ociVersion":"1.0.2","process":{"args":["sh"],"capabilities":{"bounding":["CAP_KILL"],"effective":["CAP_KILL"],
+             "permitted":["CAP_KILL","CAP_CHECKPOINT_RESTORE"]}},
+             "linux":{"namespaces":[],"seccomp":{"defaultAction":"SCMP_ACT_ERRNO"}}}
+            """#.utf8)
+        var specification = Specification(name: "web", image: .init(digest: "sha256:x"), command: ["/c"])
+        let placement = OCIConfig.Placement(networkNamespacePath: "/run/netns/x", cgroupsPath: "/ums/a/web")
+        let plain = try #require(try JSONSerialization.jsonObject(with: OCIConfig.make(template: template, specification: specification, placement: placement)) as? [String: Any])
+        #expect((plain["linux"] as? [String: Any])?["seccomp"] != nil, "no security options: the runtime's defaults stay")
+
+        specification.security = SecurityOptions(addCapabilities: ["CAP_CHECKPOINT_RESTORE"], seccompUnconfined: true)
+        let config = try #require(try JSONSerialization.jsonObject(with: OCIConfig.make(template: template, specification: specification, placement: placement)) as? [String: Any])
+        let capabilities = try #require((config["process"] as? [String: Any])?["capabilities"] as? [String: [String]])
+        #expect(capabilities["bounding"] == ["CAP_KILL", "CAP_CHECKPOINT_RESTORE"])
+        #expect(capabilities["effective"] == ["CAP_KILL", "CAP_CHECKPOINT_RESTORE"])
+        #expect(capabilities["permitted"] == ["CAP_KILL", "CAP_CHECKPOINT_RESTORE"])
+        #expect((config["linux"] as? [String: Any])?["seccomp"] == nil)
+    }
 }
 
 /// A command runner that answers from a script instead of running programs: for argument tests.

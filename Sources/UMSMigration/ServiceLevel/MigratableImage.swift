@@ -27,6 +27,12 @@ public enum MigratableImage {
         public var entrypoint: [String]
         public var agentPort: Int
         public var agentVersion: String
+
+        public init(entrypoint: [String], agentPort: Int, agentVersion: String) {
+            self.entrypoint = entrypoint
+            self.agentPort = agentPort
+            self.agentVersion = agentVersion
+        }
     }
 
     /// True if `rootfs` carries the agent (and so was made by `make`).
