@@ -1,3 +1,4 @@
+import Foundation
 import UMSModel
 
 /// A network namespace the system prepares for one container, joined to the system's own
@@ -36,24 +37,23 @@ public struct ContainerNetwork: Codable, Sendable, Equatable {
         )
     }
 
-    /// Commands that create it (idempotence is the caller's: it removes a stale one first).
-    public func setUpCommands() -> [Command] {
+    /// `ip` commands that create it, in the system's namespace (after `ip netns add`), as lines
+    /// of one `ip -batch`.
+    public var hostSetUp: [String] {
         [
-            Command("ip", ["netns", "add", namespace]),
-            Command("ip", ["-n", namespace, "link", "set", "lo", "up"]),
-            Command("ip", ["link", "add", hostInterface, "type", "veth", "peer", "name", "eth0", "netns", namespace]),
-            Command("ip", ["addr", "add", "\(hostAddress)/30", "dev", hostInterface]),
-            Command("ip", ["link", "set", hostInterface, "up"]),
-            Command("ip", ["-n", namespace, "addr", "add", "\(containerAddress)/30", "dev", "eth0"]),
-            Command("ip", ["-n", namespace, "link", "set", "eth0", "up"]),
-            Command("ip", ["-n", namespace, "route", "add", "default", "via", hostAddress]),
+            "link add \(hostInterface) type veth peer name eth0 netns \(namespace)",
+            "addr add \(hostAddress)/30 dev \(hostInterface)",
+            "link set \(hostInterface) up",
         ]
     }
 
-    public func tearDownCommands() -> [Command] {
+    /// `ip` commands that configure the inside, as lines of one `ip -n NAMESPACE -batch`.
+    public var namespaceSetUp: [String] {
         [
-            Command("ip", ["link", "del", hostInterface]),
-            Command("ip", ["netns", "del", namespace]),
+            "link set lo up",
+            "addr add \(containerAddress)/30 dev eth0",
+            "link set eth0 up",
+            "route add default via \(hostAddress)",
         ]
     }
 
@@ -82,38 +82,78 @@ public struct NetworkManager: Sendable {
         self.runner = runner
     }
 
+    /// Creates the namespace, its link and its egress rule: five commands, whatever the
+    /// container (`ip` and `iptables-restore` take their lines in batches; every exec costs).
     public func create(_ network: ContainerNetwork, ports: [PortMapping]) async throws {
-        await remove(network, ports: ports)
+        if FileManager.default.fileExists(atPath: network.namespacePath) {
+            await remove(network, ports: ports)
+        }
         do {
             // Forwarding is per namespace; the system's namespace routes to its containers.
-            try await runner.execute("sysctl", ["-q", "-w", "net.ipv4.ip_forward=1"])
-            for command in network.setUpCommands() { _ = try await runner.run(command) }
-            try await apply("-A", network.egressRule)
+            if (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_forward", encoding: .utf8))?.hasPrefix("1") != true {
+                try await runner.execute("sysctl", ["-q", "-w", "net.ipv4.ip_forward=1"])
+            }
+            try await runner.execute("ip", ["netns", "add", network.namespace])
+            try await batch(["ip", "-batch"], network.hostSetUp)
+            try await batch(["ip", "-n", network.namespace, "-batch"], network.namespaceSetUp)
+            try await rules("-A", [network.egressRule])
         } catch {
             await remove(network, ports: ports)
             throw UMSError.wrap(error, .internalError, "failed to prepare network namespace \(network.namespace)")
         }
     }
 
-    /// Publishes ports; fails with `exists` when another container already publishes one of them.
+    /// Publishes ports (all rules in one atomic `iptables-restore`).
     public func publish(_ network: ContainerNetwork, ports: [PortMapping]) async throws {
-        for port in ports {
-            for rule in network.forwardingRules(for: port) { try await apply("-A", rule) }
-        }
+        try await rules("-A", ports.flatMap(network.forwardingRules(for:)))
     }
 
     public func unpublish(_ network: ContainerNetwork, ports: [PortMapping]) async {
-        for port in ports {
-            // Deleting a rule that is not there fails; that is the state we want.
-            for rule in network.forwardingRules(for: port) { try? await apply("-D", rule) }
-        }
+        await removeRules(ports.flatMap(network.forwardingRules(for:)))
     }
 
     /// Removes the namespace, its link and its rules; never fails (it is cleanup).
     public func remove(_ network: ContainerNetwork, ports: [PortMapping]) async {
-        await unpublish(network, ports: ports)
-        try? await apply("-D", network.egressRule)
-        for command in network.tearDownCommands() { _ = try? await runner.run(command) }
+        await removeRules(ports.flatMap(network.forwardingRules(for:)) + [network.egressRule])
+        // Deleting the namespace deletes the veth pair with it.
+        _ = try? await runner.run(Command("ip", ["netns", "del", network.namespace]))
+    }
+
+    /// Deletes rules in one batch; if some were not there (the batch is atomic and fails),
+    /// one by one, since a missing rule is the state we want.
+    func removeRules(_ list: [[String]]) async {
+        guard !list.isEmpty else { return }
+        if (try? await rules("-D", list)) != nil { return }
+        for rule in list { try? await apply("-D", rule) }
+    }
+
+    /// Applies rules written as `[-t, TABLE, CHAIN, …]` with one `iptables-restore --noflush`.
+    func rules(_ verb: String, _ list: [[String]]) async throws {
+        guard !list.isEmpty else { return }
+        var tables: [String: [String]] = [:]
+        for rule in list {
+            let line = ([verb, rule[2]] + rule[3...].map(Self.quoted)).joined(separator: " ")
+            tables[rule[1], default: []].append(line)
+        }
+        let text = tables.keys.sorted().map { table in (["*\(table)"] + tables[table]! + ["COMMIT"]).joined(separator: "\n") }
+            .joined(separator: "\n") + "\n"
+        try await batch(["iptables-restore", "-w", "--noflush"], text: text)
+    }
+
+    static func quoted(_ word: String) -> String {
+        word.contains(" ") || word.isEmpty ? "\"\(word)\"" : word
+    }
+
+    /// Runs a batch-reading command with `lines` in a file given as its last argument.
+    func batch(_ argv: [String], _ lines: [String]) async throws {
+        try await batch(argv, text: lines.joined(separator: "\n") + "\n")
+    }
+
+    func batch(_ argv: [String], text: String) async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("ums-batch-\(UUID().uuidString)").path
+        try FileSystem.writeAtomically(Data(text.utf8), to: file)
+        defer { FileSystem.remove(file) }
+        try await runner.execute(argv[0], Array(argv.dropFirst()) + [file])
     }
 
     /// Runs `iptables -w -t TABLE VERB CHAIN …` for a rule written as `[-t, TABLE, CHAIN, …]`.

@@ -27,6 +27,9 @@ public struct ServiceLevelApproach: MigrationApproach {
     let agentPorts: ClosedRange<Int>
     let failRestoreForTesting: Bool
     let logger: Logger
+    /// Agents by source container name (set by `freeze`) and by incoming migration id (set by
+    /// `prepare`), so the steps inside the downtime do not ask the orchestrator again.
+    let agents = AgentDirectory()
 
     public init(
         orchestrator: any Orchestrator, advertiseHost: String, agentPorts: ClosedRange<Int> = 27000...27099,
@@ -50,6 +53,7 @@ public struct ServiceLevelApproach: MigrationApproach {
         let container = try await createRestoring(incoming)
         do {
             let agent = try AgentClient(for: container)
+            await agents.set(agent, for: incoming.id)
             try await agent.waitUntilReady(timeout: .seconds(10))
             let secret = Self.secret()
             try await agent.send("RECEIVE \(secret)", timeout: .seconds(5), operation: "arm the destination agent")
@@ -59,30 +63,28 @@ public struct ServiceLevelApproach: MigrationApproach {
             }
             return PreparedIncoming(container: container, intake: CheckpointIntake(address: "\(advertiseHost):\(published.hostPort)", secret: secret))
         } catch {
+            await agents.remove(incoming.id)
             try? await orchestrator.delete(container.name, migration: incoming.id)
             throw error
         }
     }
 
     /// Creates the identical container with its agent in restore mode, publishing the agent's
-    /// port on a free host port (retrying if another migration took it meanwhile).
+    /// port on a free host port: a random one from `agentPorts`, another if the orchestrator
+    /// says it is taken.
     func createRestoring(_ incoming: IncomingMigration) async throws -> ContainerInfo {
         var lastError: (any Error)?
-        for _ in 0..<5 {
-            let taken = Set(try await orchestrator.list().flatMap { $0.specification.ports.map(\.hostPort) })
-            guard let hostPort = agentPorts.shuffled().first(where: { !taken.contains($0) }) else {
-                throw UMSError(.unavailable, "failed to prepare \(incoming.specification.name): no free port for its agent in \(agentPorts)")
-            }
+        for hostPort in agentPorts.shuffled().prefix(8) {
             let specification = MigratableImage.destinationSpecification(
                 incoming.specification, agentHostPort: hostPort, failRestoreForTesting: failRestoreForTesting
             )
             do {
                 return try await orchestrator.create(specification, start: true, migration: incoming.id)
-            } catch let error as UMSError where error.code == .exists && error.message.contains("port") {
+            } catch let error as UMSError where error.code == .exists && error.message.contains("port \(hostPort)") {
                 lastError = error
             }
         }
-        throw lastError ?? UMSError(.internalError, "failed to prepare \(incoming.specification.name)")
+        throw lastError ?? UMSError(.unavailable, "failed to prepare \(incoming.specification.name): no free port for its agent in \(agentPorts)")
     }
 
     public func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> StreamSummary
@@ -95,15 +97,25 @@ public struct ServiceLevelApproach: MigrationApproach {
         guard postCopySource == nil else {
             throw UMSError(.unsupported, "failed to restore \(incoming.specification.name): the service-level approach does not implement post-copy")
         }
-        let container = try await orchestrator.inspect(incoming.specification.name)
-        let reply = try await AgentClient(for: container).send("RESTORE 120", timeout: .seconds(150), operation: "restore \(container.name)")
-        logger.info("agent restored the service", metadata: ["container": "\(container.name)", "pid": "\(reply.fields["pid"] ?? "?")", "restore_ms": "\(reply.fields["restore_ms"] ?? "?")"])
-        return try await orchestrator.inspect(incoming.specification.name)
+        let name = incoming.specification.name
+        let agent: AgentClient
+        if let known = await agents.get(incoming.id) {
+            agent = known
+        } else {
+            agent = try AgentClient(for: try await orchestrator.inspect(name))
+        }
+        let reply = try await agent.send("RESTORE 120", timeout: .seconds(150), operation: "restore \(name)")
+        logger.info("agent restored the service", metadata: ["container": "\(name)", "pid": "\(reply.fields["pid"] ?? "?")", "restore_ms": "\(reply.fields["restore_ms"] ?? "?")"])
+        return try await orchestrator.inspect(name)
     }
 
-    public func awaitPages(_ incoming: IncomingMigration) async throws -> Int64 { 0 }
+    public func awaitPages(_ incoming: IncomingMigration) async throws -> Int64 {
+        await agents.remove(incoming.id)
+        return 0
+    }
 
     public func abort(_ incoming: IncomingMigration) async {
+        await agents.remove(incoming.id)
         try? await orchestrator.delete(incoming.specification.name, migration: incoming.id)
     }
 
@@ -113,6 +125,7 @@ public struct ServiceLevelApproach: MigrationApproach {
     /// there and runs the service, so that a container without one fails before anything stops.
     public func freeze(_ name: String) async throws {
         let agent = try AgentClient(for: try await orchestrator.inspect(name))
+        await agents.set(agent, for: name)
         let status = try await agent.send("STATUS", timeout: .seconds(5), operation: "reach the agent of \(name)")
         guard (status.int("pid") ?? 0) > 0 else {
             throw UMSError(.invalidState, "failed to checkpoint \(name): its agent runs no service (\(status.message))")
@@ -127,7 +140,7 @@ public struct ServiceLevelApproach: MigrationApproach {
             throw UMSError(.invalidArgument, "failed to checkpoint \(name): the destination gave no address for its agent")
         }
         let host = intake.address[..<colon], port = intake.address[intake.address.index(after: colon)...]
-        let agent = try AgentClient(for: try await orchestrator.inspect(name))
+        let agent = try await self.agent(of: name)
         // Generous: the agents' stream is bounded by the link, and the dump by the memory size.
         let reply = try await agent.send("DUMP \(host) \(port) \(intake.secret)", timeout: .seconds(900), operation: "checkpoint \(name)")
         logger.info("agent dumped the service", metadata: [
@@ -145,13 +158,36 @@ public struct ServiceLevelApproach: MigrationApproach {
     }
 
     public func resume(_ name: String) async throws {
-        let agent = try AgentClient(for: try await orchestrator.inspect(name))
+        let agent = try await self.agent(of: name)
         try await agent.send("RESUME", timeout: .seconds(10), operation: "resume \(name)")
+    }
+
+    /// The source container's agent, as `freeze` found it.
+    func agent(of name: String) async throws -> AgentClient {
+        if let agent = await agents.get(name) { return agent }
+        return try AgentClient(for: try await orchestrator.inspect(name))
     }
 
     /// A random secret (agent tokens, the agents' one-time stream secret).
     public static func secret() -> String {
         var generator = SystemRandomNumberGenerator()
         return (0..<4).map { _ in String(generator.next(), radix: 16) }.joined()
+    }
+}
+
+/// Agent clients by key (a container name on the source, a migration id on the destination).
+actor AgentDirectory {
+    var agents: [String: AgentClient] = [:]
+
+    func set(_ agent: AgentClient, for key: String) {
+        agents[key] = agent
+    }
+
+    func get(_ key: String) -> AgentClient? {
+        agents[key]
+    }
+
+    func remove(_ key: String) {
+        agents[key] = nil
     }
 }
