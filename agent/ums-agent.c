@@ -634,6 +634,10 @@ done:
         reply(client, "ERR %s", error);
     } else {
         reply(client, "OK bytes=%lld files=%d carried=%d dump_ms=%lld", bytes, nfiles, ncarried, now_ms() - started);
+        /* The images are at the destination; a rollback only needs the stopped tree. Deleting
+         * them now (while the destination restores) drops their unwritten pages, which would
+         * otherwise be flushed to disk when the orchestrator unmounts this container (~0.1 s). */
+        remove_tree(DUMP_DIR);
     }
 }
 
