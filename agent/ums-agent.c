@@ -7,6 +7,10 @@
  *   ums-agent run [--port P] -- CMD ARGS...       start CMD as the service, then serve the Coordinator
  *   ums-agent restore [--port P] [--wait S] -- CMD ARGS...
  *                                                 wait for a checkpoint from a peer agent and restore it
+ *   ums-agent host [--port P] -- CMD ARGS...      container-level: run CMD as a nested runc container
+ *                                                 from the unchanged image at /.ums/nested/rootfs
+ *   ums-agent host-restore [--port P] [--wait S] -- CMD ARGS...
+ *                                                 container-level destination: restore a nested container
  *   ums-agent version
  *
  * The service runs as the agent's child in its own session, with stdout/stderr piped through the
@@ -16,6 +20,10 @@
  * writes them, straight to the agent in the destination container; that agent restores the tree
  * into its fresh PID namespace with the PIDs it had (CRIU uses clone3's set_tid), so extra
  * processes cost a few milliseconds each, not a PID-cycling loop.
+ *
+ * In host mode (container-level approach, paper §III-C-c) the same agent is the outer container's
+ * PID 1 and the service is a nested runc container; DUMP pauses it and streams `runc checkpoint`'s
+ * images, RESTORE runs `runc restore`, RESUME `runc resume`. The protocol is the same.
  *
  * Written in C: it is PID 1 of every migratable container, must be small and static, and its work
  * is fork/exec, waitpid and file descriptors. Protocol and stream are documented in
@@ -61,6 +69,10 @@
 #define DUMP_DIR WORK "/dump"
 #define RESTORE_DIR WORK "/restore"
 #define RESTORED_MARK WORK "/restored"
+#define NESTED_BUNDLE "/.ums/nested"
+#define NESTED_ROOT NESTED_BUNDLE "/rootfs"
+#define NESTED_ID "service"
+#define RUNC_ROOT "/run/ums-nested"
 #define CHUNK (1 << 20)
 #define PID_FLOOR 1000
 
@@ -77,6 +89,7 @@ static struct {
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static const char *mode = "run";   /* run | restore | restored */
+static int host_mode;              /* container-level: the service is a nested runc container */
 static pid_t service_pid;          /* root of the service's process tree */
 static int busy;                   /* a DUMP or RESTORE runs */
 static int frozen;                 /* a dump left the tree stopped */
@@ -360,6 +373,115 @@ static void start_service(void) {
     logmsg("service started (pid %d): %s", pid, cfg.command[0]);
 }
 
+/* ---------- host mode: the nested container ---------- */
+
+static void json_string(FILE *f, const char *text) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+        else fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+extern char **environ;
+
+/* The nested container's OCI config: runc's own defaults (`runc spec`) with the service's command
+ * and environment, sharing the outer container's network namespace (so the outer's published
+ * ports reach the service) and placed in a cgroup below the outer's (its limits apply). */
+static int write_nested_config(void) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/config.json", NESTED_BUNDLE);
+    FILE *f = fopen(path, "we");
+    if (!f) return -1;
+    fprintf(f, "{\"ociVersion\":\"1.0.2-dev\",\"process\":{\"terminal\":false,\"user\":{\"uid\":0,\"gid\":0},\"args\":[");
+    for (int i = 0; cfg.command[i]; i++) { if (i) fputc(',', f); json_string(f, cfg.command[i]); }
+    fprintf(f, "],\"env\":[");
+    int first = 1;
+    for (char **e = environ; *e; e++) {
+        if (!strncmp(*e, "UMS_AGENT_", 10)) continue;
+        if (!first) fputc(',', f);
+        json_string(f, *e);
+        first = 0;
+    }
+    fprintf(f, "],\"cwd\":\"/\",\"capabilities\":{"
+        "\"bounding\":[\"CAP_AUDIT_WRITE\",\"CAP_KILL\",\"CAP_NET_BIND_SERVICE\"],"
+        "\"effective\":[\"CAP_AUDIT_WRITE\",\"CAP_KILL\",\"CAP_NET_BIND_SERVICE\"],"
+        "\"permitted\":[\"CAP_AUDIT_WRITE\",\"CAP_KILL\",\"CAP_NET_BIND_SERVICE\"],"
+        "\"ambient\":[\"CAP_AUDIT_WRITE\",\"CAP_KILL\",\"CAP_NET_BIND_SERVICE\"]},"
+        "\"rlimits\":[{\"type\":\"RLIMIT_NOFILE\",\"hard\":1024,\"soft\":1024}],\"noNewPrivileges\":true},"
+        "\"root\":{\"path\":\"rootfs\",\"readonly\":false},\"hostname\":\"service\","
+        "\"annotations\":{\"org.criu.config\":\"" NESTED_BUNDLE "/criu.conf\"},"
+        "\"mounts\":[{\"destination\":\"/proc\",\"type\":\"proc\",\"source\":\"proc\"},"
+        "{\"destination\":\"/dev\",\"type\":\"tmpfs\",\"source\":\"tmpfs\",\"options\":[\"nosuid\",\"strictatime\",\"mode=755\",\"size=65536k\"]},"
+        "{\"destination\":\"/dev/pts\",\"type\":\"devpts\",\"source\":\"devpts\",\"options\":[\"nosuid\",\"noexec\",\"newinstance\",\"ptmxmode=0666\",\"mode=0620\",\"gid=5\"]},"
+        "{\"destination\":\"/dev/shm\",\"type\":\"tmpfs\",\"source\":\"shm\",\"options\":[\"nosuid\",\"noexec\",\"nodev\",\"mode=1777\",\"size=65536k\"]},"
+        "{\"destination\":\"/dev/mqueue\",\"type\":\"mqueue\",\"source\":\"mqueue\",\"options\":[\"nosuid\",\"noexec\",\"nodev\"]},"
+        "{\"destination\":\"/sys\",\"type\":\"sysfs\",\"source\":\"sysfs\",\"options\":[\"nosuid\",\"noexec\",\"nodev\",\"ro\"]}],"
+        "\"linux\":{\"cgroupsPath\":\"/ums-nested/" NESTED_ID "\",\"resources\":{\"devices\":[{\"allow\":false,\"access\":\"rwm\"}]},"
+        "\"namespaces\":[{\"type\":\"pid\"},{\"type\":\"ipc\"},{\"type\":\"uts\"},{\"type\":\"mount\"}],"
+        "\"maskedPaths\":[\"/proc/acpi\",\"/proc/asound\",\"/proc/kcore\",\"/proc/keys\",\"/proc/latency_stats\",\"/proc/timer_list\","
+        "\"/proc/timer_stats\",\"/proc/sched_debug\",\"/sys/firmware\",\"/proc/scsi\"],"
+        "\"readonlyPaths\":[\"/proc/bus\",\"/proc/fs\",\"/proc/irq\",\"/proc/sys\",\"/proc/sysrq-trigger\"]}}\n");
+    if (fclose(f) != 0) return -1;
+    /* CRIU options for the nested container's checkpoints, as for any UMS container. */
+    snprintf(path, sizeof path, "%s/criu.conf", NESTED_BUNDLE);
+    f = fopen(path, "we");
+    if (!f) return -1;
+    fprintf(f, "tcp-close\nskip-in-flight\n");
+    return fclose(f);
+}
+
+/* Runs runc with ARGS (after --root), stdio on /dev/null; returns its wait status. Before the
+ * reaper runs (start-up) it waits itself; after, through the reaper. */
+static int run_runc(char **args, int reaper_running) {
+    char *argv[40];
+    int n = 0;
+    argv[n++] = "runc";
+    argv[n++] = "--root";
+    argv[n++] = RUNC_ROOT;
+    for (int i = 0; args[i] && n < 39; i++) argv[n++] = args[i];
+    argv[n] = NULL;
+    int slot = -1, status = -1;
+    pid_t pid = reaper_running ? fork_watched(&slot) : fork();
+    if (pid == 0) {
+        signal(SIGPIPE, SIG_DFL);
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) { dup2(null, 0); dup2(null, 1); dup2(null, 2); }
+        execvp("runc", argv);
+        _exit(127);
+    }
+    if (pid < 0) return -1;
+    if (reaper_running) { if (slot >= 0) child_done(slot, 1, &status); }
+    else while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    return status;
+}
+
+static int ok_status(int status) { return status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+
+static pid_t read_pid(const char *path) {
+    pid_t pid = 0;
+    FILE *f = fopen(path, "re");
+    if (f) { if (fscanf(f, "%d", &pid) != 1) pid = 0; fclose(f); }
+    return pid;
+}
+
+static void start_nested(void) {
+    if (write_nested_config() < 0) { logmsg("cannot write the nested container's config: %s", strerror(errno)); exit(125); }
+    make_dirs(RUNC_ROOT, 0700);
+    unlink(WORK "/nested.pid");
+    char *args[] = { "run", "--detach", "--pid-file", WORK "/nested.pid", "--bundle", NESTED_BUNDLE, NESTED_ID, NULL };
+    int status = run_runc(args, 0);
+    pid_t pid = read_pid(WORK "/nested.pid");
+    if (!ok_status(status) || pid <= 0) { logmsg("cannot start the nested container (runc status %d)", status); exit(125); }
+    pthread_mutex_lock(&mu);
+    service_pid = pid;
+    mode = "run";
+    pthread_mutex_unlock(&mu);
+    logmsg("nested container started (pid %d): %s", pid, cfg.command[0]);
+}
+
 /* ---------- the service's process tree ---------- */
 
 static int parent_of(pid_t pid) {
@@ -421,7 +543,15 @@ static int open_files(pid_t root, char files[][PATH_MAX], int cap) {
             target[n] = 0;
             struct stat st;
             if (target[0] != '/' || strstr(target, " (deleted)")) continue;
-            if (!strncmp(target, "/.ums/", 6) || !strncmp(target, "/proc/", 6) || !strncmp(target, "/dev/", 5) || !strncmp(target, "/sys/", 5)) continue;
+            if (!strncmp(target, "/proc/", 6) || !strncmp(target, "/dev/", 5) || !strncmp(target, "/sys/", 5)) continue;
+            if (host_mode && strncmp(target, NESTED_ROOT "/", sizeof NESTED_ROOT)) {
+                /* A nested process's path, as its own root sees it. */
+                char inside[PATH_MAX];
+                snprintf(inside, sizeof inside, "%s%s", NESTED_ROOT, target);
+                snprintf(target, sizeof target, "%s", inside);
+            } else if (!host_mode && !strncmp(target, "/.ums/", 6)) {
+                continue;
+            }
             if (stat(target, &st) < 0 || !S_ISREG(st.st_mode)) continue;
             int seen = 0;
             for (int k = 0; k < nf; k++) if (!strcmp(files[k], target)) { seen = 1; break; }
@@ -582,9 +712,24 @@ static void do_dump(int client, const char *host, const char *port, const char *
     snprintf(pidarg, sizeof pidarg, "%d", root);
     char *args[] = { "dump", "--unprivileged", "-t", pidarg, "-D", DUMP_DIR, "-W", WORK, "-o", "dump.log",
                      "--leave-stopped", "--tcp-close", "--skip-in-flight", "--ghost-limit", "64M", NULL };
+    /* Host mode: the runtime's own checkpoint of the nested container, frozen first (the cgroup
+     * freezer) and left frozen, so that a rollback can thaw it. */
+    char *runc_args[] = { "runc", "--root", RUNC_ROOT, "checkpoint", "--image-path", DUMP_DIR, "--work-path", WORK,
+                          "--leave-running", NESTED_ID, NULL };
+    if (host_mode) {
+        char *pause_args[] = { "pause", NESTED_ID, NULL };
+        if (!ok_status(run_runc(pause_args, 1))) { snprintf(error, sizeof error, "cannot freeze the nested container (runc pause)"); goto done; }
+        dumped = 1;  /* frozen from here on: a failure leaves it for RESUME */
+    }
     int slot;
     pid_t criu = fork_watched(&slot);
-    if (criu == 0) exec_criu(args);
+    if (criu == 0) {
+        if (!host_mode) exec_criu(args);
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) { dup2(null, 0); dup2(null, 1); dup2(null, 2); }
+        execvp("runc", runc_args);
+        _exit(127);
+    }
     if (criu < 0 || slot < 0) { snprintf(error, sizeof error, "cannot start CRIU: %s", strerror(errno)); goto done; }
     int status = 0;
     for (;;) {
@@ -603,7 +748,7 @@ static void do_dump(int client, const char *host, const char *port, const char *
     if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
         char log[1024];
         tail_file(WORK "/dump.log", log, sizeof log);
-        snprintf(error, sizeof error, "CRIU dump failed (status %d): %s", status, log);
+        snprintf(error, sizeof error, "%s failed (status %d): %s", host_mode ? "runc checkpoint" : "CRIU dump", status, log);
         goto done;
     }
     dumped = 1;
@@ -647,7 +792,10 @@ static void do_resume(int client) {
     int was_frozen = frozen;
     frozen = 0;
     pthread_mutex_unlock(&mu);
-    if (root > 0) {
+    if (host_mode) {
+        char *args[] = { "resume", NESTED_ID, NULL };
+        run_runc(args, 1);  /* fails harmlessly if it is not paused */
+    } else if (root > 0) {
         pid_t pids[1024];
         int n = tree(root, pids, 1024);
         for (int i = 0; i < n; i++) kill(pids[i], SIGCONT);
@@ -666,6 +814,7 @@ static int safe_path(const char *path) {
     if (path[0] != '/' || strstr(path, "/../") || strstr(path, "/./")) return 0;
     size_t n = strlen(path);
     if (n >= 3 && !strcmp(path + n - 3, "/..")) return 0;
+    if (host_mode && !strncmp(path, NESTED_ROOT "/", sizeof NESTED_ROOT)) return 1;
     return strncmp(path, "/.ums/", 6) && strncmp(path, "/proc/", 6) && strncmp(path, "/sys/", 5) && strncmp(path, "/dev/", 5);
 }
 
@@ -831,6 +980,33 @@ static void do_restore(int client, int seconds) {
     char inherit_out[64], inherit_err[64];
     snprintf(inherit_out, sizeof inherit_out, "fd[3]:pipe:[%llu]", incoming_pipe_ino[0]);
     snprintf(inherit_err, sizeof inherit_err, "fd[4]:pipe:[%llu]", incoming_pipe_ino[1]);
+    if (host_mode) {
+        close(out[0]); close(out[1]); close(err[0]); close(err[1]);
+        unlink(WORK "/nested.pid");
+        char *runc_args[] = { "restore", "--detach", "--image-path", RESTORE_DIR, "--work-path", WORK, "--bundle", NESTED_BUNDLE,
+                              "--pid-file", WORK "/nested.pid", NESTED_ID, NULL };
+        int status = run_runc(runc_args, 1);
+        pid_t restored = read_pid(WORK "/nested.pid");
+        if (!ok_status(status) || restored <= 0) {
+            char log[1024];
+            tail_file(WORK "/restore.log", log, sizeof log);
+            pthread_mutex_lock(&mu); busy = 0; pthread_mutex_unlock(&mu);
+            reply(client, "ERR runc restore failed (status %d): %s", status, log);
+            return;
+        }
+        pthread_mutex_lock(&mu);
+        service_pid = restored;
+        mode = "restored";
+        busy = 0;
+        pthread_mutex_unlock(&mu);
+        if (kill(restored, 0) < 0 && errno == ESRCH) { logmsg("restored nested container exited at once"); exit(1); }
+        int mark = open(RESTORED_MARK, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        if (mark >= 0) close(mark);
+        reply(client, "OK pid=%d restore_ms=%lld bytes=%lld", restored, now_ms() - started, receive_bytes);
+        remove_tree(RESTORE_DIR);
+        logmsg("nested container restored (pid %d)", restored);
+        return;
+    }
     unlink(WORK "/restore.pid");
     char *args[] = { "restore", "--unprivileged", "--restore-sibling", "--restore-detached", "-D", RESTORE_DIR, "-W", WORK,
                      "-o", "restore.log", "--tcp-close", "--pidfile", WORK "/restore.pid",
@@ -953,8 +1129,11 @@ static void usage(void) {
     fprintf(stderr,
         "usage: ums-agent run [--port P] -- CMD [ARGS...]\n"
         "       ums-agent restore [--port P] [--wait SECONDS] -- CMD [ARGS...]\n"
+        "       ums-agent host [--port P] -- CMD [ARGS...]\n"
+        "       ums-agent host-restore [--port P] [--wait SECONDS] -- CMD [ARGS...]\n"
         "       ums-agent version\n"
-        "The UMS checkpoint agent: the entrypoint of a migratable image (see docs/service-level.md).\n"
+        "The UMS checkpoint agent: the entrypoint of a migratable image (docs/service-level.md), or of\n"
+        "an outer container whose service runs nested in it (host modes; docs/container-level.md).\n"
         "Environment: UMS_AGENT_TOKEN (required for control), UMS_AGENT_PORT (default %d),\n"
         "UMS_AGENT_CRIU (CRIU's root, default /.ums/criu).\n", DEFAULT_PORT);
 }
@@ -963,8 +1142,9 @@ int main(int argc, char **argv) {
     if (argc < 2) { usage(); return 2; }
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) { printf("ums-agent %s\n", AGENT_VERSION); return 0; }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) { usage(); return 0; }
-    int restore = !strcmp(argv[1], "restore");
-    if (!restore && strcmp(argv[1], "run") != 0) { usage(); return 2; }
+    int restore = !strcmp(argv[1], "restore") || !strcmp(argv[1], "host-restore");
+    host_mode = !strcmp(argv[1], "host") || !strcmp(argv[1], "host-restore");
+    if (!restore && !host_mode && strcmp(argv[1], "run") != 0) { usage(); return 2; }
     if (getenv("UMS_AGENT_PORT")) cfg.port = atoi(getenv("UMS_AGENT_PORT"));
     if (getenv("UMS_AGENT_CRIU")) cfg.criu_root = getenv("UMS_AGENT_CRIU");
     cfg.token = getenv("UMS_AGENT_TOKEN");
@@ -993,8 +1173,9 @@ int main(int argc, char **argv) {
 
     /* A restarted container whose service was restored here starts it afresh, as any restart would. */
     if (restore && access(RESTORED_MARK, F_OK) == 0) restore = 0;
-    if (!restore) advance_pids();  /* before the reaper runs: these children are reaped by fork's caller below */
+    if (!restore && !host_mode) advance_pids();  /* before the reaper runs: these children are reaped below */
     while (waitpid(-1, NULL, WNOHANG) > 0) {}
+    if (host_mode && write_nested_config() < 0) { logmsg("cannot write the nested container's config: %s", strerror(errno)); return 125; }
 
     sigemptyset(&forwarded);
     sigaddset(&forwarded, SIGTERM);
@@ -1009,6 +1190,8 @@ int main(int argc, char **argv) {
         mode = "restore";
         pthread_create(&t, NULL, expire, NULL);
         logmsg("waiting for a checkpoint on port %d", cfg.port);
+    } else if (host_mode) {
+        start_nested();
     } else {
         start_service();
     }
