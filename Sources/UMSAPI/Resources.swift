@@ -47,9 +47,11 @@ public struct RunRequest: Codable, Sendable, Equatable {
     public var publish: [String]?
     public var memoryBytes: Int64?
     public var labels: [String: String]?
+    /// Container-level: run the unchanged root filesystem nested in the system's outer host image.
+    public var nested: Bool?
 
     public init(name: String, rootfs: String, command: [String], environment: [String]? = nil, workingDirectory: String? = nil,
-                publish: [String]? = nil, memoryBytes: Int64? = nil, labels: [String: String]? = nil) {
+                publish: [String]? = nil, memoryBytes: Int64? = nil, labels: [String: String]? = nil, nested: Bool? = nil) {
         self.name = name
         self.rootfs = rootfs
         self.command = command
@@ -58,6 +60,7 @@ public struct RunRequest: Codable, Sendable, Equatable {
         self.publish = publish
         self.memoryBytes = memoryBytes
         self.labels = labels
+        self.nested = nested
     }
 }
 

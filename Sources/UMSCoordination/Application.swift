@@ -40,7 +40,8 @@ public func buildApplication(
     try await orchestrator.prepare()
     let approaches: [any MigrationApproach] = [
         OrchestratorLevelApproach(orchestrator: orchestrator, criu: criu, logger: logger),
-        ServiceLevelApproach(orchestrator: orchestrator, advertiseHost: advertiseHost, failRestoreForTesting: failRestoreForTesting, logger: logger),
+        AgentApproach.serviceLevel(orchestrator: orchestrator, advertiseHost: advertiseHost, failRestoreForTesting: failRestoreForTesting, logger: logger),
+        AgentApproach.containerLevel(orchestrator: orchestrator, advertiseHost: advertiseHost, failRestoreForTesting: failRestoreForTesting, logger: logger),
     ]
 
     let token = try configuration.tokenFile.map(TokenFile.read)
@@ -55,7 +56,7 @@ public func buildApplication(
     let coordinator = try Coordinator(
         name: configuration.name, url: url, orchestrator: orchestrator, approaches: approaches,
         stateDirectory: stateDirectory, advertiseHost: advertiseHost, http: http, peerTokens: peerTokens,
-        logger: logger, failRestoreForTesting: failRestoreForTesting
+        logger: logger, failRestoreForTesting: failRestoreForTesting, hostImage: configuration.hostImage
     )
     await coordinator.recover()
     let (host, port) = try configuration.listenAddress()

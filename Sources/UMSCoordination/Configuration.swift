@@ -40,6 +40,8 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     /// An explicit CRIU binary; otherwise the probe looks in the usual places.
     public var criuPath: String?
     public var logLevel: String?
+    /// The outer image for nested services (container-level; `scripts/build-host-image`).
+    public var hostImage: String?
 
     public init(name: String, listen: String = "127.0.0.1:7000", stateDir: String, orchestrator: String = "runc",
                 tokenFile: String? = nil, advertiseURL: String? = nil, peers: [Peer]? = nil, criuPath: String? = nil) {
@@ -54,7 +56,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, listen, stateDir, orchestrator, tokenFile, advertiseURL, peers, criuPath, logLevel
+        case name, listen, stateDir, orchestrator, tokenFile, advertiseURL, peers, criuPath, logLevel, hostImage
     }
 
     /// Keys left out of a YAML file take the same defaults as the flags.
@@ -69,6 +71,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         peers = try container.decodeIfPresent([Peer].self, forKey: .peers)
         criuPath = try container.decodeIfPresent(String.self, forKey: .criuPath)
         logLevel = try container.decodeIfPresent(String.self, forKey: .logLevel)
+        hostImage = try container.decodeIfPresent(String.self, forKey: .hostImage)
     }
 
     public static func load(yamlFile path: String) throws -> CoordinatorConfiguration {

@@ -37,12 +37,18 @@ public actor Coordinator {
     var tasks: [String: Task<Void, Never>] = [:]
     /// Test hook: corrupts received checkpoints so the destination's restore really fails.
     let failRestoreForTesting: Bool
+    /// The outer image nested services run in (container-level), if this system has one.
+    let hostImage: String?
+    /// Host commands (composing nested images).
+    let runner: any CommandRunner
 
     public init(
         name: String, url: String, orchestrator: any Orchestrator, approaches: [any MigrationApproach],
         stateDirectory: String, advertiseHost: String, http: HTTPClient, peerTokens: [String: String],
-        logger: Logger, failRestoreForTesting: Bool = false, incomingTimeout: Duration = .seconds(600)
+        logger: Logger, failRestoreForTesting: Bool = false, incomingTimeout: Duration = .seconds(600), hostImage: String? = nil
     ) throws {
+        self.hostImage = hostImage
+        self.runner = SubprocessRunner(logger: logger)
         self.incomingTimeout = incomingTimeout
         self.name = name
         self.url = url
@@ -123,7 +129,18 @@ public actor Coordinator {
         if (try? await orchestrator.inspect(request.name)) != nil {
             throw UMSError(.exists, "failed to run '\(request.name)': a container with that name exists on system \(name)")
         }
-        let image = try await runc.importDirectory(request.rootfs)
+        var rootfs = request.rootfs
+        var nested: NestedImage.Manifest?
+        if request.nested == true {
+            // Container-level: the unchanged image goes nested into the outer host image.
+            guard let hostImage else {
+                throw UMSError(.unsupported, "failed to run '\(request.name)' nested: system \(name) has no host image (umsd --host-image; scripts/build-host-image builds one)")
+            }
+            rootfs = "\(stateDirectory)/compose/\(request.name)-\(UUID().uuidString.prefix(8))"
+            nested = try await NestedImage.compose(hostImage: hostImage, service: request.rootfs, into: rootfs, runner: runner)
+        }
+        defer { if nested != nil { FileSystem.remove(rootfs) } }
+        let image = try await runc.importDirectory(rootfs)
         var specification = Specification(
             name: request.name, image: image, command: request.command, environment: request.environment ?? [],
             workingDirectory: request.workingDirectory ?? "/", ports: ports,
@@ -131,8 +148,10 @@ public actor Coordinator {
         )
         // A migratable image (one with the UMS agent) runs the command behind its agent, with
         // the privileges the agent needs: that is what makes the service-level approach feasible.
-        if let manifest = MigratableImage.manifest(rootfs: request.rootfs) {
-            specification = MigratableImage.specification(specification, manifest: manifest, token: ServiceLevelApproach.secret())
+        if let nested {
+            specification = NestedImage.specification(specification, manifest: nested, token: AgentApproach.secret())
+        } else if let manifest = MigratableImage.manifest(rootfs: request.rootfs) {
+            specification = MigratableImage.specification(specification, manifest: manifest, token: AgentApproach.secret())
         }
         return view(try await orchestrator.create(specification, start: true, migration: nil), profile: await profile())
     }

@@ -58,10 +58,23 @@ public struct SecurityOptions: Codable, Sendable, Equatable {
     public var addCapabilities: [String]
     /// No seccomp filter at all (CRIU cannot dump a process that runs under one).
     public var seccompUnconfined: Bool
+    /// The container runs containers itself: its cgroup filesystem and `/proc/sys` are writable
+    /// (Docker/Podman: what `--privileged` implies for these two).
+    public var runsContainers: Bool
 
-    public init(addCapabilities: [String] = [], seccompUnconfined: Bool = false) {
+    public init(addCapabilities: [String] = [], seccompUnconfined: Bool = false, runsContainers: Bool = false) {
         self.addCapabilities = addCapabilities
         self.seccompUnconfined = seccompUnconfined
+        self.runsContainers = runsContainers
+    }
+
+    enum CodingKeys: String, CodingKey { case addCapabilities, seccompUnconfined, runsContainers }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        addCapabilities = try container.decodeIfPresent([String].self, forKey: .addCapabilities) ?? []
+        seccompUnconfined = try container.decodeIfPresent(Bool.self, forKey: .seccompUnconfined) ?? false
+        runsContainers = try container.decodeIfPresent(Bool.self, forKey: .runsContainers) ?? false
     }
 }
 

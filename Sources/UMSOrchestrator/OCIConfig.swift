@@ -58,6 +58,17 @@ public enum OCIConfig {
         if specification.security?.seccompUnconfined == true {
             linux["seccomp"] = nil
         }
+        if specification.security?.runsContainers == true {
+            // A runtime inside needs to create cgroups (below this container's: its limits
+            // apply to what runs nested) and to write sysctls.
+            linux["readonlyPaths"] = ((linux["readonlyPaths"] as? [String]) ?? []).filter { $0 != "/proc/sys" }
+            if var mounts = config["mounts"] as? [[String: Any]] {
+                for index in mounts.indices where (mounts[index]["type"] as? String) == "cgroup" {
+                    mounts[index]["options"] = ((mounts[index]["options"] as? [String]) ?? []).filter { $0 != "ro" } + ["rw"]
+                }
+                config["mounts"] = mounts
+            }
+        }
 
         var resources = (linux["resources"] as? [String: Any]) ?? [:]
         if let memory = specification.limits.memoryBytes {

@@ -77,6 +77,8 @@ public actor RuncOrchestrator: Orchestrator {
     func containerDirectory(_ name: String) -> String { "\(stateDirectory)/containers/\(name)" }
     func bundle(_ name: String) -> String { "\(containerDirectory(name))/bundle" }
     func runcLog(_ name: String) -> String { "\(containerDirectory(name))/runc.log" }
+    /// Unique per system, so two systems on one host never share a cgroup.
+    func cgroupPath(_ name: String) -> String { "/ums/\(systemName)/\(name)" }
 
     // MARK: Images
 
@@ -196,7 +198,7 @@ public actor RuncOrchestrator: Orchestrator {
             let config = try OCIConfig.make(
                 template: try await ociTemplate(), specification: specification,
                 placement: .init(
-                    networkNamespacePath: record.network.namespacePath, cgroupsPath: "/ums/\(systemName)/\(specification.name)",
+                    networkNamespacePath: record.network.namespacePath, cgroupsPath: cgroupPath(specification.name),
                     criuConfigPath: criuConfig
                 )
             )
@@ -284,7 +286,12 @@ public actor RuncOrchestrator: Orchestrator {
         // ends even a frozen container's processes without their running again; `delete --force`
         // alone would do the same but polls for the exit (~0.1 s).
         _ = try? await runner.run(runc.command(runc.killArguments(id: name, signal: "KILL")))
+        // A container that runs containers (container-level) may hold frozen nested ones: they
+        // die only once thawed, and their cgroups keep runc from removing the container's own.
+        let cgroup = cgroupPath(name)
+        Cgroups.thawDescendants(of: cgroup)
         _ = try? await runner.run(runc.command(runc.deleteArguments(id: name)))
+        await Cgroups.removeTree(cgroup)
         let root = "\(containerDirectory(name))/bundle/rootfs"
         _ = try? await runner.run(Command("umount", [root]))
         await network.remove(record.network, ports: record.specification.ports)

@@ -28,6 +28,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: "KEY=VALUE label (repeatable).")
     var label: [String] = []
 
+    @Flag(help: "Container-level: run the unchanged root filesystem nested in the system's outer host image, so that it can migrate without an agent in its image.")
+    var nested = false
+
     @Flag(help: "Print the container as JSON.")
     var json = false
 
@@ -48,7 +51,7 @@ struct Run: AsyncParsableCommand {
         let rootfsPath = rootfs.hasPrefix("/") ? rootfs : FileManager.default.currentDirectoryPath + "/" + rootfs
         let request = RunRequest(
             name: name, rootfs: rootfsPath, command: command, environment: environment, publish: publish,
-            memoryBytes: memory.map { $0 << 20 }, labels: labels.isEmpty ? nil : labels
+            memoryBytes: memory.map { $0 << 20 }, labels: labels.isEmpty ? nil : labels, nested: nested ? true : nil
         )
         do {
             let view = try await coordinator.client().run(request)

@@ -11,7 +11,7 @@ struct UMSD: AsyncParsableCommand {
         abstract: "The UMS Coordinator of one system: runs containers on its orchestrator and migrates them live to other systems.",
         discussion: """
             Flags override the same keys of --config (YAML: name, listen, stateDir, orchestrator, tokenFile, \
-            advertiseURL, peers[{url, tokenFile}], criuPath, logLevel). Needs root, runc and CRIU >= 4.2 \
+            advertiseURL, peers[{url, tokenFile}], criuPath, logLevel, hostImage). Needs root, runc and CRIU >= 4.2 \
             (scripts/setup installs them).
             """
     )
@@ -43,6 +43,9 @@ struct UMSD: AsyncParsableCommand {
     @Option(help: "The CRIU binary to use (default: /usr/local/sbin/criu, then criu on PATH).")
     var criu: String?
 
+    @Option(name: .customLong("host-image"), help: "The outer image for nested services (container-level; built by scripts/build-host-image).")
+    var hostImage: String?
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel: String?
 
@@ -67,6 +70,7 @@ struct UMSD: AsyncParsableCommand {
         if let advertiseURL { configuration.advertiseURL = advertiseURL }
         if let criu { configuration.criuPath = criu }
         if let logLevel { configuration.logLevel = logLevel }
+        if let hostImage { configuration.hostImage = hostImage }
         for peer in peers {
             guard let equals = peer.firstIndex(of: "=") else { throw ValidationError("--peer expects URL=TOKENFILE, got '\(peer)'") }
             configuration.peers = (configuration.peers ?? []) + [.init(url: String(peer[..<equals]), tokenFile: String(peer[peer.index(after: equals)...]))]

@@ -287,6 +287,27 @@ struct RollbackTests {
         #expect(try await testbed.names(on: testbed.a).contains(name) == false)
     }
 
+    @Test("container-level: the destination's nested restore fails, the source's nested container is thawed")
+    func rollbackContainerLevel() async throws {
+        let testbed = try Testbed()
+        let name = "counter-nested-rollback"
+        await testbed.cleanUp(name)
+        _ = try await testbed.runCounter(name, port: 18097, nested: true)
+        let before = try await testbed.waitForCount(at: "\(testbed.aHost):18097", atLeast: 5)
+
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+        #expect(record.approach == .container)
+        #expect(record.status == .rolledBack)
+        #expect(record.step == .restoring)
+        #expect(record.error?.description.contains("runc restore failed") == true, "\(record.error?.description ?? "")")
+        let resumed = try await testbed.count(at: "\(testbed.aHost):18097")
+        #expect(resumed >= before)
+        #expect(try await testbed.waitForCount(at: "\(testbed.aHost):18097", atLeast: resumed + 3) > resumed)
+        #expect(try await testbed.names(on: testbed.b).isEmpty)
+        #expect(testbed.processes(inCgroupBelow: "/ums/tbb/").isEmpty)
+        try await testbed.a.remove(name)
+    }
+
     @Test("service-level: the destination agent's restore fails, the source agent resumes the frozen tree")
     func rollbackServiceLevel() async throws {
         let testbed = try Testbed()

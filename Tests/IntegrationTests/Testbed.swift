@@ -43,9 +43,10 @@ struct Testbed {
     }
 
     /// Starts the counter service on A, published on `port`, and waits until it answers.
-    func runCounter(_ name: String, port: Int, arguments: [String] = [], rootfs: String? = nil) async throws -> ContainerView {
+    func runCounter(_ name: String, port: Int, arguments: [String] = [], rootfs: String? = nil, nested: Bool = false) async throws -> ContainerView {
         let view = try await a.run(RunRequest(
-            name: name, rootfs: rootfs ?? self.rootfs, command: ["/bin/counter", "--port", "8080"] + arguments, publish: ["\(port):8080"]
+            name: name, rootfs: rootfs ?? self.rootfs, command: ["/bin/counter", "--port", "8080"] + arguments, publish: ["\(port):8080"],
+            nested: nested ? true : nil
         ))
         _ = try await waitForCount(at: "\(aHost):\(port)", atLeast: 1)
         return view
@@ -113,6 +114,15 @@ struct Testbed {
     /// A file the container wrote into its own root filesystem, read on the host.
     func containerFile(system: String, container: String, path: String) -> String? {
         try? String(contentsOfFile: "\(directory)/\(system)/state/containers/\(container)/upper\(path)", encoding: .utf8)
+    }
+
+    /// Processes whose cgroup lies below `path` (e.g. `/ums/tbb/NAME/`), in the memory hierarchy.
+    func processes(inCgroupBelow path: String) -> [Int] {
+        let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap(Int.init)
+        return pids.filter { pid in
+            guard let text = try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8) else { return false }
+            return text.split(separator: "\n").contains { $0.contains(":memory:") && $0.contains(path) }
+        }
     }
 
     func cleanUp(_ name: String) async {

@@ -36,6 +36,47 @@ struct ServiceLevelUnitTests {
         #expect(MigratableImage.destinationSpecification(source, agentHostPort: 1, failRestoreForTesting: true).environmentValue(MigratableImage.failRestoreVariable) == "1")
     }
 
+    @Test("a nested service's outer container: agent in host mode, labelled nested, runtime privileges; its destination restores in host mode")
+    func nested() {
+        let manifest = NestedImage.Manifest(entrypoint: ["/.ums/ums-agent", "host", "--"], agentPort: 7079, nestedRoot: "/.ums/nested/rootfs")
+        let outer = NestedImage.specification(plain, manifest: manifest, token: "t")
+        #expect(outer.command == ["/.ums/ums-agent", "host", "--", "/bin/counter", "--port", "8080"])
+        #expect(outer.labels[SpecificationLabels.nested] == "7079")
+        #expect(outer.labels[SpecificationLabels.agent] == nil)
+        #expect(outer.security?.runsContainers == true)
+        #expect(outer.security?.seccompUnconfined == true)
+        #expect(outer.security?.addCapabilities.contains("CAP_SYS_ADMIN") == true)
+        let destination = MigratableImage.destinationSpecification(outer, agentHostPort: 27005)
+        #expect(destination.command.prefix(3) == ["/.ums/ums-agent", "host-restore", "--"])
+        #expect(destination.ports.last == PortMapping(hostPort: 27005, containerPort: 7079))
+        let info = ContainerInfo(name: "c", state: .running, specification: destination, endpoints: ["h:8080", "h:27005"], orchestrator: "runc")
+        #expect(ServiceEndpoints.of(info) == ["h:8080"])
+    }
+
+    @Test("composing a nested container needs a host image, and puts the unchanged service under the nested root")
+    func compose() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("ums-nested-\(UUID().uuidString.prefix(8))").path
+        defer { FileSystem.remove(root) }
+        let host = "\(root)/host", service = "\(root)/svc", out = "\(root)/out"
+        let runner = SubprocessRunner(logger: Logger(label: "test"))
+        try FileSystem.makeDirectory("\(service)/bin")
+        FileManager.default.createFile(atPath: "\(service)/bin/counter", contents: Data("prog".utf8))
+        let missing = await #expect(throws: UMSError.self) {
+            try await NestedImage.compose(hostImage: host, service: service, into: out, runner: runner)
+        }
+        #expect(missing?.message.contains("scripts/build-host-image") == true)
+        #expect(!FileManager.default.fileExists(atPath: out))
+
+        try FileSystem.makeDirectory("\(host)/.ums/nested/rootfs")
+        FileManager.default.createFile(atPath: "\(host)/.ums/ums-agent", contents: Data("agent".utf8), attributes: [.posixPermissions: 0o755])
+        try Data(#"{"entrypoint":["/.ums/ums-agent","host","--"],"agentPort":7079,"nestedRoot":"/.ums/nested/rootfs"}"#.utf8)
+            .write(to: URL(fileURLWithPath: "\(host)/.ums/host-image.json"))
+        let manifest = try await NestedImage.compose(hostImage: host, service: service, into: out, runner: runner)
+        #expect(manifest.agentPort == 7079)
+        #expect(FileManager.default.contents(atPath: "\(out)/.ums/nested/rootfs/bin/counter") == Data("prog".utf8))
+        #expect(FileManager.default.isExecutableFile(atPath: "\(out)/.ums/ums-agent"))
+    }
+
     @Test("endpoints leave out the agent's published port")
     func endpoints() {
         let spec = MigratableImage.destinationSpecification(MigratableImage.specification(plain, manifest: manifest, token: "t"), agentHostPort: 27001)

@@ -155,6 +155,22 @@ struct ContainerNetworkTests {
         #expect(capabilities["permitted"] == ["CAP_KILL", "CAP_CHECKPOINT_RESTORE"])
         #expect((config["linux"] as? [String: Any])?["seccomp"] == nil)
     }
+
+    @Test("a container that runs containers gets writable cgroups and /proc/sys")
+    func ociRunsContainers() throws {
+        let template = Data(#"""
+            {"ociVersion":"1.0.2","process":{"args":["sh"]},
+             "mounts":[{"destination":"/sys/fs/cgroup","type":"cgroup","source":"cgroup","options":["nosuid","ro"]}],
+             "linux":{"namespaces":[],"readonlyPaths":["/proc/bus","/proc/sys"]}}
+            """#.utf8)
+        var specification = Specification(name: "outer", image: .init(digest: "sha256:x"), command: ["/c"])
+        specification.security = SecurityOptions(runsContainers: true)
+        let placement = OCIConfig.Placement(networkNamespacePath: "/run/netns/x", cgroupsPath: "/ums/a/outer")
+        let config = try #require(try JSONSerialization.jsonObject(with: OCIConfig.make(template: template, specification: specification, placement: placement)) as? [String: Any])
+        let mounts = try #require(config["mounts"] as? [[String: Any]])
+        #expect(mounts.first?["options"] as? [String] == ["nosuid", "rw"])
+        #expect((config["linux"] as? [String: Any])?["readonlyPaths"] as? [String] == ["/proc/bus"])
+    }
 }
 
 /// A command runner that answers from a script instead of running programs: for argument tests.

@@ -109,13 +109,14 @@ public enum MigratableImage {
         return result
     }
 
-    /// The destination's copy of a migratable container: the agent starts in restore mode, and
-    /// its port is published at `agentHostPort` so the source's agent can send the images there.
+    /// The destination's copy of a container with an agent (migratable or nested): the agent
+    /// starts in restore mode, and its port is published at `agentHostPort` so the source's agent
+    /// can send the images there.
     public static func destinationSpecification(_ specification: Specification, agentHostPort: Int, failRestoreForTesting: Bool = false) -> Specification {
         var result = specification
         let port = agentPort(of: specification)
         if result.command.first == agentPath, result.command.count > 1 {
-            result.command[1] = "restore"
+            result.command[1] = ["run": "restore", "host": "host-restore"][result.command[1]] ?? result.command[1]
         }
         result.ports.removeAll { $0.containerPort == port }
         result.ports.append(PortMapping(hostPort: agentHostPort, containerPort: port))
@@ -125,15 +126,17 @@ public enum MigratableImage {
         return result
     }
 
-    /// The port the agent listens on inside the container.
+    /// The port the agent listens on inside the container (the value of its label).
     public static func agentPort(of specification: Specification) -> Int {
-        specification.labels[SpecificationLabels.agent].flatMap { Int($0) } ?? AgentClient.defaultPort
+        (specification.labels[SpecificationLabels.agent] ?? specification.labels[SpecificationLabels.nested]).flatMap { Int($0) }
+            ?? AgentClient.defaultPort
     }
 
     static func merged(_ current: SecurityOptions?, _ needed: SecurityOptions) -> SecurityOptions {
         var result = current ?? SecurityOptions()
         result.addCapabilities += needed.addCapabilities.filter { !result.addCapabilities.contains($0) }
         result.seccompUnconfined = result.seccompUnconfined || needed.seccompUnconfined
+        result.runsContainers = result.runsContainers || needed.runsContainers
         return result
     }
 }
@@ -141,7 +144,8 @@ public enum MigratableImage {
 /// The endpoints clients use, without the agent's own published port.
 public enum ServiceEndpoints {
     public static func of(_ container: ContainerInfo) -> [String] {
-        guard container.specification.labels[SpecificationLabels.agent] != nil else { return container.endpoints }
+        let labels = container.specification.labels
+        guard labels[SpecificationLabels.agent] != nil || labels[SpecificationLabels.nested] != nil else { return container.endpoints }
         let port = MigratableImage.agentPort(of: container.specification)
         let agentHostPorts = Set(container.specification.ports.filter { $0.containerPort == port }.map(\.hostPort))
         return container.endpoints.filter { endpoint in

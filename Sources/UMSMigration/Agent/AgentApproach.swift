@@ -6,18 +6,24 @@ import UMSModel
 import UMSOrchestrator
 import UMSOS
 
-/// Service-level migration (paper §III-C-b): for users who may change their service's image but
-/// not the orchestrators. The image carries `ums-agent` as its entrypoint; the agent checkpoints
-/// only the service's process tree with CRIU inside the container and streams the images, while
-/// CRIU writes them, straight to the agent in the destination container, which the destination
-/// Coordinator started in restore mode during pre-migration. The orchestrators only ever create,
-/// start and delete ordinary containers.
+/// The two agent-based approaches, which differ only in what the agent inside the container does:
 ///
+/// - **Service-level** (paper §III-C-b), for users who may change their service's image but not
+///   the orchestrators: the image carries `ums-agent` as its entrypoint; the agent checkpoints only
+///   the service's process tree with CRIU inside the container.
+/// - **Container-level** (paper §III-C-c), for users who may change neither: the unchanged service
+///   runs as a nested runc container inside an outer container whose agent (host mode) checkpoints
+///   it with `runc checkpoint`.
+///
+/// Either way the agent streams the images, while they are written, straight to the agent in the
+/// destination container, which the destination Coordinator started in restore mode during
+/// pre-migration. The orchestrators only ever create, start and delete ordinary containers.
 /// The Coordinators carry no image bytes (`coordinatorParts` is empty): they tell the agents
 /// where to meet (the destination agent's published port and a one-time secret) and when to
 /// dump, restore or resume. Files the service holds open travel with its images.
-public struct ServiceLevelApproach: MigrationApproach {
-    public let approach = Approach.service
+public struct AgentApproach: MigrationApproach {
+    /// `.service` or `.container`.
+    public let approach: Approach
     public let supportsPostCopy = false
     public let coordinatorParts: [FilePart] = []
     let orchestrator: any Orchestrator
@@ -31,10 +37,24 @@ public struct ServiceLevelApproach: MigrationApproach {
     /// `prepare`), so the steps inside the downtime do not ask the orchestrator again.
     let agents = AgentDirectory()
 
+    public static func serviceLevel(
+        orchestrator: any Orchestrator, advertiseHost: String, failRestoreForTesting: Bool = false, logger: Logger
+    ) -> AgentApproach {
+        AgentApproach(approach: .service, orchestrator: orchestrator, advertiseHost: advertiseHost, failRestoreForTesting: failRestoreForTesting, logger: logger)
+    }
+
+    public static func containerLevel(
+        orchestrator: any Orchestrator, advertiseHost: String, failRestoreForTesting: Bool = false, logger: Logger
+    ) -> AgentApproach {
+        AgentApproach(approach: .container, orchestrator: orchestrator, advertiseHost: advertiseHost, failRestoreForTesting: failRestoreForTesting, logger: logger)
+    }
+
     public init(
-        orchestrator: any Orchestrator, advertiseHost: String, agentPorts: ClosedRange<Int> = 27000...27099,
+        approach: Approach, orchestrator: any Orchestrator, advertiseHost: String, agentPorts: ClosedRange<Int> = 27000...27099,
         failRestoreForTesting: Bool = false, logger: Logger
     ) {
+        precondition(approach != .orchestrator, "the orchestrator-level approach has no agent")
+        self.approach = approach
         self.orchestrator = orchestrator
         self.advertiseHost = advertiseHost
         self.agentPorts = agentPorts
@@ -45,10 +65,9 @@ public struct ServiceLevelApproach: MigrationApproach {
     // MARK: Destination
 
     public func prepare(_ incoming: IncomingMigration) async throws -> PreparedIncoming {
-        guard incoming.specification.labels[SpecificationLabels.agent] != nil,
-              incoming.specification.command.first == MigratableImage.agentPath
-        else {
-            throw UMSError(.invalidArgument, "failed to prepare \(incoming.specification.name) for the service-level approach: its image does not run the UMS agent")
+        let label = approach == .service ? SpecificationLabels.agent : SpecificationLabels.nested
+        guard incoming.specification.labels[label] != nil, incoming.specification.command.first == MigratableImage.agentPath else {
+            throw UMSError(.invalidArgument, "failed to prepare \(incoming.specification.name) for the \(approach.rawValue)-level approach: its container does not run the UMS agent (label \(label))")
         }
         let container = try await createRestoring(incoming)
         do {
@@ -90,12 +109,12 @@ public struct ServiceLevelApproach: MigrationApproach {
     public func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> StreamSummary
         where Chunks.Element == ByteBuffer
     {
-        throw UMSError(.invalidArgument, "failed to receive \(part.rawValue) for \(incoming.id): the service-level approach sends them agent to agent")
+        throw UMSError(.invalidArgument, "failed to receive \(part.rawValue) for \(incoming.id): the \(approach.rawValue)-level approach sends them agent to agent")
     }
 
     public func restore(_ incoming: IncomingMigration, postCopySource: PageServerAddress?) async throws -> ContainerInfo {
         guard postCopySource == nil else {
-            throw UMSError(.unsupported, "failed to restore \(incoming.specification.name): the service-level approach does not implement post-copy")
+            throw UMSError(.unsupported, "failed to restore \(incoming.specification.name): the \(approach.rawValue)-level approach does not implement post-copy")
         }
         let name = incoming.specification.name
         let agent: AgentClient
@@ -134,7 +153,7 @@ public struct ServiceLevelApproach: MigrationApproach {
 
     public func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?, intake: CheckpointIntake?) async throws -> CheckpointResult {
         guard postCopy == nil else {
-            throw UMSError(.unsupported, "failed to checkpoint \(name): the service-level approach does not implement post-copy")
+            throw UMSError(.unsupported, "failed to checkpoint \(name): the \(approach.rawValue)-level approach does not implement post-copy")
         }
         guard let intake, let colon = intake.address.lastIndex(of: ":") else {
             throw UMSError(.invalidArgument, "failed to checkpoint \(name): the destination gave no address for its agent")

@@ -1,0 +1,84 @@
+import Foundation
+import UMSModel
+import UMSOS
+
+/// The container-level approach's outer container: the host image (`scripts/build-host-image`:
+/// busybox, runc, CRIU, tar, iptables and `ums-agent`, from the machine's own binaries) with the
+/// service's **unchanged** root filesystem at `/.ums/nested/rootfs`. The orchestrator runs and
+/// manages the outer container like any other; its agent (host mode) runs the service as a nested
+/// runc container and moves it.
+public enum NestedImage {
+    /// The host image's manifest.
+    public static let manifestPath = "/.ums/host-image.json"
+    /// Where the service's root filesystem goes inside the outer one.
+    public static let nestedRoot = "/.ums/nested/rootfs"
+    /// What the outer container needs to run a runtime and CRIU for the nested one: the
+    /// capabilities runc and CRIU use (mounts and pivot_root, the nested network and cgroups,
+    /// ptrace for the dump, the nested PIDs at restore), no seccomp filter, and writable cgroups
+    /// and `/proc/sys`. The nested container itself gets only runc's defaults.
+    public static let security = SecurityOptions(
+        addCapabilities: [
+            "CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SYS_CHROOT", "CAP_SYS_TIME", "CAP_DAC_OVERRIDE",
+            "CAP_SETGID", "CAP_SETUID", "CAP_SYS_PTRACE", "CAP_CHECKPOINT_RESTORE",
+        ],
+        seccompUnconfined: true, runsContainers: true
+    )
+
+    public struct Manifest: Codable, Sendable, Equatable {
+        public var entrypoint: [String]
+        public var agentPort: Int
+        public var nestedRoot: String
+
+        public init(entrypoint: [String], agentPort: Int, nestedRoot: String) {
+            self.entrypoint = entrypoint
+            self.agentPort = agentPort
+            self.nestedRoot = nestedRoot
+        }
+    }
+
+    public static func manifest(hostImage: String) throws(UMSError) -> Manifest {
+        guard let data = FileManager.default.contents(atPath: hostImage + manifestPath),
+              let manifest = try? JSONDecoder().decode(Manifest.self, from: data),
+              FileManager.default.isExecutableFile(atPath: hostImage + MigratableImage.agentPath)
+        else {
+            throw UMSError(.notFound, "failed to find the host image for nested services at \(hostImage): build it with scripts/build-host-image and give umsd --host-image")
+        }
+        return manifest
+    }
+
+    /// Writes the outer root filesystem to `destination` (which must not exist): the host image
+    /// with `service` copied to the nested root.
+    public static func compose(hostImage: String, service: String, into destination: String, runner: any CommandRunner) async throws -> Manifest {
+        let manifest = try manifest(hostImage: hostImage)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: service, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw UMSError(.notFound, "failed to compose a nested container: \(service) is not a directory")
+        }
+        do {
+            try FileSystem.makeDirectory(destination)
+            try await runner.execute("cp", ["-a", hostImage + "/.", destination + "/"])
+            FileSystem.remove(destination + manifest.nestedRoot)
+            try FileSystem.makeDirectory(destination + manifest.nestedRoot)
+            try await runner.execute("cp", ["-a", service + "/.", destination + manifest.nestedRoot + "/"])
+            return manifest
+        } catch {
+            FileSystem.remove(destination)
+            throw UMSError.wrap(error, .internalError, "failed to compose a nested container from \(service)")
+        }
+    }
+
+    /// The outer container's Specification: the service's command behind the agent in host mode,
+    /// labelled nested, with the privileges the nested runtime needs and a fresh agent token.
+    public static func specification(_ specification: Specification, manifest: Manifest, token: String) -> Specification {
+        var result = specification
+        if result.command.first != MigratableImage.agentPath {
+            result.command = manifest.entrypoint + result.command
+        }
+        result.labels[SpecificationLabels.nested] = String(manifest.agentPort)
+        result.labels[SpecificationLabels.agent] = nil
+        result.security = MigratableImage.merged(result.security, security)
+        result.environment.removeAll { $0.hasPrefix("\(MigratableImage.tokenVariable)=") }
+        result.environment.append("\(MigratableImage.tokenVariable)=\(token)")
+        return result
+    }
+}

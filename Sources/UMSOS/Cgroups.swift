@@ -1,0 +1,56 @@
+import Foundation
+
+/// Cgroup housekeeping the runtime does not do: a container that runs containers itself (the
+/// container-level approach's outer container) leaves cgroups of its own below the one the
+/// runtime made, possibly frozen (a nested container paused for a checkpoint). The runtime removes
+/// only its own cgroup, and cannot while those remain; frozen processes cannot even die.
+public enum Cgroups {
+    /// The cgroup filesystem roots: each cgroup v1 hierarchy and the unified one, or the single v2 root.
+    static func hierarchies(root: String = "/sys/fs/cgroup") -> [String] {
+        let entries = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).map { "\(root)/\($0)" }
+        let v1 = entries.filter { FileManager.default.fileExists(atPath: "\($0)/cgroup.procs") }
+        return FileManager.default.fileExists(atPath: "\(root)/cgroup.procs") ? [root] + v1 : v1
+    }
+
+    /// Thaws every cgroup below `path` (e.g. `/ums/a/web`) in every hierarchy, so that processes
+    /// already killed can exit. Call after killing the container, before removing it.
+    public static func thawDescendants(of path: String, root: String = "/sys/fs/cgroup") {
+        for directory in descendants(of: path, root: root) {
+            write("THAWED", to: "\(directory)/freezer.state")
+            write("0", to: "\(directory)/cgroup.freeze")
+        }
+    }
+
+    /// Removes every cgroup below `path`, and `path` itself, deepest first; waits up to `timeout`
+    /// for their processes to be gone. Never fails: it is cleanup.
+    public static func removeTree(_ path: String, root: String = "/sys/fs/cgroup", timeout: Duration = .seconds(2)) async {
+        let deadline = ContinuousClock.now + timeout
+        var remaining = descendants(of: path, root: root) + hierarchies(root: root).map { $0 + path }
+        while true {
+            remaining = remaining.filter { FileManager.default.fileExists(atPath: $0) && rmdir($0) != 0 }
+            if remaining.isEmpty || ContinuousClock.now >= deadline { return }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    /// Directories below `path` in every hierarchy, deepest first.
+    static func descendants(of path: String, root: String) -> [String] {
+        var found: [String] = []
+        for hierarchy in hierarchies(root: root) {
+            let base = hierarchy + path
+            guard let walker = FileManager.default.enumerator(atPath: base) else { continue }
+            while let relative = walker.nextObject() as? String {
+                var isDirectory: ObjCBool = false
+                if FileManager.default.fileExists(atPath: "\(base)/\(relative)", isDirectory: &isDirectory), isDirectory.boolValue {
+                    found.append("\(base)/\(relative)")
+                }
+            }
+        }
+        return found.sorted { $0.split(separator: "/").count > $1.split(separator: "/").count }
+    }
+
+    static func write(_ text: String, to path: String) {
+        guard FileManager.default.fileExists(atPath: path) else { return }
+        try? text.write(toFile: path, atomically: false, encoding: .utf8)
+    }
+}

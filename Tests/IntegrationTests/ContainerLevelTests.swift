@@ -1,0 +1,68 @@
+import Foundation
+import Testing
+import UMSAPI
+import UMSModel
+
+@Suite("Container-level migration: the unchanged service nested in an outer container", .serialized, .enabled(if: Testbed.isUp && !Testbed.restoreFailsOnB, "needs scripts/testbed up"))
+struct ContainerLevelTests {
+    @Test("auto picks container-level for a nested counter; it moves A → B → A with its count and open file; B's orchestrator lists and stops the outer container")
+    func migrateNestedCounter() async throws {
+        let testbed = try Testbed()
+        let name = "counter-nested"
+        await testbed.cleanUp(name)
+        // The plain counter image, unchanged: `--nested` puts it into the outer host image.
+        let view = try await testbed.runCounter(name, port: 18095, arguments: ["--children", "2", "--state-file", "/tmp/count.log"], nested: true)
+        #expect(view.container.specification.command.prefix(3) == ["/.ums/ums-agent", "host", "--"])
+        #expect(view.container.approaches.first == .container)
+        #expect(view.container.endpoints == ["\(testbed.aHost):18095"], "the service is reached through the outer container's published port")
+        // Accounted to the outer container: the nested processes live in cgroups below its own.
+        #expect(testbed.processes(inCgroupBelow: "/ums/tba/\(name)/ums-nested/").count == 3)
+        let before = try await testbed.waitForCount(at: "\(testbed.aHost):18095", atLeast: 12)
+        let fileBefore = try #require(testbed.containerFile(system: "a", container: name, path: "/.ums/nested/rootfs/tmp/count.log"))
+
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL, approach: .auto), by: testbed.a)
+        #expect(record.status == .completed, "\(record.error?.description ?? "")")
+        #expect(record.approach == .container)
+        #expect(record.endpoints == ["\(testbed.bHost):18095"])
+        let after = try await testbed.count(at: "\(testbed.bHost):18095")
+        #expect(after >= before, "the counter continued instead of restarting from 0")
+        #expect(try await testbed.waitForCount(at: "\(testbed.bHost):18095", atLeast: after + 5) > after)
+        #expect(try await testbed.count(at: "\(testbed.bHost):18095", path: "/children") == 2)
+        let fileAfter = try #require(testbed.containerFile(system: "b", container: name, path: "/.ums/nested/rootfs/tmp/count.log"))
+        #expect(fileAfter.hasPrefix(fileBefore), "the open file crossed with the service")
+        #expect(testbed.processes(inCgroupBelow: "/ums/tbb/\(name)/ums-nested/").count == 3)
+        // The source is gone, nested processes and cgroups included.
+        #expect(try await testbed.names(on: testbed.a).contains(name) == false)
+        #expect(testbed.processes(inCgroupBelow: "/ums/tba/\(name)/").isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: "/sys/fs/cgroup/memory/ums/tba/\(name)"))
+
+        // And back, from the restored outer container.
+        let back = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.aURL), by: testbed.b)
+        #expect(back.status == .completed, "\(back.error?.description ?? "")")
+        #expect(back.approach == .container)
+        let returned = try await testbed.waitForCount(at: "\(testbed.aHost):18095", atLeast: after + 5)
+        #expect(returned > after)
+
+        // The orchestrator manages the outer container as any other: it lists it and stops it,
+        // and nothing of the nested one survives.
+        let listed = try await testbed.a.containers().first { $0.container.name == name }
+        #expect(listed?.container.state == .running)
+        try await testbed.a.remove(name)
+        #expect(try await testbed.names(on: testbed.a).contains(name) == false)
+        #expect(testbed.processes(inCgroupBelow: "/ums/tba/\(name)/").isEmpty)
+        #expect((try? await testbed.count(at: "\(testbed.aHost):18095")) == nil)
+    }
+
+    @Test("a plain run is not container-level, and the dry run says why")
+    func plainIsNotNested() async throws {
+        let testbed = try Testbed()
+        let name = "counter-plain-decision"
+        await testbed.cleanUp(name)
+        let view = try await testbed.runCounter(name, port: 18096)
+        #expect(!view.container.approaches.contains(.container))
+        let plan = try await testbed.a.plan(MigrateRequest(container: name, destination: testbed.bURL, approach: .specific(.container)))
+        #expect(plan.approach == nil)
+        #expect(plan.infeasible?.contains("does not run nested") == true, "\(plan.infeasible ?? "")")
+        await testbed.cleanUp(name)
+    }
+}
