@@ -56,6 +56,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -465,6 +466,24 @@ static pid_t read_pid(const char *path) {
     FILE *f = fopen(path, "re");
     if (f) { if (fscanf(f, "%d", &pid) != 1) pid = 0; fclose(f); }
     return pid;
+}
+
+/* Engines that do not run the outer container privileged (Docker without --privileged) mount
+ * its cgroup hierarchies read-only; the nested runtime must create cgroups there (below the
+ * outer container's own, where they are accounted). With CAP_SYS_ADMIN they can be remounted. */
+static void remount_cgroups_writable(void) {
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f) return;
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        char target[PATH_MAX], options[512];
+        if (sscanf(line, "%*s %*s %*s %*s %4095s %511s", target, options) != 2) continue;
+        if (strncmp(target, "/sys/fs/cgroup", 14) != 0) continue;
+        if (strncmp(options, "ro", 2) != 0 || (options[2] != ',' && options[2] != 0)) continue;
+        if (mount(NULL, target, NULL, MS_REMOUNT | MS_BIND, NULL) != 0 && mount(NULL, target, NULL, MS_REMOUNT, NULL) != 0)
+            logmsg("cannot remount %s writable: %s", target, strerror(errno));
+    }
+    fclose(f);
 }
 
 static void start_nested(void) {
@@ -1010,6 +1029,9 @@ static void do_restore(int client, int seconds) {
     unlink(WORK "/restore.pid");
     char *args[] = { "restore", "--unprivileged", "--restore-sibling", "--restore-detached", "-D", RESTORE_DIR, "-W", WORK,
                      "-o", "restore.log", "--tcp-close", "--pidfile", WORK "/restore.pid",
+                     /* Engines prepare a container's root directory with different modes (Podman
+                      * 0555, Docker 0755); the tree's files are the same. */
+                     "--skip-file-rwx-check",
                      "--inherit-fd", inherit_out, "--inherit-fd", inherit_err, NULL };
     int slot;
     pid_t criu = fork_watched(&slot);
@@ -1175,6 +1197,7 @@ int main(int argc, char **argv) {
     if (restore && access(RESTORED_MARK, F_OK) == 0) restore = 0;
     if (!restore && !host_mode) advance_pids();  /* before the reaper runs: these children are reaped below */
     while (waitpid(-1, NULL, WNOHANG) > 0) {}
+    if (host_mode) remount_cgroups_writable();
     if (host_mode && write_nested_config() < 0) { logmsg("cannot write the nested container's config: %s", strerror(errno)); return 125; }
 
     sigemptyset(&forwarded);

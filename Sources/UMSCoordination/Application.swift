@@ -33,11 +33,15 @@ public func buildApplication(
     let advertiseHost = try configuration.advertiseHost()
     let url = try configuration.resolvedAdvertiseURL()
 
-    let orchestrator = try RuncOrchestrator(
-        systemName: configuration.name, stateDirectory: stateDirectory, advertiseHost: advertiseHost,
-        criu: criu, runner: runner, logger: logger
-    )
-    try await orchestrator.prepare()
+    let http = HTTPClient(eventLoopGroupProvider: .singleton)
+    let orchestrator: any Orchestrator
+    do {
+        orchestrator = try await makeOrchestrator(configuration, http: http, advertiseHost: advertiseHost, criu: criu, runner: runner, logger: logger)
+    } catch {
+        // The client must be shut down before it goes away, even when start-up fails.
+        try? await http.shutdown()
+        throw error
+    }
     let approaches: [any MigrationApproach] = [
         OrchestratorLevelApproach(orchestrator: orchestrator, criu: criu, logger: logger),
         AgentApproach.serviceLevel(orchestrator: orchestrator, advertiseHost: advertiseHost, failRestoreForTesting: failRestoreForTesting, logger: logger),
@@ -52,7 +56,6 @@ public func buildApplication(
     for peer in configuration.peers ?? [] {
         peerTokens[peer.url.hasSuffix("/") ? String(peer.url.dropLast()) : peer.url] = try TokenFile.read(peer.tokenFile)
     }
-    let http = HTTPClient(eventLoopGroupProvider: .singleton)
     let coordinator = try Coordinator(
         name: configuration.name, url: url, orchestrator: orchestrator, approaches: approaches,
         stateDirectory: stateDirectory, advertiseHost: advertiseHost, http: http, peerTokens: peerTokens,
@@ -68,4 +71,28 @@ public func buildApplication(
         services: [HTTPClientService(client: http)],
         logger: logger
     )
+}
+
+/// The adapter for the configured orchestrator, checked to answer.
+func makeOrchestrator(
+    _ configuration: CoordinatorConfiguration, http: HTTPClient, advertiseHost: String, criu: CRIUInfo,
+    runner: any CommandRunner, logger: Logger
+) async throws -> any Orchestrator {
+    switch configuration.orchestrator {
+    case "podman", "docker":
+        let engine = try EngineOrchestrator(
+            dialect: configuration.orchestrator == "podman" ? .podman : .docker, socketPath: configuration.resolvedEngineSocket,
+            http: http, systemName: configuration.name, stateDirectory: configuration.stateDir, advertiseHost: advertiseHost,
+            criu: criu, runner: runner, logger: logger
+        )
+        try await engine.prepare()
+        return engine
+    default:
+        let runc = try RuncOrchestrator(
+            systemName: configuration.name, stateDirectory: configuration.stateDir, advertiseHost: advertiseHost,
+            criu: criu, runner: runner, logger: logger
+        )
+        try await runc.prepare()
+        return runc
+    }
 }

@@ -42,6 +42,16 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     public var logLevel: String?
     /// The outer image for nested services (container-level; `scripts/build-host-image`).
     public var hostImage: String?
+    /// The engine's API socket, for `podman` and `docker` (default: the engine's usual one).
+    public var engineSocket: String?
+
+    /// The orchestrators this build has adapters for.
+    public static let orchestrators = ["runc", "podman", "docker"]
+
+    /// The engine socket to use: the configured one, or the engine's usual path.
+    public var resolvedEngineSocket: String {
+        engineSocket ?? (orchestrator == "podman" ? "/run/podman/podman.sock" : "/var/run/docker.sock")
+    }
 
     public init(name: String, listen: String = "127.0.0.1:7000", stateDir: String, orchestrator: String = "runc",
                 tokenFile: String? = nil, advertiseURL: String? = nil, peers: [Peer]? = nil, criuPath: String? = nil) {
@@ -56,7 +66,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, listen, stateDir, orchestrator, tokenFile, advertiseURL, peers, criuPath, logLevel, hostImage
+        case name, listen, stateDir, orchestrator, tokenFile, advertiseURL, peers, criuPath, logLevel, hostImage, engineSocket
     }
 
     /// Keys left out of a YAML file take the same defaults as the flags.
@@ -72,6 +82,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         criuPath = try container.decodeIfPresent(String.self, forKey: .criuPath)
         logLevel = try container.decodeIfPresent(String.self, forKey: .logLevel)
         hostImage = try container.decodeIfPresent(String.self, forKey: .hostImage)
+        engineSocket = try container.decodeIfPresent(String.self, forKey: .engineSocket)
     }
 
     public static func load(yamlFile path: String) throws -> CoordinatorConfiguration {
@@ -96,8 +107,8 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     public func validate() throws(UMSError) {
         try ContainerName.validate(name)
         _ = try listenAddress()
-        guard orchestrator == "runc" else {
-            throw UMSError(.unsupported, "unsupported orchestrator '\(orchestrator)': this build supports runc")
+        guard Self.orchestrators.contains(orchestrator) else {
+            throw UMSError(.unsupported, "unsupported orchestrator '\(orchestrator)': use one of \(Self.orchestrators.joined(separator: ", "))")
         }
     }
 

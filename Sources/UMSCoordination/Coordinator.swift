@@ -17,8 +17,6 @@ public actor Coordinator {
     public let name: String
     public let url: String
     let orchestrator: any Orchestrator
-    /// The embedded runc orchestrator, which can import a local directory for `ums run`.
-    let runc: RuncOrchestrator?
     let approaches: [Approach: any MigrationApproach]
     let stateDirectory: String
     let advertiseHost: String
@@ -53,7 +51,6 @@ public actor Coordinator {
         self.name = name
         self.url = url
         self.orchestrator = orchestrator
-        self.runc = orchestrator as? RuncOrchestrator
         self.approaches = Dictionary(uniqueKeysWithValues: approaches.map { ($0.approach, $0) })
         self.stateDirectory = stateDirectory
         self.advertiseHost = advertiseHost
@@ -72,7 +69,7 @@ public actor Coordinator {
         return SystemProfile(
             orchestrator: capabilities.kind, runtimeVersion: capabilities.runtimeVersion,
             criuVersion: capabilities.criuVersion, canCheckpoint: capabilities.canCheckpoint,
-            approaches: approaches.keys.sorted()
+            approaches: approaches.keys.sorted(), agentCapability: capabilities.agentCapability
         )
     }
 
@@ -123,9 +120,6 @@ public actor Coordinator {
             throw UMSError(.invalidArgument, "failed to run '\(request.name)': no command given (put it after --)")
         }
         let ports = try (request.publish ?? []).map { text throws(UMSError) in try PortMapping(parsing: text) }
-        guard let runc else {
-            throw UMSError(.unsupported, "failed to run '\(request.name)': `run` starts containers on the embedded runc orchestrator only")
-        }
         if (try? await orchestrator.inspect(request.name)) != nil {
             throw UMSError(.exists, "failed to run '\(request.name)': a container with that name exists on system \(name)")
         }
@@ -140,7 +134,7 @@ public actor Coordinator {
             nested = try await NestedImage.compose(hostImage: hostImage, service: request.rootfs, into: rootfs, runner: runner)
         }
         defer { if nested != nil { FileSystem.remove(rootfs) } }
-        let image = try await runc.importDirectory(rootfs)
+        let image = try await orchestrator.importDirectory(rootfs)
         var specification = Specification(
             name: request.name, image: image, command: request.command, environment: request.environment ?? [],
             workingDirectory: request.workingDirectory ?? "/", ports: ports,

@@ -9,13 +9,16 @@ public struct SystemProfile: Codable, Sendable, Equatable {
     public var canCheckpoint: Bool
     /// Approaches this system's Coordinator implements.
     public var approaches: [Approach]
+    /// The capability this system's orchestrator gives a service-level checkpoint agent.
+    public var agentCapability: String?
 
-    public init(orchestrator: String, runtimeVersion: String, criuVersion: String?, canCheckpoint: Bool, approaches: [Approach]) {
+    public init(orchestrator: String, runtimeVersion: String, criuVersion: String?, canCheckpoint: Bool, approaches: [Approach], agentCapability: String? = nil) {
         self.orchestrator = orchestrator
         self.runtimeVersion = runtimeVersion
         self.criuVersion = criuVersion
         self.canCheckpoint = canCheckpoint
         self.approaches = approaches
+        self.agentCapability = agentCapability
     }
 }
 
@@ -87,6 +90,9 @@ public enum ApproachDecision {
         case .service:
             guard specification.labels[SpecificationLabels.agent] != nil else {
                 return verdict(false, "the service's image carries no UMS checkpoint agent")
+            }
+            if let destination, let theirs = destination.agentCapability, let ours = source.agentCapability, theirs != ours {
+                return verdict(false, "the agent runs with \(ours) here but \(destination.orchestrator) gives it \(theirs); CRIU restores a process tree only with the capabilities it had (the container-level approach does not depend on this)")
             }
             return verdict(true, "the image carries the UMS checkpoint agent")
         case .container:

@@ -5,6 +5,15 @@ import Foundation
 /// runtime made, possibly frozen (a nested container paused for a checkpoint). The runtime removes
 /// only its own cgroup, and cannot while those remain; frozen processes cannot even die.
 public enum Cgroups {
+    /// A process's cgroup path (e.g. `/docker/<id>`), from its memory controller's line (cgroup
+    /// v1) or the unified one.
+    public static func path(ofProcess pid: Int) -> String? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8) else { return nil }
+        let lines = text.split(separator: "\n").map { $0.split(separator: ":", maxSplits: 2).map(String.init) }
+        let line = lines.first { $0.count == 3 && $0[1].split(separator: ",").contains("memory") } ?? lines.first { $0.count == 3 && $0[1].isEmpty }
+        return line.map { $0[2] }
+    }
+
     /// The cgroup filesystem roots: each cgroup v1 hierarchy and the unified one, or the single v2 root.
     static func hierarchies(root: String = "/sys/fs/cgroup") -> [String] {
         let entries = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).map { "\(root)/\($0)" }
@@ -19,6 +28,19 @@ public enum Cgroups {
             write("THAWED", to: "\(directory)/freezer.state")
             write("0", to: "\(directory)/cgroup.freeze")
         }
+    }
+
+    /// Sends SIGKILL to every process in the cgroups below `path`, then thaws them: frozen
+    /// processes with a pending SIGKILL exit when thawed without running again (a frozen nested
+    /// container must never resume at the source). Engines that wait for a killed container's
+    /// processes to be gone (Docker waits 10 s) need this before their own kill.
+    public static func killAndThawDescendants(of path: String, root: String = "/sys/fs/cgroup") {
+        let directories = descendants(of: path, root: root)
+        for directory in directories {
+            let pids = ((try? String(contentsOfFile: "\(directory)/cgroup.procs", encoding: .utf8)) ?? "").split(separator: "\n").compactMap { Int32($0) }
+            for pid in pids { kill(pid, SIGKILL) }
+        }
+        thawDescendants(of: path, root: root)
     }
 
     /// Removes every cgroup below `path`, and `path` itself, deepest first; waits up to `timeout`

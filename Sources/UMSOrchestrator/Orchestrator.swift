@@ -11,12 +11,17 @@ public struct OrchestratorCapabilities: Codable, Sendable, Equatable {
     public var criuVersion: String?
     /// The engine can checkpoint and restore its containers itself (orchestrator-level approach).
     public var canCheckpoint: Bool
+    /// The capability this system gives a checkpoint agent (`CAP_CHECKPOINT_RESTORE`, or
+    /// `CAP_SYS_ADMIN` where the engine predates it). CRIU restores a process tree only into a
+    /// container with the same capabilities it had, so agents move only between systems that agree.
+    public var agentCapability: String
 
-    public init(kind: String, runtimeVersion: String, criuVersion: String?, canCheckpoint: Bool) {
+    public init(kind: String, runtimeVersion: String, criuVersion: String?, canCheckpoint: Bool, agentCapability: String = "CAP_CHECKPOINT_RESTORE") {
         self.kind = kind
         self.runtimeVersion = runtimeVersion
         self.criuVersion = criuVersion
         self.canCheckpoint = canCheckpoint
+        self.agentCapability = agentCapability
     }
 }
 
@@ -72,6 +77,8 @@ public protocol Orchestrator: Sendable {
         where Chunks.Element == ByteBuffer
     /// Streams the canonical tar of an image.
     func exportImage(_ image: ImageReference, consume: @Sendable (ByteBuffer) async throws -> Void) async throws
+    /// Imports a directory on this host as an image (`ums run --rootfs DIR`).
+    func importDirectory(_ directory: String) async throws -> ImageReference
 
     // Containers
     func list() async throws -> [ContainerInfo]

@@ -285,11 +285,12 @@ public actor RuncOrchestrator: Orchestrator {
         // Killed first, so the service never runs a moment longer than the caller meant. SIGKILL
         // ends even a frozen container's processes without their running again; `delete --force`
         // alone would do the same but polls for the exit (~0.1 s).
-        _ = try? await runner.run(runc.command(runc.killArguments(id: name, signal: "KILL")))
         // A container that runs containers (container-level) may hold frozen nested ones: they
-        // die only once thawed, and their cgroups keep runc from removing the container's own.
+        // die only once thawed (killed first, so they never run again), and their cgroups keep
+        // runc from removing the container's own.
         let cgroup = cgroupPath(name)
-        Cgroups.thawDescendants(of: cgroup)
+        Cgroups.killAndThawDescendants(of: cgroup)
+        _ = try? await runner.run(runc.command(runc.killArguments(id: name, signal: "KILL")))
         _ = try? await runner.run(runc.command(runc.deleteArguments(id: name)))
         await Cgroups.removeTree(cgroup)
         let root = "\(containerDirectory(name))/bundle/rootfs"

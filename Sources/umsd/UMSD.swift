@@ -11,7 +11,7 @@ struct UMSD: AsyncParsableCommand {
         abstract: "The UMS Coordinator of one system: runs containers on its orchestrator and migrates them live to other systems.",
         discussion: """
             Flags override the same keys of --config (YAML: name, listen, stateDir, orchestrator, tokenFile, \
-            advertiseURL, peers[{url, tokenFile}], criuPath, logLevel, hostImage). Needs root, runc and CRIU >= 4.2 \
+            advertiseURL, peers[{url, tokenFile}], criuPath, logLevel, hostImage, engineSocket). Needs root, runc and CRIU >= 4.2 \
             (scripts/setup installs them).
             """
     )
@@ -28,7 +28,7 @@ struct UMSD: AsyncParsableCommand {
     @Option(name: .customLong("state-dir"), help: "Where containers, images and migration records are kept.")
     var stateDir: String?
 
-    @Option(help: "The orchestrator this system runs: runc.")
+    @Option(help: "The orchestrator this system runs: runc (embedded), podman or docker.")
     var orchestrator: String?
 
     @Option(name: .customLong("token-file"), help: "File holding the bearer token clients and peers must present.")
@@ -42,6 +42,9 @@ struct UMSD: AsyncParsableCommand {
 
     @Option(help: "The CRIU binary to use (default: /usr/local/sbin/criu, then criu on PATH).")
     var criu: String?
+
+    @Option(name: .customLong("engine-socket"), help: "The podman/docker API socket (default: /run/podman/podman.sock, /var/run/docker.sock).")
+    var engineSocket: String?
 
     @Option(name: .customLong("host-image"), help: "The outer image for nested services (container-level; built by scripts/build-host-image).")
     var hostImage: String?
@@ -71,6 +74,7 @@ struct UMSD: AsyncParsableCommand {
         if let criu { configuration.criuPath = criu }
         if let logLevel { configuration.logLevel = logLevel }
         if let hostImage { configuration.hostImage = hostImage }
+        if let engineSocket { configuration.engineSocket = engineSocket }
         for peer in peers {
             guard let equals = peer.firstIndex(of: "=") else { throw ValidationError("--peer expects URL=TOKENFILE, got '\(peer)'") }
             configuration.peers = (configuration.peers ?? []) + [.init(url: String(peer[..<equals]), tokenFile: String(peer[peer.index(after: equals)...]))]

@@ -28,6 +28,7 @@ actor InMemoryOrchestrator: Orchestrator {
         throw UMSError(.unsupported, "not in memory")
     }
     func exportImage(_ image: ImageReference, consume: @Sendable (ByteBuffer) async throws -> Void) async throws {}
+    func importDirectory(_ directory: String) async throws -> ImageReference { ImageReference(digest: "sha256:" + String(repeating: "0", count: 64)) }
 
     func info(_ name: String) throws -> ContainerInfo {
         guard let entry = containers[name] else { throw UMSError(.notFound, "no container named '\(name)'") }

@@ -1,0 +1,339 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import Synchronization
+import UMSCheckpoint
+import UMSModel
+import UMSOS
+
+/// An orchestrator adapter for a container engine with an HTTP API on a Unix socket: Docker Engine
+/// (`dockerd`), or Podman (`podman system service`, through the Docker-compatible part of its
+/// REST API, plus its own `libpod` endpoints where they differ). The engine creates, starts, lists
+/// and deletes the containers; UMS keeps what it needs beyond that (the Specification as given,
+/// the control lock) in its own registry, and the root filesystems by content digest, imported
+/// into the engine as `localhost/ums:<digest>` when a container needs one (never pulled).
+///
+/// The engine's own checkpoint/restore (orchestrator-level) is not wired yet: `canCheckpoint` is
+/// false, so the decision layer picks the service- or container-level approach for its containers.
+public actor EngineOrchestrator: Orchestrator {
+    public enum Dialect: String, Sendable {
+        case docker, podman
+    }
+
+    struct Record: Codable, Sendable {
+        var specification: Specification
+        var lockedBy: String?
+        var createdAt: Date
+    }
+
+    public nonisolated let kind: String
+    let dialect: Dialect
+    let api: EngineAPI
+    let systemName: String
+    let advertiseHost: String
+    let criu: CRIUInfo
+    let images: ImageStore
+    let records: JSONStore<Record>
+    let runner: any CommandRunner
+    let logger: Logger
+    var cache: [String: Record] = [:]
+    var engineVersion = "unknown"
+
+    public init(
+        dialect: Dialect, socketPath: String, http: HTTPClient, systemName: String, stateDirectory: String,
+        advertiseHost: String, criu: CRIUInfo, runner: any CommandRunner, logger: Logger
+    ) throws {
+        self.dialect = dialect
+        self.kind = dialect.rawValue
+        self.api = EngineAPI(socketPath: socketPath, versionPrefix: "/v1.41", http: http)
+        self.systemName = systemName
+        self.advertiseHost = advertiseHost
+        self.criu = criu
+        self.images = try ImageStore(root: "\(stateDirectory)/images")
+        self.records = try JSONStore(directory: "\(stateDirectory)/engine-containers")
+        self.runner = runner
+        self.logger = logger
+        for record in records.loadAll() { cache[record.specification.name] = record }
+    }
+
+    /// Checks the engine answers and reads its version; call once at start-up.
+    public func prepare() async throws {
+        let response: EngineAPI.Response
+        do {
+            response = try await api.request(.GET, "/version", operation: "reach \(kind)")
+        } catch {
+            throw UMSError(.unavailable, "failed to reach the \(kind) engine at \(api.socketPath); start it (scripts/testbed does) or give --engine-socket", cause: error)
+        }
+        engineVersion = ((try? response.json()) as? [String: Any])?["Version"] as? String ?? "unknown"
+    }
+
+    public func capabilities() async -> OrchestratorCapabilities {
+        OrchestratorCapabilities(
+            kind: kind, runtimeVersion: engineVersion, criuVersion: criu.version, canCheckpoint: false,
+            agentCapability: dialect == .docker ? "CAP_SYS_ADMIN" : "CAP_CHECKPOINT_RESTORE"
+        )
+    }
+
+    // MARK: Images
+
+    static func engineImage(_ image: ImageReference) throws -> String {
+        "localhost/ums:\(try ImageStore.hexDigest(image))"
+    }
+
+    public func hasImage(_ image: ImageReference) async -> Bool { images.contains(image) }
+
+    public func importImage<Chunks: AsyncSequence & Sendable>(_ chunks: Chunks, expected: ImageReference) async throws -> ImageReference
+        where Chunks.Element == ByteBuffer
+    {
+        try await images.importStream(chunks, expected: expected)
+    }
+
+    public func exportImage(_ image: ImageReference, consume: @Sendable (ByteBuffer) async throws -> Void) async throws {
+        try await images.export(image, consume: consume)
+    }
+
+    public func importDirectory(_ directory: String) async throws -> ImageReference {
+        try await images.importDirectory(directory, runner: runner)
+    }
+
+    /// Makes the engine hold `image` (imported from the local store as a tar stream, once).
+    func ensureEngineImage(_ image: ImageReference) async throws {
+        let name = try Self.engineImage(image)
+        if (try? await api.request(.GET, "/images/\(name)/json", operation: "inspect image")) != nil { return }
+        let collected = Mutex(ByteBuffer())
+        try await images.export(image) { chunk in
+            collected.withLock { buffer in
+                var chunk = chunk
+                buffer.writeBuffer(&chunk)
+            }
+        }
+        let tar = collected.withLock { $0 }
+        let hex = try ImageStore.hexDigest(image)
+        let path = dialect == .podman
+            ? "/libpod/images/import?reference=\(name)"
+            : "/images/create?fromSrc=-&repo=localhost/ums&tag=\(hex)"
+        try await api.request(.POST, path, body: .bytes(tar), contentType: "application/x-tar", timeout: .seconds(300), operation: "import image \(image.digest.prefix(19)) into \(kind)")
+    }
+
+    // MARK: Containers
+
+    func record(_ name: String) throws -> Record {
+        guard let record = cache[name] else {
+            throw UMSError(.notFound, "no container named '\(name)' on system \(systemName)")
+        }
+        return record
+    }
+
+    func save(_ record: Record) throws {
+        cache[record.specification.name] = record
+        try records.save(record, key: record.specification.name)
+    }
+
+    func forget(_ name: String) {
+        cache[name] = nil
+        records.delete(key: name)
+    }
+
+    public func list() async throws -> [ContainerInfo] {
+        var result: [ContainerInfo] = []
+        for name in cache.keys.sorted() {
+            if let info = try? await inspect(name) { result.append(info) }
+        }
+        return result
+    }
+
+    struct EngineState {
+        var state: ContainerInfo.State
+        var pid: Int?
+        var address: String?
+    }
+
+    func engineState(_ name: String) async -> EngineState {
+        guard let response = try? await api.request(.GET, "/containers/\(name)/json", operation: "inspect \(name)"),
+              let json = try? response.json() as? [String: Any]
+        else { return EngineState(state: .stopped) }
+        let state = json["State"] as? [String: Any] ?? [:]
+        let status = state["Status"] as? String ?? ""
+        let mapped: ContainerInfo.State = switch status {
+        case "running": .running
+        case "paused": .paused
+        case "created", "configured": .created
+        case "exited", "stopped", "dead": .stopped
+        default: .unknown
+        }
+        let settings = json["NetworkSettings"] as? [String: Any] ?? [:]
+        var address = settings["IPAddress"] as? String
+        if address?.isEmpty ?? true {
+            address = (settings["Networks"] as? [String: [String: Any]])?.values.compactMap { $0["IPAddress"] as? String }.first { !$0.isEmpty }
+        }
+        let pid = (state["Pid"] as? Int).flatMap { $0 > 0 ? $0 : nil }
+        return EngineState(state: mapped, pid: pid, address: address)
+    }
+
+    public func inspect(_ name: String) async throws -> ContainerInfo {
+        let record = try record(name)
+        let engine = await engineState(name)
+        var specification = record.specification
+        if engine.state == .running, let count = await processCount(name) { specification.processCount = count }
+        return ContainerInfo(
+            name: name, state: engine.state, specification: specification, pid: engine.pid,
+            endpoints: engine.state == .running ? record.specification.ports.map { "\(advertiseHost):\($0.hostPort)" } : [],
+            migratingIn: record.lockedBy, orchestrator: kind, address: engine.address
+        )
+    }
+
+    public func specification(of name: String) async throws -> Specification {
+        var specification = try record(name).specification
+        if let count = await processCount(name) { specification.processCount = count }
+        return specification
+    }
+
+    func processCount(_ name: String) async -> Int? {
+        guard let response = try? await api.request(.GET, "/containers/\(name)/top", operation: "list processes of \(name)"),
+              let json = try? response.json() as? [String: Any], let processes = json["Processes"] as? [Any]
+        else { return nil }
+        return processes.count
+    }
+
+    /// runc's default capabilities (`runc spec`), which the embedded orchestrator's containers have.
+    static let baseCapabilities = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+
+    /// The engine's create request for a Specification (Docker Engine API; Podman takes the same).
+    func createBody(_ specification: Specification) throws -> [String: Any] {
+        var exposed: [String: Any] = [:]
+        var bindings: [String: Any] = [:]
+        for port in specification.ports {
+            exposed["\(port.containerPort)/\(port.proto)"] = [String: Any]()
+            bindings["\(port.containerPort)/\(port.proto)"] = [["HostIp": "", "HostPort": String(port.hostPort)]]
+        }
+        var host: [String: Any] = ["PortBindings": bindings]
+        if let security = specification.security {
+            if security.runsContainers && dialect == .podman {
+                // A runtime inside: what --privileged gives (capabilities, writable cgroups and
+                // /proc/sys, no seccomp filter) is what it needs.
+                host["Privileged"] = true
+            } else if security.runsContainers {
+                // Docker's --privileged asks for every capability it knows, CAP_SYS_RESOURCE
+                // included, which root lacks on some hosts (this one): the runtime's needs,
+                // explicitly; the agent remounts its cgroups writable itself.
+                host["CapAdd"] = security.addCapabilities.filter { $0 != "CAP_CHECKPOINT_RESTORE" }
+                host["SecurityOpt"] = ["seccomp=unconfined", "apparmor=unconfined"]
+                // `--security-opt systempaths=unconfined` in the API: /proc/sys writable.
+                host["MaskedPaths"] = [String]()
+                host["ReadonlyPaths"] = [String]()
+            } else {
+                // Exactly the runtime's minimal set plus what is asked, the same on every engine:
+                // CRIU restores a process only with the capabilities it had. Docker 20.10 predates
+                // CAP_CHECKPOINT_RESTORE; CAP_SYS_ADMIN includes what it grants.
+                host["CapDrop"] = ["ALL"]
+                host["CapAdd"] = Self.baseCapabilities + security.addCapabilities.map { capability in
+                    dialect == .docker && capability == "CAP_CHECKPOINT_RESTORE" ? "CAP_SYS_ADMIN" : capability
+                }
+            }
+            if security.seccompUnconfined && host["SecurityOpt"] == nil { host["SecurityOpt"] = ["seccomp=unconfined"] }
+        }
+        if let memory = specification.limits.memoryBytes { host["Memory"] = memory }
+        if let cpus = specification.limits.cpus { host["NanoCpus"] = Int(cpus * 1e9) }
+        if let pids = specification.limits.pids { host["PidsLimit"] = pids }
+        var labels = specification.labels
+        labels["ums.managed"] = systemName
+        labels["ums.image"] = specification.image.digest
+        return [
+            "Image": try Self.engineImage(specification.image), "Cmd": specification.command, "Entrypoint": [String](),
+            "Env": specification.environment, "WorkingDir": specification.workingDirectory, "Labels": labels,
+            "ExposedPorts": exposed, "HostConfig": host, "Hostname": specification.name,
+        ]
+    }
+
+    public func create(_ specification: Specification, start: Bool, migration: String?) async throws -> ContainerInfo {
+        try ContainerName.validate(specification.name)
+        guard !specification.command.isEmpty else {
+            throw UMSError(.invalidArgument, "failed to create container \(specification.name): no command given")
+        }
+        guard cache[specification.name] == nil else {
+            throw UMSError(.exists, "failed to create container: '\(specification.name)' already exists on system \(systemName)")
+        }
+        guard images.contains(specification.image) else {
+            throw UMSError(.notFound, "failed to create container \(specification.name): image \(specification.image.digest) is not on system \(systemName)")
+        }
+        let taken = Set(cache.values.flatMap { $0.specification.ports.map(\.hostPort) })
+        if let clash = specification.ports.first(where: { taken.contains($0.hostPort) }) {
+            throw UMSError(.exists, "failed to create container \(specification.name): port \(clash.hostPort) is already published on system \(systemName)")
+        }
+        try save(Record(specification: specification, lockedBy: migration, createdAt: Date()))
+        do {
+            try await ensureEngineImage(specification.image)
+            try await api.request(.POST, "/containers/create?name=\(specification.name)", json: try JSONSerialization.data(withJSONObject: createBody(specification)), operation: "create \(specification.name)")
+            if start {
+                try await api.request(.POST, "/containers/\(specification.name)/start", operation: "start \(specification.name)")
+            }
+        } catch {
+            await removeEverything(specification.name)
+            throw UMSError.wrap(error, .internalError, "failed to create container \(specification.name) on \(kind)")
+        }
+        logger.info("container created", metadata: ["container": "\(specification.name)", "engine": "\(kind)", "started": "\(start)"])
+        return try await inspect(specification.name)
+    }
+
+    func checkUnlocked(_ name: String, migration: String?, operation: String) throws {
+        if let holder = try record(name).lockedBy, holder != migration {
+            throw UMSError(.invalidState, "failed to \(operation) '\(name)': it is migrating (migration \(holder)); try again when the migration has ended")
+        }
+    }
+
+    public func restart(_ name: String, migration: String?) async throws {
+        try checkUnlocked(name, migration: migration, operation: "restart")
+        try await api.request(.POST, "/containers/\(name)/restart?t=1", operation: "restart \(name)")
+    }
+
+    public func delete(_ name: String, migration: String?) async throws {
+        try checkUnlocked(name, migration: migration, operation: "remove")
+        await removeEverything(name)
+        logger.info("container deleted", metadata: ["container": "\(name)", "engine": "\(kind)"])
+    }
+
+    /// Kills and removes the container, and any cgroups a runtime inside it left below its own
+    /// (a nested container, possibly frozen). Idempotent.
+    func removeEverything(_ name: String) async {
+        let cgroup = await engineState(name).pid.flatMap(Cgroups.path(ofProcess:))
+        if let cgroup { Cgroups.killAndThawDescendants(of: cgroup) }
+        _ = try? await api.request(.POST, "/containers/\(name)/kill?signal=KILL", operation: "kill \(name)")
+        // Podman's compatible delete waits out a stop timeout first; its own endpoint takes 0.
+        let remove = dialect == .podman ? "/libpod/containers/\(name)?force=true&timeout=0" : "/containers/\(name)?force=true"
+        _ = try? await api.request(.DELETE, remove, operation: "remove \(name)")
+        if let cgroup { await Cgroups.removeTree(cgroup) }
+        forget(name)
+    }
+
+    public func lock(_ name: String, migration: String) async throws {
+        var record = try record(name)
+        if let holder = record.lockedBy, holder != migration {
+            throw UMSError(.invalidState, "failed to migrate '\(name)': it is already migrating (migration \(holder))")
+        }
+        record.lockedBy = migration
+        try save(record)
+    }
+
+    public func unlock(_ name: String, migration: String) async throws {
+        var record = try record(name)
+        guard record.lockedBy == migration else { return }
+        record.lockedBy = nil
+        try save(record)
+    }
+
+    // MARK: Orchestrator-level checkpoint/restore (not wired for engines yet)
+
+    func notWired(_ operation: String) -> UMSError {
+        UMSError(.unsupported, "failed to \(operation): the \(kind) adapter does not implement the engine's own checkpoint/restore yet; use the service- or container-level approach")
+    }
+
+    public func freeze(_ name: String) async throws { throw notWired("freeze \(name)") }
+    public func resume(_ name: String) async throws { throw notWired("resume \(name)") }
+    public func checkpoint(_ name: String, request: CheckpointRequest) async throws -> BackgroundProcess? { throw notWired("checkpoint \(name)") }
+    public func exportChanges(_ name: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> Int64 { throw notWired("export \(name)") }
+    public func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> StreamSummary
+        where Chunks.Element == ByteBuffer
+    { throw notWired("import into \(name)") }
+    public func restore(_ name: String, request: RestoreRequest) async throws -> ContainerInfo { throw notWired("restore \(name)") }
+}
