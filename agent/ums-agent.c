@@ -391,7 +391,7 @@ extern char **environ;
 /* The nested container's OCI config: runc's own defaults (`runc spec`) with the service's command
  * and environment, sharing the outer container's network namespace (so the outer's published
  * ports reach the service) and placed in a cgroup below the outer's (its limits apply). */
-static int write_nested_config(void) {
+static int write_nested_config(int for_restore) {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/config.json", NESTED_BUNDLE);
     FILE *f = fopen(path, "we");
@@ -426,11 +426,13 @@ static int write_nested_config(void) {
         "\"/proc/timer_stats\",\"/proc/sched_debug\",\"/sys/firmware\",\"/proc/scsi\"],"
         "\"readonlyPaths\":[\"/proc/bus\",\"/proc/fs\",\"/proc/irq\",\"/proc/sys\",\"/proc/sysrq-trigger\"]}}\n");
     if (fclose(f) != 0) return -1;
-    /* CRIU options for the nested container's checkpoints, as for any UMS container. */
+    /* CRIU options for the nested container's checkpoints, as for any UMS container; and the
+     * older mount engine: engines give their outer containers different mount propagation
+     * (Docker's differs from runc's), which the newer engine insists on reproducing. */
     snprintf(path, sizeof path, "%s/criu.conf", NESTED_BUNDLE);
     f = fopen(path, "we");
     if (!f) return -1;
-    fprintf(f, "tcp-close\nskip-in-flight\n");
+    fprintf(f, "tcp-close\nskip-in-flight\n%s", for_restore ? "mntns-compat-mode\n" : "");  /* a restore-only option */
     return fclose(f);
 }
 
@@ -487,7 +489,7 @@ static void remount_cgroups_writable(void) {
 }
 
 static void start_nested(void) {
-    if (write_nested_config() < 0) { logmsg("cannot write the nested container's config: %s", strerror(errno)); exit(125); }
+    if (write_nested_config(0) < 0) { logmsg("cannot write the nested container's config: %s", strerror(errno)); exit(125); }
     make_dirs(RUNC_ROOT, 0700);
     unlink(WORK "/nested.pid");
     char *args[] = { "run", "--detach", "--pid-file", WORK "/nested.pid", "--bundle", NESTED_BUNDLE, NESTED_ID, NULL };
@@ -1023,6 +1025,7 @@ static void do_restore(int client, int seconds) {
         if (mark >= 0) close(mark);
         reply(client, "OK pid=%d restore_ms=%lld bytes=%lld", restored, now_ms() - started, receive_bytes);
         remove_tree(RESTORE_DIR);
+        write_nested_config(0);  /* ready for the next dump */
         logmsg("nested container restored (pid %d)", restored);
         return;
     }
@@ -1198,7 +1201,7 @@ int main(int argc, char **argv) {
     if (!restore && !host_mode) advance_pids();  /* before the reaper runs: these children are reaped below */
     while (waitpid(-1, NULL, WNOHANG) > 0) {}
     if (host_mode) remount_cgroups_writable();
-    if (host_mode && write_nested_config() < 0) { logmsg("cannot write the nested container's config: %s", strerror(errno)); return 125; }
+    if (host_mode && write_nested_config(restore) < 0) { logmsg("cannot write the nested container's config: %s", strerror(errno)); return 125; }
 
     sigemptyset(&forwarded);
     sigaddset(&forwarded, SIGTERM);

@@ -3,7 +3,7 @@ import Testing
 import UMSAPI
 import UMSModel
 
-@Suite("Container-level migration: the unchanged service nested in an outer container", .serialized, .enabled(if: Testbed.isUp && !Testbed.restoreFailsOnB, "needs scripts/testbed up"))
+@Suite("Container-level migration: the unchanged service nested in an outer container", .serialized, .enabled(if: Testbed.isUp && !Testbed.restoreFailsOnB && Testbed.kinds == nil, "needs scripts/testbed up"))
 struct ContainerLevelTests {
     @Test("auto picks container-level for a nested counter; it moves A → B → A with its count and open file; B's orchestrator lists and stops the outer container")
     func migrateNestedCounter() async throws {

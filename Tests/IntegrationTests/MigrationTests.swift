@@ -5,7 +5,7 @@ import Testing
 import UMSAPI
 import UMSModel
 
-@Suite("Live migration between two systems (runc + CRIU)", .serialized, .enabled(if: Testbed.isUp && !Testbed.restoreFailsOnB, "needs scripts/testbed up"))
+@Suite("Live migration between two systems (runc + CRIU)", .serialized, .enabled(if: Testbed.isUp && !Testbed.restoreFailsOnB && Testbed.kinds == nil, "needs scripts/testbed up"))
 struct MigrationTests {
     @Test("a running counter with two children and an open file moves from A to B and back, and keeps counting")
     func migrateCounter() async throws {

@@ -3,7 +3,7 @@ import Testing
 import UMSAPI
 import UMSModel
 
-@Suite("Service-level migration: a migratable image carries ums-agent", .serialized, .enabled(if: Testbed.isUp && !Testbed.restoreFailsOnB, "needs scripts/testbed up"))
+@Suite("Service-level migration: a migratable image carries ums-agent", .serialized, .enabled(if: Testbed.isUp && !Testbed.restoreFailsOnB && Testbed.kinds == nil, "needs scripts/testbed up"))
 struct ServiceLevelTests {
     @Test("auto picks service-level for a migratable counter; it moves A → B → A with its count and open file, and the source is gone")
     func migrateMigratableCounter() async throws {

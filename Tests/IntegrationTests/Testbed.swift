@@ -12,6 +12,12 @@ import UMSModel
 struct Testbed {
     static var environment: [String: String] { ProcessInfo.processInfo.environment }
     static var isUp: Bool { environment["UMS_TESTBED_A"] != nil && environment["UMS_TESTBED_B"] != nil }
+    /// The orchestrators of A and B when the testbed was brought up with different ones
+    /// (`UMS_TESTBED_KINDS=podman,docker`).
+    static var kinds: (String, String)? {
+        let parts = (environment["UMS_TESTBED_KINDS"] ?? "").split(separator: ",").map(String.init)
+        return parts.count == 2 ? (parts[0], parts[1]) : nil
+    }
     /// The testbed's B corrupts what it receives, so every restore there fails (rollback tests).
     static var restoreFailsOnB: Bool { environment["UMS_TESTBED_FAILING_B"] == "1" }
 

@@ -20,6 +20,10 @@ public enum NestedImage {
         addCapabilities: [
             "CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SYS_CHROOT", "CAP_SYS_TIME", "CAP_DAC_OVERRIDE",
             "CAP_SETGID", "CAP_SETUID", "CAP_SYS_PTRACE", "CAP_CHECKPOINT_RESTORE",
+            // What Docker's and Podman's outer containers have anyway, so that every engine's
+            // outer container can restore what another's dumped (CRIU re-creates the nested
+            // /dev tmpfs with its device nodes and owners).
+            "CAP_MKNOD", "CAP_CHOWN", "CAP_FOWNER", "CAP_FSETID", "CAP_SETPCAP", "CAP_SETFCAP", "CAP_NET_RAW",
         ],
         seccompUnconfined: true, runsContainers: true
     )
