@@ -197,10 +197,10 @@ public actor EngineOrchestrator: Orchestrator {
     }
 
     /// runc's default capabilities (`runc spec`), which the embedded orchestrator's containers have.
-    static let baseCapabilities = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+    public static let baseCapabilities = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
 
     /// The engine's create request for a Specification (Docker Engine API; Podman takes the same).
-    func createBody(_ specification: Specification) throws -> [String: Any] {
+    public static func createBody(_ specification: Specification, dialect: Dialect, systemName: String) throws -> [String: Any] {
         var exposed: [String: Any] = [:]
         var bindings: [String: Any] = [:]
         for port in specification.ports {
@@ -227,7 +227,7 @@ public actor EngineOrchestrator: Orchestrator {
                 // CRIU restores a process only with the capabilities it had. Docker 20.10 predates
                 // CAP_CHECKPOINT_RESTORE; CAP_SYS_ADMIN includes what it grants.
                 host["CapDrop"] = ["ALL"]
-                host["CapAdd"] = Self.baseCapabilities + security.addCapabilities.map { capability in
+                host["CapAdd"] = baseCapabilities + security.addCapabilities.map { capability in
                     dialect == .docker && capability == "CAP_CHECKPOINT_RESTORE" ? "CAP_SYS_ADMIN" : capability
                 }
             }
@@ -264,7 +264,7 @@ public actor EngineOrchestrator: Orchestrator {
         try save(Record(specification: specification, lockedBy: migration, createdAt: Date()))
         do {
             try await ensureEngineImage(specification.image)
-            try await api.request(.POST, "/containers/create?name=\(specification.name)", json: try JSONSerialization.data(withJSONObject: createBody(specification)), operation: "create \(specification.name)")
+            try await api.request(.POST, "/containers/create?name=\(specification.name)", json: try JSONSerialization.data(withJSONObject: Self.createBody(specification, dialect: dialect, systemName: systemName)), operation: "create \(specification.name)")
             if start {
                 try await api.request(.POST, "/containers/\(specification.name)/start", operation: "start \(specification.name)")
             }
