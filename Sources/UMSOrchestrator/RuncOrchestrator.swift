@@ -14,7 +14,7 @@ import UMSOS
 /// overlay root, upper and work dirs, runc log), `runc/` (runc's `--root`).
 public actor RuncOrchestrator: Orchestrator {
     /// What UMS remembers about one container beyond what runc knows.
-    struct Record: Codable, Sendable {
+    struct Record: RegisteredContainer {
         var specification: Specification
         var network: ContainerNetwork
         var slot: Int
@@ -33,10 +33,9 @@ public actor RuncOrchestrator: Orchestrator {
     let runc: Runc
     let criu: CRIUInfo
     let images: ImageStore
-    let records: JSONStore<Record>
     let network: NetworkManager
     let logger: Logger
-    var cache: [String: Record] = [:]
+    var registry: ContainerRegistry<Record>
     var runcVersion = "unknown"
     var template: Data?
 
@@ -52,9 +51,8 @@ public actor RuncOrchestrator: Orchestrator {
         self.logger = logger
         self.runc = Runc(root: "\(stateDirectory)/runc", criuPath: criu.path)
         self.images = try ImageStore(root: "\(stateDirectory)/images")
-        self.records = try JSONStore(directory: "\(stateDirectory)/containers-index")
+        self.registry = try ContainerRegistry(systemName: systemName, directory: "\(stateDirectory)/containers-index")
         self.network = NetworkManager(runner: runner)
-        for record in records.loadAll() { cache[record.specification.name] = record }
     }
 
     /// Checks runc is there and reads its version; call once at start-up.
@@ -101,26 +99,13 @@ public actor RuncOrchestrator: Orchestrator {
 
     // MARK: Containers
 
-    func record(_ name: String) throws -> Record {
-        guard let record = cache[name] else {
-            throw UMSError(.notFound, "no container named '\(name)' on system \(systemName)")
-        }
-        return record
-    }
-
-    func save(_ record: Record) throws {
-        cache[record.specification.name] = record
-        try records.save(record, key: record.specification.name)
-    }
-
-    func forget(_ name: String) {
-        cache[name] = nil
-        records.delete(key: name)
-    }
+    func record(_ name: String) throws -> Record { try registry.record(name) }
+    func save(_ record: Record) throws { try registry.save(record) }
+    func forget(_ name: String) { registry.forget(name) }
 
     public func list() async throws -> [ContainerInfo] {
         var result: [ContainerInfo] = []
-        for name in cache.keys.sorted() {
+        for name in registry.names {
             if let info = try? await inspect(name) { result.append(info) }
         }
         return result
@@ -169,19 +154,19 @@ public actor RuncOrchestrator: Orchestrator {
         guard !specification.command.isEmpty else {
             throw UMSError(.invalidArgument, "failed to create container \(specification.name): no command given")
         }
-        guard cache[specification.name] == nil else {
+        guard !registry.contains(specification.name) else {
             throw UMSError(.exists, "failed to create container: '\(specification.name)' already exists on system \(systemName)")
         }
         guard images.contains(specification.image) else {
             throw UMSError(.notFound, "failed to create container \(specification.name): image \(specification.image.digest) is not on system \(systemName)")
         }
-        let taken = Set(cache.values.flatMap { $0.specification.ports.map(\.hostPort) })
+        let taken = registry.publishedPorts
         if let clash = specification.ports.first(where: { taken.contains($0.hostPort) }) {
             throw UMSError(.exists, "failed to create container \(specification.name): port \(clash.hostPort) is already published on system \(systemName)")
         }
         // Reserve the name and slot before the first suspension point, so that concurrent creates
         // cannot take the same ones.
-        let slots = Set(cache.values.map(\.slot))
+        let slots = Set(registry.records.values.map(\.slot))
         let slot = (0...).first { !slots.contains($0) } ?? 0
         let record = Record(
             specification: specification,
@@ -257,10 +242,7 @@ public actor RuncOrchestrator: Orchestrator {
     }
 
     func checkUnlocked(_ name: String, migration: String?, operation: String) throws {
-        let record = try record(name)
-        if let holder = record.lockedBy, holder != migration {
-            throw UMSError(.invalidState, "failed to \(operation) '\(name)': it is migrating (migration \(holder)); try again when the migration has ended")
-        }
+        try registry.checkUnlocked(name, migration: migration, operation: operation)
     }
 
     public func restart(_ name: String, migration: String?) async throws {
@@ -301,19 +283,11 @@ public actor RuncOrchestrator: Orchestrator {
     }
 
     public func lock(_ name: String, migration: String) async throws {
-        var record = try record(name)
-        if let holder = record.lockedBy, holder != migration {
-            throw UMSError(.invalidState, "failed to migrate '\(name)': it is already migrating (migration \(holder))")
-        }
-        record.lockedBy = migration
-        try save(record)
+        try registry.lock(name, migration: migration)
     }
 
     public func unlock(_ name: String, migration: String) async throws {
-        var record = try record(name)
-        guard record.lockedBy == migration else { return }
-        record.lockedBy = nil
-        try save(record)
+        try registry.unlock(name, migration: migration)
     }
 
     // MARK: Checkpoint/restore

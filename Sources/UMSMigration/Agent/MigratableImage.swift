@@ -98,12 +98,23 @@ public enum MigratableImage {
     /// agent's entrypoint (unless already there), the label that names it migratable, the
     /// privileges the agent needs, and a fresh control token.
     public static func specification(_ specification: Specification, manifest: Manifest, token: String) -> Specification {
+        behindAgent(specification, entrypoint: manifest.entrypoint, label: SpecificationLabels.agent, port: manifest.agentPort, security: security, token: token)
+    }
+
+    /// The command behind the agent's entrypoint (unless already there), the label naming the
+    /// agent's port, the privileges, and a fresh control token: what both agent-based
+    /// approaches' containers share.
+    static func behindAgent(
+        _ specification: Specification, entrypoint: [String], label: String, port: Int, security needed: SecurityOptions, token: String
+    ) -> Specification {
         var result = specification
         if result.command.first != agentPath {
-            result.command = manifest.entrypoint + result.command
+            result.command = entrypoint + result.command
         }
-        result.labels[SpecificationLabels.agent] = String(manifest.agentPort)
-        result.security = merged(result.security, security)
+        result.labels[SpecificationLabels.agent] = nil
+        result.labels[SpecificationLabels.nested] = nil
+        result.labels[label] = String(port)
+        result.security = merged(result.security, needed)
         result.environment.removeAll { $0.hasPrefix("\(tokenVariable)=") }
         result.environment.append("\(tokenVariable)=\(token)")
         return result

@@ -74,15 +74,8 @@ public enum NestedImage {
     /// The outer container's Specification: the service's command behind the agent in host mode,
     /// labelled nested, with the privileges the nested runtime needs and a fresh agent token.
     public static func specification(_ specification: Specification, manifest: Manifest, token: String) -> Specification {
-        var result = specification
-        if result.command.first != MigratableImage.agentPath {
-            result.command = manifest.entrypoint + result.command
-        }
-        result.labels[SpecificationLabels.nested] = String(manifest.agentPort)
-        result.labels[SpecificationLabels.agent] = nil
-        result.security = MigratableImage.merged(result.security, security)
-        result.environment.removeAll { $0.hasPrefix("\(MigratableImage.tokenVariable)=") }
-        result.environment.append("\(MigratableImage.tokenVariable)=\(token)")
-        return result
+        MigratableImage.behindAgent(
+            specification, entrypoint: manifest.entrypoint, label: SpecificationLabels.nested, port: manifest.agentPort, security: security, token: token
+        )
     }
 }

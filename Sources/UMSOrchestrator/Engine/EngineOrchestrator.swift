@@ -21,7 +21,7 @@ public actor EngineOrchestrator: Orchestrator {
         case docker, podman
     }
 
-    struct Record: Codable, Sendable {
+    struct Record: RegisteredContainer {
         var specification: Specification
         var lockedBy: String?
         var createdAt: Date
@@ -34,10 +34,9 @@ public actor EngineOrchestrator: Orchestrator {
     let advertiseHost: String
     let criu: CRIUInfo
     let images: ImageStore
-    let records: JSONStore<Record>
     let runner: any CommandRunner
     let logger: Logger
-    var cache: [String: Record] = [:]
+    var registry: ContainerRegistry<Record>
     var engineVersion = "unknown"
 
     public init(
@@ -51,10 +50,9 @@ public actor EngineOrchestrator: Orchestrator {
         self.advertiseHost = advertiseHost
         self.criu = criu
         self.images = try ImageStore(root: "\(stateDirectory)/images")
-        self.records = try JSONStore(directory: "\(stateDirectory)/engine-containers")
+        self.registry = try ContainerRegistry(systemName: systemName, directory: "\(stateDirectory)/engine-containers")
         self.runner = runner
         self.logger = logger
-        for record in records.loadAll() { cache[record.specification.name] = record }
     }
 
     /// Checks the engine answers and reads its version; call once at start-up.
@@ -118,26 +116,13 @@ public actor EngineOrchestrator: Orchestrator {
 
     // MARK: Containers
 
-    func record(_ name: String) throws -> Record {
-        guard let record = cache[name] else {
-            throw UMSError(.notFound, "no container named '\(name)' on system \(systemName)")
-        }
-        return record
-    }
-
-    func save(_ record: Record) throws {
-        cache[record.specification.name] = record
-        try records.save(record, key: record.specification.name)
-    }
-
-    func forget(_ name: String) {
-        cache[name] = nil
-        records.delete(key: name)
-    }
+    func record(_ name: String) throws -> Record { try registry.record(name) }
+    func save(_ record: Record) throws { try registry.save(record) }
+    func forget(_ name: String) { registry.forget(name) }
 
     public func list() async throws -> [ContainerInfo] {
         var result: [ContainerInfo] = []
-        for name in cache.keys.sorted() {
+        for name in registry.names {
             if let info = try? await inspect(name) { result.append(info) }
         }
         return result
@@ -251,13 +236,13 @@ public actor EngineOrchestrator: Orchestrator {
         guard !specification.command.isEmpty else {
             throw UMSError(.invalidArgument, "failed to create container \(specification.name): no command given")
         }
-        guard cache[specification.name] == nil else {
+        guard !registry.contains(specification.name) else {
             throw UMSError(.exists, "failed to create container: '\(specification.name)' already exists on system \(systemName)")
         }
         guard images.contains(specification.image) else {
             throw UMSError(.notFound, "failed to create container \(specification.name): image \(specification.image.digest) is not on system \(systemName)")
         }
-        let taken = Set(cache.values.flatMap { $0.specification.ports.map(\.hostPort) })
+        let taken = registry.publishedPorts
         if let clash = specification.ports.first(where: { taken.contains($0.hostPort) }) {
             throw UMSError(.exists, "failed to create container \(specification.name): port \(clash.hostPort) is already published on system \(systemName)")
         }
@@ -277,9 +262,7 @@ public actor EngineOrchestrator: Orchestrator {
     }
 
     func checkUnlocked(_ name: String, migration: String?, operation: String) throws {
-        if let holder = try record(name).lockedBy, holder != migration {
-            throw UMSError(.invalidState, "failed to \(operation) '\(name)': it is migrating (migration \(holder)); try again when the migration has ended")
-        }
+        try registry.checkUnlocked(name, migration: migration, operation: operation)
     }
 
     public func restart(_ name: String, migration: String?) async throws {
@@ -307,19 +290,11 @@ public actor EngineOrchestrator: Orchestrator {
     }
 
     public func lock(_ name: String, migration: String) async throws {
-        var record = try record(name)
-        if let holder = record.lockedBy, holder != migration {
-            throw UMSError(.invalidState, "failed to migrate '\(name)': it is already migrating (migration \(holder))")
-        }
-        record.lockedBy = migration
-        try save(record)
+        try registry.lock(name, migration: migration)
     }
 
     public func unlock(_ name: String, migration: String) async throws {
-        var record = try record(name)
-        guard record.lockedBy == migration else { return }
-        record.lockedBy = nil
-        try save(record)
+        try registry.unlock(name, migration: migration)
     }
 
     // MARK: Orchestrator-level checkpoint/restore (not wired for engines yet)
