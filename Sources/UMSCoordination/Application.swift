@@ -88,9 +88,12 @@ func makeOrchestrator(
         try await engine.prepare()
         return engine
     default:
+        // The embedded orchestrator; with containerd, containerd runs what it prepares.
+        let containerd = configuration.orchestrator == "containerd"
+            ? Ctr(address: configuration.resolvedEngineSocket, namespace: "ums-\(configuration.name)") : nil
         let runc = try RuncOrchestrator(
             systemName: configuration.name, stateDirectory: configuration.stateDir, advertiseHost: advertiseHost,
-            criu: criu, runner: runner, logger: logger
+            criu: criu, runner: runner, logger: logger, containerd: containerd
         )
         try await runc.prepare()
         return runc

@@ -42,15 +42,15 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     public var logLevel: String?
     /// The outer image for nested services (container-level; `scripts/build-host-image`).
     public var hostImage: String?
-    /// The engine's API socket, for `podman` and `docker` (default: the engine's usual one).
+    /// The engine's API socket, for `podman`, `docker` and `containerd` (default: the engine's usual one).
     public var engineSocket: String?
 
     /// The orchestrators this build has adapters for.
-    public static let orchestrators = ["runc", "podman", "docker"]
+    public static let orchestrators = ["runc", "podman", "docker", "containerd"]
 
     /// The engine socket to use: the configured one, or the engine's usual path.
     public var resolvedEngineSocket: String {
-        engineSocket ?? (orchestrator == "podman" ? "/run/podman/podman.sock" : "/var/run/docker.sock")
+        engineSocket ?? ["podman": "/run/podman/podman.sock", "containerd": "/run/containerd/containerd.sock"][orchestrator] ?? "/var/run/docker.sock"
     }
 
     public init(name: String, listen: String = "127.0.0.1:7000", stateDir: String, orchestrator: String = "runc",

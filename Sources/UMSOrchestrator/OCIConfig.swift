@@ -13,11 +13,15 @@ public enum OCIConfig {
         /// A CRIU configuration file for this container's checkpoints and restores; runc hands
         /// it to CRIU through the `org.criu.config` annotation.
         public var criuConfigPath: String?
+        /// The root filesystem, relative to the bundle (runc) or absolute (containerd's `ctr
+        /// run --config` does not know the bundle).
+        public var rootPath: String
 
-        public init(networkNamespacePath: String, cgroupsPath: String, criuConfigPath: String? = nil) {
+        public init(networkNamespacePath: String, cgroupsPath: String, criuConfigPath: String? = nil, rootPath: String = "rootfs") {
             self.networkNamespacePath = networkNamespacePath
             self.cgroupsPath = cgroupsPath
             self.criuConfigPath = criuConfigPath
+            self.rootPath = rootPath
         }
     }
 
@@ -42,7 +46,7 @@ public enum OCIConfig {
             process["capabilities"] = capabilities
         }
         config["process"] = process
-        config["root"] = ["path": "rootfs", "readonly": false]
+        config["root"] = ["path": placement.rootPath, "readonly": false]
         config["hostname"] = specification.name
         if let criuConfigPath = placement.criuConfigPath {
             var annotations = (config["annotations"] as? [String: String]) ?? [:]

@@ -24,7 +24,10 @@ public actor RuncOrchestrator: Orchestrator {
         var createdAt: Date
     }
 
-    public nonisolated let kind = "runc"
+    public nonisolated let kind: String
+    /// With containerd: containerd (through `ctr`) runs the containers; UMS still prepares their
+    /// bundles, overlays and networks. Its own checkpoint/restore is not wired.
+    let containerd: Ctr?
     let systemName: String
     let stateDirectory: String
     /// The address clients use to reach this system's published ports.
@@ -41,8 +44,10 @@ public actor RuncOrchestrator: Orchestrator {
 
     public init(
         systemName: String, stateDirectory: String, advertiseHost: String, criu: CRIUInfo,
-        runner: any CommandRunner, logger: Logger
+        runner: any CommandRunner, logger: Logger, containerd: Ctr? = nil
     ) throws {
+        self.containerd = containerd
+        self.kind = containerd == nil ? "runc" : "containerd"
         self.systemName = systemName
         self.stateDirectory = stateDirectory
         self.advertiseHost = advertiseHost
@@ -64,10 +69,17 @@ public actor RuncOrchestrator: Orchestrator {
             throw UMSError(.unsupported, "failed to find runc; run scripts/setup as root to install it", cause: error)
         }
         try FileSystem.makeDirectory(runc.root)
+        if let containerd {
+            do {
+                runcVersion = Ctr.parseServerVersion(try await runner.output(containerd.binary, containerd.versionArguments()))
+            } catch {
+                throw UMSError(.unavailable, "failed to reach containerd at \(containerd.address); start it (scripts/testbed does) or give --engine-socket", cause: error)
+            }
+        }
     }
 
     public func capabilities() async -> OrchestratorCapabilities {
-        OrchestratorCapabilities(kind: kind, runtimeVersion: runcVersion, criuVersion: criu.version, canCheckpoint: true)
+        OrchestratorCapabilities(kind: kind, runtimeVersion: runcVersion, criuVersion: criu.version, canCheckpoint: containerd == nil)
     }
 
     // MARK: Paths
@@ -115,7 +127,10 @@ public actor RuncOrchestrator: Orchestrator {
         let record = try record(name)
         var state = ContainerInfo.State.created
         var pid: Int?
-        if record.started {
+        if record.started, let containerd {
+            let tasks = (try? await runner.output(containerd.binary, containerd.tasksArguments())) ?? ""
+            (state, pid) = Ctr.parseTasks(tasks, id: name) ?? (.stopped, nil)
+        } else if record.started {
             if let text = try? await runner.output(runc.binary, runc.stateArguments(id: name)),
                let json = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] {
                 state = ContainerInfo.State(rawValue: (json["status"] as? String) ?? "") ?? .unknown
@@ -143,6 +158,9 @@ public actor RuncOrchestrator: Orchestrator {
 
     /// Processes in the container now (`runc ps`), or nil if runc cannot tell.
     func processCount(_ name: String) async -> Int? {
+        if let containerd {
+            return (try? await runner.output(containerd.binary, containerd.processesArguments(id: name))).map(Ctr.parseProcessCount)
+        }
         guard let text = try? await runner.output(runc.binary, runc.processesArguments(id: name)),
               let pids = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [Int]
         else { return nil }
@@ -184,14 +202,14 @@ public actor RuncOrchestrator: Orchestrator {
                 template: try await ociTemplate(), specification: specification,
                 placement: .init(
                     networkNamespacePath: record.network.namespacePath, cgroupsPath: cgroupPath(specification.name),
-                    criuConfigPath: criuConfig
+                    criuConfigPath: criuConfig, rootPath: containerd == nil ? "rootfs" : "\(bundle(specification.name))/rootfs"
                 )
             )
             try FileSystem.writeAtomically(config, to: "\(bundle(specification.name))/config.json")
             try await network.create(record.network, ports: specification.ports)
             if start {
                 try await mountRoot(specification.name, image: specification.image)
-                _ = try await runner.run(runc.command(runc.runArguments(id: specification.name, bundle: bundle(specification.name), log: runcLog(specification.name)), discardOutput: true))
+                try await startContainer(specification.name)
                 try await publish(specification.name)
                 var started = record
                 started.started = true
@@ -225,6 +243,34 @@ public actor RuncOrchestrator: Orchestrator {
         return data
     }
 
+    /// Starts the container from its prepared bundle: `runc run -d`, or containerd's `ctr run`.
+    func startContainer(_ name: String) async throws {
+        if let containerd {
+            _ = try await runner.run(Command(containerd.binary, containerd.runArguments(id: name, config: "\(bundle(name))/config.json"), discardOutput: true))
+        } else {
+            _ = try await runner.run(runc.command(runc.runArguments(id: name, bundle: bundle(name), log: runcLog(name)), discardOutput: true))
+        }
+    }
+
+    /// Kills (killed first, so it never runs a moment longer than meant) and deletes the
+    /// container's runtime state; idempotent.
+    func killAndDelete(_ name: String) async {
+        if let containerd {
+            _ = try? await runner.run(Command(containerd.binary, containerd.killArguments(id: name)))
+            _ = try? await runner.run(Command(containerd.binary, containerd.deleteTaskArguments(id: name)))
+            _ = try? await runner.run(Command(containerd.binary, containerd.deleteContainerArguments(id: name)))
+        } else {
+            _ = try? await runner.run(runc.command(runc.killArguments(id: name, signal: "KILL")))
+            _ = try? await runner.run(runc.command(runc.deleteArguments(id: name)))
+        }
+    }
+
+    func requireRunc(_ operation: String) throws {
+        if containerd != nil {
+            throw UMSError(.unsupported, "failed to \(operation): the containerd adapter does not implement containerd's own checkpoint/restore yet; use the service- or container-level approach")
+        }
+    }
+
     func mountRoot(_ name: String, image: ImageReference) async throws {
         let directory = containerDirectory(name)
         let target = "\(directory)/bundle/rootfs"
@@ -249,9 +295,9 @@ public actor RuncOrchestrator: Orchestrator {
         try checkUnlocked(name, migration: migration, operation: "restart")
         let record = try record(name)
         await network.unpublish(record.network, ports: record.specification.ports)
-        _ = try? await runner.run(runc.command(runc.deleteArguments(id: name)))
+        await killAndDelete(name)
         try await mountRoot(name, image: record.specification.image)
-        _ = try await runner.run(runc.command(runc.runArguments(id: name, bundle: bundle(name), log: runcLog(name)), discardOutput: true))
+        try await startContainer(name)
         try await publish(name)
     }
 
@@ -272,8 +318,7 @@ public actor RuncOrchestrator: Orchestrator {
         // runc from removing the container's own.
         let cgroup = cgroupPath(name)
         Cgroups.killAndThawDescendants(of: cgroup)
-        _ = try? await runner.run(runc.command(runc.killArguments(id: name, signal: "KILL")))
-        _ = try? await runner.run(runc.command(runc.deleteArguments(id: name)))
+        await killAndDelete(name)
         await Cgroups.removeTree(cgroup)
         let root = "\(containerDirectory(name))/bundle/rootfs"
         _ = try? await runner.run(Command("umount", [root]))
@@ -293,6 +338,7 @@ public actor RuncOrchestrator: Orchestrator {
     // MARK: Checkpoint/restore
 
     public func freeze(_ name: String) async throws {
+        try requireRunc("freeze \(name)")
         _ = try record(name)
         try await runner.execute(runc.binary, runc.pauseArguments(id: name))
     }
@@ -305,6 +351,7 @@ public actor RuncOrchestrator: Orchestrator {
     }
 
     public func checkpoint(_ name: String, request: CheckpointRequest) async throws -> BackgroundProcess? {
+        try requireRunc("checkpoint \(name)")
         _ = try record(name)
         let work = request.workDirectory
         try FileSystem.makeDirectory(request.imagesDirectory)
@@ -352,6 +399,7 @@ public actor RuncOrchestrator: Orchestrator {
     }
 
     public func restore(_ name: String, request: RestoreRequest) async throws -> ContainerInfo {
+        try requireRunc("restore \(name)")
         var record = try record(name)
         guard !record.started else {
             throw UMSError(.invalidState, "failed to restore '\(name)': it already runs")

@@ -28,7 +28,7 @@ struct UMSD: AsyncParsableCommand {
     @Option(name: .customLong("state-dir"), help: "Where containers, images and migration records are kept.")
     var stateDir: String?
 
-    @Option(help: "The orchestrator this system runs: runc (embedded), podman or docker.")
+    @Option(help: "The orchestrator this system runs: runc (embedded), podman, docker or containerd.")
     var orchestrator: String?
 
     @Option(name: .customLong("token-file"), help: "File holding the bearer token clients and peers must present.")
@@ -43,7 +43,7 @@ struct UMSD: AsyncParsableCommand {
     @Option(help: "The CRIU binary to use (default: /usr/local/sbin/criu, then criu on PATH).")
     var criu: String?
 
-    @Option(name: .customLong("engine-socket"), help: "The podman/docker API socket (default: /run/podman/podman.sock, /var/run/docker.sock).")
+    @Option(name: .customLong("engine-socket"), help: "The podman/docker/containerd socket (default: the engine's usual one).")
     var engineSocket: String?
 
     @Option(name: .customLong("host-image"), help: "The outer image for nested services (container-level; built by scripts/build-host-image).")

@@ -4,7 +4,8 @@ import UMSAPI
 import UMSModel
 
 /// Runs on a testbed whose systems have different orchestrators (`scripts/testbed up --a KIND
-/// --b KIND`; scripts/test brings up Podman → Docker and Docker → runc): the engines are real,
+/// --b KIND`; scripts/test brings up Podman → Docker, Docker → containerd and containerd → runc):
+/// the engines are real,
 /// started by the testbed inside each system's namespace.
 @Suite("Migration between different orchestrators", .serialized, .enabled(if: Testbed.isUp && Testbed.kinds != nil, "needs scripts/testbed up --a KIND --b KIND"))
 struct EngineTests {

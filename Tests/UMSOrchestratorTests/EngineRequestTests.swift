@@ -67,3 +67,29 @@ struct EngineRequestTests {
         #expect(throws: UMSError.self) { try EngineOrchestrator.createBody(spec, dialect: .docker, systemName: "a") }
     }
 }
+
+@Suite("containerd's ctr command line and its output")
+struct CtrTests {
+    let ctr = Ctr(address: "/run/tb/a/engine.sock", namespace: "ums-tba")
+
+    @Test("every command names the system's own socket and namespace; containers run from UMS's OCI config")
+    func arguments() {
+        #expect(ctr.runArguments(id: "web", config: "/s/web/bundle/config.json")
+            == ["--address", "/run/tb/a/engine.sock", "--namespace", "ums-tba", "run", "--detach", "--null-io", "--config", "/s/web/bundle/config.json", "web"])
+        #expect(ctr.killArguments(id: "web").suffix(5) == ["kill", "--signal", "SIGKILL", "--all", "web"])
+        #expect(ctr.deleteTaskArguments(id: "web").suffix(3) == ["delete", "--force", "web"])
+        #expect(ctr.versionArguments() == ["--address", "/run/tb/a/engine.sock", "version"])
+    }
+
+    @Test("task lists, process lists and versions parse; a container without a task is nil")
+    func parsing() {
+        let tasks = "TASK    PID      STATUS    \nweb     31337    RUNNING\nother   12       PAUSED\n"
+        #expect(Ctr.parseTasks(tasks, id: "web")?.0 == .running)
+        #expect(Ctr.parseTasks(tasks, id: "web")?.1 == 31337)
+        #expect(Ctr.parseTasks(tasks, id: "other")?.0 == .paused)
+        #expect(Ctr.parseTasks(tasks, id: "gone") == nil)
+        #expect(Ctr.parseProcessCount("PID      INFO\n101      -\n102      -\n103      -\n") == 3)
+        let version = "Client:\n  Version:  1.6.20~ds1\n\nServer:\n  Version:  1.6.20~ds1\n  UUID: x\n"
+        #expect(Ctr.parseServerVersion(version) == "1.6.20~ds1")
+    }
+}

@@ -95,16 +95,20 @@ int main(int argc, char **argv) {
     }
 
     int udp = -1;
+    struct sockaddr_in to = { .sin_family = AF_INET };
     if (heartbeat) {
         char host[64];
         const char *colon = strrchr(heartbeat, ':');
         if (!colon || colon - heartbeat >= (long)sizeof host) { fprintf(stderr, "memhog: --heartbeat HOST:PORT\n"); return 2; }
         memcpy(host, heartbeat, colon - heartbeat);
         host[colon - heartbeat] = 0;
-        struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(atoi(colon + 1)) };
+        to.sin_port = htons(atoi(colon + 1));
         if (inet_pton(AF_INET, host, &to.sin_addr) != 1) { fprintf(stderr, "memhog: bad heartbeat address\n"); return 2; }
+        /* Unconnected on purpose: a connected UDP socket is bound to the container's address, and
+         * CRIU can restore it only where the container has that address again; this one is
+         * bound to 0.0.0.0 and moves to any system, whatever address its container gets there. */
         udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        if (connect(udp, (struct sockaddr *)&to, sizeof to) < 0) { perror("memhog: heartbeat"); return 1; }
+        if (udp < 0) { perror("memhog: heartbeat"); return 1; }
     }
     int lfd = -1;
     if (port > 0) {
@@ -131,7 +135,7 @@ int main(int argc, char **argv) {
                 char beat[32];
                 int len = snprintf(beat, sizeof beat, "%llu", count);
                 /* A failed send (e.g. no route while frozen/moving) is not fatal: the next beat counts. */
-                if (send(udp, beat, len, MSG_DONTWAIT) < 0) { errno = 0; }
+                if (sendto(udp, beat, len, MSG_DONTWAIT, (struct sockaddr *)&to, sizeof to) < 0) { errno = 0; }
             }
             if (now_ms() - printed >= 1000) { printed = now_ms(); printf("count %llu\n", count); }
         }
