@@ -41,7 +41,7 @@ struct EngineRequestTests {
         let podman = try #require(try EngineOrchestrator.createBody(spec, dialect: .podman, systemName: "a")["HostConfig"] as? [String: Any])
         #expect(podman["CapDrop"] as? [String] == ["ALL"])
         #expect(podman["CapAdd"] as? [String] == EngineOrchestrator.baseCapabilities + ["CAP_CHECKPOINT_RESTORE"])
-        #expect(podman["SecurityOpt"] as? [String] == ["seccomp=unconfined"])
+        #expect(podman["SecurityOpt"] as? [String] == ["seccomp=unconfined", "no-new-privileges"])
         let docker = try #require(try EngineOrchestrator.createBody(spec, dialect: .docker, systemName: "a")["HostConfig"] as? [String: Any])
         #expect(docker["CapAdd"] as? [String] == EngineOrchestrator.baseCapabilities + ["CAP_SYS_ADMIN"])
     }

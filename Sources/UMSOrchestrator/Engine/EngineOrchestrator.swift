@@ -216,7 +216,11 @@ public actor EngineOrchestrator: Orchestrator {
                     dialect == .docker && capability == "CAP_CHECKPOINT_RESTORE" ? "CAP_SYS_ADMIN" : capability
                 }
             }
-            if security.seccompUnconfined && host["SecurityOpt"] == nil { host["SecurityOpt"] = ["seccomp=unconfined"] }
+            if security.seccompUnconfined && host["SecurityOpt"] == nil {
+                // no-new-privileges as runc's default sets it: CRIU cannot restore a process
+                // without the flag into a container whose processes have it, and back.
+                host["SecurityOpt"] = ["seccomp=unconfined", "no-new-privileges"]
+            }
         }
         if let memory = specification.limits.memoryBytes { host["Memory"] = memory }
         if let cpus = specification.limits.cpus { host["NanoCpus"] = Int(cpus * 1e9) }
