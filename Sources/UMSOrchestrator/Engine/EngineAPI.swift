@@ -38,6 +38,32 @@ public struct EngineAPI: Sendable {
         return url.absoluteString
     }
 
+    /// Sends a request and writes the response body to `file` as it arrives (a checkpoint export,
+    /// which the synchronization module streams onward while it grows).
+    public func download(_ method: HTTPMethod, _ path: String, to file: String, timeout: TimeAmount = .seconds(600), operation: String) async throws {
+        var request = HTTPClientRequest(url: try url(path))
+        request.method = method
+        request.headers.replaceOrAdd(name: "Host", value: "localhost")
+        let response: HTTPClientResponse
+        do {
+            response = try await http.execute(request, timeout: timeout)
+        } catch {
+            throw UMSError(.unavailable, "failed to \(operation): the engine at \(socketPath) is not reachable", cause: error)
+        }
+        guard response.status == .ok else {
+            let body = try await response.body.collect(upTo: 1 << 20)
+            let message = ((try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any])?["message"] as? String ?? String(buffer: body)
+            throw UMSError(.internalError, "failed to \(operation): the engine answered \(response.status.code): \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        guard FileManager.default.createFile(atPath: file, contents: nil), let handle = FileHandle(forWritingAtPath: file) else {
+            throw UMSError(.internalError, "failed to \(operation): cannot write \(file)")
+        }
+        defer { try? handle.close() }
+        for try await chunk in response.body {
+            try handle.write(contentsOf: Data(buffer: chunk))
+        }
+    }
+
     /// Sends a request; `expect` lists the statuses that are success. Engine errors (`{"message": …}`)
     /// become UMSErrors with the engine's message.
     @discardableResult

@@ -14,8 +14,9 @@ import UMSOS
 /// the control lock) in its own registry, and the root filesystems by content digest, imported
 /// into the engine as `localhost/ums:<digest>` when a container needs one (never pulled).
 ///
-/// The engine's own checkpoint/restore (orchestrator-level) is not wired yet: `canCheckpoint` is
-/// false, so the decision layer picks the service- or container-level approach for its containers.
+/// The engine's own checkpoint/restore (orchestrator-level) is wired for Podman (its checkpoint
+/// export and import, over the libpod API); for Docker it is not yet: `canCheckpoint` is false
+/// there, so the decision layer picks the service- or container-level approach.
 public actor EngineOrchestrator: Orchestrator {
     public enum Dialect: String, Sendable {
         case docker, podman
@@ -68,7 +69,7 @@ public actor EngineOrchestrator: Orchestrator {
 
     public func capabilities() async -> OrchestratorCapabilities {
         OrchestratorCapabilities(
-            kind: kind, runtimeVersion: engineVersion, criuVersion: criu.version, canCheckpoint: false,
+            kind: kind, runtimeVersion: engineVersion, criuVersion: criu.version, canCheckpoint: dialect == .podman,
             agentCapability: dialect == .docker ? "CAP_SYS_ADMIN" : "CAP_CHECKPOINT_RESTORE"
         )
     }
@@ -235,6 +236,41 @@ public actor EngineOrchestrator: Orchestrator {
         ]
     }
 
+    /// Podman's own create request (libpod's SpecGenerator) for a Specification, with the same
+    /// security rules as `createBody`.
+    public static func libpodCreateBody(_ specification: Specification, systemName: String) throws -> [String: Any] {
+        var environment: [String: String] = [:]
+        for entry in specification.environment {
+            let parts = entry.split(separator: "=", maxSplits: 1)
+            environment[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
+        }
+        var labels = specification.labels
+        labels["ums.managed"] = systemName
+        labels["ums.image"] = specification.image.digest
+        var body: [String: Any] = [
+            "name": specification.name, "image": try engineImage(specification.image), "command": specification.command,
+            "entrypoint": [String](), "env": environment, "work_dir": specification.workingDirectory,
+            "hostname": specification.name, "labels": labels,
+            "portmappings": specification.ports.map { ["host_port": $0.hostPort, "container_port": $0.containerPort, "protocol": $0.proto] },
+        ]
+        if let security = specification.security {
+            if security.runsContainers {
+                body["privileged"] = true
+            } else {
+                body["cap_drop"] = ["ALL"]
+                body["cap_add"] = baseCapabilities + security.addCapabilities
+                body["no_new_privileges"] = true
+            }
+            if security.seccompUnconfined { body["seccomp_profile_path"] = "unconfined" }
+        }
+        var limits: [String: Any] = [:]
+        if let memory = specification.limits.memoryBytes { limits["memory"] = ["limit": memory] }
+        if let cpus = specification.limits.cpus { limits["cpu"] = ["quota": Int(cpus * 100_000), "period": 100_000] }
+        if let pids = specification.limits.pids { limits["pids"] = ["limit": pids] }
+        if !limits.isEmpty { body["resource_limits"] = limits }
+        return body
+    }
+
     public func create(_ specification: Specification, start: Bool, migration: String?) async throws -> ContainerInfo {
         try ContainerName.validate(specification.name)
         guard !specification.command.isEmpty else {
@@ -253,7 +289,18 @@ public actor EngineOrchestrator: Orchestrator {
         try save(Record(specification: specification, lockedBy: migration, createdAt: Date()))
         do {
             try await ensureEngineImage(specification.image)
-            try await api.request(.POST, "/containers/create?name=\(specification.name)", json: try JSONSerialization.data(withJSONObject: Self.createBody(specification, dialect: dialect, systemName: systemName)), operation: "create \(specification.name)")
+            if !start && dialect == .podman {
+                // Ready to be restored into: Podman's import creates the container itself from
+                // the checkpoint (with this Specification's image, which is now here).
+                return try await inspect(specification.name)
+            }
+            if dialect == .podman {
+                // Podman's own endpoint: a container made through the compatible one records its
+                // image by ID, which another Podman's checkpoint import cannot resolve.
+                try await api.request(.POST, "/libpod/containers/create", json: try JSONSerialization.data(withJSONObject: Self.libpodCreateBody(specification, systemName: systemName)), operation: "create \(specification.name)")
+            } else {
+                try await api.request(.POST, "/containers/create?name=\(specification.name)", json: try JSONSerialization.data(withJSONObject: Self.createBody(specification, dialect: dialect, systemName: systemName)), operation: "create \(specification.name)")
+            }
             if start {
                 try await api.request(.POST, "/containers/\(specification.name)/start", operation: "start \(specification.name)")
             }
@@ -301,18 +348,110 @@ public actor EngineOrchestrator: Orchestrator {
         try registry.unlock(name, migration: migration)
     }
 
-    // MARK: Orchestrator-level checkpoint/restore (not wired for engines yet)
+    // MARK: Orchestrator-level checkpoint/restore (Podman: checkpoint export and import)
 
     func notWired(_ operation: String) -> UMSError {
         UMSError(.unsupported, "failed to \(operation): the \(kind) adapter does not implement the engine's own checkpoint/restore yet; use the service- or container-level approach")
     }
 
-    public func freeze(_ name: String) async throws { throw notWired("freeze \(name)") }
-    public func resume(_ name: String) async throws { throw notWired("resume \(name)") }
-    public func checkpoint(_ name: String, request: CheckpointRequest) async throws -> BackgroundProcess? { throw notWired("checkpoint \(name)") }
-    public func exportChanges(_ name: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> Int64 { throw notWired("export \(name)") }
+    func requirePodman(_ operation: String) throws {
+        guard dialect == .podman else { throw notWired(operation) }
+    }
+
+    /// Podman's checkpoint stops the container (its state is kept for a local restore), so the
+    /// freeze is the checkpoint itself.
+    public func freeze(_ name: String) async throws {
+        try requirePodman("freeze \(name)")
+        _ = try record(name)
+    }
+
+    /// Rollback: a checkpointed (exited) container is restored in place from the checkpoint it
+    /// kept, with its state; one that runs is left alone.
+    public func resume(_ name: String) async throws {
+        try requirePodman("resume \(name)")
+        guard await engineState(name).state != .running else { return }
+        try await api.request(.POST, "/libpod/containers/\(name)/restore?keep=true", timeout: .seconds(120), operation: "restore \(name) in place")
+    }
+
+    /// Writes Podman's checkpoint export (CRIU's images, the container's config and its rootfs
+    /// changes, one tar) into the images directory as it arrives, so it streams on meanwhile.
+    public func checkpoint(_ name: String, request: CheckpointRequest) async throws -> BackgroundProcess? {
+        try requirePodman("checkpoint \(name)")
+        guard request.lazyPages == nil else {
+            throw UMSError(.unsupported, "failed to checkpoint \(name): post-copy through Podman is not implemented; use stop-and-copy")
+        }
+        _ = try record(name)
+        try FileSystem.makeDirectory(request.imagesDirectory)
+        try await api.download(
+            .POST, "/libpod/containers/\(name)/checkpoint?export=true&keep=true", to: "\(request.imagesDirectory)/\(Self.exportName)",
+            operation: "checkpoint \(name)"
+        )
+        return nil
+    }
+
+    static let exportName = "podman-checkpoint.tar"
+
+    /// The export carries the rootfs changes; this part is an empty archive.
+    public func exportChanges(_ name: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> Int64 {
+        try requirePodman("export \(name)")
+        let empty = FileManager.default.temporaryDirectory.appendingPathComponent("ums-empty-\(UUID().uuidString)").path
+        try FileSystem.makeDirectory(empty)
+        defer { FileSystem.remove(empty) }
+        return try await Archive.create(directory: empty, consume: consume).bytes
+    }
+
     public func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> StreamSummary
         where Chunks.Element == ByteBuffer
-    { throw notWired("import into \(name)") }
-    public func restore(_ name: String, request: RestoreRequest) async throws -> ContainerInfo { throw notWired("restore \(name)") }
+    {
+        try requirePodman("import into \(name)")
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("ums-changes-\(UUID().uuidString)").path
+        try FileSystem.makeDirectory(scratch)
+        defer { FileSystem.remove(scratch) }
+        return try await Archive.extract(chunks, into: scratch)
+    }
+
+    /// The export names the source's image by Podman's image ID, which differs on every system
+    /// that imported the same root filesystem (it hashes the import time): point it at this
+    /// system's copy of the same content-addressed image. Returns the archive to import.
+    func retargetImage(_ directory: String, image: ImageReference) async throws -> String {
+        let staging = "\(directory)/import"
+        FileSystem.remove(staging)
+        try FileSystem.makeDirectory(staging)
+        try await runner.execute("tar", ["-C", staging, "-xf", "\(directory)/\(Self.exportName)"])
+        let configPath = "\(staging)/config.dump"
+        guard var config = try JSONSerialization.jsonObject(with: FileSystem.read(configPath)) as? [String: Any] else {
+            throw UMSError(.invalidArgument, "failed to restore: the checkpoint archive has no readable config.dump")
+        }
+        let local = try await api.request(.GET, "/libpod/images/\(try Self.engineImage(image))/json", operation: "inspect image")
+        guard let id = (try local.json() as? [String: Any])?["Id"] as? String else {
+            throw UMSError(.internalError, "failed to restore: podman reports no ID for \(image.digest)")
+        }
+        config["rootfsImageID"] = id.hasPrefix("sha256:") ? String(id.dropFirst(7)) : id
+        try FileSystem.writeAtomically(try JSONSerialization.data(withJSONObject: config), to: configPath)
+        let archive = "\(directory)/import.tar"
+        try await runner.execute("tar", ["-C", staging, "-cf", archive, "."])
+        FileSystem.remove(staging)
+        return archive
+    }
+
+    /// Imports the checkpoint: Podman creates the container from it and restores it.
+    public func restore(_ name: String, request: RestoreRequest) async throws -> ContainerInfo {
+        try requirePodman("restore \(name)")
+        guard !request.lazyPages else {
+            throw UMSError(.unsupported, "failed to restore \(name): post-copy through Podman is not implemented")
+        }
+        let record = try record(name)
+        try await ensureEngineImage(record.specification.image)
+        let archive = try await retargetImage(request.imagesDirectory, image: record.specification.image)
+        let data = try FileSystem.read(archive)
+        try await api.request(
+            .POST, "/libpod/containers/\(name)/restore?import=true&name=\(name)", body: .bytes(ByteBuffer(data: data)),
+            contentType: "application/x-tar", timeout: .seconds(300), operation: "restore \(name) from its checkpoint"
+        )
+        let info = try await inspect(name)
+        guard info.state == .running else {
+            throw UMSError(.internalError, "failed to restore \(name): it is \(info.state.rawValue) after the import")
+        }
+        return info
+    }
 }
