@@ -44,12 +44,12 @@ struct EngineTests {
         #expect((try? await testbed.count(at: "\(testbed.aHost):18100")) == nil)
     }
 
-    @Test("between two Podman systems the engine's own checkpoint export/import moves a plain counter (orchestrator-level, under auto), and rollback is not needed to keep it")
-    func orchestratorLevelPodman() async throws {
+    @Test("between two Podman or two Docker systems the engine's own checkpoint/restore moves a plain counter A → B → A (orchestrator-level, under auto)")
+    func orchestratorLevelSameEngine() async throws {
         let testbed = try Testbed()
         let (kindA, kindB) = try #require(Testbed.kinds)
-        guard kindA == "podman", kindB == "podman" else { return }
-        let name = "counter-podman-native"
+        guard kindA == kindB, ["podman", "docker"].contains(kindA) else { return }
+        let name = "counter-native"
         await testbed.cleanUp(name)
         _ = try await testbed.runCounter(name, port: 18102, arguments: ["--children", "2"])
         let before = try await testbed.waitForCount(at: "\(testbed.aHost):18102", atLeast: 10)
@@ -78,8 +78,8 @@ struct EngineTests {
         _ = try await testbed.runCounter(name, port: 18101, rootfs: try Testbed.migratableRootfs())
         let plan = try await testbed.a.plan(MigrateRequest(container: name, destination: testbed.bURL))
         let orchestrator = try #require(plan.verdicts.first { $0.approach == .orchestrator })
-        // Orchestrator-level is wired for runc and for Podman, and only between two of a kind.
-        #expect(orchestrator.feasible == (kindA == kindB && ["runc", "podman"].contains(kindA)), "\(orchestrator.reason)")
+        // Orchestrator-level is wired for runc, Podman and Docker, and only between two of a kind.
+        #expect(orchestrator.feasible == (kindA == kindB && ["runc", "podman", "docker"].contains(kindA)), "\(orchestrator.reason)")
         if kindA != kindB {
             #expect(orchestrator.reason.contains("cannot checkpoint") || orchestrator.reason.contains("cannot restore") || orchestrator.reason.contains("orchestrators differ"), "\(orchestrator.reason)")
         }

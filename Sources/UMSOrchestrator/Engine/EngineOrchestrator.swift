@@ -14,9 +14,9 @@ import UMSOS
 /// the control lock) in its own registry, and the root filesystems by content digest, imported
 /// into the engine as `localhost/ums:<digest>` when a container needs one (never pulled).
 ///
-/// The engine's own checkpoint/restore (orchestrator-level) is wired for Podman (its checkpoint
-/// export and import, over the libpod API); for Docker it is not yet: `canCheckpoint` is false
-/// there, so the decision layer picks the service- or container-level approach.
+/// The engine's own checkpoint/restore (orchestrator-level, between two systems of the same
+/// engine): Podman's checkpoint export and import (libpod API); Docker's checkpoints API, whose
+/// files UMS moves and places where the destination daemon looks for them.
 public actor EngineOrchestrator: Orchestrator {
     public enum Dialect: String, Sendable {
         case docker, podman
@@ -69,7 +69,7 @@ public actor EngineOrchestrator: Orchestrator {
 
     public func capabilities() async -> OrchestratorCapabilities {
         OrchestratorCapabilities(
-            kind: kind, runtimeVersion: engineVersion, criuVersion: criu.version, canCheckpoint: dialect == .podman,
+            kind: kind, runtimeVersion: engineVersion, criuVersion: criu.version, canCheckpoint: true,
             agentCapability: dialect == .docker ? "CAP_SYS_ADMIN" : "CAP_CHECKPOINT_RESTORE"
         )
     }
@@ -348,52 +348,76 @@ public actor EngineOrchestrator: Orchestrator {
         try registry.unlock(name, migration: migration)
     }
 
-    // MARK: Orchestrator-level checkpoint/restore (Podman: checkpoint export and import)
+    // MARK: Orchestrator-level checkpoint/restore (the engine's own, between two of a kind)
 
-    func notWired(_ operation: String) -> UMSError {
-        UMSError(.unsupported, "failed to \(operation): the \(kind) adapter does not implement the engine's own checkpoint/restore yet; use the service- or container-level approach")
+    static let checkpointName = "ums"
+
+    /// Docker keeps a container's checkpoints under its root directory.
+    func dockerCheckpointDirectory(_ name: String) async throws -> String {
+        let info = try await api.request(.GET, "/info", operation: "read docker's root")
+        let inspect = try await api.request(.GET, "/containers/\(name)/json", operation: "inspect \(name)")
+        guard let root = (try info.json() as? [String: Any])?["DockerRootDir"] as? String,
+              let id = (try inspect.json() as? [String: Any])?["Id"] as? String
+        else { throw UMSError(.internalError, "failed to find docker's checkpoint directory for \(name)") }
+        return "\(root)/containers/\(id)/checkpoints/\(Self.checkpointName)"
     }
 
-    func requirePodman(_ operation: String) throws {
-        guard dialect == .podman else { throw notWired(operation) }
-    }
-
-    /// Podman's checkpoint stops the container (its state is kept for a local restore), so the
-    /// freeze is the checkpoint itself.
+    /// A checkpoint stops the container (its state kept for a local restore), so the freeze is
+    /// the checkpoint itself.
     public func freeze(_ name: String) async throws {
-        try requirePodman("freeze \(name)")
         _ = try record(name)
     }
 
     /// Rollback: a checkpointed (exited) container is restored in place from the checkpoint it
     /// kept, with its state; one that runs is left alone.
     public func resume(_ name: String) async throws {
-        try requirePodman("resume \(name)")
         guard await engineState(name).state != .running else { return }
-        try await api.request(.POST, "/libpod/containers/\(name)/restore?keep=true", timeout: .seconds(120), operation: "restore \(name) in place")
+        if dialect == .podman {
+            try await api.request(.POST, "/libpod/containers/\(name)/restore?keep=true", timeout: .seconds(120), operation: "restore \(name) in place")
+        } else {
+            try await api.request(.POST, "/containers/\(name)/start?checkpoint=\(Self.checkpointName)", timeout: .seconds(120), operation: "restore \(name) in place")
+        }
     }
 
-    /// Writes Podman's checkpoint export (CRIU's images, the container's config and its rootfs
-    /// changes, one tar) into the images directory as it arrives, so it streams on meanwhile.
+    /// Podman: writes its checkpoint export (CRIU's images, the container's config and its
+    /// rootfs changes, one tar) into the images directory as it arrives, so it streams on
+    /// meanwhile. Docker: checkpoints into a directory of ours, then moves the files into the
+    /// images directory (the stream sends them) and keeps a copy where the daemon restores from
+    /// on rollback.
     public func checkpoint(_ name: String, request: CheckpointRequest) async throws -> BackgroundProcess? {
-        try requirePodman("checkpoint \(name)")
         guard request.lazyPages == nil else {
-            throw UMSError(.unsupported, "failed to checkpoint \(name): post-copy through Podman is not implemented; use stop-and-copy")
+            throw UMSError(.unsupported, "failed to checkpoint \(name): post-copy through \(kind) is not implemented; use stop-and-copy")
         }
         _ = try record(name)
         try FileSystem.makeDirectory(request.imagesDirectory)
-        try await api.download(
-            .POST, "/libpod/containers/\(name)/checkpoint?export=true&keep=true", to: "\(request.imagesDirectory)/\(Self.exportName)",
-            operation: "checkpoint \(name)"
-        )
+        if dialect == .podman {
+            try await api.download(
+                .POST, "/libpod/containers/\(name)/checkpoint?export=true&keep=true", to: "\(request.imagesDirectory)/\(Self.exportName)",
+                operation: "checkpoint \(name)"
+            )
+            return nil
+        }
+        let parent = request.workDirectory
+        FileSystem.remove(parent)
+        try FileSystem.makeDirectory(parent)
+        let body = try JSONSerialization.data(withJSONObject: ["CheckpointID": Self.checkpointName, "CheckpointDir": parent, "Exit": true])
+        try await api.request(.POST, "/containers/\(name)/checkpoints", json: body, timeout: .seconds(300), operation: "checkpoint \(name)")
+        let written = "\(parent)/\(Self.checkpointName)"
+        let kept = try await dockerCheckpointDirectory(name)
+        FileSystem.remove(kept)
+        try FileSystem.makeDirectory(kept)
+        try await runner.execute("cp", ["-a", written + "/.", kept + "/"])
+        for file in try FileSystem.contents(of: written) {
+            try FileManager.default.moveItem(atPath: "\(written)/\(file)", toPath: "\(request.imagesDirectory)/\(file)")
+        }
         return nil
     }
 
     static let exportName = "podman-checkpoint.tar"
 
-    /// The export carries the rootfs changes; this part is an empty archive.
+    /// Podman's export carries the rootfs changes; Docker's checkpoint does not, and this adapter
+    /// does not carry them yet: the part is an empty archive either way.
     public func exportChanges(_ name: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> Int64 {
-        try requirePodman("export \(name)")
         let empty = FileManager.default.temporaryDirectory.appendingPathComponent("ums-empty-\(UUID().uuidString)").path
         try FileSystem.makeDirectory(empty)
         defer { FileSystem.remove(empty) }
@@ -403,7 +427,6 @@ public actor EngineOrchestrator: Orchestrator {
     public func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> StreamSummary
         where Chunks.Element == ByteBuffer
     {
-        try requirePodman("import into \(name)")
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("ums-changes-\(UUID().uuidString)").path
         try FileSystem.makeDirectory(scratch)
         defer { FileSystem.remove(scratch) }
@@ -434,23 +457,32 @@ public actor EngineOrchestrator: Orchestrator {
         return archive
     }
 
-    /// Imports the checkpoint: Podman creates the container from it and restores it.
+    /// Podman: imports the checkpoint (Podman creates the container from it and restores it).
+    /// Docker: places the files where the daemon looks for the container's checkpoints and
+    /// starts it from them.
     public func restore(_ name: String, request: RestoreRequest) async throws -> ContainerInfo {
-        try requirePodman("restore \(name)")
         guard !request.lazyPages else {
-            throw UMSError(.unsupported, "failed to restore \(name): post-copy through Podman is not implemented")
+            throw UMSError(.unsupported, "failed to restore \(name): post-copy through \(kind) is not implemented")
         }
         let record = try record(name)
-        try await ensureEngineImage(record.specification.image)
-        let archive = try await retargetImage(request.imagesDirectory, image: record.specification.image)
-        let data = try FileSystem.read(archive)
-        try await api.request(
-            .POST, "/libpod/containers/\(name)/restore?import=true&name=\(name)", body: .bytes(ByteBuffer(data: data)),
-            contentType: "application/x-tar", timeout: .seconds(300), operation: "restore \(name) from its checkpoint"
-        )
+        if dialect == .podman {
+            try await ensureEngineImage(record.specification.image)
+            let archive = try await retargetImage(request.imagesDirectory, image: record.specification.image)
+            let data = try FileSystem.read(archive)
+            try await api.request(
+                .POST, "/libpod/containers/\(name)/restore?import=true&name=\(name)", body: .bytes(ByteBuffer(data: data)),
+                contentType: "application/x-tar", timeout: .seconds(300), operation: "restore \(name) from its checkpoint"
+            )
+        } else {
+            let target = try await dockerCheckpointDirectory(name)
+            FileSystem.remove(target)
+            try FileSystem.makeDirectory(target)
+            try await runner.execute("cp", ["-a", request.imagesDirectory + "/.", target + "/"])
+            try await api.request(.POST, "/containers/\(name)/start?checkpoint=\(Self.checkpointName)", timeout: .seconds(300), operation: "restore \(name) from its checkpoint")
+        }
         let info = try await inspect(name)
         guard info.state == .running else {
-            throw UMSError(.internalError, "failed to restore \(name): it is \(info.state.rawValue) after the import")
+            throw UMSError(.internalError, "failed to restore \(name): it is \(info.state.rawValue) after the restore")
         }
         return info
     }
