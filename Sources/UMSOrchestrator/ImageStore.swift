@@ -84,3 +84,29 @@ public struct ImageStore: Sendable {
         try await Archive.create(directory: try rootfs(reference), canonical: true, consume: consume)
     }
 }
+
+/// An adapter whose images are UMS's own content-addressed store: the image half of
+/// `Orchestrator`, the same for every such adapter.
+protocol ImageStoreBacked: Orchestrator {
+    var images: ImageStore { get }
+    var runner: any CommandRunner { get }
+}
+
+extension ImageStoreBacked {
+    public func hasImage(_ image: ImageReference) async -> Bool { images.contains(image) }
+
+    public func importImage<Chunks: AsyncSequence & Sendable>(_ chunks: Chunks, expected: ImageReference) async throws -> ImageReference
+        where Chunks.Element == ByteBuffer
+    {
+        try await images.importStream(chunks, expected: expected)
+    }
+
+    public func exportImage(_ image: ImageReference, consume: @Sendable (ByteBuffer) async throws -> Void) async throws {
+        try await images.export(image, consume: consume)
+    }
+
+    /// Imports a local directory as an image (for `ums run --rootfs`).
+    public func importDirectory(_ directory: String) async throws -> ImageReference {
+        try await images.importDirectory(directory, runner: runner)
+    }
+}

@@ -12,7 +12,7 @@ import UMSOS
 /// Layout under `stateDirectory`:
 /// `images/<hex>/rootfs` (read-only lower layers), `containers/<name>/` (record, bundle with an
 /// overlay root, upper and work dirs, runc log), `runc/` (runc's `--root`).
-public actor RuncOrchestrator: Orchestrator {
+public actor RuncOrchestrator: Orchestrator, ImageStoreBacked {
     /// What UMS remembers about one container beyond what runc knows.
     struct Record: RegisteredContainer {
         var specification: Specification
@@ -32,10 +32,10 @@ public actor RuncOrchestrator: Orchestrator {
     let stateDirectory: String
     /// The address clients use to reach this system's published ports.
     let advertiseHost: String
-    let runner: any CommandRunner
+    nonisolated let runner: any CommandRunner
     let runc: Runc
     let criu: CRIUInfo
-    let images: ImageStore
+    nonisolated let images: ImageStore
     let network: NetworkManager
     let logger: Logger
     var registry: ContainerRegistry<Record>
@@ -92,22 +92,7 @@ public actor RuncOrchestrator: Orchestrator {
 
     // MARK: Images
 
-    public func hasImage(_ image: ImageReference) async -> Bool { images.contains(image) }
-
-    public func importImage<Chunks: AsyncSequence & Sendable>(_ chunks: Chunks, expected: ImageReference) async throws -> ImageReference
-        where Chunks.Element == ByteBuffer
-    {
-        try await images.importStream(chunks, expected: expected)
-    }
-
-    public func exportImage(_ image: ImageReference, consume: @Sendable (ByteBuffer) async throws -> Void) async throws {
-        try await images.export(image, consume: consume)
-    }
-
-    /// Imports a local directory as an image (for `ums run --rootfs`).
-    public func importDirectory(_ directory: String) async throws -> ImageReference {
-        try await images.importDirectory(directory, runner: runner)
-    }
+    // hasImage, importImage, exportImage, importDirectory: ImageStoreBacked.
 
     // MARK: Containers
 

@@ -17,7 +17,7 @@ import UMSOS
 /// The engine's own checkpoint/restore (orchestrator-level, between two systems of the same
 /// engine): Podman's checkpoint export and import (libpod API); Docker's checkpoints API, whose
 /// files UMS moves and places where the destination daemon looks for them.
-public actor EngineOrchestrator: Orchestrator {
+public actor EngineOrchestrator: Orchestrator, ImageStoreBacked {
     public enum Dialect: String, Sendable {
         case docker, podman
     }
@@ -34,8 +34,8 @@ public actor EngineOrchestrator: Orchestrator {
     let systemName: String
     let advertiseHost: String
     let criu: CRIUInfo
-    let images: ImageStore
-    let runner: any CommandRunner
+    nonisolated let images: ImageStore
+    nonisolated let runner: any CommandRunner
     let logger: Logger
     var registry: ContainerRegistry<Record>
     var engineVersion = "unknown"
@@ -80,21 +80,7 @@ public actor EngineOrchestrator: Orchestrator {
         "localhost/ums:\(try ImageStore.hexDigest(image))"
     }
 
-    public func hasImage(_ image: ImageReference) async -> Bool { images.contains(image) }
-
-    public func importImage<Chunks: AsyncSequence & Sendable>(_ chunks: Chunks, expected: ImageReference) async throws -> ImageReference
-        where Chunks.Element == ByteBuffer
-    {
-        try await images.importStream(chunks, expected: expected)
-    }
-
-    public func exportImage(_ image: ImageReference, consume: @Sendable (ByteBuffer) async throws -> Void) async throws {
-        try await images.export(image, consume: consume)
-    }
-
-    public func importDirectory(_ directory: String) async throws -> ImageReference {
-        try await images.importDirectory(directory, runner: runner)
-    }
+    // hasImage, importImage, exportImage, importDirectory: ImageStoreBacked.
 
     /// Makes the engine hold `image` (imported from the local store as a tar stream, once).
     func ensureEngineImage(_ image: ImageReference) async throws {
@@ -352,6 +338,13 @@ public actor EngineOrchestrator: Orchestrator {
 
     static let checkpointName = "ums"
 
+    /// Places a directory's files in another without copying their bytes where both are on one
+    /// filesystem (hard links; the images are not changed afterwards), copying otherwise.
+    func linkOrCopy(_ source: String, into target: String) async throws {
+        if (try? await runner.execute("cp", ["-al", source + "/.", target + "/"])) != nil { return }
+        try await runner.execute("cp", ["-a", source + "/.", target + "/"])
+    }
+
     /// Docker keeps a container's checkpoints under its root directory.
     func dockerCheckpointDirectory(_ name: String) async throws -> String {
         let info = try await api.request(.GET, "/info", operation: "read docker's root")
@@ -406,7 +399,7 @@ public actor EngineOrchestrator: Orchestrator {
         let kept = try await dockerCheckpointDirectory(name)
         FileSystem.remove(kept)
         try FileSystem.makeDirectory(kept)
-        try await runner.execute("cp", ["-a", written + "/.", kept + "/"])
+        try await linkOrCopy(written, into: kept)
         for file in try FileSystem.contents(of: written) {
             try FileManager.default.moveItem(atPath: "\(written)/\(file)", toPath: "\(request.imagesDirectory)/\(file)")
         }
@@ -477,7 +470,7 @@ public actor EngineOrchestrator: Orchestrator {
             let target = try await dockerCheckpointDirectory(name)
             FileSystem.remove(target)
             try FileSystem.makeDirectory(target)
-            try await runner.execute("cp", ["-a", request.imagesDirectory + "/.", target + "/"])
+            try await linkOrCopy(request.imagesDirectory, into: target)
             try await api.request(.POST, "/containers/\(name)/start?checkpoint=\(Self.checkpointName)", timeout: .seconds(300), operation: "restore \(name) from its checkpoint")
         }
         let info = try await inspect(name)
