@@ -8,6 +8,7 @@
 //   UMSCheckpoint    core checkpoint/restore and synchronization: CRIU probing, streaming images while written
 //   UMSOrchestrator  orchestrator adapters: the `Orchestrator` protocol and its backends (runc, ...);
 //                    engines that checkpoint through CRIU use UMSCheckpoint's probe
+//   UMSFrontman      the Frontman: holds and forwards a service's clients while it migrates
 //   UMSOS            the host: commands, network namespaces, tar, files
 //   UMSModel         the shared vocabulary: errors, specifications, migration records and phases
 //   UMSAPI           the Coordinator's wire types and HTTP client (used by the CLI and by peers)
@@ -21,6 +22,7 @@ let package = Package(
     products: [
         .executable(name: "umsd", targets: ["umsd"]),
         .executable(name: "ums", targets: ["ums"]),
+        .executable(name: "ums-load", targets: ["ums-load"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
@@ -33,6 +35,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
         .package(url: "https://github.com/apple/swift-async-algorithms", from: "1.1.4"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .target(
@@ -83,6 +87,28 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "UMSFrontman",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "UMSLoad",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "UMSDecision",
             dependencies: ["UMSModel"],
             swiftSettings: swiftSettings
@@ -103,8 +129,10 @@ let package = Package(
         .target(
             name: "UMSCoordination",
             dependencies: [
-                "UMSModel", "UMSOS", "UMSOrchestrator", "UMSCheckpoint", "UMSMigration", "UMSDecision", "UMSAPI",
+                "UMSModel", "UMSOS", "UMSOrchestrator", "UMSCheckpoint", "UMSMigration", "UMSDecision", "UMSAPI", "UMSFrontman",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -117,6 +145,14 @@ let package = Package(
             name: "umsd",
             dependencies: [
                 "UMSCoordination",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "ums-load",
+            dependencies: [
+                "UMSLoad",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -156,8 +192,20 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "UMSFrontmanTests",
+            dependencies: [
+                "UMSFrontman",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "IntegrationTests",
-            dependencies: ["UMSAPI", "UMSModel"],
+            dependencies: ["UMSAPI", "UMSModel", "UMSLoad", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
     ]

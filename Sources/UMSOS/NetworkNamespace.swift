@@ -162,3 +162,54 @@ public struct NetworkManager: Sendable {
         try await runner.execute("iptables", ["-w"] + table + [verb, chain] + rest)
     }
 }
+
+/// Sends the traffic for published ports to the Frontmen listening for them, in the system's
+/// namespace: a nat chain of REDIRECT rules, jumped to first from PREROUTING (other hosts) and
+/// OUTPUT (the system itself), ahead of whatever the orchestrator installed for the same port
+/// (UMS's DNAT rules, Docker's and CNI's chains), which stay as they are.
+public struct FrontmanRedirects: Sendable {
+    public static let chain = "UMS-FRONTMAN"
+    let network: NetworkManager
+    let runner: any CommandRunner
+
+    public init(runner: any CommandRunner) {
+        self.runner = runner
+        self.network = NetworkManager(runner: runner)
+    }
+
+    /// Creates the chain, or empties what a previous run left in it, and puts the jumps first.
+    public func prepare() async throws {
+        try await network.batch(["iptables-restore", "-w", "--noflush"], text: "*nat\n:\(Self.chain) - [0:0]\nCOMMIT\n")
+        try await ensureFirst()
+    }
+
+    /// Puts the jumps to the chain first in PREROUTING and OUTPUT again: an engine that adds its
+    /// own jump at the top (CNI's portmap does) would otherwise take the port back.
+    public func ensureFirst() async throws {
+        for chain in ["PREROUTING", "OUTPUT"] {
+            let listing = try await runner.output("iptables", ["-w", "-t", "nat", "-S", chain])
+            let rules = listing.split(separator: "\n").filter { $0.hasPrefix("-A ") }
+            let jump = "-A \(chain) -j \(Self.chain)"
+            if rules.first.map(String.init) == jump { continue }
+            for _ in rules.filter({ String($0) == jump }) {
+                try await runner.execute("iptables", ["-w", "-t", "nat", "-D", chain, "-j", Self.chain])
+            }
+            try await runner.execute("iptables", ["-w", "-t", "nat", "-I", chain, "1", "-j", Self.chain])
+        }
+    }
+
+    static func rule(published: Int, listening: Int) -> [String] {
+        ["-t", "nat", chain, "-p", "tcp", "--dport", String(published), "-m", "addrtype", "--dst-type", "LOCAL",
+         "-j", "REDIRECT", "--to-ports", String(listening)]
+    }
+
+    /// Redirects each published port to its listener (one atomic batch).
+    public func add(_ ports: [(published: Int, listening: Int)]) async throws {
+        try await network.rules("-A", ports.map { Self.rule(published: $0.published, listening: $0.listening) })
+    }
+
+    /// Hands the ports back to the orchestrator's rules; never fails (it is cleanup).
+    public func remove(_ ports: [(published: Int, listening: Int)]) async {
+        await network.removeRules(ports.map { Self.rule(published: $0.published, listening: $0.listening) })
+    }
+}

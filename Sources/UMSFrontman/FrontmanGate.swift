@@ -1,0 +1,247 @@
+import Foundation
+
+/// Where a Frontman sends what it lets through: the service itself (its container's address and
+/// ports), or its new home (the destination system's address and published ports).
+public struct FrontmanTarget: Sendable, Equatable, Codable, CustomStringConvertible {
+    public var host: String
+    /// The published (host) port a client used → the port to connect to at `host`.
+    public var ports: [Int: Int]
+
+    public init(host: String, ports: [Int: Int]) {
+        self.host = host
+        self.ports = ports
+    }
+
+    /// `host:port` for what came in on published port `hostPort`.
+    public func endpoint(forPublished hostPort: Int) -> (host: String, port: Int)? {
+        ports[hostPort].map { (host, $0) }
+    }
+
+    public var description: String {
+        "\(host) (" + ports.keys.sorted().map { "\($0)→\(ports[$0]!)" }.joined(separator: ", ") + ")"
+    }
+}
+
+/// How much a Frontman may hold while its service is frozen. Beyond any bound it answers
+/// `503 Retry-After` (HTTP) or closes the connection at once (TCP) instead of waiting.
+public struct HoldLimits: Sendable, Equatable, Codable {
+    /// Requests and connections held at once.
+    public var count: Int
+    /// Request body bytes held at once (HTTP; TCP holds its bytes in the kernel's buffers).
+    public var bytes: Int
+    /// The longest anything waits; then HTTP gets 503 and TCP a clean close.
+    public var seconds: Double
+
+    public init(count: Int = 1024, bytes: Int = 64 << 20, seconds: Double = 30) {
+        self.count = count
+        self.bytes = bytes
+        self.seconds = seconds
+    }
+}
+
+/// Why a Frontman did not let something through.
+public enum FrontmanRefusal: Error, Sendable, Equatable {
+    /// The hold was full (count or bytes).
+    case overloaded
+    /// It waited as long as the limits allow.
+    case holdTimedOut
+    /// The Frontman is going away.
+    case closed
+}
+
+/// What the gate tells a request or connection to do.
+public enum FrontmanRoute: Sendable, Equatable {
+    case forward(FrontmanTarget, epoch: Int)
+    /// HTTP only: answer `307` to the new location.
+    case redirect(FrontmanTarget, epoch: Int)
+
+    public var target: FrontmanTarget {
+        switch self {
+        case .forward(let target, _), .redirect(let target, _): target
+        }
+    }
+
+    public var epoch: Int {
+        switch self {
+        case .forward(_, let epoch), .redirect(_, let epoch): epoch
+        }
+    }
+}
+
+/// What a Frontman has done, for `GET /v1/frontmen` and the tests; the same events go to the
+/// metrics system.
+public struct FrontmanStats: Sendable, Equatable, Codable {
+    public var forwarded = 0
+    public var held = 0
+    public var released = 0
+    public var rejected = 0
+    public var retried = 0
+    public var redirected = 0
+    public var failedInFlight = 0
+    public var holdingNow = 0
+    public var longestHoldSeconds = 0.0
+
+    public init() {}
+}
+
+/// The state every listener of one service's Frontman shares: forwarding to a target, or holding
+/// (the service is frozen), bounded by `HoldLimits`. Each change of target starts a new epoch,
+/// so that what was in flight to an old target can be told apart and cut once that target is gone.
+public actor FrontmanGate {
+    public enum Mode: Sendable, Equatable {
+        case forwarding(FrontmanTarget)
+        case redirecting(FrontmanTarget)
+        case holding
+        case closed
+    }
+
+    public private(set) var mode: Mode
+    public private(set) var epoch = 0
+    public private(set) var stats = FrontmanStats()
+    public let limits: HoldLimits
+    let metrics: FrontmanMetrics
+
+    struct Waiter {
+        let continuation: CheckedContinuation<FrontmanRoute, any Error>
+        let bytes: Int
+        let since: ContinuousClock.Instant
+    }
+
+    private var waiters: [Int: Waiter] = [:]
+    private var heldBytes = 0
+    private var nextID = 0
+    /// In-flight work per epoch, with how to cut it.
+    private var inFlight: [Int: (epoch: Int, cut: @Sendable () -> Void)] = [:]
+
+    public init(target: FrontmanTarget?, limits: HoldLimits = HoldLimits(), metrics: FrontmanMetrics) {
+        self.mode = target.map(Mode.forwarding) ?? .holding
+        self.limits = limits
+        self.metrics = metrics
+    }
+
+    /// Waits for a route. Immediate while forwarding; while holding it waits until `release` or
+    /// the limits say no.
+    public func admit(bytes: Int = 0) async throws -> FrontmanRoute {
+        switch mode {
+        case .forwarding(let target):
+            return .forward(target, epoch: epoch)
+        case .redirecting(let target):
+            return .redirect(target, epoch: epoch)
+        case .closed:
+            throw FrontmanRefusal.closed
+        case .holding:
+            break
+        }
+        guard waiters.count < limits.count, heldBytes + bytes <= limits.bytes else {
+            reject()
+            throw FrontmanRefusal.overloaded
+        }
+        let id = nextID
+        nextID += 1
+        stats.held += 1
+        metrics.held.increment()
+        heldBytes += bytes
+        let deadline = ContinuousClock.now + .milliseconds(Int64(limits.seconds * 1000))
+        return try await withCheckedThrowingContinuation { continuation in
+            waiters[id] = Waiter(continuation: continuation, bytes: bytes, since: .now)
+            stats.holdingNow = waiters.count
+            Task { [weak self] in
+                try? await Task.sleep(until: deadline)
+                await self?.expire(id)
+            }
+        }
+    }
+
+    private func expire(_ id: Int) {
+        guard let waiter = take(id) else { return }
+        reject()
+        waiter.continuation.resume(throwing: FrontmanRefusal.holdTimedOut)
+    }
+
+    private func reject() {
+        stats.rejected += 1
+        metrics.rejected.increment()
+    }
+
+    private func take(_ id: Int) -> Waiter? {
+        guard let waiter = waiters.removeValue(forKey: id) else { return nil }
+        heldBytes -= waiter.bytes
+        stats.holdingNow = waiters.count
+        let seconds = (ContinuousClock.now - waiter.since).seconds
+        stats.longestHoldSeconds = max(stats.longestHoldSeconds, seconds)
+        metrics.holdTime.recordSeconds(seconds)
+        return waiter
+    }
+
+    /// From now on, hold (the service is about to freeze).
+    public func hold() {
+        guard mode != .closed else { return }
+        mode = .holding
+        epoch += 1
+    }
+
+    /// Sends everything held, and everything after, to `target` (or redirects there).
+    public func release(to target: FrontmanTarget, redirect: Bool = false) {
+        guard mode != .closed else { return }
+        epoch += 1
+        mode = redirect ? .redirecting(target) : .forwarding(target)
+        let route: FrontmanRoute = redirect ? .redirect(target, epoch: epoch) : .forward(target, epoch: epoch)
+        for id in Array(waiters.keys).sorted() {
+            guard let waiter = take(id) else { continue }
+            stats.released += 1
+            waiter.continuation.resume(returning: route)
+        }
+    }
+
+    /// Cuts what is still in flight to targets before the current one: their service is gone
+    /// (the migrated source was deleted), so nothing will ever answer them.
+    public func cutStale() {
+        for (id, entry) in inFlight where entry.epoch < epoch {
+            inFlight[id] = nil
+            entry.cut()
+        }
+    }
+
+    /// Refuses everything held and everything after.
+    public func close() {
+        mode = .closed
+        for id in Array(waiters.keys) {
+            guard let waiter = take(id) else { continue }
+            waiter.continuation.resume(throwing: FrontmanRefusal.closed)
+        }
+        for entry in inFlight.values { entry.cut() }
+        inFlight = [:]
+    }
+
+    /// Registers in-flight work; returns its key for `finished`.
+    public func started(epoch: Int, cut: @escaping @Sendable () -> Void) -> Int {
+        let id = nextID
+        nextID += 1
+        inFlight[id] = (epoch, cut)
+        return id
+    }
+
+    public func finished(_ id: Int) {
+        inFlight[id] = nil
+    }
+
+    public func count(_ event: FrontmanEvent) {
+        switch event {
+        case .forwarded: stats.forwarded += 1; metrics.forwarded.increment()
+        case .retried: stats.retried += 1; metrics.retried.increment()
+        case .redirected: stats.redirected += 1; metrics.redirected.increment()
+        case .failedInFlight: stats.failedInFlight += 1; metrics.failedInFlight.increment()
+        }
+    }
+}
+
+public enum FrontmanEvent: Sendable {
+    case forwarded, retried, redirected, failedInFlight
+}
+
+extension Duration {
+    var seconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,168 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// The HTTP side of a Frontman: a Hummingbird server that passes each request to the gate's
+/// target with AsyncHTTPClient. While the gate holds, requests wait (bounded); a request whose
+/// connection the migration cut is sent again when that is safe (idempotent, or marked
+/// `X-UMS-Retryable: true`) and answered `502` with the reason otherwise — never dropped silently.
+struct HTTPFrontmanResponder: HTTPResponder {
+    typealias Context = BasicRequestContext
+
+    static let retryableHeader = HTTPField.Name("X-UMS-Retryable")!
+    static let frontmanHeader = HTTPField.Name("X-UMS-Frontman")!
+    /// Hop-by-hop headers (RFC 9110 §7.6.1) are the proxy's own business, not forwarded.
+    static let hopByHop: Set<String> = [
+        "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+        "transfer-encoding", "upgrade",
+    ]
+
+    let service: String
+    let publishedPort: Int
+    let gate: FrontmanGate
+    let http: HTTPClient
+    let maxBodyBytes: Int
+    let maxAttempts = 4
+    let requestTimeout: TimeAmount = .seconds(120)
+    let logger: Logger
+
+    func respond(to request: Request, context: Context) async throws -> Response {
+        var request = request
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: maxBodyBytes)
+        } catch {
+            return Self.plain(.contentTooLarge, "request body larger than the Frontman forwards (\(maxBodyBytes) bytes)\n")
+        }
+        let retryable = [.get, .head, .options, .trace].contains(request.method)
+            || request.headers[Self.retryableHeader]?.lowercased() == "true"
+        var attempt = 0
+        while true {
+            attempt += 1
+            let route: FrontmanRoute
+            do {
+                route = try await gate.admit(bytes: body.readableBytes)
+            } catch let refusal as FrontmanRefusal {
+                return Self.refused(refusal, service: service, holdSeconds: gate.limits.seconds)
+            }
+            guard let endpoint = route.target.endpoint(forPublished: publishedPort) else {
+                return Self.plain(.badGateway, "\(service): port \(publishedPort) is not published at \(route.target.host)\n")
+            }
+            if case .redirect = route {
+                await gate.count(.redirected)
+                let location = "http://\(endpoint.host):\(endpoint.port)\(request.uri.description)"
+                return Response(status: .temporaryRedirect, headers: [.location: location, Self.frontmanHeader: "redirected"])
+            }
+            switch await forward(request, body: body, to: endpoint, epoch: route.epoch) {
+            case .answered(let response):
+                await gate.count(.forwarded)
+                return response
+            case .notSent(let error):
+                // Nothing reached the service (connection refused or timed out): safe to send
+                // again whatever the method, a little later.
+                guard attempt < maxAttempts else {
+                    return Self.plain(.badGateway, "\(service) is not reachable at \(endpoint.host):\(endpoint.port): \(error)\n")
+                }
+                await gate.count(.retried)
+                try? await Task.sleep(for: .milliseconds(50 * attempt))
+            case .cut(let error, let byMigration):
+                guard retryable, attempt < maxAttempts else {
+                    await gate.count(.failedInFlight)
+                    let why = byMigration ? "its connection was cut when \(service) migrated" : "its connection to \(service) failed (\(error))"
+                    var response = Self.plain(.badGateway, "\(request.method.rawValue) \(request.uri.path) was in flight and \(why); it was not sent again because it is not idempotent (mark it X-UMS-Retryable: true if it may be)\n")
+                    response.headers[Self.frontmanHeader] = "in-flight-not-retried"
+                    return response
+                }
+                await gate.count(.retried)
+            }
+        }
+    }
+
+    enum Outcome {
+        case answered(Response)
+        case notSent(any Error)
+        case cut(any Error, byMigration: Bool)
+    }
+
+    /// One attempt: the response head comes back, or it says why not. The body streams.
+    func forward(_ request: Request, body: ByteBuffer, to endpoint: (host: String, port: Int), epoch: Int) async -> Outcome {
+        var outgoing = HTTPClientRequest(url: "http://\(endpoint.host):\(endpoint.port)\(request.uri.description)")
+        outgoing.method = HTTPMethod(rawValue: request.method.rawValue)
+        for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) && field.name != .contentLength {
+            outgoing.headers.add(name: field.name.rawName, value: field.value)
+        }
+        outgoing.headers.add(name: "Via", value: "1.1 ums-frontman")
+        if body.readableBytes > 0 || [.post, .put, .patch].contains(request.method) {
+            outgoing.body = .bytes(body)
+        }
+        let cut = CutFlag()
+        let http = self.http
+        let timeout = requestTimeout
+        let attempt = Task { try await http.execute(outgoing, timeout: timeout) }
+        let key = await gate.started(epoch: epoch) {
+            cut.set()
+            attempt.cancel()
+        }
+        defer { Task { await gate.finished(key) } }
+        let upstream: HTTPClientResponse
+        do {
+            upstream = try await withTaskCancellationHandler {
+                try await attempt.value
+            } onCancel: {
+                attempt.cancel()
+            }
+        } catch {
+            if cut.isSet { return .cut(error, byMigration: true) }
+            return Self.isConnectFailure(error) ? .notSent(error) : .cut(error, byMigration: false)
+        }
+        var headers = HTTPFields()
+        for (name, value) in upstream.headers where !Self.hopByHop.contains(name.lowercased()) {
+            if let fieldName = HTTPField.Name(name) { headers.append(HTTPField(name: fieldName, value: value)) }
+        }
+        let status = HTTPResponse.Status(code: Int(upstream.status.code), reasonPhrase: upstream.status.reasonPhrase)
+        return .answered(Response(status: status, headers: headers, body: ResponseBody(asyncSequence: upstream.body)))
+    }
+
+    static func isConnectFailure(_ error: any Error) -> Bool {
+        if error is NIOConnectionError { return true }
+        if let error = error as? HTTPClientError, error == .connectTimeout { return true }
+        if let error = error as? IOError, [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH].contains(error.errnoCode) { return true }
+        if let error = error as? ChannelError, case .connectTimeout = error { return true }
+        return false
+    }
+
+    static func refused(_ refusal: FrontmanRefusal, service: String, holdSeconds: Double) -> Response {
+        let why = switch refusal {
+        case .overloaded: "\(service) is migrating and the Frontman holds as much as it may"
+        case .holdTimedOut: "\(service) is migrating and did not come back within \(holdSeconds) s"
+        case .closed: "\(service) is no longer served here"
+        }
+        var response = plain(.serviceUnavailable, "\(why); retry later\n")
+        response.headers[.retryAfter] = "1"
+        response.headers[frontmanHeader] = refusal == .closed ? "closed" : "hold-full"
+        return response
+    }
+
+    static func plain(_ status: HTTPResponse.Status, _ text: String) -> Response {
+        Response(status: status, headers: [.contentType: "text/plain; charset=utf-8"], body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+    }
+}
+
+/// Set once the gate cut a request, so its error reads as the migration's doing.
+final class CutFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+
+    func set() {
+        lock.withLock { value = true }
+    }
+
+    var isSet: Bool {
+        lock.withLock { value }
+    }
+}

@@ -1,0 +1,109 @@
+import Logging
+import NIOCore
+import NIOPosix
+
+/// The TCP side of a Frontman: accepts connections and splices each to the gate's target.
+/// While the gate holds, a new connection waits unread (its bytes stay in the kernel's buffers)
+/// and is spliced to wherever the gate releases it; beyond the hold's bounds it is closed at
+/// once, cleanly (FIN, no data), so the client sees a refusal rather than a hang.
+struct TCPFrontman: Sendable {
+    let service: String
+    let publishedPort: Int
+    let gate: FrontmanGate
+    let logger: Logger
+    let maxConnectAttempts = 5
+
+    typealias Connection = NIOAsyncChannel<ByteBuffer, ByteBuffer>
+
+    static func bind(host: String) async throws -> NIOAsyncChannel<Connection, Never> {
+        try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .bind(host: host, port: 0) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try Connection(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                }
+            }
+    }
+
+    func serve(_ server: NIOAsyncChannel<Connection, Never>) async {
+        do {
+            try await server.executeThenClose { inbound in
+                try await withThrowingDiscardingTaskGroup { group in
+                    for try await connection in inbound {
+                        group.addTask { await handle(connection) }
+                    }
+                }
+            }
+        } catch {
+            logger.debug("tcp frontman stopped", metadata: ["error": "\(error)"])
+        }
+    }
+
+    func handle(_ client: Connection) async {
+        var attempt = 0
+        while true {
+            attempt += 1
+            let route: FrontmanRoute
+            do {
+                route = try await gate.admit()
+            } catch {
+                try? await client.executeThenClose { _, _ in }
+                return
+            }
+            guard let endpoint = route.target.endpoint(forPublished: publishedPort) else {
+                try? await client.executeThenClose { _, _ in }
+                return
+            }
+            let upstream: Connection
+            do {
+                upstream = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .channelOption(.allowRemoteHalfClosure, value: true)
+                    .connectTimeout(.seconds(5))
+                    .connect(host: endpoint.host, port: endpoint.port) { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try Connection(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                        }
+                    }
+            } catch {
+                // Nothing was sent yet: try again (the new location may be a moment from ready).
+                if attempt < maxConnectAttempts {
+                    await gate.count(.retried)
+                    try? await Task.sleep(for: .milliseconds(50 * attempt))
+                    continue
+                }
+                logger.warning("tcp frontman could not reach the service", metadata: ["service": "\(service)", "target": "\(endpoint.host):\(endpoint.port)", "error": "\(error)"])
+                try? await client.executeThenClose { _, _ in }
+                return
+            }
+            await gate.count(.forwarded)
+            let (clientChannel, upstreamChannel) = (client.channel, upstream.channel)
+            let key = await gate.started(epoch: route.epoch) {
+                clientChannel.close(promise: nil)
+                upstreamChannel.close(promise: nil)
+            }
+            await Self.splice(client, upstream)
+            await gate.finished(key)
+            return
+        }
+    }
+
+    /// Copies both ways until both sides have finished; a half-close passes through.
+    static func splice(_ a: Connection, _ b: Connection) async {
+        try? await a.executeThenClose { aIn, aOut in
+            try await b.executeThenClose { bIn, bOut in
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        for try await chunk in aIn { try await bOut.write(chunk) }
+                        bOut.finish()
+                    }
+                    group.addTask {
+                        for try await chunk in bIn { try await aOut.write(chunk) }
+                        aOut.finish()
+                    }
+                    try await group.waitForAll()
+                }
+            }
+        }
+    }
+}

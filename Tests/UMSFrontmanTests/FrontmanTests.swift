@@ -1,0 +1,222 @@
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Testing
+@testable import UMSFrontman
+
+/// The Frontman against real servers on loopback: a Hummingbird service (two instances, "A" and
+/// "B", standing for the service before and after its migration) and a line-protocol TCP service.
+/// Clients talk to the Frontman's own listener, as the system's redirect would send them.
+@Suite struct FrontmanTests {
+    static let logger: Logger = {
+        var logger = Logger(label: "frontman-tests")
+        logger.logLevel = .critical
+        return logger
+    }()
+
+    /// An HTTP service answering `/who` with its name, `/slow` after `delay`.
+    static func service(_ name: String, delay: Duration = .zero) async throws -> (port: Int, task: Task<Void, Never>) {
+        let router = Router()
+        router.get("who") { _, _ in name }
+        router.get("slow") { _, _ in try await Task.sleep(for: delay); return name }
+        router.post("slow") { _, _ in try await Task.sleep(for: delay); return name }
+        let (stream, continuation) = AsyncStream.makeStream(of: Int.self)
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: {
+            continuation.yield($0.localAddress?.port ?? 0)
+        }, logger: logger)
+        let task = Task<Void, Never> { try? await app.runService(gracefulShutdownSignals: []) }
+        var iterator = stream.makeAsyncIterator()
+        return (await iterator.next() ?? 0, task)
+    }
+
+    static func frontman(to port: Int, kind: FrontmanProtocol = .http, limits: HoldLimits = HoldLimits()) async throws -> Frontman {
+        try await Frontman.start(
+            service: "svc", ports: [(published: 80, kind: kind)], target: FrontmanTarget(host: "127.0.0.1", ports: [80: port]),
+            limits: limits, http: .shared, host: "127.0.0.1", logger: logger
+        )
+    }
+
+    static func get(_ frontman: Frontman, _ path: String, method: HTTPMethod = .GET) async throws -> (status: Int, body: String, headers: HTTPHeaders) {
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(frontman.ports[0].listening)\(path)")
+        request.method = method
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(20))
+        let body = try await response.body.collect(upTo: 1 << 20)
+        return (Int(response.status.code), String(buffer: body), response.headers)
+    }
+
+    @Test func forwardsWhileTheServiceRuns() async throws {
+        let a = try await Self.service("A")
+        defer { a.task.cancel() }
+        let frontman = try await Self.frontman(to: a.port)
+        defer { Task { await frontman.stop() } }
+        let answer = try await Self.get(frontman, "/who")
+        #expect(answer.status == 200 && answer.body == "A")
+        #expect(await frontman.gate.stats.forwarded == 1)
+    }
+
+    @Test func holdsUntilReleasedThenSendsToTheNewLocation() async throws {
+        let (a, b) = (try await Self.service("A"), try await Self.service("B"))
+        defer { a.task.cancel(); b.task.cancel() }
+        let frontman = try await Self.frontman(to: a.port)
+        defer { Task { await frontman.stop() } }
+        await frontman.gate.hold()
+        let answers = Task {
+            try await withThrowingTaskGroup(of: String.self) { group in
+                for _ in 0..<5 { group.addTask { try await Self.get(frontman, "/who").body } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(await frontman.gate.stats.holdingNow == 5)
+        await frontman.gate.release(to: FrontmanTarget(host: "127.0.0.1", ports: [80: b.port]))
+        #expect(try await answers.value == Array(repeating: "B", count: 5))
+        let stats = await frontman.gate.stats
+        #expect(stats.held == 5 && stats.released == 5 && stats.rejected == 0 && stats.longestHoldSeconds >= 0.25)
+    }
+
+    @Test func beyondTheHoldBoundAnswers503WithRetryAfter() async throws {
+        let a = try await Self.service("A")
+        defer { a.task.cancel() }
+        let frontman = try await Self.frontman(to: a.port, limits: HoldLimits(count: 2, bytes: 1 << 20, seconds: 10))
+        defer { Task { await frontman.stop() } }
+        await frontman.gate.hold()
+        let held = (0..<2).map { _ in Task { try await Self.get(frontman, "/who") } }
+        try await Task.sleep(for: .milliseconds(200))
+        let started = ContinuousClock.now
+        for _ in 0..<3 {
+            let answer = try await Self.get(frontman, "/who")
+            #expect(answer.status == 503)
+            #expect(answer.headers["Retry-After"].first == "1")
+        }
+        #expect(ContinuousClock.now - started < .seconds(2), "refusals come at once, not after the hold")
+        await frontman.gate.release(to: FrontmanTarget(host: "127.0.0.1", ports: [80: a.port]))
+        for task in held { #expect(try await task.value.status == 200) }
+        #expect(await frontman.gate.stats.rejected == 3)
+    }
+
+    @Test func aHoldThatLastsTooLongAnswers503() async throws {
+        let a = try await Self.service("A")
+        defer { a.task.cancel() }
+        let frontman = try await Self.frontman(to: a.port, limits: HoldLimits(count: 10, bytes: 1 << 20, seconds: 0.3))
+        defer { Task { await frontman.stop() } }
+        await frontman.gate.hold()
+        let answer = try await Self.get(frontman, "/who")
+        #expect(answer.status == 503 && answer.headers["Retry-After"].first == "1")
+    }
+
+    @Test func inFlightRequestsCutByTheMigrationAreRetriedOnlyWhenIdempotent() async throws {
+        let a = try await Self.service("A", delay: .seconds(30))
+        let b = try await Self.service("B")
+        defer { a.task.cancel(); b.task.cancel() }
+        let frontman = try await Self.frontman(to: a.port)
+        defer { Task { await frontman.stop() } }
+        let get = Task { try await Self.get(frontman, "/slow") }
+        let post = Task { try await Self.get(frontman, "/slow", method: .POST) }
+        try await Task.sleep(for: .milliseconds(300))
+        // The service freezes, moves, and its old instance goes away with the requests inside.
+        await frontman.gate.hold()
+        await frontman.gate.release(to: FrontmanTarget(host: "127.0.0.1", ports: [80: b.port]))
+        await frontman.gate.cutStale()
+        let retried = try await get.value
+        #expect(retried.status == 200 && retried.body == "B")
+        let refused = try await post.value
+        #expect(refused.status == 502)
+        #expect(refused.headers["X-UMS-Frontman"].first == "in-flight-not-retried")
+        #expect(refused.body.contains("not idempotent"))
+        let stats = await frontman.gate.stats
+        #expect(stats.retried == 1 && stats.failedInFlight == 1)
+    }
+
+    @Test func redirectsWhenAskedTo() async throws {
+        let a = try await Self.service("A")
+        defer { a.task.cancel() }
+        let frontman = try await Self.frontman(to: a.port)
+        defer { Task { await frontman.stop() } }
+        await frontman.gate.hold()
+        await frontman.gate.release(to: FrontmanTarget(host: "198.18.0.2", ports: [80: 8080]), redirect: true)
+        let client = HTTPClient(configuration: .init(redirectConfiguration: .disallow))
+        let response = try await client.execute(HTTPClientRequest(url: "http://127.0.0.1:\(frontman.ports[0].listening)/who?x=1"), timeout: .seconds(5))
+        try await client.shutdown()
+        #expect(response.status == .temporaryRedirect)
+        #expect(response.headers["Location"].first == "http://198.18.0.2:8080/who?x=1")
+    }
+
+    // MARK: TCP
+
+    typealias Connection = NIOAsyncChannel<ByteBuffer, ByteBuffer>
+
+    /// A line service: answers each line with `NAME LINE`.
+    static func lineService(_ name: String) async throws -> (port: Int, task: Task<Void, Never>) {
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0) { channel in
+            channel.eventLoop.makeCompletedFuture { try Connection(wrappingChannelSynchronously: channel) }
+        }
+        let port = server.channel.localAddress?.port ?? 0
+        let task = Task<Void, Never> {
+            try? await server.executeThenClose { inbound in
+                try await withThrowingDiscardingTaskGroup { group in
+                    for try await connection in inbound {
+                        group.addTask {
+                            try? await connection.executeThenClose { input, output in
+                                for try await chunk in input {
+                                    try await output.write(ByteBuffer(string: "\(name) \(String(buffer: chunk))"))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return (port, task)
+    }
+
+    static func connect(_ port: Int) async throws -> Connection {
+        try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port) { channel in
+            channel.eventLoop.makeCompletedFuture { try Connection(wrappingChannelSynchronously: channel) }
+        }
+    }
+
+    /// Sends a line, returns the first answer (nil: closed without one).
+    static func ask(_ port: Int, _ line: String) async throws -> String? {
+        let connection = try await connect(port)
+        return try await connection.executeThenClose { input, output in
+            try await output.write(ByteBuffer(string: line))
+            var iterator = input.makeAsyncIterator()
+            return try await iterator.next().map { String(buffer: $0) }
+        }
+    }
+
+    @Test func heldConnectionsAreSplicedToTheNewLocation() async throws {
+        let (a, b) = (try await Self.lineService("A"), try await Self.lineService("B"))
+        defer { a.task.cancel(); b.task.cancel() }
+        let frontman = try await Self.frontman(to: a.port, kind: .tcp)
+        defer { Task { await frontman.stop() } }
+        let port = frontman.ports[0].listening
+        #expect(try await Self.ask(port, "count\n") == "A count\n")
+        await frontman.gate.hold()
+        let held = (0..<3).map { _ in Task { try await Self.ask(port, "count\n") } }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(await frontman.gate.stats.holdingNow == 3)
+        await frontman.gate.release(to: FrontmanTarget(host: "127.0.0.1", ports: [80: b.port]))
+        for task in held { #expect(try await task.value == "B count\n") }
+    }
+
+    @Test func tcpBeyondTheHoldBoundIsClosedAtOnce() async throws {
+        let a = try await Self.lineService("A")
+        defer { a.task.cancel() }
+        let frontman = try await Self.frontman(to: a.port, kind: .tcp, limits: HoldLimits(count: 1, bytes: 1 << 20, seconds: 10))
+        defer { Task { await frontman.stop() } }
+        let port = frontman.ports[0].listening
+        await frontman.gate.hold()
+        let held = Task { try await Self.ask(port, "count\n") }
+        try await Task.sleep(for: .milliseconds(200))
+        let started = ContinuousClock.now
+        #expect(try await Self.ask(port, "count\n") == nil)
+        #expect(ContinuousClock.now - started < .seconds(2))
+        await frontman.gate.release(to: FrontmanTarget(host: "127.0.0.1", ports: [80: a.port]))
+        #expect(try await held.value == "A count\n")
+    }
+}
