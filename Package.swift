@@ -145,6 +145,8 @@ let package = Package(
             name: "umsd",
             dependencies: [
                 "UMSCoordination",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings

@@ -75,6 +75,18 @@ public struct CoordinatorClient: Sendable {
         try await send(request(.GET, Routes.system), as: SystemInfo.self, timeout: .seconds(5))
     }
 
+    public func endpoints() async throws -> [EndpointEntry] {
+        try await send(request(.GET, Routes.endpoints), as: [EndpointEntry].self)
+    }
+
+    public func endpoint(_ service: String) async throws -> EndpointEntry {
+        try await send(request(.GET, Routes.endpoint(service)), as: EndpointEntry.self)
+    }
+
+    public func frontmen() async throws -> [FrontmanView] {
+        try await send(request(.GET, Routes.frontmen), as: [FrontmanView].self)
+    }
+
     public func containers() async throws -> [ContainerView] {
         try await send(request(.GET, Routes.containers), as: [ContainerView].self)
     }

@@ -1,3 +1,4 @@
+import Foundation
 import UMSDecision
 import UMSCheckpoint
 import UMSModel
@@ -10,6 +11,10 @@ public enum Routes {
     public static func restart(_ name: String) -> String { "/v1/containers/\(name)/restart" }
     public static let migrations = "/v1/migrations"
     public static let migrationPlan = "/v1/migrations/plan"
+    public static let endpoints = "/v1/endpoints"
+    public static func endpoint(_ service: String) -> String { "/v1/endpoints/\(service)" }
+    public static let frontmen = "/v1/frontmen"
+    public static let metrics = "/metrics"
     public static func migration(_ id: String) -> String { "/v1/migrations/\(id)" }
     // Peer routes: what a source Coordinator calls on a destination.
     public static func peerImage(_ digest: String) -> String { "/v1/peer/images/\(digest)" }
@@ -85,13 +90,20 @@ public struct MigrateRequest: Codable, Sendable, Equatable {
     public var destinationToken: String?
     /// `stop-and-copy` (default) or `post-copy`.
     public var mode: TransferMode?
+    /// What the source's Frontman does with HTTP requests once the destination confirms:
+    /// `forward` them (default) or answer `307` to the new location.
+    public var frontman: FrontmanMode?
 
-    public init(container: String, destination: String, approach: ApproachRequest? = nil, destinationToken: String? = nil, mode: TransferMode? = nil) {
+    public init(
+        container: String, destination: String, approach: ApproachRequest? = nil, destinationToken: String? = nil,
+        mode: TransferMode? = nil, frontman: FrontmanMode? = nil
+    ) {
         self.container = container
         self.destination = destination
         self.approach = approach
         self.destinationToken = destinationToken
         self.mode = mode
+        self.frontman = frontman
     }
 }
 
@@ -198,5 +210,94 @@ public struct RestoreResponse: Codable, Sendable, Equatable {
 
     public init(container: ContainerInfo) {
         self.container = container
+    }
+}
+
+public enum FrontmanMode: String, Codable, Sendable, CaseIterable {
+    case forward, redirect
+}
+
+/// `GET /v1/endpoints`: where each service this system knows of is reached — its own services,
+/// and those that migrated away from it. The same record is written in hosts format to the
+/// system's endpoints file, for a DNS server or load balancer to follow.
+public struct EndpointEntry: Codable, Sendable, Equatable {
+    public var service: String
+    /// The address clients use (the system the service runs on).
+    public var address: String
+    /// `host:port` per published port.
+    public var endpoints: [String]
+    /// The system the service runs on.
+    public var system: String
+    public var updatedAt: Date
+
+    public init(service: String, address: String, endpoints: [String], system: String, updatedAt: Date) {
+        self.service = service
+        self.address = address
+        self.endpoints = endpoints
+        self.system = system
+        self.updatedAt = updatedAt
+    }
+}
+
+/// `GET /v1/frontmen`: the Frontmen of this system, what they do and what they did.
+public struct FrontmanView: Codable, Sendable, Equatable {
+    public struct Port: Codable, Sendable, Equatable {
+        public var published: Int
+        public var listening: Int
+        /// `http` or `tcp`.
+        public var kind: String
+
+        public init(published: Int, listening: Int, kind: String) {
+            self.published = published
+            self.listening = listening
+            self.kind = kind
+        }
+    }
+
+    public struct Counts: Codable, Sendable, Equatable {
+        public var forwarded: Int
+        public var held: Int
+        public var released: Int
+        public var rejected: Int
+        public var retried: Int
+        public var redirected: Int
+        public var failedInFlight: Int
+        public var holdingNow: Int
+        public var longestHoldSeconds: Double
+
+        public init(
+            forwarded: Int, held: Int, released: Int, rejected: Int, retried: Int, redirected: Int, failedInFlight: Int,
+            holdingNow: Int, longestHoldSeconds: Double
+        ) {
+            self.forwarded = forwarded
+            self.held = held
+            self.released = released
+            self.rejected = rejected
+            self.retried = retried
+            self.redirected = redirected
+            self.failedInFlight = failedInFlight
+            self.holdingNow = holdingNow
+            self.longestHoldSeconds = longestHoldSeconds
+        }
+    }
+
+    public var service: String
+    /// `serving` (in front of a local service), `migrating` (its service is leaving),
+    /// `forwarding` (the service left; until the endpoint record settles) or `incoming`.
+    public var role: String
+    /// `forwarding`, `holding`, `redirecting` or `closed`.
+    public var mode: String
+    /// `host` the Frontman sends to, when not holding.
+    public var target: String?
+    public var ports: [Port]
+    public var counts: Counts
+
+    public init(service: String, role: String, mode: String, target: String?, ports: [Port], counts: Counts) {
+        self.service = service
+        self.role = role
+        self.mode = mode
+        self.target = target
+        self.ports = ports
+        self.counts = counts
     }
 }

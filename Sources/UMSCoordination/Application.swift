@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import Logging
+import Prometheus
 import ServiceLifecycle
 import UMSCheckpoint
 import UMSMigration
@@ -23,7 +24,7 @@ struct HTTPClientService: Service {
 /// without them), builds the orchestrator adapter and the approaches, and returns the HTTP
 /// application with everything long-lived as a service of one group.
 public func buildApplication(
-    configuration: CoordinatorConfiguration, logger: Logger, failRestoreForTesting: Bool = false
+    configuration: CoordinatorConfiguration, logger: Logger, failRestoreForTesting: Bool = false, metrics: PrometheusCollectorRegistry? = nil
 ) async throws -> some ApplicationProtocol {
     try configuration.validate()
     let runner = SubprocessRunner(logger: logger)
@@ -59,11 +60,12 @@ public func buildApplication(
     let coordinator = try Coordinator(
         name: configuration.name, url: url, orchestrator: orchestrator, approaches: approaches,
         stateDirectory: stateDirectory, advertiseHost: advertiseHost, http: http, peerTokens: peerTokens,
-        logger: logger, failRestoreForTesting: failRestoreForTesting, hostImage: configuration.hostImage
+        logger: logger, failRestoreForTesting: failRestoreForTesting, hostImage: configuration.hostImage,
+        frontman: configuration.frontmanSettings, endpointsFile: configuration.endpointsFile, endpointHook: configuration.endpointHook
     )
     await coordinator.recover()
     let (host, port) = try configuration.listenAddress()
-    let router = buildRouter(coordinator: coordinator, token: token)
+    let router = buildRouter(coordinator: coordinator, token: token, metrics: metrics)
     logger.info("coordinator ready", metadata: ["system": "\(configuration.name)", "url": "\(url)", "criu": "\(criu.version)"])
     return Application(
         router: router,

@@ -1,4 +1,5 @@
 import Foundation
+import UMSFrontman
 import UMSModel
 import Yams
 
@@ -44,6 +45,29 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     public var hostImage: String?
     /// The engine's API socket, for `podman`, `docker` and `containerd` (default: the engine's usual one).
     public var engineSocket: String?
+    /// The endpoint record in hosts format (default: `<stateDir>/endpoints.hosts`).
+    public var endpointsFile: String?
+    /// A program run after every change of the endpoint record (UMS_SERVICE, UMS_ADDRESS,
+    /// UMS_ENDPOINTS, UMS_SYSTEM, UMS_EVENT, UMS_HOSTS_FILE in its environment).
+    public var endpointHook: String?
+    /// Whether services get Frontmen (default true).
+    public var frontman: Bool?
+    /// How much a Frontman holds while its service is frozen: requests/connections, body bytes, seconds.
+    public var frontmanHoldCount: Int?
+    public var frontmanHoldBytes: Int?
+    public var frontmanHoldSeconds: Double?
+    /// How long a Frontman stays after its service left and the endpoint record was updated (seconds).
+    public var frontmanLinger: Double?
+
+    /// The Frontmen's settings, or nil when they are switched off.
+    public var frontmanSettings: FrontmanSettings? {
+        guard frontman ?? true else { return nil }
+        let defaults = HoldLimits()
+        return FrontmanSettings(
+            limits: HoldLimits(count: frontmanHoldCount ?? defaults.count, bytes: frontmanHoldBytes ?? defaults.bytes, seconds: frontmanHoldSeconds ?? defaults.seconds),
+            linger: .milliseconds(Int64((frontmanLinger ?? 10) * 1000))
+        )
+    }
 
     /// The orchestrators this build has adapters for.
     public static let orchestrators = ["runc", "podman", "docker", "containerd"]
@@ -110,6 +134,10 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         guard Self.orchestrators.contains(orchestrator) else {
             throw UMSError(.unsupported, "unsupported orchestrator '\(orchestrator)': use one of \(Self.orchestrators.joined(separator: ", "))")
         }
+        if let count = frontmanHoldCount, count < 0 { throw UMSError(.invalidArgument, "invalid frontman hold count \(count): expected 0 or more") }
+        if let bytes = frontmanHoldBytes, bytes < 0 { throw UMSError(.invalidArgument, "invalid frontman hold bytes \(bytes): expected 0 or more") }
+        if let seconds = frontmanHoldSeconds, !(seconds >= 0) { throw UMSError(.invalidArgument, "invalid frontman hold time \(seconds): expected 0 or more seconds") }
+        if let seconds = frontmanLinger, !(seconds >= 0) { throw UMSError(.invalidArgument, "invalid frontman linger \(seconds): expected 0 or more seconds") }
     }
 
     /// The URL peers and clients use.

@@ -5,6 +5,7 @@ import NIOCore
 import UMSAPI
 import UMSCheckpoint
 import UMSDecision
+import UMSFrontman
 import UMSMigration
 import UMSModel
 import UMSOrchestrator
@@ -39,14 +40,26 @@ public actor Coordinator {
     let hostImage: String?
     /// Host commands (composing nested images).
     let runner: any CommandRunner
+    /// The Frontmen in front of this system's services (nil: none, e.g. in unit tests).
+    let frontmen: Frontmen?
+    /// Where each service is reached, for DNS servers and load balancers to follow.
+    let endpointRecord: EndpointRecord
+    /// Incoming services restored and waiting for the source's commit: where they run here.
+    var incomingTargets: [String: FrontmanTarget] = [:]
 
     public init(
         name: String, url: String, orchestrator: any Orchestrator, approaches: [any MigrationApproach],
         stateDirectory: String, advertiseHost: String, http: HTTPClient, peerTokens: [String: String],
-        logger: Logger, failRestoreForTesting: Bool = false, incomingTimeout: Duration = .seconds(600), hostImage: String? = nil
+        logger: Logger, failRestoreForTesting: Bool = false, incomingTimeout: Duration = .seconds(600), hostImage: String? = nil,
+        frontman: FrontmanSettings? = nil, endpointsFile: String? = nil, endpointHook: String? = nil
     ) throws {
         self.hostImage = hostImage
-        self.runner = SubprocessRunner(logger: logger)
+        let runner = SubprocessRunner(logger: logger)
+        self.runner = runner
+        self.frontmen = frontman.map { Frontmen(runner: runner, http: http, limits: $0.limits, linger: $0.linger, logger: logger) }
+        self.endpointRecord = try EndpointRecord(
+            stateDirectory: stateDirectory, hostsFile: endpointsFile, hook: endpointHook, system: name, runner: runner, logger: logger
+        )
         self.incomingTimeout = incomingTimeout
         self.name = name
         self.url = url
@@ -93,6 +106,34 @@ public actor Coordinator {
             record.finishedAt = Date()
             save(record)
         }
+        // Frontmen and the endpoint record follow what runs here now.
+        await frontmen?.prepare()
+        for info in (try? await orchestrator.list()) ?? [] where info.state == .running {
+            await frontmen?.serve(info)
+            await recordEndpoint(of: info)
+        }
+    }
+
+    /// The endpoint record says `info`'s service runs here.
+    func recordEndpoint(of info: ContainerInfo) async {
+        let endpoints = ServiceEndpoints.of(info)
+        guard !endpoints.isEmpty else { return }
+        await endpointRecord.set(EndpointEntry(service: info.name, address: advertiseHost, endpoints: endpoints, system: name, updatedAt: Date()))
+    }
+
+    public func endpoints() -> [EndpointEntry] {
+        endpointRecord.entries()
+    }
+
+    public func endpoint(_ service: String) throws -> EndpointEntry {
+        guard let entry = endpointRecord.entry(service) else {
+            throw UMSError(.notFound, "no endpoint recorded for '\(service)' on system \(name)")
+        }
+        return entry
+    }
+
+    public func frontmanViews() async -> [FrontmanView] {
+        await frontmen?.views() ?? []
     }
 
     // MARK: Containers
@@ -147,16 +188,23 @@ public actor Coordinator {
         } else if let manifest = MigratableImage.manifest(rootfs: request.rootfs) {
             specification = MigratableImage.specification(specification, manifest: manifest, token: AgentApproach.secret())
         }
-        return view(try await orchestrator.create(specification, start: true, migration: nil), profile: await profile())
+        let info = try await orchestrator.create(specification, start: true, migration: nil)
+        await frontmen?.serve(info)
+        await recordEndpoint(of: info)
+        return view(info, profile: await profile())
     }
 
     public func remove(_ name: String) async throws {
         try await orchestrator.delete(name, migration: nil)
+        await frontmen?.remove(name)
+        await endpointRecord.remove(name)
     }
 
     public func restart(_ name: String) async throws -> ContainerView {
         try await orchestrator.restart(name, migration: nil)
-        return view(try await orchestrator.inspect(name), profile: await profile())
+        let info = try await orchestrator.inspect(name)
+        await frontmen?.serve(info)
+        return view(info, profile: await profile())
     }
 
     // MARK: Migrations (source side)
@@ -241,7 +289,7 @@ public actor Coordinator {
         let driver = MigrationDriver(
             id: record.id, container: request.container, request: approachRequest, coordinator: self, peer: peer,
             orchestrator: orchestrator, approaches: approaches, workDirectory: "\(stateDirectory)/outgoing/\(record.id)",
-            mode: record.mode, advertiseHost: advertiseHost, logger: logger
+            mode: record.mode, advertiseHost: advertiseHost, redirect: request.frontman == .redirect, logger: logger
         )
         let recordID = record.id
         tasks[recordID] = Task {
@@ -305,6 +353,8 @@ public actor Coordinator {
         incomingApproach[request.id] = request.approach
         do {
             let prepared = try await approach.prepare(migration)
+            // Clients that already come here wait for the service instead of finding nothing.
+            await frontmen?.install(request.specification, target: nil, role: .incoming)
             logger.info("incoming migration prepared", metadata: ["migration.id": "\(request.id)", "container": "\(request.specification.name)", "peer": "\(request.source.name)"])
             let timeout = incomingTimeout
             Task { [weak self] in
@@ -339,6 +389,7 @@ public actor Coordinator {
         let source = try request.postCopySource.map { text throws(UMSError) in try PageServerAddress(parsing: text) }
         restoringIncoming.insert(id)
         let info = try await approach.restore(migration, postCopySource: source)
+        incomingTargets[id] = Frontmen.target(of: info)
         logger.info("incoming migration restored", metadata: ["migration.id": "\(id)", "container": "\(info.name)"])
         return RestoreResponse(container: info)
     }
@@ -349,6 +400,12 @@ public actor Coordinator {
         let (migration, approach) = try incomingMigration(id)
         let pageBytes = try await approach.awaitPages(migration)
         try await orchestrator.unlock(migration.specification.name, migration: id)
+        // The service is this system's now: what was held here goes to it.
+        let info = try? await orchestrator.inspect(migration.specification.name)
+        if let target = incomingTargets[id] ?? info.flatMap(Frontmen.target(of:)) {
+            await frontmen?.release(migration.specification.name, to: target, redirect: false, role: .serving)
+        }
+        if let info { await recordEndpoint(of: info) }
         forgetIncoming(id)
         return CommitResponse(pageBytes: pageBytes)
     }
@@ -357,6 +414,7 @@ public actor Coordinator {
     public func abortIncoming(_ id: String) async throws {
         let (migration, approach) = try incomingMigration(id)
         await approach.abort(migration)
+        await frontmen?.remove(migration.specification.name)
         forgetIncoming(id)
         logger.info("incoming migration aborted", metadata: ["migration.id": "\(id)"])
     }
@@ -369,6 +427,7 @@ public actor Coordinator {
         else { return }
         logger.warning("incoming migration expired: the source did not ask for the restore in time", metadata: ["migration.id": "\(id)"])
         await approach.abort(migration)
+        await frontmen?.remove(migration.specification.name)
         forgetIncoming(id)
     }
 
@@ -376,7 +435,19 @@ public actor Coordinator {
         incoming[id] = nil
         incomingApproach[id] = nil
         restoringIncoming.remove(id)
+        incomingTargets[id] = nil
         FileSystem.remove("\(stateDirectory)/incoming/\(id)")
+    }
+}
+
+/// How this system's Frontmen hold, and how long one stays after its service left.
+public struct FrontmanSettings: Sendable {
+    public var limits: HoldLimits
+    public var linger: Duration
+
+    public init(limits: HoldLimits = HoldLimits(), linger: Duration = .seconds(10)) {
+        self.limits = limits
+        self.linger = linger
     }
 }
 

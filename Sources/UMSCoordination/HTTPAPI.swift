@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Hummingbird
 import NIOCore
+import Prometheus
 import UMSAPI
 import UMSMigration
 import UMSModel
@@ -107,7 +108,7 @@ extension Parameters {
 }
 
 /// The Coordinator's routes (the same as `docs/openapi.yaml`).
-public func buildRouter(coordinator: Coordinator, token: String?) -> Router<BasicRequestContext> {
+public func buildRouter(coordinator: Coordinator, token: String?, metrics: PrometheusCollectorRegistry? = nil) -> Router<BasicRequestContext> {
     let router = Router(context: BasicRequestContext.self)
     router.add(middleware: ErrorMiddleware())
     if let token { router.add(middleware: BearerAuthMiddleware(token: token)) }
@@ -141,6 +142,17 @@ public func buildRouter(coordinator: Coordinator, token: String?) -> Router<Basi
     }
     router.get("/v1/migrations/:id") { _, context in
         try JSONAPI.response(try await coordinator.migration(try context.parameters.require("id")))
+    }
+
+    router.get(RouterPath(Routes.endpoints)) { _, _ in try JSONAPI.response(await coordinator.endpoints()) }
+    router.get("/v1/endpoints/:service") { _, context in
+        try JSONAPI.response(try await coordinator.endpoint(try context.parameters.require("service")))
+    }
+    router.get(RouterPath(Routes.frontmen)) { _, _ in try JSONAPI.response(await coordinator.frontmanViews()) }
+    router.get(RouterPath(Routes.metrics)) { _, _ in
+        var text: [UInt8] = []
+        metrics?.emit(into: &text)
+        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: text)))
     }
 
     // Peer routes: the destination side of a migration.

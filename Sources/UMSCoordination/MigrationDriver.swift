@@ -4,6 +4,7 @@ import NIOCore
 import UMSAPI
 import UMSCheckpoint
 import UMSDecision
+import UMSFrontman
 import UMSMigration
 import UMSModel
 import UMSOrchestrator
@@ -25,6 +26,8 @@ struct MigrationDriver: Sendable {
     let mode: TransferMode
     /// This system's address, where a post-copy dump serves its pages.
     let advertiseHost: String
+    /// Whether the Frontman answers HTTP with `307` to the new location instead of forwarding.
+    let redirect: Bool
     let logger: Logger
 
     /// What has been done so far, so that rollback undoes exactly that.
@@ -38,6 +41,8 @@ struct MigrationDriver: Sendable {
         /// Post-copy: the dump serving pages, and where; stopped on rollback.
         var pageServing: BackgroundProcess?
         var pageServer: PageServerAddress?
+        /// The Frontman holds this service's clients (from the freeze until confirm/rollback).
+        var holding = false
     }
 
     func run() async {
@@ -96,6 +101,9 @@ struct MigrationDriver: Sendable {
             try await enter(.lockingControl, &progress)
             // Control operations have been refused since the request was accepted; now the data
             // plane stops: the service is frozen and stays frozen until the destination confirms.
+            // The Frontman holds new requests and connections from the moment of the freeze.
+            await coordinator.frontmen?.hold(container)
+            progress.holding = true
             progress.frozenAt = clock.now
             try await approach.freeze(container)
             progress.frozen = true
@@ -164,12 +172,25 @@ struct MigrationDriver: Sendable {
                 progress.pageServing = nil
             }
 
+            // Step 14: what the Frontman held, and everything after, goes to the destination.
+            let newHost = restored.container.endpoints.first.flatMap { endpoint in endpoint.lastIndex(of: ":").map { String(endpoint[..<$0]) } } ?? (URL(string: peer.baseURL)?.host ?? "")
+            await coordinator.frontmen?.release(container, to: Frontmen.target(host: newHost, specification: specification), redirect: redirect, role: .forwarding)
+            progress.holding = false
+
             try await enter(.reportingEndpoint, &progress)
             let endpoints = ServiceEndpoints.of(restored.container)
             await coordinator.update(id) { $0.endpoints = endpoints }
+            let hookProblem = await coordinator.endpointRecord.set(EndpointEntry(
+                service: container, address: newHost, endpoints: endpoints, system: destination.name, updatedAt: Date()
+            ))
+            await note("endpoint record: \(container) at \(newHost)" + (hookProblem.map { " (\($0))" } ?? ""))
 
             try await enter(.deletingSource, &progress)
             await deleteSource(logger: logger)
+            // The source is gone with whatever was in flight inside it: the Frontman retries
+            // what it safely can at the destination, then stays until clients follow the record.
+            await coordinator.frontmen?.cutStale(container)
+            await coordinator.frontmen?.retire(container)
             let postMigration = clock.now - phaseStart
 
             try progress.machine.complete(endpoints: endpoints)
@@ -273,6 +294,8 @@ struct MigrationDriver: Sendable {
         }
         if sourceMayResume {
             try? await orchestrator.unlock(container, migration: id)
+            // What the Frontman held goes to the source, which runs again.
+            if progress.holding { await coordinator.frontmen?.resume(container) }
         }
         if problems.isEmpty {
             try? progress.machine.finishRollback()

@@ -56,6 +56,14 @@ public struct LoadGenerator: Sendable {
         }
     }
 
+    /// A client whose pool does not queue requests: each request gets a connection when it is
+    /// due (up to `connections`), so a request held by the Frontman never delays the next.
+    public static func makeClient(connections: Int = 2048) -> HTTPClient {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
     public func run(http: HTTPClient) async throws -> Report {
         guard let parsed = URLComponents(string: url), let host = parsed.host else {
             throw LoadError("invalid URL '\(url)'")

@@ -100,23 +100,31 @@ public struct PortMapping: Codable, Sendable, Equatable, Hashable {
     /// The port inside the container.
     public var containerPort: Int
     public var proto: String
+    /// `http` when the port speaks HTTP: its Frontman then works request by request (holds,
+    /// retries idempotent requests, answers 503 beyond its bounds). Otherwise a TCP stream.
+    public var application: String?
 
-    public init(hostPort: Int, containerPort: Int, proto: String = "tcp") {
+    public init(hostPort: Int, containerPort: Int, proto: String = "tcp", application: String? = nil) {
         self.hostPort = hostPort
         self.containerPort = containerPort
         self.proto = proto
+        self.application = application
     }
 
-    /// Parses `PORT`, `HOST:CONTAINER`, optionally suffixed `/tcp`.
+    /// Parses `PORT`, `HOST:CONTAINER`, optionally suffixed `/tcp` or `/http` (TCP carrying HTTP).
     public init(parsing text: String) throws(UMSError) {
         var body = Substring(text)
         var proto = "tcp"
+        var application: String?
         if let slash = body.firstIndex(of: "/") {
             proto = String(body[body.index(after: slash)...])
             body = body[..<slash]
         }
+        if proto == "http" {
+            (proto, application) = ("tcp", "http")
+        }
         guard proto == "tcp" else {
-            throw UMSError(.invalidArgument, "failed to parse port '\(text)': only tcp is supported")
+            throw UMSError(.invalidArgument, "failed to parse port '\(text)': expected /tcp or /http (only TCP is supported)")
         }
         let parts = body.split(separator: ":", omittingEmptySubsequences: false)
         let numbers = parts.compactMap { Int($0) }
@@ -125,7 +133,7 @@ public struct PortMapping: Codable, Sendable, Equatable, Hashable {
         else {
             throw UMSError(.invalidArgument, "failed to parse port '\(text)': expected PORT or HOSTPORT:CONTAINERPORT, each 1-65535")
         }
-        self.init(hostPort: numbers[0], containerPort: numbers.last ?? numbers[0], proto: proto)
+        self.init(hostPort: numbers[0], containerPort: numbers.last ?? numbers[0], proto: proto, application: application)
     }
 }
 

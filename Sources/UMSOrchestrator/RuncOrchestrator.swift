@@ -218,8 +218,9 @@ public actor RuncOrchestrator: Orchestrator, ImageStoreBacked {
 
     func ociTemplate() async throws -> Data {
         if let template { return template }
-        let directory = "\(stateDirectory)/.template"
-        FileSystem.remove(directory)
+        // Its own directory: two first containers created at once both get here (the actor
+        // is re-entered while `runc spec` runs).
+        let directory = "\(stateDirectory)/.template-\(UUID().uuidString.prefix(8))"
         try FileSystem.makeDirectory(directory)
         defer { FileSystem.remove(directory) }
         _ = try await runner.run(Command(runc.binary, ["spec"], workingDirectory: directory))

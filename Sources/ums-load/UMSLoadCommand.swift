@@ -39,7 +39,7 @@ struct UMSLoadCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let http = HTTPClient(eventLoopGroupProvider: .singleton)
+        let http = LoadGenerator.makeClient()
         let report: LoadGenerator.Report
         do {
             report = try await LoadGenerator(url: url, rate: rate, count: count, hostsFile: hosts, timeout: .seconds(timeout)).run(http: http)

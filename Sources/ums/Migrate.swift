@@ -33,6 +33,12 @@ struct Migrate: AsyncParsableCommand {
     @Option(name: .customLong("to-token-file"), help: "The destination's token, if the source has none configured for it.")
     var toTokenFile: String?
 
+    @Option(help: ArgumentHelp(
+        "forward or redirect.",
+        discussion: "Once the destination confirms, the source's Frontman forwards HTTP requests there (default) or answers them 307 with the new location."
+    ))
+    var frontman: String = FrontmanMode.forward.rawValue
+
     @Flag(help: "Print the final migration record as JSON.")
     var json = false
 
@@ -48,6 +54,9 @@ struct Migrate: AsyncParsableCommand {
         }
         guard TransferMode(rawValue: mode) != nil else {
             throw ValidationError("unknown mode '\(mode)': expected stop-and-copy or post-copy")
+        }
+        guard FrontmanMode(rawValue: frontman) != nil else {
+            throw ValidationError("unknown frontman mode '\(frontman)': expected forward or redirect")
         }
     }
 
@@ -74,7 +83,7 @@ struct Migrate: AsyncParsableCommand {
             }
             var record = try await client.migrate(MigrateRequest(
                 container: name, destination: to, approach: ApproachRequest(rawValue: approach), destinationToken: destinationToken,
-                mode: TransferMode(rawValue: mode)
+                mode: TransferMode(rawValue: mode), frontman: FrontmanMode(rawValue: frontman)
             ))
             if !detach {
                 record = try await follow(record, client: client)

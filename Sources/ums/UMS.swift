@@ -15,7 +15,7 @@ struct UMS: AsyncParsableCommand {
         version: "0.1.0",
         groupedSubcommands: [
             CommandGroup(name: "Containers", subcommands: [Run.self, Ps.self, Rm.self, Image.self]),
-            CommandGroup(name: "Migration", subcommands: [Migrate.self, Migrations.self]),
+            CommandGroup(name: "Migration", subcommands: [Migrate.self, Migrations.self, Endpoints.self, Frontmen.self]),
             CommandGroup(name: "System", subcommands: [Info.self]),
         ]
     )

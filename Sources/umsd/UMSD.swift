@@ -1,6 +1,8 @@
 import ArgumentParser
 import Hummingbird
 import Logging
+import Metrics
+import Prometheus
 import UMSCoordination
 
 /// `umsd`: the Coordinator of one system. It only parses flags and wires the application.
@@ -11,7 +13,8 @@ struct UMSD: AsyncParsableCommand {
         abstract: "The UMS Coordinator of one system: runs containers on its orchestrator and migrates them live to other systems.",
         discussion: """
             Flags override the same keys of --config (YAML: name, listen, stateDir, orchestrator, tokenFile, \
-            advertiseURL, peers[{url, tokenFile}], criuPath, logLevel, hostImage, engineSocket). Needs root, runc and CRIU >= 4.2 \
+            advertiseURL, peers[{url, tokenFile}], criuPath, logLevel, hostImage, engineSocket, endpointsFile, endpointHook, \
+            frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger). Needs root, runc and CRIU >= 4.2 \
             (scripts/setup installs them).
             """
     )
@@ -49,6 +52,27 @@ struct UMSD: AsyncParsableCommand {
     @Option(name: .customLong("host-image"), help: "The outer image for nested services (container-level; built by scripts/build-host-image).")
     var hostImage: String?
 
+    @Option(name: .customLong("endpoints-file"), help: "The endpoint record in hosts format (default: STATE_DIR/endpoints.hosts).")
+    var endpointsFile: String?
+
+    @Option(name: .customLong("endpoint-hook"), help: "A program to run after every change of the endpoint record (UMS_SERVICE, UMS_ADDRESS, UMS_ENDPOINTS, UMS_EVENT in its environment).")
+    var endpointHook: String?
+
+    @Flag(name: .customLong("no-frontman"), help: "Do not put Frontmen in front of services (clients then see the migration's downtime as refusals).")
+    var noFrontman = false
+
+    @Option(name: .customLong("frontman-hold-count"), help: "Requests/connections a Frontman holds at once while its service is frozen (default 1024); beyond: 503 / closed.")
+    var frontmanHoldCount: Int?
+
+    @Option(name: .customLong("frontman-hold-bytes"), help: "Request body bytes a Frontman holds at once (default 64 MiB).")
+    var frontmanHoldBytes: Int?
+
+    @Option(name: .customLong("frontman-hold-seconds"), help: "The longest a Frontman holds anything (default 30); then 503 Retry-After / closed.")
+    var frontmanHoldSeconds: Double?
+
+    @Option(name: .customLong("frontman-linger"), help: "Seconds a Frontman keeps forwarding after its service left and the endpoint record was updated (default 10).")
+    var frontmanLinger: Double?
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel: String?
 
@@ -75,6 +99,13 @@ struct UMSD: AsyncParsableCommand {
         if let logLevel { configuration.logLevel = logLevel }
         if let hostImage { configuration.hostImage = hostImage }
         if let engineSocket { configuration.engineSocket = engineSocket }
+        if let endpointsFile { configuration.endpointsFile = endpointsFile }
+        if let endpointHook { configuration.endpointHook = endpointHook }
+        if noFrontman { configuration.frontman = false }
+        if let frontmanHoldCount { configuration.frontmanHoldCount = frontmanHoldCount }
+        if let frontmanHoldBytes { configuration.frontmanHoldBytes = frontmanHoldBytes }
+        if let frontmanHoldSeconds { configuration.frontmanHoldSeconds = frontmanHoldSeconds }
+        if let frontmanLinger { configuration.frontmanLinger = frontmanLinger }
         for peer in peers {
             guard let equals = peer.firstIndex(of: "=") else { throw ValidationError("--peer expects URL=TOKENFILE, got '\(peer)'") }
             configuration.peers = (configuration.peers ?? []) + [.init(url: String(peer[..<equals]), tokenFile: String(peer[peer.index(after: equals)...]))]
@@ -88,7 +119,10 @@ struct UMSD: AsyncParsableCommand {
         var logger = Logger(label: "umsd")
         logger.logLevel = configuration.logLevel.flatMap(Logger.Level.init(rawValue:)) ?? .info
         logger[metadataKey: "system"] = "\(configuration.name)"
-        let app = try await buildApplication(configuration: configuration, logger: logger, failRestoreForTesting: failRestoreForTesting)
+        // Metrics (the Frontmen's among them) are served at /metrics in Prometheus format.
+        let metrics = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
+        let app = try await buildApplication(configuration: configuration, logger: logger, failRestoreForTesting: failRestoreForTesting, metrics: metrics)
         try await app.runService()
     }
 }

@@ -39,7 +39,7 @@ struct EngineTests {
         #expect(returned > after)
         // The source engine removed its outer container, nested processes included.
         #expect(try await testbed.names(on: testbed.b).contains(name) == false)
-        #expect((try? await testbed.count(at: "\(testbed.bHost):18100")) == nil)
+        #expect(try await testbed.onlyForwards(testbed.b, service: name, to: testbed.aHost))
         try await testbed.a.remove(name)
         #expect((try? await testbed.count(at: "\(testbed.aHost):18100")) == nil)
     }

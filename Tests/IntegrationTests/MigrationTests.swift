@@ -45,7 +45,7 @@ struct MigrationTests {
         #expect(try await testbed.b.container(name).container.state == .running)
         #expect(try await testbed.names(on: testbed.a).contains(name) == false)
         #expect(testbed.namespaces(system: "tba").contains("ums-tba-\(name)") == false)
-        #expect((try? await testbed.count(at: "\(testbed.aHost):18080")) == nil, "A no longer serves the counter")
+        #expect(try await testbed.onlyForwards(testbed.a, service: name, to: testbed.bHost), "A no longer runs the counter; its Frontman forwards to B")
 
         // And back: B drives this migration, A receives.
         let backRecord = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.aURL), by: testbed.b)

@@ -31,10 +31,10 @@ struct ServiceLevelTests {
         // The file the service holds open crossed with it, and it keeps appending to it at B.
         let fileAfter = try #require(testbed.containerFile(system: "b", container: name, path: "/tmp/count.log"))
         #expect(fileAfter.hasPrefix(fileBefore))
-        // The source container is gone: not listed, no namespace, nothing served at A.
+        // The source container is gone: not listed, no namespace; A only forwards to B.
         #expect(try await testbed.names(on: testbed.a).contains(name) == false)
         #expect(testbed.namespaces(system: "tba").contains("ums-tba-\(name)") == false)
-        #expect((try? await testbed.count(at: "\(testbed.aHost):18090")) == nil)
+        #expect(try await testbed.onlyForwards(testbed.a, service: name, to: testbed.bHost))
         let atB = try await testbed.b.container(name).container
         #expect(atB.state == .running)
         #expect(atB.migratingIn == nil)

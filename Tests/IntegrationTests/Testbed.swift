@@ -108,6 +108,14 @@ struct Testbed {
         }
     }
 
+    /// After a migration the source runs nothing: its Frontman only forwards the service's
+    /// clients to the destination (until the endpoint record settles).
+    func onlyForwards(_ client: CoordinatorClient, service: String, to host: String) async throws -> Bool {
+        guard try await !names(on: client).contains(service) else { return false }
+        let view = try await client.frontmen().first { $0.service == service }
+        return view?.role == "forwarding" && view?.target == host
+    }
+
     func names(on client: CoordinatorClient) async throws -> [String] {
         try await client.containers().map(\.container.name)
     }

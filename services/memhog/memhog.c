@@ -9,6 +9,8 @@
  *
  * With --port P it also answers `GET /count` (the counter) and `GET /checksum` (a sum over the
  * allocated memory, computed at start-up and on demand, to show the memory crossed intact).
+ * With --line-port P it speaks a line protocol too: each `count` line is answered `count N`, on
+ * connections that stay open (the Frontman's TCP tests).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -56,9 +58,18 @@ static void serve(int fd, unsigned long long count, uint64_t initial) {
     close(fd);
 }
 
+static int listen_on(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_ANY) };
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 64) < 0) return -1;
+    return fd;
+}
+
 int main(int argc, char **argv) {
     long mib = 0;
-    int children = 0, interval_ms = 10, port = 0;
+    int children = 0, interval_ms = 10, port = 0, line_port = 0;
     const char *heartbeat = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--mib") && i + 1 < argc) mib = atol(argv[++i]);
@@ -66,8 +77,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--interval-ms") && i + 1 < argc) interval_ms = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--heartbeat") && i + 1 < argc) heartbeat = argv[++i];
         else if (!strcmp(argv[i], "--port") && i + 1 < argc) port = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--line-port") && i + 1 < argc) line_port = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: memhog --mib N [--children K] [--interval-ms MS] [--heartbeat HOST:PORT] [--port P]\n");
+            fprintf(stderr, "usage: memhog --mib N [--children K] [--interval-ms MS] [--heartbeat HOST:PORT] [--port P] [--line-port P]\n");
             return 2;
         }
     }
@@ -110,23 +122,48 @@ int main(int argc, char **argv) {
         udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         if (udp < 0) { perror("memhog: heartbeat"); return 1; }
     }
-    int lfd = -1;
-    if (port > 0) {
-        lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        int one = 1;
-        setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_ANY) };
-        if (bind(lfd, (struct sockaddr *)&a, sizeof a) < 0 || listen(lfd, 64) < 0) { perror("memhog: listen"); return 1; }
-    }
+    int lfd = port > 0 ? listen_on(port) : -1;
+    int line_fd = line_port > 0 ? listen_on(line_port) : -1;
+    if ((port > 0 && lfd < 0) || (line_port > 0 && line_fd < 0)) { perror("memhog: listen"); return 1; }
 
+    /* pollfds: [0] HTTP listener, [1] line listener, [2..] open line connections. */
+    enum { MAXLINE = 64 };
+    struct pollfd p[2 + MAXLINE];
+    int nlines = 0;
     unsigned long long count = 0;
     long long next = now_ms() + interval_ms, printed = now_ms();
     for (;;) {
         long long wait = next - now_ms();
-        struct pollfd p = { .fd = lfd, .events = POLLIN };
-        if (poll(&p, lfd >= 0 ? 1 : 0, wait < 0 ? 0 : (int)wait) > 0 && (p.revents & POLLIN)) {
-            int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-            if (c >= 0) serve(c, count, initial);
+        p[0] = (struct pollfd){ .fd = lfd, .events = POLLIN };
+        p[1] = (struct pollfd){ .fd = line_fd, .events = POLLIN };
+        for (int i = 0; i < 2 + nlines; i++) p[i].revents = 0;
+        if (poll(p, 2 + nlines, wait < 0 ? 0 : (int)wait) > 0) {
+            if (p[0].revents & POLLIN) {
+                int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+                if (c >= 0) serve(c, count, initial);
+            }
+            if ((p[1].revents & POLLIN) && nlines < MAXLINE) {
+                int c = accept4(line_fd, NULL, NULL, SOCK_CLOEXEC);
+                if (c >= 0) p[2 + nlines++] = (struct pollfd){ .fd = c, .events = POLLIN };
+            }
+            for (int i = 2; i < 2 + nlines; i++) {
+                if (!p[i].revents) continue;
+                char buf[256], out[64];
+                ssize_t n = read(p[i].fd, buf, sizeof buf);
+                int answered = 1;
+                /* Every `count` line in what arrived gets an answer (lines are short; a line split
+                   across reads is answered when its end comes). */
+                for (ssize_t k = 0; n > 0 && k < n; k++) {
+                    if (buf[k] != '\n') continue;
+                    int len = snprintf(out, sizeof out, "count %llu\n", count);
+                    if (write(p[i].fd, out, len) < 0) { answered = 0; break; }
+                }
+                if (n <= 0 || !answered) {
+                    close(p[i].fd);
+                    p[i] = p[2 + --nlines];
+                    i--;
+                }
+            }
         }
         if (now_ms() >= next) {
             count++;

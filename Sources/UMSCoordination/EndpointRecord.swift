@@ -1,0 +1,91 @@
+import Foundation
+import Logging
+import UMSAPI
+import UMSModel
+import UMSOS
+
+/// Where each service this system knows of is reached (its own, and those that migrated away
+/// from it): kept as JSON under the state directory, written in hosts format to `hostsFile` for a
+/// DNS server or load balancer to follow, and announced to `hook` (run with the entry in its
+/// environment) after every change.
+struct EndpointRecord: Sendable {
+    let store: JSONStore<EndpointEntry>
+    let hostsFile: String
+    let hook: String?
+    let system: String
+    let runner: any CommandRunner
+    let logger: Logger
+    static let hookTimeout: Duration = .seconds(10)
+
+    init(stateDirectory: String, hostsFile: String?, hook: String?, system: String, runner: any CommandRunner, logger: Logger) throws {
+        self.store = try JSONStore(directory: "\(stateDirectory)/endpoints")
+        self.hostsFile = hostsFile ?? "\(stateDirectory)/endpoints.hosts"
+        self.hook = hook
+        self.system = system
+        self.runner = runner
+        self.logger = logger
+    }
+
+    func entries() -> [EndpointEntry] {
+        store.loadAll().sorted { $0.service < $1.service }
+    }
+
+    func entry(_ service: String) -> EndpointEntry? {
+        store.load(key: service)
+    }
+
+    /// Records where `service` is now, rewrites the hosts file and runs the hook. Returns the
+    /// hook's failure, if any (the record itself is updated either way).
+    @discardableResult
+    func set(_ entry: EndpointEntry) async -> String? {
+        if let old = store.load(key: entry.service), old.address == entry.address, old.endpoints == entry.endpoints {
+            return nil
+        }
+        do {
+            try store.save(entry, key: entry.service)
+            try writeHosts()
+        } catch {
+            logger.error("failed to write the endpoint record", metadata: ["service": "\(entry.service)", "error": "\(error)"])
+            return "failed to write the endpoint record: \(error)"
+        }
+        return await runHook(entry, removed: false)
+    }
+
+    func remove(_ service: String) async {
+        guard let entry = store.load(key: service) else { return }
+        store.delete(key: service)
+        try? writeHosts()
+        await runHook(entry, removed: true)
+    }
+
+    func writeHosts() throws {
+        var text = "# UMS endpoint record of system \(system): where each service is reached (hosts format).\n"
+        for entry in entries() { text += "\(entry.address) \(entry.service)\n" }
+        try FileSystem.writeAtomically(Data(text.utf8), to: hostsFile)
+    }
+
+    @discardableResult
+    func runHook(_ entry: EndpointEntry, removed: Bool) async -> String? {
+        guard let hook else { return nil }
+        let command = Command(hook, [], environment: [
+            "UMS_SERVICE": entry.service, "UMS_ADDRESS": removed ? "" : entry.address, "UMS_ENDPOINTS": removed ? "" : entry.endpoints.joined(separator: ","),
+            "UMS_SYSTEM": entry.system, "UMS_HOSTS_FILE": hostsFile, "UMS_EVENT": removed ? "removed" : "updated",
+        ])
+        let runner = self.runner
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { _ = try await runner.run(command) }
+                group.addTask {
+                    try await Task.sleep(for: Self.hookTimeout)
+                    throw UMSError(.unavailable, "the endpoint hook did not finish within \(Self.hookTimeout)")
+                }
+                try await group.next()
+                group.cancelAll()
+            }
+            return nil
+        } catch {
+            logger.warning("endpoint hook failed", metadata: ["hook": "\(hook)", "service": "\(entry.service)", "error": "\(error)"])
+            return "endpoint hook failed: \(error)"
+        }
+    }
+}

@@ -1,0 +1,203 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import UMSAPI
+import UMSFrontman
+import UMSMigration
+import UMSModel
+import UMSOS
+
+/// The Frontmen of one system, one per service with published ports (paper §III-B, steps 8 and
+/// 14). Each owns its service's published ports (the system redirects them to it) and forwards to
+/// the container; during a migration it holds, then sends everything to the destination, and
+/// stays until the endpoint record has been updated and clients had `linger` to follow it.
+actor Frontmen {
+    enum Role: String {
+        /// In front of a service that runs here.
+        case serving
+        /// Its service is migrating away (holding from the freeze on).
+        case migrating
+        /// Its service runs elsewhere now; until the endpoint record settles.
+        case forwarding
+        /// Holding for a service that is arriving here.
+        case incoming
+    }
+
+    struct Entry {
+        let frontman: Frontman
+        var role: Role
+        /// The local container, where a rollback sends everything back.
+        var local: FrontmanTarget?
+        var redirected: [(published: Int, listening: Int)] {
+            frontman.ports.map { ($0.published, $0.listening) }
+        }
+    }
+
+    private var entries: [String: Entry] = [:]
+    private var enabled = true
+    let redirects: FrontmanRedirects
+    let http: HTTPClient
+    let limits: HoldLimits
+    let linger: Duration
+    let logger: Logger
+
+    init(runner: any CommandRunner, http: HTTPClient, limits: HoldLimits, linger: Duration, logger: Logger) {
+        self.redirects = FrontmanRedirects(runner: runner)
+        self.http = http
+        self.limits = limits
+        self.linger = linger
+        self.logger = logger
+    }
+
+    /// Empties what a previous run left; without the redirects, services stay reachable through
+    /// the orchestrator's own publishing and migrations go on without a Frontman (logged).
+    func prepare() async {
+        do {
+            try await redirects.prepare()
+        } catch {
+            enabled = false
+            logger.error("frontmen disabled: cannot install their redirects", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// The published ports a Frontman stands in front of: all but the checkpoint agent's own.
+    static func ports(of specification: Specification) -> [(published: Int, kind: FrontmanProtocol)] {
+        let labels = specification.labels
+        let agentPort = labels[SpecificationLabels.agent] != nil || labels[SpecificationLabels.nested] != nil
+            ? MigratableImage.agentPort(of: specification) : nil
+        return specification.ports
+            .filter { $0.proto == "tcp" && $0.containerPort != agentPort }
+            .map { ($0.hostPort, $0.application == "http" ? .http : .tcp) }
+    }
+
+    /// Where a container here is reached from this system.
+    static func target(of info: ContainerInfo) -> FrontmanTarget? {
+        guard let address = info.address, info.state == .running else { return nil }
+        return FrontmanTarget(host: address, ports: Dictionary(info.specification.ports.map { ($0.hostPort, $0.containerPort) }, uniquingKeysWith: { a, _ in a }))
+    }
+
+    /// Where a service is reached at another system: its address and the same published ports.
+    static func target(host: String, specification: Specification) -> FrontmanTarget {
+        FrontmanTarget(host: host, ports: Dictionary(specification.ports.map { ($0.hostPort, $0.hostPort) }, uniquingKeysWith: { a, _ in a }))
+    }
+
+    /// Puts a Frontman in front of a service (replacing any it had, and any other holding one of
+    /// its ports). `target` nil: it holds from the start (an incoming service).
+    func install(_ specification: Specification, target: FrontmanTarget?, role: Role) async {
+        let ports = Self.ports(of: specification)
+        guard enabled, !ports.isEmpty else { return }
+        let published = Set(ports.map(\.published))
+        for (service, entry) in entries where service == specification.name || entry.frontman.ports.contains(where: { published.contains($0.published) }) {
+            await retireNow(service, entry)
+        }
+        do {
+            let frontman = try await Frontman.start(service: specification.name, ports: ports, target: target, limits: limits, http: http, logger: logger)
+            let entry = Entry(frontman: frontman, role: role, local: role == .incoming ? nil : target)
+            do {
+                try await redirects.add(entry.redirected)
+                try await redirects.ensureFirst()
+            } catch {
+                await frontman.stop()
+                throw error
+            }
+            entries[specification.name] = entry
+            logger.debug("frontman installed", metadata: ["service": "\(specification.name)", "role": "\(role.rawValue)", "ports": "\(frontman.ports.map { "\($0.published)→\($0.listening)" })"])
+        } catch {
+            logger.warning("no frontman for this service: clients reach it through the orchestrator's own port publishing", metadata: ["service": "\(specification.name)", "error": "\(error)"])
+        }
+    }
+
+    /// A running container here gets a Frontman forwarding to it.
+    func serve(_ info: ContainerInfo) async {
+        guard let target = Self.target(of: info) else { return }
+        await install(info.specification, target: target, role: .serving)
+    }
+
+    func remove(_ service: String) async {
+        guard let entry = entries[service] else { return }
+        await retireNow(service, entry)
+    }
+
+    private func retireNow(_ service: String, _ entry: Entry) async {
+        entries[service] = nil
+        await redirects.remove(entry.redirected)
+        // New connections now go where the orchestrator's rules send them; give what is in
+        // flight through this Frontman a moment to finish before its listeners close.
+        let frontman = entry.frontman
+        Task {
+            try? await Task.sleep(for: .seconds(5))
+            await frontman.stop()
+        }
+    }
+
+    /// The service is about to freeze: hold from now on.
+    func hold(_ service: String) async {
+        guard var entry = entries[service] else { return }
+        entry.role = .migrating
+        entries[service] = entry
+        await entry.frontman.gate.hold()
+    }
+
+    /// The destination confirmed: everything held and after goes there.
+    func release(_ service: String, to target: FrontmanTarget, redirect: Bool, role: Role) async {
+        guard var entry = entries[service] else { return }
+        entry.role = role
+        if role == .serving { entry.local = target }
+        entries[service] = entry
+        await entry.frontman.gate.release(to: target, redirect: redirect)
+    }
+
+    /// Rollback: back to the service here, which runs again.
+    func resume(_ service: String) async {
+        guard var entry = entries[service], let local = entry.local else { return }
+        entry.role = .serving
+        entries[service] = entry
+        await entry.frontman.gate.release(to: local)
+    }
+
+    /// The old instance is gone: what was in flight to it will never be answered.
+    func cutStale(_ service: String) async {
+        await entries[service]?.frontman.gate.cutStale()
+    }
+
+    /// After the endpoint record was updated: stay `linger` for clients still on the old
+    /// address, then go.
+    func retire(_ service: String) {
+        guard let frontman = entries[service]?.frontman else { return }
+        let linger = self.linger
+        Task {
+            try? await Task.sleep(for: linger)
+            await self.retireIfStill(service, frontman)
+        }
+    }
+
+    private func retireIfStill(_ service: String, _ frontman: Frontman) async {
+        guard let entry = entries[service], entry.frontman === frontman, entry.role == .forwarding else { return }
+        logger.info("frontman retired: the endpoint record has moved on", metadata: ["service": "\(service)"])
+        await retireNow(service, entry)
+    }
+
+    func views() async -> [FrontmanView] {
+        var views: [FrontmanView] = []
+        for (service, entry) in entries.sorted(by: { $0.key < $1.key }) {
+            let gate = entry.frontman.gate
+            let (mode, stats) = (await gate.mode, await gate.stats)
+            let (modeName, target): (String, FrontmanTarget?) = switch mode {
+            case .forwarding(let target): ("forwarding", target)
+            case .redirecting(let target): ("redirecting", target)
+            case .holding: ("holding", nil)
+            case .closed: ("closed", nil)
+            }
+            views.append(FrontmanView(
+                service: service, role: entry.role.rawValue, mode: modeName, target: target?.host,
+                ports: entry.frontman.ports.map { .init(published: $0.published, listening: $0.listening, kind: $0.kind.rawValue) },
+                counts: .init(
+                    forwarded: stats.forwarded, held: stats.held, released: stats.released, rejected: stats.rejected, retried: stats.retried,
+                    redirected: stats.redirected, failedInFlight: stats.failedInFlight, holdingNow: stats.holdingNow,
+                    longestHoldSeconds: stats.longestHoldSeconds
+                )
+            ))
+        }
+        return views
+    }
+}

@@ -1,0 +1,118 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+import UMSAPI
+import UMSLoad
+import UMSModel
+
+/// The Frontman during real migrations on the testbed: clients of a service that moves from A to
+/// B see a pause, not a failure. memhog answers HTTP (`/count`) and a line protocol (`count`).
+@Suite(.serialized, .enabled(if: Testbed.isUp, "needs the two-system testbed (scripts/test brings it up)"))
+struct FrontmanIntegrationTests {
+    static let memoryMiB = "64"
+
+    func runMemhog(_ testbed: Testbed, name: String, http: Int, line: Int) async throws {
+        let rootfs = try #require(Testbed.environment["UMS_MEMHOG_ROOTFS"], "scripts/test sets UMS_MEMHOG_ROOTFS")
+        _ = try await testbed.a.run(RunRequest(
+            name: name, rootfs: rootfs, command: ["/bin/memhog", "--mib", Self.memoryMiB, "--port", "8080", "--line-port", "9090"],
+            publish: ["\(http):8080/http", "\(line):9090"]
+        ))
+        _ = try await testbed.waitForCount(at: "\(testbed.aHost):\(http)", atLeast: 1)
+    }
+
+    @Test("bounded HTTP load through the endpoint while the service migrates: no request fails, later ones reach B")
+    func httpLoadDuringMigration() async throws {
+        let testbed = try Testbed()
+        let name = "fm-http"
+        await testbed.cleanUp(name)
+        defer { Task { await testbed.cleanUp(name) } }
+        try await runMemhog(testbed, name: name, http: 18190, line: 18191)
+        let hosts = "\(testbed.directory)/a/state/endpoints.hosts"
+        let recorded = try String(contentsOfFile: hosts, encoding: .utf8)
+        #expect(recorded.contains("\(testbed.aHost) \(name)\n"), "the record names A before the migration")
+
+        // 1000 requests at 200/s (5 s); the migration starts after 1 s. The client resolves the
+        // service's name in A's endpoint record before each request, as it would follow DNS.
+        let client = LoadGenerator.makeClient()
+        let load = Task {
+            try await LoadGenerator(url: "http://\(name):18190/count", rate: 200, count: 1000, hostsFile: hosts).run(http: client)
+        }
+        try await Task.sleep(for: .seconds(1))
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+        #expect(record.status == .completed, "\(record.error?.message ?? "")")
+        let report = try await load.value
+        try await client.shutdown()
+
+        let failures = report.failed.prefix(3).map { "\($0.sentAt)s: \($0.status.map(String.init) ?? "-") \($0.error ?? $0.body ?? "")" }
+        #expect(report.failed.isEmpty, "failed requests: \(report.failed.count): \(failures)")
+        #expect(report.sent == 1000)
+        // After the migration the record says B, and the requests go there.
+        #expect(try await testbed.a.endpoint(name).address == testbed.bHost)
+        #expect(try String(contentsOfFile: hosts, encoding: .utf8).contains("\(testbed.bHost) \(name)\n"))
+        let toB = report.samples.filter { $0.address == testbed.bHost }
+        #expect(toB.count > 100, "requests after the migration reach B: \(report.perAddress)")
+        #expect(report.samples.suffix(50).allSatisfy { $0.address == testbed.bHost })
+        // The counter went on: what B answered continues what A answered.
+        let counts = report.samples.compactMap { $0.body.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } }
+        let lastAtA = report.samples.filter { $0.address == testbed.aHost }.compactMap { $0.body.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } }.max() ?? 0
+        #expect(counts.last ?? 0 >= lastAtA)
+        // A's Frontman held the requests that came during the freeze and refused none.
+        let frontman = try #require(try await testbed.a.frontmen().first { $0.service == name })
+        #expect(frontman.counts.held > 0 && frontman.counts.rejected == 0, "\(frontman.counts)")
+        #expect(frontman.role == "forwarding" && frontman.target == testbed.bHost)
+        let downtime = try #require(record.downtime)
+        print("frontman http: \(report.sent) requests, 0 failed, max latency \(report.maxLatency) s, downtime \(downtime) s, held \(frontman.counts.held)")
+    }
+
+    typealias Connection = NIOAsyncChannel<ByteBuffer, ByteBuffer>
+
+    static func connect(_ host: String, _ port: Int) async throws -> Connection {
+        try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: host, port: port) { channel in
+            channel.eventLoop.makeCompletedFuture { try Connection(wrappingChannelSynchronously: channel) }
+        }
+    }
+
+    /// Sends `count` on a new connection and returns the number answered.
+    static func askCount(_ host: String, _ port: Int) async throws -> Int? {
+        let connection = try await connect(host, port)
+        return try await connection.executeThenClose { input, output in
+            try await output.write(ByteBuffer(string: "count\n"))
+            var iterator = input.makeAsyncIterator()
+            guard let answer = try await iterator.next() else { return nil }
+            return Int(String(buffer: answer).split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "")
+        }
+    }
+
+    @Test("TCP connections opened while the service is frozen are held, then served by B")
+    func heldTCPConnectionsAreServedByB() async throws {
+        let testbed = try Testbed()
+        let name = "fm-tcp"
+        await testbed.cleanUp(name)
+        defer { Task { await testbed.cleanUp(name) } }
+        try await runMemhog(testbed, name: name, http: 18192, line: 18193)
+        let before = try #require(try await Self.askCount(testbed.aHost, 18193))
+
+        let accepted = try await testbed.a.migrate(MigrateRequest(container: name, destination: testbed.bURL))
+        // Wait for the freeze: A's Frontman holds from then on.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while try await testbed.a.frontmen().first(where: { $0.service == name })?.mode != "holding" {
+            guard ContinuousClock.now < deadline else { Issue.record("the Frontman never held"); return }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        let held = (0..<3).map { _ in Task { try await Self.askCount(testbed.aHost, 18193) } }
+        let record = try await testbed.waitForMigration(accepted.id, on: testbed.a)
+        #expect(record.status == .completed, "\(record.error?.message ?? "")")
+        for connection in held {
+            let answer = try await connection.value
+            #expect((answer ?? -1) >= before, "a held connection is answered by the service, its count continued")
+        }
+        let frontman = try #require(try await testbed.a.frontmen().first { $0.service == name })
+        #expect(frontman.counts.held >= 3 && frontman.counts.released >= 3, "\(frontman.counts)")
+        // A no longer runs it: the answers came from B.
+        #expect(try await !testbed.names(on: testbed.a).contains(name))
+        #expect(try await testbed.names(on: testbed.b).contains(name))
+        #expect(try await Self.askCount(testbed.bHost, 18193) ?? -1 >= before)
+    }
+}
