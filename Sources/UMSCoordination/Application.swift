@@ -57,11 +57,17 @@ public func buildApplication(
     for peer in configuration.peers ?? [] {
         peerTokens[peer.url.hasSuffix("/") ? String(peer.url.dropLast()) : peer.url] = try TokenFile.read(peer.tokenFile)
     }
+    // The Frontmen's own client: when a migration releases what was held, every held request
+    // goes out at once (a pool of a few connections per host would queue them behind each other).
+    var frontmanClientConfiguration = HTTPClient.Configuration()
+    frontmanClientConfiguration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 4096)
+    let frontmanHTTP = HTTPClient(eventLoopGroupProvider: .singleton, configuration: frontmanClientConfiguration)
     let coordinator = try Coordinator(
         name: configuration.name, url: url, orchestrator: orchestrator, approaches: approaches,
         stateDirectory: stateDirectory, advertiseHost: advertiseHost, http: http, peerTokens: peerTokens,
         logger: logger, failRestoreForTesting: failRestoreForTesting, hostImage: configuration.hostImage,
-        frontman: configuration.frontmanSettings, endpointsFile: configuration.endpointsFile, endpointHook: configuration.endpointHook
+        frontman: configuration.frontmanSettings, frontmanHTTP: frontmanHTTP, endpointsFile: configuration.endpointsFile,
+        endpointHook: configuration.endpointHook
     )
     await coordinator.recover()
     let (host, port) = try configuration.listenAddress()
@@ -70,7 +76,7 @@ public func buildApplication(
     return Application(
         router: router,
         configuration: .init(address: .hostname(host, port: port), serverName: "umsd"),
-        services: [HTTPClientService(client: http)],
+        services: [HTTPClientService(client: http), HTTPClientService(client: frontmanHTTP)],
         logger: logger
     )
 }

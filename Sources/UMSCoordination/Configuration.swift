@@ -91,6 +91,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case name, listen, stateDir, orchestrator, tokenFile, advertiseURL, peers, criuPath, logLevel, hostImage, engineSocket
+        case endpointsFile, endpointHook, frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger
     }
 
     /// Keys left out of a YAML file take the same defaults as the flags.
@@ -107,6 +108,13 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         logLevel = try container.decodeIfPresent(String.self, forKey: .logLevel)
         hostImage = try container.decodeIfPresent(String.self, forKey: .hostImage)
         engineSocket = try container.decodeIfPresent(String.self, forKey: .engineSocket)
+        endpointsFile = try container.decodeIfPresent(String.self, forKey: .endpointsFile)
+        endpointHook = try container.decodeIfPresent(String.self, forKey: .endpointHook)
+        frontman = try container.decodeIfPresent(Bool.self, forKey: .frontman)
+        frontmanHoldCount = try container.decodeIfPresent(Int.self, forKey: .frontmanHoldCount)
+        frontmanHoldBytes = try container.decodeIfPresent(Int.self, forKey: .frontmanHoldBytes)
+        frontmanHoldSeconds = try container.decodeIfPresent(Double.self, forKey: .frontmanHoldSeconds)
+        frontmanLinger = try container.decodeIfPresent(Double.self, forKey: .frontmanLinger)
     }
 
     public static func load(yamlFile path: String) throws -> CoordinatorConfiguration {

@@ -51,12 +51,12 @@ public actor Coordinator {
         name: String, url: String, orchestrator: any Orchestrator, approaches: [any MigrationApproach],
         stateDirectory: String, advertiseHost: String, http: HTTPClient, peerTokens: [String: String],
         logger: Logger, failRestoreForTesting: Bool = false, incomingTimeout: Duration = .seconds(600), hostImage: String? = nil,
-        frontman: FrontmanSettings? = nil, endpointsFile: String? = nil, endpointHook: String? = nil
+        frontman: FrontmanSettings? = nil, frontmanHTTP: HTTPClient? = nil, endpointsFile: String? = nil, endpointHook: String? = nil
     ) throws {
         self.hostImage = hostImage
         let runner = SubprocessRunner(logger: logger)
         self.runner = runner
-        self.frontmen = frontman.map { Frontmen(runner: runner, http: http, limits: $0.limits, linger: $0.linger, logger: logger) }
+        self.frontmen = frontman.map { Frontmen(runner: runner, http: frontmanHTTP ?? http, limits: $0.limits, linger: $0.linger, logger: logger) }
         self.endpointRecord = try EndpointRecord(
             stateDirectory: stateDirectory, hostsFile: endpointsFile, hook: endpointHook, system: name, runner: runner, logger: logger
         )

@@ -54,10 +54,17 @@ struct FrontmanIntegrationTests {
         let toB = report.samples.filter { $0.address == testbed.bHost }
         #expect(toB.count > 100, "requests after the migration reach B: \(report.perAddress)")
         #expect(report.samples.suffix(50).allSatisfy { $0.address == testbed.bHost })
-        // The counter went on: what B answered continues what A answered.
+        // The counter went on: B's count now is above every count any request saw (a service
+        // that lost its state, or ran twice, would have answered more than it has now).
         let counts = report.samples.compactMap { $0.body.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } }
-        let lastAtA = report.samples.filter { $0.address == testbed.aHost }.compactMap { $0.body.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } }.max() ?? 0
-        #expect(counts.last ?? 0 >= lastAtA)
+        #expect(counts.count == 1000)
+        let now = try await testbed.count(at: "\(testbed.bHost):18190")
+        #expect(now >= counts.max() ?? .max)
+        // Requests sent after the record moved were answered by B, continuing A's count.
+        let lastBeforeMove = report.samples.filter { $0.address == testbed.aHost }.map(\.sentAt).max() ?? 0
+        let answeredBeforeFreeze = report.samples.filter { $0.sentAt + $0.latency < 0.9 }.compactMap { $0.body.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } }
+        let fromB = report.samples.filter { $0.sentAt > lastBeforeMove }.compactMap { $0.body.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } }
+        #expect((fromB.min() ?? 0) >= (answeredBeforeFreeze.max() ?? .max), "B continued A's count")
         // A's Frontman held the requests that came during the freeze and refused none.
         let frontman = try #require(try await testbed.a.frontmen().first { $0.service == name })
         #expect(frontman.counts.held > 0 && frontman.counts.rejected == 0, "\(frontman.counts)")

@@ -17,6 +17,10 @@ struct ConfigurationTests {
             peers:
               - url: http://198.18.0.2:7000
                 tokenFile: /etc/ums/cloud.token
+            frontmanHoldCount: 10
+            frontmanHoldSeconds: 2.5
+            frontmanLinger: 60
+            endpointHook: /usr/local/bin/update-dns
             """.write(toFile: path, atomically: true, encoding: .utf8)
         let configuration = try CoordinatorConfiguration.load(yamlFile: path)
         #expect(configuration.name == "edge")
@@ -25,12 +29,26 @@ struct ConfigurationTests {
         try configuration.validate()
         #expect(try configuration.resolvedAdvertiseURL() == "http://198.18.0.1:7000")
         #expect(try configuration.advertiseHost() == "198.18.0.1")
+        let frontman = try #require(configuration.frontmanSettings)
+        #expect(frontman.limits.count == 10 && frontman.limits.seconds == 2.5 && frontman.limits.bytes == 64 << 20)
+        #expect(frontman.linger == .seconds(60))
+        #expect(configuration.endpointHook == "/usr/local/bin/update-dns")
+    }
+
+    @Test("Frontmen are on unless switched off")
+    func frontmanSwitch() {
+        var configuration = CoordinatorConfiguration(name: "edge", stateDir: "/s")
+        #expect(configuration.frontmanSettings?.linger == .seconds(10))
+        configuration.frontman = false
+        #expect(configuration.frontmanSettings == nil)
     }
 
     @Test("bad settings are refused with the reason", arguments: [
         CoordinatorConfiguration(name: "edge", listen: "nohost", stateDir: "/s"),
         CoordinatorConfiguration(name: "Edge!", stateDir: "/s"),
         CoordinatorConfiguration(name: "edge", stateDir: "/s", orchestrator: "kubernetes"),
+        { var c = CoordinatorConfiguration(name: "edge", stateDir: "/s"); c.frontmanHoldSeconds = -1; return c }(),
+        { var c = CoordinatorConfiguration(name: "edge", stateDir: "/s"); c.frontmanHoldCount = -5; return c }(),
     ])
     func invalid(configuration: CoordinatorConfiguration) {
         #expect(throws: UMSError.self) { try configuration.validate() }

@@ -20,12 +20,13 @@ struct ModelTests {
         ("8080", PortMapping(hostPort: 8080, containerPort: 8080)),
         ("9000:80", PortMapping(hostPort: 9000, containerPort: 80)),
         ("443/tcp", PortMapping(hostPort: 443, containerPort: 443)),
+        ("8080:80/http", PortMapping(hostPort: 8080, containerPort: 80, proto: "tcp", application: "http")),
     ])
     func portParsing(text: String, expected: PortMapping) throws {
         #expect(try PortMapping(parsing: text) == expected)
     }
 
-    @Test("bad ports are refused", arguments: ["", "0", "70000", "a:b", "1:2:3", "53/udp", "8080:"])
+    @Test("bad ports are refused", arguments: ["", "0", "70000", "a:b", "1:2:3", "53/udp", "8080:", "80/https", "80/"])
     func badPorts(text: String) {
         #expect(throws: UMSError.self) { try PortMapping(parsing: text) }
     }
