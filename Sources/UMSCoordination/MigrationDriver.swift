@@ -164,6 +164,14 @@ struct MigrationDriver: Sendable {
             guard restored.container.state == .running else {
                 throw UMSError(.internalError, "failed to confirm: the restored container is \(restored.container.state.rawValue)")
             }
+            // Step 14: the service runs at the destination, so what the Frontman held, and
+            // everything after, goes there now. The destination's own Frontman holds it until the
+            // commit below, so nothing reaches the restored service before it is confirmed; what
+            // crosses meanwhile is the A → B leg, overlapped with the commit. (On a rollback the
+            // destination's Frontman refuses what it held as `closed`, and this one sends it back
+            // to the resumed source.)
+            let newHost = restored.container.endpoints.first.flatMap { endpoint in endpoint.lastIndex(of: ":").map { String(endpoint[..<$0]) } } ?? (URL(string: peer.baseURL)?.host ?? "")
+            await coordinator.frontmen?.release(container, to: Frontmen.target(host: newHost, specification: specification), redirect: redirect, role: .forwarding)
             // With post-copy the destination answers once every page has crossed; by then this
             // side's page-serving dump has ended too.
             bytes += try await peer.commit(id).pageBytes
@@ -171,11 +179,6 @@ struct MigrationDriver: Sendable {
                 try await pageServing.finish(timeout: .seconds(30))
                 progress.pageServing = nil
             }
-
-            // Step 14: what the Frontman held, and everything after, goes to the destination.
-            let newHost = restored.container.endpoints.first.flatMap { endpoint in endpoint.lastIndex(of: ":").map { String(endpoint[..<$0]) } } ?? (URL(string: peer.baseURL)?.host ?? "")
-            await coordinator.frontmen?.release(container, to: Frontmen.target(host: newHost, specification: specification), redirect: redirect, role: .forwarding)
-            progress.holding = false
 
             try await enter(.reportingEndpoint, &progress)
             let endpoints = ServiceEndpoints.of(restored.container)
@@ -265,6 +268,10 @@ struct MigrationDriver: Sendable {
             $0.apply(rollingBack)
             $0.events.append(.init(at: Date(), step: "rollback", message: "rolling back: \(cause)"))
         }
+        // The Frontman may already send to the destination (released once the restore
+        // succeeded): back to holding, so what the destination's Frontman refuses comes back here
+        // and waits for the source.
+        if progress.holding { await coordinator.frontmen?.hold(container) }
         if progress.destinationPrepared {
             do {
                 try await peer.abort(id)

@@ -59,6 +59,12 @@ struct HTTPFrontmanResponder: HTTPResponder {
                 return Response(status: .temporaryRedirect, headers: [.location: location, Self.frontmanHeader: "redirected"])
             }
             switch await forward(request, body: body, to: endpoint, epoch: route.epoch) {
+            case .answered(let response) where response.status == .serviceUnavailable && response.headers[Self.frontmanHeader] == "closed":
+                // Another Frontman (the destination's, after a rollback) refused it before it
+                // reached any service: send it again to wherever this gate points now.
+                guard attempt < maxAttempts else { return response }
+                await gate.count(.retried)
+                try? await Task.sleep(for: .milliseconds(20 * attempt))
             case .answered(let response):
                 await gate.count(.forwarded)
                 return response

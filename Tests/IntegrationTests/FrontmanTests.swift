@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import Testing
 import UMSAPI
@@ -71,6 +72,35 @@ struct FrontmanIntegrationTests {
         #expect(frontman.role == "forwarding" && frontman.target == testbed.bHost)
         let downtime = try #require(record.downtime)
         print("frontman http: \(report.sent) requests, 0 failed, max latency \(report.maxLatency) s, downtime \(downtime) s, held \(frontman.counts.held)")
+    }
+
+    @Test("requests in flight inside the service when it freezes: a GET is sent again at B, a POST gets 502 saying why")
+    func inFlightRequests() async throws {
+        let testbed = try Testbed()
+        let name = "fm-flight"
+        await testbed.cleanUp(name)
+        defer { Task { await testbed.cleanUp(name) } }
+        try await runMemhog(testbed, name: name, http: 18194, line: 18195)
+        // memhog answers /slow 5 s after it was asked: these two are inside the service when it freezes.
+        func slow(_ method: HTTPMethod) async throws -> (status: Int, frontman: String?, body: String) {
+            var request = HTTPClientRequest(url: "http://\(testbed.aHost):18194/slow?ms=5000")
+            request.method = method
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+            let body = try await response.body.collect(upTo: 1 << 16)
+            return (Int(response.status.code), response.headers["X-UMS-Frontman"].first, String(buffer: body))
+        }
+        let get = Task { try await slow(.GET) }
+        let post = Task { try await slow(.POST) }
+        try await Task.sleep(for: .milliseconds(300))
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+        #expect(record.status == .completed, "\(record.error?.message ?? "")")
+        let retried = try await get.value
+        #expect(retried.status == 200, "the GET was sent again at B: \(retried)")
+        let refused = try await post.value
+        #expect(refused.status == 502 && refused.frontman == "in-flight-not-retried", "\(refused)")
+        #expect(refused.body.contains("not idempotent"))
+        let frontman = try #require(try await testbed.a.frontmen().first { $0.service == name })
+        #expect(frontman.counts.retried >= 1 && frontman.counts.failedInFlight == 1, "\(frontman.counts)")
     }
 
     typealias Connection = NIOAsyncChannel<ByteBuffer, ByteBuffer>

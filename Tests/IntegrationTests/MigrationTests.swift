@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import Testing
 import UMSAPI
+import UMSLoad
 import UMSModel
 
 @Suite("Live migration between two systems (runc + CRIU)", .serialized, .enabled(if: Testbed.isUp && !Testbed.restoreFailsOnB && Testbed.kinds == nil, "needs scripts/testbed up"))
@@ -285,6 +286,30 @@ struct RollbackTests {
         // It can be removed normally afterwards: the lock was released.
         try await testbed.a.remove(name)
         #expect(try await testbed.names(on: testbed.a).contains(name) == false)
+    }
+
+    @Test("clients of a service whose migration rolls back see a pause: the Frontman sends what it held to the resumed source")
+    func rollbackUnderLoad() async throws {
+        let testbed = try Testbed()
+        let name = "memhog-rollback"
+        await testbed.cleanUp(name)
+        let rootfs = try #require(Testbed.environment["UMS_MEMHOG_ROOTFS"], "scripts/test sets UMS_MEMHOG_ROOTFS")
+        _ = try await testbed.a.run(RunRequest(
+            name: name, rootfs: rootfs, command: ["/bin/memhog", "--mib", "32", "--port", "8080"], publish: ["18098:8080/http"]
+        ))
+        _ = try await testbed.waitForCount(at: "\(testbed.aHost):18098", atLeast: 1)
+        let client = LoadGenerator.makeClient()
+        let load = Task { try await LoadGenerator(url: "http://\(testbed.aHost):18098/count", rate: 200, count: 600).run(http: client) }
+        try await Task.sleep(for: .seconds(1))
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+        let report = try await load.value
+        try await client.shutdown()
+        #expect(record.status == .rolledBack)
+        #expect(report.failed.isEmpty, "\(report.failed.count) failed: \(report.failed.prefix(3).map { $0.error ?? $0.body ?? "" })")
+        let frontman = try #require(try await testbed.a.frontmen().first { $0.service == name })
+        #expect(frontman.role == "serving" && frontman.mode == "forwarding" && frontman.counts.held > 0, "\(frontman)")
+        #expect(try await testbed.b.frontmen().isEmpty, "the destination's Frontman went with its container")
+        try await testbed.a.remove(name)
     }
 
     @Test("container-level: the destination's nested restore fails, the source's nested container is thawed")

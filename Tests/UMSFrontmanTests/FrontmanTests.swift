@@ -131,6 +131,28 @@ import Testing
         #expect(stats.retried == 1 && stats.failedInFlight == 1)
     }
 
+    @Test func whatTheDestinationsFrontmanRefusesWhenItClosesComesBack() async throws {
+        // A's Frontman sends to B's (holding, as a destination's does until its commit); the
+        // migration rolls back: A holds again, B's closes, and the request ends at the source.
+        let service = try await Self.service("A")
+        defer { service.task.cancel() }
+        let b = try await Self.frontman(to: service.port)
+        await b.gate.hold()
+        let a = try await Self.frontman(to: service.port)
+        defer { Task { await a.stop() } }
+        await a.gate.release(to: FrontmanTarget(host: "127.0.0.1", ports: [80: b.ports[0].listening]))
+        let answer = Task { try await Self.get(a, "/who") }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(await b.gate.stats.holdingNow == 1)
+        await a.gate.hold()
+        await b.stop()
+        try await Task.sleep(for: .milliseconds(200))
+        await a.gate.release(to: FrontmanTarget(host: "127.0.0.1", ports: [80: service.port]))
+        let result = try await answer.value
+        #expect(result.status == 200 && result.body == "A")
+        #expect(await a.gate.stats.retried >= 1)
+    }
+
     @Test func redirectsWhenAskedTo() async throws {
         let a = try await Self.service("A")
         defer { a.task.cancel() }

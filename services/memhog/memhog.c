@@ -10,7 +10,8 @@
  * With --port P it also answers `GET /count` (the counter) and `GET /checksum` (a sum over the
  * allocated memory, computed at start-up and on demand, to show the memory crossed intact).
  * With --line-port P it speaks a line protocol too: each `count` line is answered `count N`, on
- * connections that stay open (the Frontman's TCP tests).
+ * connections that stay open (the Frontman's TCP tests). `GET /slow?ms=N` and `POST /slow?ms=N`
+ * answer the count N ms later (a request in flight inside the service when it freezes).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -42,20 +43,36 @@ static uint64_t checksum(void) {
     return sum;
 }
 
+/* Requests answered later (`/slow`): their connection and when. */
+enum { MAXSLOW = 64 };
+static struct { int fd; long long due; } slow[MAXSLOW];
+static int nslow;
+
+static void answer(int fd, int status, const char *body) {
+    char resp[256];
+    int len = snprintf(resp, sizeof resp, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                       status, status == 200 ? "OK" : "Not Found", strlen(body), body);
+    if (write(fd, resp, len) < 0) { /* the client went away (or the connection did not survive a move) */ }
+    close(fd);
+}
+
 static void serve(int fd, unsigned long long count, uint64_t initial) {
     char req[512];
     ssize_t n = read(fd, req, sizeof req - 1);
     if (n <= 0) { close(fd); return; }
     req[n] = 0;
-    char body[96], resp[256];
+    char body[96];
     int status = 200;
+    if ((!strncmp(req, "GET /slow", 9) || !strncmp(req, "POST /slow", 10)) && nslow < MAXSLOW) {
+        const char *ms = strstr(req, "ms=");
+        slow[nslow].fd = fd;
+        slow[nslow++].due = now_ms() + (ms ? atoi(ms + 3) : 1000);
+        return;
+    }
     if (!strncmp(req, "GET /count", 10)) snprintf(body, sizeof body, "%llu\n", count);
     else if (!strncmp(req, "GET /checksum", 13)) snprintf(body, sizeof body, "%llu %llu\n", (unsigned long long)checksum(), (unsigned long long)initial);
     else { status = 404; snprintf(body, sizeof body, "not found\n"); }
-    int len = snprintf(resp, sizeof resp, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                       status, status == 200 ? "OK" : "Not Found", strlen(body), body);
-    if (write(fd, resp, len) < 0) { /* the client went away */ }
-    close(fd);
+    answer(fd, status, body);
 }
 
 static int listen_on(int port) {
@@ -134,6 +151,7 @@ int main(int argc, char **argv) {
     long long next = now_ms() + interval_ms, printed = now_ms();
     for (;;) {
         long long wait = next - now_ms();
+        for (int i = 0; i < nslow; i++) if (slow[i].due - now_ms() < wait) wait = slow[i].due - now_ms();
         p[0] = (struct pollfd){ .fd = lfd, .events = POLLIN };
         p[1] = (struct pollfd){ .fd = line_fd, .events = POLLIN };
         for (int i = 0; i < 2 + nlines; i++) p[i].revents = 0;
@@ -164,6 +182,13 @@ int main(int argc, char **argv) {
                     i--;
                 }
             }
+        }
+        for (int i = 0; i < nslow; i++) {
+            if (slow[i].due > now_ms()) continue;
+            char body[32];
+            snprintf(body, sizeof body, "%llu\n", count);
+            answer(slow[i].fd, 200, body);
+            slow[i--] = slow[--nslow];
         }
         if (now_ms() >= next) {
             count++;
