@@ -399,14 +399,21 @@ public actor Coordinator {
     public func commitIncoming(_ id: String) async throws -> CommitResponse {
         let (migration, approach) = try incomingMigration(id)
         let pageBytes = try await approach.awaitPages(migration)
-        try await orchestrator.unlock(migration.specification.name, migration: id)
-        // The service is this system's now: what was held here goes to it.
-        let info = try? await orchestrator.inspect(migration.specification.name)
-        if let target = incomingTargets[id] ?? info.flatMap(Frontmen.target(of:)) {
-            await frontmen?.release(migration.specification.name, to: target, redirect: false, role: .serving)
-        }
-        if let info { await recordEndpoint(of: info) }
+        let name = migration.specification.name
+        try await orchestrator.unlock(name, migration: id)
+        // The service is this system's now: what was held here goes to it, at once (the
+        // source's Frontman already sends its clients here).
+        let target = incomingTargets[id]
+        if let target { await frontmen?.release(name, to: target, redirect: false, role: .serving) }
         forgetIncoming(id)
+        // The endpoint record after answering: the source waits for none of it.
+        Task {
+            guard let info = try? await self.orchestrator.inspect(name) else { return }
+            if target == nil, let found = Frontmen.target(of: info) {
+                await self.frontmen?.release(name, to: found, redirect: false, role: .serving)
+            }
+            await self.recordEndpoint(of: info)
+        }
         return CommitResponse(pageBytes: pageBytes)
     }
 
