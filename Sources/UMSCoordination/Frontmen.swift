@@ -78,7 +78,10 @@ actor Frontmen {
 
     /// Where a service is reached at another system: its address and the same published ports.
     static func target(host: String, specification: Specification) -> FrontmanTarget {
-        FrontmanTarget(host: host, ports: Dictionary(specification.ports.map { ($0.hostPort, $0.hostPort) }, uniquingKeysWith: { a, _ in a }))
+        FrontmanTarget(
+            host: host, ports: Dictionary(specification.ports.map { ($0.hostPort, $0.hostPort) }, uniquingKeysWith: { a, _ in a }),
+            reuseConnections: false
+        )
     }
 
     /// Puts a Frontman in front of a service (replacing any it had, and any other holding one of
@@ -88,7 +91,8 @@ actor Frontmen {
         guard enabled, !ports.isEmpty else { return }
         let published = Set(ports.map(\.published))
         for (service, entry) in entries where service == specification.name || entry.frontman.ports.contains(where: { published.contains($0.published) }) {
-            await retireNow(service, entry)
+            // Replaced: what it holds or forwards still goes where it was going.
+            await retireNow(service, entry, refuseHeld: false)
         }
         do {
             let frontman = try await Frontman.start(service: specification.name, ports: ports, target: target, limits: limits, http: http, logger: logger)
@@ -113,19 +117,24 @@ actor Frontmen {
         await install(info.specification, target: target, role: .serving)
     }
 
+    /// The service is gone from here (removed, or an incoming one aborted): what its Frontman
+    /// holds is refused as `closed` (a source's Frontman sends that elsewhere).
     func remove(_ service: String) async {
         guard let entry = entries[service] else { return }
-        await retireNow(service, entry)
+        await retireNow(service, entry, refuseHeld: true)
     }
 
-    private func retireNow(_ service: String, _ entry: Entry) async {
+    private func retireNow(_ service: String, _ entry: Entry, refuseHeld: Bool) async {
         entries[service] = nil
         await redirects.remove(entry.redirected)
-        // New connections now go where the orchestrator's rules send them; give what is in
-        // flight through this Frontman a moment to finish before its listeners close.
+        // New connections go where the rules now send them. Idle kept-alive connections are
+        // closed at once, or their next request would still come here; what is in flight
+        // finishes (at most 30 s).
         let frontman = entry.frontman
+        if refuseHeld { await frontman.gate.close() }
+        await frontman.drain()
         Task {
-            try? await Task.sleep(for: .seconds(5))
+            try? await Task.sleep(for: .seconds(30))
             await frontman.stop()
         }
     }
@@ -174,7 +183,7 @@ actor Frontmen {
     private func retireIfStill(_ service: String, _ frontman: Frontman) async {
         guard let entry = entries[service], entry.frontman === frontman, entry.role == .forwarding else { return }
         logger.info("frontman retired: the endpoint record has moved on", metadata: ["service": "\(service)"])
-        await retireNow(service, entry)
+        await retireNow(service, entry, refuseHeld: false)
     }
 
     func views() async -> [FrontmanView] {

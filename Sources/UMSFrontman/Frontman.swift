@@ -36,13 +36,17 @@ public final class Frontman: Sendable {
     public let ports: [FrontmanPort]
     private let tasks: [Task<Void, Never>]
     private let groups: [ServiceGroup]
+    private let servers: [any Channel]
 
-    private init(service: String, gate: FrontmanGate, ports: [FrontmanPort], tasks: [Task<Void, Never>], groups: [ServiceGroup]) {
+    private init(
+        service: String, gate: FrontmanGate, ports: [FrontmanPort], tasks: [Task<Void, Never>], groups: [ServiceGroup], servers: [any Channel]
+    ) {
         self.service = service
         self.gate = gate
         self.ports = ports
         self.tasks = tasks
         self.groups = groups
+        self.servers = servers
     }
 
     /// Starts listeners on ephemeral ports of `host` for each published port.
@@ -54,11 +58,13 @@ public final class Frontman: Sendable {
         var started: [FrontmanPort] = []
         var tasks: [Task<Void, Never>] = []
         var groups: [ServiceGroup] = []
+        var servers: [any Channel] = []
         do {
             for port in ports {
                 switch port.kind {
                 case .tcp:
                     let server = try await TCPFrontman.bind(host: host)
+                    servers.append(server.channel)
                     let listening = server.channel.localAddress?.port ?? 0
                     let frontman = TCPFrontman(service: service, publishedPort: port.published, gate: gate, logger: logger)
                     tasks.append(Task { await frontman.serve(server) })
@@ -100,13 +106,21 @@ public final class Frontman: Sendable {
             for task in tasks { task.cancel() }
             throw error
         }
-        return Frontman(service: service, gate: gate, ports: started, tasks: tasks, groups: groups)
+        return Frontman(service: service, gate: gate, ports: started, tasks: tasks, groups: groups, servers: servers)
     }
 
-    /// Closes the gate (anything still held is refused) and the listeners.
+    /// Stops accepting and closes idle connections; what is in flight finishes (the HTTP side
+    /// shuts down gracefully, the TCP side's spliced connections go on until they end).
+    public func drain() async {
+        for group in groups { await group.triggerGracefulShutdown() }
+        for server in servers { server.close(promise: nil) }
+    }
+
+    /// Refuses anything still held, cuts what is in flight and closes the listeners.
     public func stop() async {
         await gate.close()
-        for group in groups { await group.triggerGracefulShutdown() }
+        await gate.cutAll()
+        await drain()
         for task in tasks { task.cancel() }
     }
 }

@@ -6,10 +6,15 @@ public struct FrontmanTarget: Sendable, Equatable, Codable, CustomStringConverti
     public var host: String
     /// The published (host) port a client used → the port to connect to at `host`.
     public var ports: [Int: Int]
+    /// Whether connections to it may be kept for later requests. Not for another system's
+    /// published ports: the kernel keeps a connection on whichever Frontman the port was
+    /// redirected to when it opened, which may have gone since.
+    public var reuseConnections: Bool
 
-    public init(host: String, ports: [Int: Int]) {
+    public init(host: String, ports: [Int: Int], reuseConnections: Bool = true) {
         self.host = host
         self.ports = ports
+        self.reuseConnections = reuseConnections
     }
 
     /// `host:port` for what came in on published port `hostPort`.
@@ -202,13 +207,17 @@ public actor FrontmanGate {
         }
     }
 
-    /// Refuses everything held and everything after.
+    /// Refuses everything held and everything after; what is in flight goes on.
     public func close() {
         mode = .closed
         for id in Array(waiters.keys) {
             guard let waiter = take(id) else { continue }
             waiter.continuation.resume(throwing: FrontmanRefusal.closed)
         }
+    }
+
+    /// Cuts everything in flight.
+    public func cutAll() {
         for entry in inFlight.values { entry.cut() }
         inFlight = [:]
     }

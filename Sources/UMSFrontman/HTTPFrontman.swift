@@ -58,7 +58,7 @@ struct HTTPFrontmanResponder: HTTPResponder {
                 let location = "http://\(endpoint.host):\(endpoint.port)\(request.uri.description)"
                 return Response(status: .temporaryRedirect, headers: [.location: location, Self.frontmanHeader: "redirected"])
             }
-            switch await forward(request, body: body, to: endpoint, epoch: route.epoch) {
+            switch await forward(request, body: body, to: endpoint, epoch: route.epoch, reuse: route.target.reuseConnections) {
             case .answered(let response) where response.status == .serviceUnavailable && response.headers[Self.frontmanHeader] == "closed":
                 // Another Frontman (the destination's, after a rollback) refused it before it
                 // reached any service: send it again to wherever this gate points now.
@@ -96,13 +96,14 @@ struct HTTPFrontmanResponder: HTTPResponder {
     }
 
     /// One attempt: the response head comes back, or it says why not. The body streams.
-    func forward(_ request: Request, body: ByteBuffer, to endpoint: (host: String, port: Int), epoch: Int) async -> Outcome {
+    func forward(_ request: Request, body: ByteBuffer, to endpoint: (host: String, port: Int), epoch: Int, reuse: Bool) async -> Outcome {
         var outgoing = HTTPClientRequest(url: "http://\(endpoint.host):\(endpoint.port)\(request.uri.description)")
         outgoing.method = HTTPMethod(rawValue: request.method.rawValue)
         for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) && field.name != .contentLength {
             outgoing.headers.add(name: field.name.rawName, value: field.value)
         }
         outgoing.headers.add(name: "Via", value: "1.1 ums-frontman")
+        if !reuse { outgoing.headers.add(name: "Connection", value: "close") }
         if body.readableBytes > 0 || [.post, .put, .patch].contains(request.method) {
             outgoing.body = .bytes(body)
         }

@@ -23,12 +23,17 @@ struct FrontmanIntegrationTests {
         _ = try await testbed.waitForCount(at: "\(testbed.aHost):\(http)", atLeast: 1)
     }
 
-    @Test("bounded HTTP load through the endpoint while the service migrates: no request fails, later ones reach B")
-    func httpLoadDuringMigration() async throws {
+    /// Twice, on the same published port: the first service stays at B until the second one's
+    /// migration starts, and is removed just before. Connections A's Frontman kept to B from the
+    /// first migration must not carry the second's requests to the first one's Frontman (the
+    /// kernel keeps a connection on the listener it was redirected to when it opened).
+    @Test("bounded HTTP load through the endpoint while the service migrates: no request fails, later ones reach B", arguments: [1, 2])
+    func httpLoadDuringMigration(round: Int) async throws {
         let testbed = try Testbed()
-        let name = "fm-http"
+        let name = "fm-http-\(round)"
         await testbed.cleanUp(name)
-        defer { Task { await testbed.cleanUp(name) } }
+        if round == 2 { try? await testbed.a.remove("fm-http-1") }
+        defer { if round == 2 { Task { await testbed.cleanUp(name); await testbed.cleanUp("fm-http-1") } } }
         try await runMemhog(testbed, name: name, http: 18190, line: 18191)
         let hosts = "\(testbed.directory)/a/state/endpoints.hosts"
         let recorded = try String(contentsOfFile: hosts, encoding: .utf8)
@@ -41,6 +46,7 @@ struct FrontmanIntegrationTests {
             try await LoadGenerator(url: "http://\(name):18190/count", rate: 200, count: 1000, hostsFile: hosts).run(http: client)
         }
         try await Task.sleep(for: .seconds(1))
+        if round == 2 { try await testbed.b.remove("fm-http-1") }
         let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
         #expect(record.status == .completed, "\(record.error?.message ?? "")")
         let report = try await load.value
@@ -85,6 +91,7 @@ struct FrontmanIntegrationTests {
         func slow(_ method: HTTPMethod) async throws -> (status: Int, frontman: String?, body: String) {
             var request = HTTPClientRequest(url: "http://\(testbed.aHost):18194/slow?ms=5000")
             request.method = method
+            request.headers.add(name: "Connection", value: "close")
             let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
             let body = try await response.body.collect(upTo: 1 << 16)
             return (Int(response.status.code), response.headers["X-UMS-Frontman"].first, String(buffer: body))

@@ -63,7 +63,11 @@ struct Testbed {
 
     /// The counter's value at `endpoint` (host:port).
     func count(at endpoint: String, path: String = "/count", timeout: TimeAmount = .seconds(2)) async throws -> Int {
-        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://\(endpoint)\(path)"), timeout: timeout)
+        // A new connection each time: a kept one stays on whichever Frontman the port was
+        // redirected to when it opened, and tests remove and re-create services on the same ports.
+        var request = HTTPClientRequest(url: "http://\(endpoint)\(path)")
+        request.headers.add(name: "Connection", value: "close")
+        let response = try await HTTPClient.shared.execute(request, timeout: timeout)
         let body = try await response.body.collect(upTo: 1024)
         guard response.status == .ok, let value = Int(String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines)) else {
             throw UMSError(.internalError, "counter at \(endpoint) answered \(response.status)")
@@ -73,7 +77,9 @@ struct Testbed {
 
     /// memhog's checksum of its memory now, and the one it computed when it filled it.
     func checksum(at endpoint: String) async throws -> (now: String, initial: String) {
-        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://\(endpoint)/checksum"), timeout: .seconds(10))
+        var request = HTTPClientRequest(url: "http://\(endpoint)/checksum")
+        request.headers.add(name: "Connection", value: "close")
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
         let words = String(buffer: try await response.body.collect(upTo: 1024)).split(whereSeparator: \.isWhitespace).map(String.init)
         guard response.status == .ok, words.count == 2 else {
             throw UMSError(.internalError, "memhog at \(endpoint) answered \(response.status)")
