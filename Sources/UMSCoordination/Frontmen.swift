@@ -186,6 +186,11 @@ actor Frontmen {
         await retireNow(service, entry, refuseHeld: false)
     }
 
+    /// What the service's Frontman has done so far, if it has one.
+    func stats(_ service: String) async -> FrontmanStats? {
+        await entries[service]?.frontman.gate.stats
+    }
+
     func views() async -> [FrontmanView] {
         var views: [FrontmanView] = []
         for (service, entry) in entries.sorted(by: { $0.key < $1.key }) {

@@ -194,6 +194,10 @@ struct MigrationDriver: Sendable {
             // what it safely can at the destination, then stays until clients follow the record.
             await coordinator.frontmen?.cutStale(container)
             await coordinator.frontmen?.retire(container)
+            if let stats = await coordinator.frontmen?.stats(container) {
+                let longest = String(format: "%.3f", stats.longestHoldSeconds)
+                await note("frontman: held \(stats.held) request(s)/connection(s) (longest \(longest) s) and sent them to \(newHost); refused \(stats.rejected), retried \(stats.retried)")
+            }
             let postMigration = clock.now - phaseStart
 
             try progress.machine.complete(endpoints: endpoints)

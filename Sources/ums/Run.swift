@@ -4,7 +4,7 @@ import UMSAPI
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Start a container on the Coordinator's embedded runc orchestrator.",
+        abstract: "Start a container on the system's orchestrator (runc, Podman, Docker or containerd).",
         discussion: "Example: ums run counter --rootfs /var/lib/ums/rootfs/counter --publish 8080 -- /bin/counter --port 8080"
     )
 
