@@ -390,6 +390,11 @@ public actor Coordinator {
         restoringIncoming.insert(id)
         let info = try await approach.restore(migration, postCopySource: source)
         incomingTargets[id] = Frontmen.target(of: info)
+        // With post-copy the service works here from now on while its pages still cross (a
+        // rollback would lose what it did anyway): its clients need not wait for every page.
+        if source != nil, let target = incomingTargets[id] {
+            await frontmen?.release(info.name, to: target, redirect: false, role: .serving)
+        }
         logger.info("incoming migration restored", metadata: ["migration.id": "\(id)", "container": "\(info.name)"])
         return RestoreResponse(container: info)
     }
