@@ -32,7 +32,6 @@ struct HTTPFrontmanResponder: HTTPResponder {
     let logger: Logger
 
     func respond(to request: Request, context: Context) async throws -> Response {
-        var request = request
         let body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: maxBodyBytes)
