@@ -49,8 +49,10 @@ struct FrontmanIntegrationTests {
         if round == 2 { try await testbed.b.remove("fm-http-1") }
         let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
         #expect(record.status == .completed, "\(record.error?.message ?? "")")
+        // A only forwards now (until the record settles, then its Frontman goes).
+        #expect(try await testbed.onlyForwards(testbed.a, service: name, to: testbed.bHost))
         let report = try await load.value
-        try await client.shutdown()
+        defer { Task { try? await client.shutdown() } }
 
         let failures = report.failed.prefix(3).map { "\($0.sentAt)s: \($0.status.map(String.init) ?? "-") \($0.error ?? $0.body ?? "")" }
         #expect(report.failed.isEmpty, "failed requests: \(report.failed.count): \(failures)")
@@ -58,26 +60,27 @@ struct FrontmanIntegrationTests {
         // After the migration the record says B, and the requests go there.
         #expect(try await testbed.a.endpoint(name).address == testbed.bHost)
         #expect(try String(contentsOfFile: hosts, encoding: .utf8).contains("\(testbed.bHost) \(name)\n"))
-        let toB = report.samples.filter { $0.address == testbed.bHost }
-        #expect(toB.count > 100, "requests after the migration reach B: \(report.perAddress)")
-        #expect(report.samples.suffix(50).allSatisfy { $0.address == testbed.bHost })
+        // Requests after the migration, resolved the same way, reach B (a second bounded load:
+        // how much of the first one came after the record moved depends on the machine's speed).
+        let after = try await LoadGenerator(url: "http://\(name):18190/count", rate: 100, count: 100, hostsFile: hosts).run(http: client)
+        #expect(after.failed.isEmpty && after.perAddress == [testbed.bHost: 100], "\(after.perAddress), \(after.failed.count) failed")
         // The counter went on: B's count now is above every count any request saw (a service
         // that lost its state, or ran twice, would have answered more than it has now).
         let counts = report.samples.compactMap { $0.body.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } }
         #expect(counts.count == 1000)
         let now = try await testbed.count(at: "\(testbed.bHost):18190")
         #expect(now >= counts.max() ?? .max)
-        // Requests sent after the record moved were answered by B, continuing A's count.
-        let lastBeforeMove = report.samples.filter { $0.address == testbed.aHost }.map(\.sentAt).max() ?? 0
-        let answeredBeforeFreeze = report.samples.filter { $0.sentAt + $0.latency < 0.9 }.compactMap { $0.body.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } }
-        let fromB = report.samples.filter { $0.sentAt > lastBeforeMove }.compactMap { $0.body.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } }
-        #expect((fromB.min() ?? 0) >= (answeredBeforeFreeze.max() ?? .max), "B continued A's count")
-        // A's Frontman held the requests that came during the freeze and refused none.
-        let frontman = try #require(try await testbed.a.frontmen().first { $0.service == name })
-        #expect(frontman.counts.held > 0 && frontman.counts.rejected == 0, "\(frontman.counts)")
-        #expect(frontman.role == "forwarding" && frontman.target == testbed.bHost)
+        // What B answered afterwards continues what A answered before the migration began.
+        let answeredBeforeMigration = report.samples.filter { $0.sentAt + $0.latency < 0.9 }.compactMap { $0.body.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } }
+        let fromB = after.samples.compactMap { $0.body.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } }
+        #expect((fromB.min() ?? 0) >= (answeredBeforeMigration.max() ?? .max), "B continued A's count")
+        // A's Frontman held the requests that came during the freeze and refused none (the
+        // migration record says so; the Frontman itself may have retired by now).
+        let summary = try #require(record.events.first { $0.message.hasPrefix("frontman: held ") }?.message)
+        let held = Int(summary.dropFirst("frontman: held ".count).prefix { $0.isNumber }) ?? 0
+        #expect(held > 0 && summary.contains("refused 0"), "\(summary)")
         let downtime = try #require(record.downtime)
-        print("frontman http: \(report.sent) requests, 0 failed, max latency \(report.maxLatency) s, downtime \(downtime) s, held \(frontman.counts.held)")
+        print("frontman http: \(report.sent) requests, 0 failed, max latency \(report.maxLatency) s, downtime \(downtime) s, held \(held)")
     }
 
     @Test("requests in flight inside the service when it freezes: a GET is sent again at B, a POST gets 502 saying why")

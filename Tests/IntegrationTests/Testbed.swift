@@ -62,7 +62,7 @@ struct Testbed {
     var bHost: String { URL(string: bURL)?.host ?? "" }
 
     /// The counter's value at `endpoint` (host:port).
-    func count(at endpoint: String, path: String = "/count", timeout: TimeAmount = .seconds(2)) async throws -> Int {
+    func count(at endpoint: String, path: String = "/count", timeout: TimeAmount = .seconds(10)) async throws -> Int {
         // A new connection each time: a kept one stays on whichever Frontman the port was
         // redirected to when it opened, and tests remove and re-create services on the same ports.
         var request = HTTPClientRequest(url: "http://\(endpoint)\(path)")
