@@ -89,6 +89,7 @@ let package = Package(
         .target(
             name: "UMSFrontman",
             dependencies: [
+                "UMSModel",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
@@ -103,6 +104,7 @@ let package = Package(
         .target(
             name: "UMSLoad",
             dependencies: [
+                "UMSModel",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

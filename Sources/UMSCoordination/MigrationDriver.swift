@@ -333,10 +333,3 @@ actor DumpProgress {
         isFinished = true
     }
 }
-
-extension Duration {
-    var seconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
-    }
-}

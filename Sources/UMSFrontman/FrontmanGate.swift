@@ -1,4 +1,5 @@
 import Foundation
+import UMSModel
 
 /// Where a Frontman sends what it lets through: the service itself (its container's address and
 /// ports), or its new home (the destination system's address and published ports).
@@ -246,11 +247,4 @@ public actor FrontmanGate {
 
 public enum FrontmanEvent: Sendable {
     case forwarded, retried, redirected, failedInFlight
-}
-
-extension Duration {
-    var seconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
-    }
 }

@@ -114,7 +114,6 @@ struct HTTPFrontmanResponder: HTTPResponder {
             cut.set()
             attempt.cancel()
         }
-        defer { Task { await gate.finished(key) } }
         let upstream: HTTPClientResponse
         do {
             upstream = try await withTaskCancellationHandler {
@@ -122,7 +121,9 @@ struct HTTPFrontmanResponder: HTTPResponder {
             } onCancel: {
                 attempt.cancel()
             }
+            await gate.finished(key)
         } catch {
+            await gate.finished(key)
             if cut.isSet { return .cut(error, byMigration: true) }
             return Self.isConnectFailure(error) ? .notSent(error) : .cut(error, byMigration: false)
         }

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import UMSModel
 import NIOCore
 
 /// A bounded, open-loop HTTP load: `count` GET requests at `rate` per second, each sent on time
@@ -145,12 +146,5 @@ public struct LoadError: Error, CustomStringConvertible {
 
     public init(_ description: String) {
         self.description = description
-    }
-}
-
-extension Duration {
-    var seconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
     }
 }

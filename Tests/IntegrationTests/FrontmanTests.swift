@@ -24,9 +24,11 @@ struct FrontmanIntegrationTests {
     }
 
     /// Twice, on the same published port: the first service stays at B until the second one's
-    /// migration starts, and is removed just before. Connections A's Frontman kept to B from the
-    /// first migration must not carry the second's requests to the first one's Frontman (the
-    /// kernel keeps a connection on the listener it was redirected to when it opened).
+    /// migration starts and is removed just before, so the second migration's Frontmen replace
+    /// the first's on both systems while requests flow. (It does not catch a kept connection
+    /// pinned to a retired Frontman: the new container got the old one's address, so such a
+    /// connection still reached a service; see docs/frontman.md for why requests to another system
+    /// go on new connections.)
     @Test("bounded HTTP load through the endpoint while the service migrates: no request fails, later ones reach B", arguments: [1, 2])
     func httpLoadDuringMigration(round: Int) async throws {
         let testbed = try Testbed()
