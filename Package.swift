@@ -57,7 +57,7 @@ let package = Package(
         .target(
             name: "UMSOrchestrator",
             dependencies: [
-                "UMSModel", "UMSOS", "UMSCheckpoint",
+                "UMSModel", "UMSOS",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -118,7 +118,7 @@ let package = Package(
         .target(
             name: "UMSAPI",
             dependencies: [
-                "UMSModel", "UMSDecision", "UMSCheckpoint",
+                "UMSModel", "UMSDecision",
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -146,7 +146,7 @@ let package = Package(
         .executableTarget(
             name: "umsd",
             dependencies: [
-                "UMSCoordination",
+                "UMSCoordination", "UMSModel",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

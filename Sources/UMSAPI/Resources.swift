@@ -1,6 +1,5 @@
 import Foundation
 import UMSDecision
-import UMSCheckpoint
 import UMSModel
 
 /// The Coordinator's HTTP routes, in one place (the OpenAPI file `docs/openapi.yaml` lists the same).
@@ -112,7 +111,7 @@ public struct MigrationPlan: Codable, Sendable, Equatable {
     public var container: String
     public var source: SystemRef
     public var destination: SystemRef
-    public var requestedApproach: String
+    public var requestedApproach: ApproachRequest
     public var mode: TransferMode
     /// The approach the Coordinator would use; nil when none is feasible.
     public var approach: Approach?
@@ -121,7 +120,7 @@ public struct MigrationPlan: Codable, Sendable, Equatable {
     /// Why the request cannot be carried out, when it cannot.
     public var infeasible: String?
 
-    public init(container: String, source: SystemRef, destination: SystemRef, requestedApproach: String, mode: TransferMode,
+    public init(container: String, source: SystemRef, destination: SystemRef, requestedApproach: ApproachRequest, mode: TransferMode,
                 approach: Approach?, verdicts: [Feasibility], infeasible: String?) {
         self.container = container
         self.source = source

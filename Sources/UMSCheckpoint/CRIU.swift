@@ -3,17 +3,6 @@ import Logging
 import UMSModel
 import UMSOS
 
-/// What the Coordinator learned about the host's CRIU at start-up.
-public struct CRIUInfo: Codable, Sendable, Equatable {
-    public var path: String
-    public var version: String
-
-    public init(path: String, version: String) {
-        self.path = path
-        self.version = version
-    }
-}
-
 /// Probes CRIU once, before the first checkpoint, and fails with a message that says what to do.
 public enum CRIUProbe {
     /// CRIU 4.2 is the first that dumps TCP/UDP sockets on kernels >= 6.16 (older ones fail with

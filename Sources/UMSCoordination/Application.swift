@@ -24,7 +24,7 @@ struct HTTPClientService: Service {
 /// without them), builds the orchestrator adapter and the approaches, and returns the HTTP
 /// application with everything long-lived as a service of one group.
 public func buildApplication(
-    configuration: CoordinatorConfiguration, logger: Logger, failRestoreForTesting: Bool = false, metrics: PrometheusCollectorRegistry? = nil
+    configuration: CoordinatorConfiguration, logger: Logger, faults: any FaultInjector = NoFaults(), metrics: PrometheusCollectorRegistry? = nil
 ) async throws -> some ApplicationProtocol {
     try configuration.validate()
     let runner = SubprocessRunner(logger: logger)
@@ -44,9 +44,9 @@ public func buildApplication(
         throw error
     }
     let approaches: [any MigrationApproach] = [
-        OrchestratorLevelApproach(orchestrator: orchestrator, criu: criu, logger: logger),
-        AgentApproach.serviceLevel(orchestrator: orchestrator, advertiseHost: advertiseHost, failRestoreForTesting: failRestoreForTesting, logger: logger),
-        AgentApproach.containerLevel(orchestrator: orchestrator, advertiseHost: advertiseHost, failRestoreForTesting: failRestoreForTesting, logger: logger),
+        OrchestratorLevelApproach(orchestrator: orchestrator, criu: criu, faults: faults, logger: logger),
+        AgentApproach.serviceLevel(orchestrator: orchestrator, advertiseHost: advertiseHost, faults: faults, logger: logger),
+        AgentApproach.containerLevel(orchestrator: orchestrator, advertiseHost: advertiseHost, faults: faults, logger: logger),
     ]
 
     let token = try configuration.tokenFile.map(TokenFile.read)
@@ -65,7 +65,7 @@ public func buildApplication(
     let coordinator = try Coordinator(
         name: configuration.name, url: url, orchestrator: orchestrator, approaches: approaches,
         stateDirectory: stateDirectory, advertiseHost: advertiseHost, http: http, peerTokens: peerTokens,
-        logger: logger, failRestoreForTesting: failRestoreForTesting, hostImage: configuration.hostImage,
+        logger: logger, faults: faults, hostImage: configuration.hostImage,
         frontman: configuration.frontmanSettings, frontmanHTTP: frontmanHTTP, endpointsFile: configuration.endpointsFile,
         endpointHook: configuration.endpointHook
     )
@@ -76,7 +76,7 @@ public func buildApplication(
     return Application(
         router: router,
         configuration: .init(address: .hostname(host, port: port), serverName: "umsd"),
-        services: [HTTPClientService(client: http), HTTPClientService(client: frontmanHTTP)],
+        services: [coordinator.service, HTTPClientService(client: http), HTTPClientService(client: frontmanHTTP)],
         logger: logger
     )
 }
@@ -86,22 +86,27 @@ func makeOrchestrator(
     _ configuration: CoordinatorConfiguration, http: HTTPClient, advertiseHost: String, criu: CRIUInfo,
     runner: any CommandRunner, logger: Logger
 ) async throws -> any Orchestrator {
-    switch configuration.orchestrator {
-    case "podman", "docker":
+    switch try configuration.orchestratorKind() {
+    case .podman, .docker:
         let engine = try EngineOrchestrator(
-            dialect: configuration.orchestrator == "podman" ? .podman : .docker, socketPath: configuration.resolvedEngineSocket,
+            dialect: try configuration.orchestratorKind() == .podman ? .podman : .docker, socketPath: configuration.resolvedEngineSocket,
             http: http, systemName: configuration.name, stateDirectory: configuration.stateDir, advertiseHost: advertiseHost,
             criu: criu, runner: runner, logger: logger
         )
         try await engine.prepare()
         return engine
-    default:
-        // The embedded orchestrator; with containerd, containerd runs what it prepares.
-        let containerd = configuration.orchestrator == "containerd"
-            ? Ctr(address: configuration.resolvedEngineSocket, namespace: "ums-\(configuration.name)") : nil
+    case .containerd:
+        let containerd = try ContainerdOrchestrator(
+            systemName: configuration.name, stateDirectory: configuration.stateDir, advertiseHost: advertiseHost,
+            criu: criu, runner: runner, logger: logger,
+            ctr: Ctr(address: configuration.resolvedEngineSocket, namespace: "ums-\(configuration.name)")
+        )
+        try await containerd.prepare()
+        return containerd
+    case .runc:
         let runc = try RuncOrchestrator(
             systemName: configuration.name, stateDirectory: configuration.stateDir, advertiseHost: advertiseHost,
-            criu: criu, runner: runner, logger: logger, containerd: containerd
+            criu: criu, runner: runner, logger: logger
         )
         try await runc.prepare()
         return runc

@@ -70,7 +70,15 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     }
 
     /// The orchestrators this build has adapters for.
-    public static let orchestrators = ["runc", "podman", "docker", "containerd"]
+    public static let orchestrators = OrchestratorKind.allCases.map(\.rawValue)
+
+    /// The configured orchestrator, checked.
+    public func orchestratorKind() throws(UMSError) -> OrchestratorKind {
+        guard let kind = OrchestratorKind(rawValue: orchestrator) else {
+            throw UMSError(.unsupported, "unsupported orchestrator '\(orchestrator)': use one of \(Self.orchestrators.joined(separator: ", "))")
+        }
+        return kind
+    }
 
     /// The engine socket to use: the configured one, or the engine's usual path.
     public var resolvedEngineSocket: String {
@@ -139,9 +147,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     public func validate() throws(UMSError) {
         try ContainerName.validate(name)
         _ = try listenAddress()
-        guard Self.orchestrators.contains(orchestrator) else {
-            throw UMSError(.unsupported, "unsupported orchestrator '\(orchestrator)': use one of \(Self.orchestrators.joined(separator: ", "))")
-        }
+        _ = try orchestratorKind()
         if let count = frontmanHoldCount, count < 0 { throw UMSError(.invalidArgument, "invalid frontman hold count \(count): expected 0 or more") }
         if let bytes = frontmanHoldBytes, bytes < 0 { throw UMSError(.invalidArgument, "invalid frontman hold bytes \(bytes): expected 0 or more") }
         if let seconds = frontmanHoldSeconds, !(seconds >= 0) { throw UMSError(.invalidArgument, "invalid frontman hold time \(seconds): expected 0 or more seconds") }

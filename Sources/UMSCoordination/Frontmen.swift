@@ -34,6 +34,10 @@ actor Frontmen {
     }
 
     private var entries: [String: Entry] = [:]
+    /// Frontmen forwarding for a service that left, until the end of their linger.
+    private var lingering: [String: (frontman: Frontman, until: ContinuousClock.Instant)] = [:]
+    /// Retired Frontmen whose in-flight work may still finish, stopped at `at`.
+    private var stopping: [(frontman: Frontman, at: ContinuousClock.Instant)] = []
     private var enabled = true
     let redirects: FrontmanRedirects
     let http: HTTPClient
@@ -133,10 +137,7 @@ actor Frontmen {
         let frontman = entry.frontman
         if refuseHeld { await frontman.gate.close() }
         await frontman.drain()
-        Task {
-            try? await Task.sleep(for: .seconds(30))
-            await frontman.stop()
-        }
+        stopping.append((frontman, .now + .seconds(30)))
     }
 
     /// The service is about to freeze: hold from now on.
@@ -173,11 +174,19 @@ actor Frontmen {
     /// address, then go.
     func retire(_ service: String) {
         guard let frontman = entries[service]?.frontman else { return }
-        let linger = self.linger
-        Task {
-            try? await Task.sleep(for: linger)
-            await self.retireIfStill(service, frontman)
+        lingering[service] = (frontman, .now + linger)
+    }
+
+    /// Retires Frontmen whose linger is over and stops retired ones whose in-flight work had
+    /// its time; the Coordinator's background calls it every second.
+    func sweep(now: ContinuousClock.Instant = .now) async {
+        for (service, item) in lingering where item.until <= now {
+            lingering[service] = nil
+            await retireIfStill(service, item.frontman)
         }
+        let due = stopping.filter { $0.at <= now }
+        stopping.removeAll { $0.at <= now }
+        for item in due { await item.frontman.stop() }
     }
 
     private func retireIfStill(_ service: String, _ frontman: Frontman) async {

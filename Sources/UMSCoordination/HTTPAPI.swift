@@ -115,38 +115,38 @@ public func buildRouter(coordinator: Coordinator, token: String?, metrics: Prome
 
     router.get(RouterPath(Routes.system)) { _, _ in try JSONAPI.response(await coordinator.systemInfo()) }
 
-    router.get(RouterPath(Routes.containers)) { _, _ in try JSONAPI.response(try await coordinator.containers()) }
+    router.get(RouterPath(Routes.containers)) { _, _ in try JSONAPI.response(try await coordinator.containers.list()) }
     router.post(RouterPath(Routes.containers)) { request, _ in
         let body = try await JSONAPI.decode(RunRequest.self, from: request)
-        return try JSONAPI.response(try await coordinator.run(body), status: .created)
+        return try JSONAPI.response(try await coordinator.containers.run(body), status: .created)
     }
     router.get("/v1/containers/:name") { _, context in
-        try JSONAPI.response(try await coordinator.container(try context.parameters.require("name")))
+        try JSONAPI.response(try await coordinator.containers.get(try context.parameters.require("name")))
     }
     router.delete("/v1/containers/:name") { _, context in
-        try await coordinator.remove(try context.parameters.require("name"))
+        try await coordinator.containers.remove(try context.parameters.require("name"))
         return Response(status: .noContent)
     }
     router.post("/v1/containers/:name/restart") { _, context in
-        try JSONAPI.response(try await coordinator.restart(try context.parameters.require("name")))
+        try JSONAPI.response(try await coordinator.containers.restart(try context.parameters.require("name")))
     }
 
-    router.get(RouterPath(Routes.migrations)) { _, _ in try JSONAPI.response(await coordinator.migrationRecords()) }
+    router.get(RouterPath(Routes.migrations)) { _, _ in try JSONAPI.response(await coordinator.outgoing.all()) }
     router.post(RouterPath(Routes.migrations)) { request, _ in
         let body = try await JSONAPI.decode(MigrateRequest.self, from: request)
-        return try JSONAPI.response(try await coordinator.migrate(body), status: .accepted)
+        return try JSONAPI.response(try await coordinator.outgoing.migrate(body), status: .accepted)
     }
     router.post(RouterPath(Routes.migrationPlan)) { request, _ in
         let body = try await JSONAPI.decode(MigrateRequest.self, from: request)
-        return try JSONAPI.response(try await coordinator.plan(body))
+        return try JSONAPI.response(try await coordinator.outgoing.plan(body))
     }
     router.get("/v1/migrations/:id") { _, context in
-        try JSONAPI.response(try await coordinator.migration(try context.parameters.require("id")))
+        try JSONAPI.response(try await coordinator.outgoing.record(try context.parameters.require("id")))
     }
 
-    router.get(RouterPath(Routes.endpoints)) { _, _ in try JSONAPI.response(await coordinator.endpoints()) }
+    router.get(RouterPath(Routes.endpoints)) { _, _ in try JSONAPI.response(coordinator.endpoints.all()) }
     router.get("/v1/endpoints/:service") { _, context in
-        try JSONAPI.response(try await coordinator.endpoint(try context.parameters.require("service")))
+        try JSONAPI.response(try coordinator.endpoints.entry(try context.parameters.require("service")))
     }
     router.get(RouterPath(Routes.frontmen)) { _, _ in try JSONAPI.response(await coordinator.frontmanViews()) }
     router.get(RouterPath(Routes.metrics)) { _, _ in
@@ -158,22 +158,22 @@ public func buildRouter(coordinator: Coordinator, token: String?, metrics: Prome
     // Peer routes: the destination side of a migration.
     router.get("/v1/peer/images/:digest") { _, context in
         let digest = try context.parameters.require("digest")
-        guard await coordinator.hasImage(digest) else { throw UMSError(.notFound, "image \(digest) is not on this system") }
+        guard await coordinator.incoming.hasImage(digest) else { throw UMSError(.notFound, "image \(digest) is not on this system") }
         return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(string: "{}")))
     }
     router.put("/v1/peer/images/:digest") { request, context in
-        try JSONAPI.response(try await coordinator.receiveImage(try context.parameters.require("digest"), request.body))
+        try JSONAPI.response(try await coordinator.incoming.receiveImage(try context.parameters.require("digest"), request.body))
     }
     router.post(RouterPath(Routes.peerMigrations)) { request, _ in
         let body = try await JSONAPI.decode(PrepareRequest.self, from: request)
-        return try JSONAPI.response(try await coordinator.prepareIncoming(body), status: .created)
+        return try JSONAPI.response(try await coordinator.incoming.prepare(body), status: .created)
     }
     router.put("/v1/peer/migrations/:id/files/:part") { request, context in
         let partName = try context.parameters.require("part")
         guard let part = FilePart(rawValue: partName) else {
             throw UMSError(.invalidArgument, "unknown file part '\(partName)': expected \(FilePart.allCases.map(\.rawValue).joined(separator: " or "))")
         }
-        return try JSONAPI.response(try await coordinator.receiveFiles(try context.parameters.require("id"), part: part, request.body))
+        return try JSONAPI.response(try await coordinator.incoming.receiveFiles(try context.parameters.require("id"), part: part, request.body))
     }
     router.post("/v1/peer/migrations/:id/restore") { request, context in
         // The body is optional: an empty one means stop-and-copy.
@@ -181,13 +181,13 @@ public func buildRouter(coordinator: Coordinator, token: String?, metrics: Prome
         let body = buffer.readableBytes == 0
             ? PeerRestoreRequest(postCopySource: nil)
             : try JSONAPI.decoder.decode(PeerRestoreRequest.self, from: Data(buffer: buffer))
-        return try JSONAPI.response(try await coordinator.restoreIncoming(try context.parameters.require("id"), body))
+        return try JSONAPI.response(try await coordinator.incoming.restore(try context.parameters.require("id"), body))
     }
     router.post("/v1/peer/migrations/:id/commit") { _, context in
-        try JSONAPI.response(try await coordinator.commitIncoming(try context.parameters.require("id")))
+        try JSONAPI.response(try await coordinator.incoming.commit(try context.parameters.require("id")))
     }
     router.delete("/v1/peer/migrations/:id") { _, context in
-        try await coordinator.abortIncoming(try context.parameters.require("id"))
+        try await coordinator.incoming.abort(try context.parameters.require("id"))
         return Response(status: .noContent)
     }
     return router

@@ -1,24 +1,37 @@
 import UMSModel
 
 /// What the decision layer needs to know about one system.
+@dynamicMemberLookup
 public struct SystemProfile: Codable, Sendable, Equatable {
-    /// Orchestrator kind (`runc`, `podman`, …).
-    public var orchestrator: String
-    public var runtimeVersion: String
-    public var criuVersion: String?
-    public var canCheckpoint: Bool
+    /// What the system's orchestrator can do.
+    public var capabilities: OrchestratorCapabilities
     /// Approaches this system's Coordinator implements.
     public var approaches: [Approach]
-    /// The capability this system's orchestrator gives a service-level checkpoint agent.
-    public var agentCapability: String?
 
-    public init(orchestrator: String, runtimeVersion: String, criuVersion: String?, canCheckpoint: Bool, approaches: [Approach], agentCapability: String? = nil) {
-        self.orchestrator = orchestrator
-        self.runtimeVersion = runtimeVersion
-        self.criuVersion = criuVersion
-        self.canCheckpoint = canCheckpoint
+    public init(capabilities: OrchestratorCapabilities, approaches: [Approach]) {
+        self.capabilities = capabilities
         self.approaches = approaches
-        self.agentCapability = agentCapability
+    }
+
+    public subscript<Value>(dynamicMember keyPath: WritableKeyPath<OrchestratorCapabilities, Value>) -> Value {
+        get { capabilities[keyPath: keyPath] }
+        set { capabilities[keyPath: keyPath] = newValue }
+    }
+
+    // On the wire the capabilities' fields sit next to `approaches`, one flat object.
+    enum CodingKeys: String, CodingKey {
+        case approaches
+    }
+
+    public init(from decoder: any Decoder) throws {
+        capabilities = try OrchestratorCapabilities(from: decoder)
+        approaches = try decoder.container(keyedBy: CodingKeys.self).decode([Approach].self, forKey: .approaches)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        try capabilities.encode(to: encoder)
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(approaches, forKey: .approaches)
     }
 }
 
@@ -91,7 +104,8 @@ public enum ApproachDecision {
             guard specification.labels[SpecificationLabels.agent] != nil else {
                 return verdict(false, "the service's image carries no UMS checkpoint agent")
             }
-            if let destination, let theirs = destination.agentCapability, let ours = source.agentCapability, theirs != ours {
+            if let destination, destination.agentCapability != source.agentCapability {
+                let (ours, theirs) = (source.agentCapability, destination.agentCapability)
                 return verdict(false, "the agent runs with \(ours) here but \(destination.orchestrator) gives it \(theirs); CRIU restores a process tree only with the capabilities it had (the container-level approach does not depend on this)")
             }
             return verdict(true, "the image carries the UMS checkpoint agent")

@@ -56,7 +56,8 @@ public final class Frontman: Sendable {
     ) async throws -> Frontman {
         let gate = FrontmanGate(target: target, limits: limits, metrics: FrontmanMetrics(service: service))
         var started: [FrontmanPort] = []
-        var tasks: [Task<Void, Never>] = []
+        // Owned by the Frontman, cancelled by `stop`: the expiry of what is held, and the listeners.
+        var tasks: [Task<Void, Never>] = [Task { await gate.expireHeld() }]
         var groups: [ServiceGroup] = []
         var servers: [any Channel] = []
         do {

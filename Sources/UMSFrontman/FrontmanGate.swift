@@ -111,6 +111,7 @@ public actor FrontmanGate {
         let continuation: CheckedContinuation<FrontmanRoute, any Error>
         let bytes: Int
         let since: ContinuousClock.Instant
+        let deadline: ContinuousClock.Instant
     }
 
     private var waiters: [Int: Waiter] = [:]
@@ -119,10 +120,31 @@ public actor FrontmanGate {
     /// In-flight work per epoch, with how to cut it.
     private var inFlight: [Int: (epoch: Int, cut: @Sendable () -> Void)] = [:]
 
+    /// Wakes `expireHeld` when the first request is held.
+    private let held: AsyncStream<Void>.Continuation
+    private let heldSignal: AsyncStream<Void>
+
     public init(target: FrontmanTarget?, limits: HoldLimits = HoldLimits(), metrics: FrontmanMetrics) {
         self.mode = target.map(Mode.forwarding) ?? .holding
         self.limits = limits
         self.metrics = metrics
+        (heldSignal, held) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// Refuses what was held longer than the bound, as each deadline comes; runs until
+    /// cancelled (the Frontman owns the task). Every hold has the same bound, so the earliest
+    /// deadline is always the oldest waiter's.
+    public func expireHeld() async {
+        var signals = heldSignal.makeAsyncIterator()
+        while !Task.isCancelled {
+            if let next = waiters.values.map(\.deadline).min() {
+                try? await Task.sleep(until: next)
+                let now = ContinuousClock.now
+                for (id, waiter) in waiters where waiter.deadline <= now { expire(id) }
+            } else if await signals.next() == nil {
+                return
+            }
+        }
     }
 
     /// Waits for a route. Immediate while forwarding; while holding it waits until `release` or
@@ -149,12 +171,9 @@ public actor FrontmanGate {
         heldBytes += bytes
         let deadline = ContinuousClock.now + .milliseconds(Int64(limits.seconds * 1000))
         return try await withCheckedThrowingContinuation { continuation in
-            waiters[id] = Waiter(continuation: continuation, bytes: bytes, since: .now)
+            waiters[id] = Waiter(continuation: continuation, bytes: bytes, since: .now, deadline: deadline)
             stats.holdingNow = waiters.count
-            Task { [weak self] in
-                try? await Task.sleep(until: deadline)
-                await self?.expire(id)
-            }
+            held.yield()
         }
     }
 

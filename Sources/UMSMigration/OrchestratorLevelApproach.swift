@@ -18,10 +18,14 @@ public struct OrchestratorLevelApproach: MigrationApproach {
     let criu: CRIUInfo
     let logger: Logger
     let lazyPagesDaemons = ProcessRegistry()
+    /// The fault seam: `incoming.restore=corrupt-images` damages the received process tree
+    /// image, so CRIU's real restore fails as it would after a damaged transfer.
+    let faults: any FaultInjector
 
-    public init(orchestrator: any Orchestrator, criu: CRIUInfo, logger: Logger) {
+    public init(orchestrator: any Orchestrator, criu: CRIUInfo, faults: any FaultInjector = NoFaults(), logger: Logger) {
         self.orchestrator = orchestrator
         self.criu = criu
+        self.faults = faults
         self.logger = logger
     }
 
@@ -40,20 +44,23 @@ public struct OrchestratorLevelApproach: MigrationApproach {
             let summary = try await ImageStream.receive(chunks, into: incoming.imagesDirectory)
             return StreamSummary(digest: summary.digest, bytes: summary.bytes)
         case .changes:
-            return try await orchestrator.importChanges(incoming.specification.name, chunks)
+            return try await orchestrator.checkpointing("receive rootfs changes").importChanges(incoming.specification.name, chunks)
         }
     }
 
     public func restore(_ incoming: IncomingMigration, postCopySource: PageServerAddress?) async throws -> ContainerInfo {
         let request = RestoreRequest(imagesDirectory: incoming.imagesDirectory, lazyPages: postCopySource != nil)
+        if await faults.corruptsImages() {
+            try FileSystem.writeAtomically(Data("corrupt".utf8), to: "\(incoming.imagesDirectory)/pstree.img")
+        }
         guard let postCopySource else {
-            return try await orchestrator.restore(incoming.specification.name, request: request)
+            return try await orchestrator.checkpointing("restore").restore(incoming.specification.name, request: request)
         }
         let daemon = try await LazyPagesOptions(
             imagesDirectory: incoming.imagesDirectory, workDirectory: request.workDirectory, source: postCopySource
         ).start(criu: criu)
         await lazyPagesDaemons.add(daemon, for: incoming.id)
-        return try await orchestrator.restore(incoming.specification.name, request: request)
+        return try await orchestrator.checkpointing("restore").restore(incoming.specification.name, request: request)
     }
 
     public func awaitPages(_ incoming: IncomingMigration) async throws -> Int64 {
@@ -72,11 +79,11 @@ public struct OrchestratorLevelApproach: MigrationApproach {
     // MARK: Source
 
     public func freeze(_ name: String) async throws {
-        try await orchestrator.freeze(name)
+        try await orchestrator.checkpointing("freeze \(name)").freeze(name)
     }
 
     public func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?, intake: CheckpointIntake?) async throws -> CheckpointResult {
-        CheckpointResult(pageServing: try await orchestrator.checkpoint(name, request: CheckpointRequest(imagesDirectory: directory, lazyPages: postCopy)))
+        CheckpointResult(pageServing: try await orchestrator.checkpointing("checkpoint \(name)").checkpoint(name, request: CheckpointRequest(imagesDirectory: directory, lazyPages: postCopy)))
     }
 
     public func exportFiles(
@@ -87,12 +94,12 @@ public struct OrchestratorLevelApproach: MigrationApproach {
         case .images:
             return try await ImageStream.send(directory: checkpointDirectory, isFinished: dumpFinished, consume: consume).bytes
         case .changes:
-            return try await orchestrator.exportChanges(name, consume: consume)
+            return try await orchestrator.checkpointing("send rootfs changes").exportChanges(name, consume: consume)
         }
     }
 
     public func resume(_ name: String) async throws {
-        try await orchestrator.resume(name)
+        try await orchestrator.checkpointing("resume \(name)").resume(name)
     }
 }
 

@@ -15,14 +15,14 @@ public struct ContainerInfo: Codable, Sendable, Equatable {
     public var approaches: [Approach]
     /// The migration that holds the control lock on this container, if any.
     public var migratingIn: String?
-    public var orchestrator: String
+    public var orchestrator: OrchestratorKind
     /// The container's own address on its system's network (where the system itself reaches it,
     /// e.g. its checkpoint agent's control port).
     public var address: String?
 
     public init(
         name: String, state: State, specification: Specification, pid: Int? = nil, endpoints: [String] = [],
-        approaches: [Approach] = [], migratingIn: String? = nil, orchestrator: String, address: String? = nil
+        approaches: [Approach] = [], migratingIn: String? = nil, orchestrator: OrchestratorKind, address: String? = nil
     ) {
         self.name = name
         self.state = state

@@ -41,7 +41,7 @@ public struct MigrationRecord: Codable, Sendable, Equatable {
     public var id: String
     public var container: String
     public var approach: Approach?
-    public var requestedApproach: String
+    public var requestedApproach: ApproachRequest
     public var mode: TransferMode
     public var source: SystemRef
     public var destination: SystemRef
@@ -61,7 +61,7 @@ public struct MigrationRecord: Codable, Sendable, Equatable {
     public var events: [Event]
 
     public init(
-        id: String, container: String, requestedApproach: String, mode: TransferMode = .stopAndCopy,
+        id: String, container: String, requestedApproach: ApproachRequest, mode: TransferMode = .stopAndCopy,
         source: SystemRef, destination: SystemRef, startedAt: Date
     ) {
         self.id = id

@@ -67,14 +67,9 @@ public final class BackgroundProcess: Sendable {
 
     /// Waits for the process to exit successfully.
     public func finish(timeout: Duration) async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await self.task.value }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                throw UMSError(.timeout, "failed to finish '\(self.command.executable)' in \(timeout)")
-            }
-            defer { group.cancelAll() }
-            try await group.next()
+        let task = self.task
+        try await withTimeout(timeout, UMSError(.timeout, "failed to finish '\(self.command.executable)' in \(timeout)")) {
+            try await task.value
         }
     }
 

@@ -1,3 +1,4 @@
+import Logging
 import Foundation
 import UMSModel
 
@@ -58,9 +59,11 @@ public enum FileSystem {
 /// containers and migrations survive a Coordinator restart.
 public struct JSONStore<Value: Codable & Sendable>: Sendable {
     public let directory: String
+    let logger: Logger?
 
-    public init(directory: String) throws {
+    public init(directory: String, logger: Logger? = nil) throws {
         self.directory = directory
+        self.logger = logger
         try FileSystem.makeDirectory(directory)
     }
 
@@ -80,9 +83,19 @@ public struct JSONStore<Value: Codable & Sendable>: Sendable {
         FileSystem.remove(path(key))
     }
 
+    /// Every document that decodes. One that does not (torn, or from another version) is
+    /// logged and moved aside to `<key>.json.unreadable`, never silently dropped.
     public func loadAll() -> [Value] {
-        ((try? FileSystem.contents(of: directory)) ?? [])
-            .filter { $0.hasSuffix(".json") }
-            .compactMap { load(key: String($0.dropLast(5))) }
+        var values: [Value] = []
+        for file in ((try? FileSystem.contents(of: directory)) ?? []).sorted() where file.hasSuffix(".json") {
+            let path = "\(directory)/\(file)"
+            do {
+                values.append(try UMSJSON.decoder().decode(Value.self, from: FileSystem.read(path)))
+            } catch {
+                logger?.error("unreadable record kept aside", metadata: ["file": "\(path)", "error": "\(error)"])
+                try? FileManager.default.moveItem(atPath: path, toPath: path + ".unreadable")
+            }
+        }
+        return values
     }
 }

@@ -42,6 +42,25 @@ struct ContainerRegistry<Record: RegisteredContainer> {
         store.delete(key: name)
     }
 
+    /// Refuses a create that cannot succeed, before anything is made: a bad name, no command,
+    /// a name or a host port already taken here, an image this system does not hold.
+    func checkCreatable(_ specification: Specification, imageHeld: Bool) throws(UMSError) {
+        try ContainerName.validate(specification.name)
+        guard !specification.command.isEmpty else {
+            throw UMSError(.invalidArgument, "failed to create container \(specification.name): no command given")
+        }
+        guard !contains(specification.name) else {
+            throw UMSError(.exists, "failed to create container: '\(specification.name)' already exists on system \(systemName)")
+        }
+        guard imageHeld else {
+            throw UMSError(.notFound, "failed to create container \(specification.name): image \(specification.image.digest) is not on system \(systemName)")
+        }
+        let taken = publishedPorts
+        if let clash = specification.ports.first(where: { taken.contains($0.hostPort) }) {
+            throw UMSError(.exists, "failed to create container \(specification.name): port \(clash.hostPort) is already published on system \(systemName)")
+        }
+    }
+
     /// Host ports already published by a container of this system.
     var publishedPorts: Set<Int> { Set(records.values.flatMap { $0.specification.ports.map(\.hostPort) }) }
 

@@ -87,7 +87,7 @@ public struct ImageStore: Sendable {
 
 /// An adapter whose images are UMS's own content-addressed store: the image half of
 /// `Orchestrator`, the same for every such adapter.
-protocol ImageStoreBacked: Orchestrator {
+protocol ImageStoreBacked: ImageHolding {
     var images: ImageStore { get }
     var runner: any CommandRunner { get }
 }

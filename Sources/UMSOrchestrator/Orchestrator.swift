@@ -1,29 +1,6 @@
 import NIOCore
-import UMSCheckpoint
 import UMSModel
 import UMSOS
-
-/// What an orchestrator on one system can do, as the decision layer needs to know it.
-public struct OrchestratorCapabilities: Codable, Sendable, Equatable {
-    /// `runc`, `podman`, `docker`, `containerd`.
-    public var kind: String
-    public var runtimeVersion: String
-    public var criuVersion: String?
-    /// The engine can checkpoint and restore its containers itself (orchestrator-level approach).
-    public var canCheckpoint: Bool
-    /// The capability this system gives a checkpoint agent (`CAP_CHECKPOINT_RESTORE`, or
-    /// `CAP_SYS_ADMIN` where the engine predates it). CRIU restores a process tree only into a
-    /// container with the same capabilities it had, so agents move only between systems that agree.
-    public var agentCapability: String
-
-    public init(kind: String, runtimeVersion: String, criuVersion: String?, canCheckpoint: Bool, agentCapability: String = "CAP_CHECKPOINT_RESTORE") {
-        self.kind = kind
-        self.runtimeVersion = runtimeVersion
-        self.criuVersion = criuVersion
-        self.canCheckpoint = canCheckpoint
-        self.agentCapability = agentCapability
-    }
-}
 
 /// Options for an orchestrator-level checkpoint.
 public struct CheckpointRequest: Sendable, Equatable {
@@ -61,16 +38,8 @@ public struct RestoreRequest: Sendable, Equatable {
     public var workDirectory: String { "\(imagesDirectory).work" }
 }
 
-/// The seam between UMS and a system's container orchestrator. One adapter per engine (runc, and
-/// later Podman, Docker Engine, containerd) implements it; everything above speaks only this.
-///
-/// Control operations (`delete`, `restart`) are refused with `invalidState` while a migration
-/// holds the container's lock, unless that migration itself asks (`migration:`).
-public protocol Orchestrator: Sendable {
-    var kind: String { get }
-    func capabilities() async -> OrchestratorCapabilities
-
-    // Images
+/// An orchestrator's images: root filesystems by content digest, never pulled from a registry.
+public protocol ImageHolding: Sendable {
     func hasImage(_ image: ImageReference) async -> Bool
     /// Imports a canonical tar stream as an image, verifying it against `expected`.
     func importImage<Chunks: AsyncSequence & Sendable>(_ chunks: Chunks, expected: ImageReference) async throws -> ImageReference
@@ -79,8 +48,20 @@ public protocol Orchestrator: Sendable {
     func exportImage(_ image: ImageReference, consume: @Sendable (ByteBuffer) async throws -> Void) async throws
     /// Imports a directory on this host as an image (`ums run --rootfs DIR`).
     func importDirectory(_ directory: String) async throws -> ImageReference
+}
 
-    // Containers
+/// An orchestrator's containers, with the control lock (paper Step 8): control operations
+/// (`delete`, `restart`) are refused with `invalidState` while a migration holds a container's
+/// lock, unless that migration itself asks (`migration:`). Every adapter implements this.
+public protocol ContainerOrchestrator: Sendable {
+    var kind: OrchestratorKind { get }
+    /// The runtime's or engine's version, as read at start-up.
+    func runtimeVersion() async -> String
+    /// The CRIU the system checkpoints with, if any.
+    var criuVersion: String? { get }
+    /// The capability this system gives a checkpoint agent (see `OrchestratorCapabilities`).
+    var agentCapability: String { get }
+
     func list() async throws -> [ContainerInfo]
     func inspect(_ name: String) async throws -> ContainerInfo
     /// The Specification (paper Step 1), with the process count read now.
@@ -91,11 +72,14 @@ public protocol Orchestrator: Sendable {
     func restart(_ name: String, migration: String?) async throws
     func delete(_ name: String, migration: String?) async throws
 
-    // Control lock (paper Step 8)
     func lock(_ name: String, migration: String) async throws
     func unlock(_ name: String, migration: String) async throws
+}
 
-    // Orchestrator-level checkpoint/restore
+/// An orchestrator that checkpoints and restores its containers itself: what the
+/// orchestrator-level approach needs. Adapters that cannot do this do not conform, and the
+/// decision reads that from the conformance (`canCheckpoint`).
+public protocol CheckpointingOrchestrator: ContainerOrchestrator {
     func freeze(_ name: String) async throws
     func resume(_ name: String) async throws
     /// Dumps the frozen container. For post-copy it returns once the non-page images are written,
@@ -106,4 +90,28 @@ public protocol Orchestrator: Sendable {
     func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> StreamSummary
         where Chunks.Element == ByteBuffer
     func restore(_ name: String, request: RestoreRequest) async throws -> ContainerInfo
+}
+
+/// The seam between UMS and a system's container orchestrator: containers and images; one
+/// adapter per engine (runc, containerd, Podman, Docker Engine). Everything above speaks only
+/// this, and asks `checkpointing` for the rest.
+public typealias Orchestrator = ContainerOrchestrator & ImageHolding
+
+extension ContainerOrchestrator {
+    public var agentCapability: String { "CAP_CHECKPOINT_RESTORE" }
+
+    public func capabilities() async -> OrchestratorCapabilities {
+        OrchestratorCapabilities(
+            orchestrator: kind, runtimeVersion: await runtimeVersion(), criuVersion: criuVersion,
+            canCheckpoint: self is any CheckpointingOrchestrator, agentCapability: agentCapability
+        )
+    }
+
+    /// The adapter's own checkpoint/restore, or `unsupported` saying so.
+    public func checkpointing(_ operation: String) throws(UMSError) -> any CheckpointingOrchestrator {
+        guard let checkpointing = self as? any CheckpointingOrchestrator else {
+            throw UMSError(.unsupported, "failed to \(operation): the \(kind) adapter does not implement its orchestrator's own checkpoint/restore; use the service- or container-level approach")
+        }
+        return checkpointing
+    }
 }

@@ -4,6 +4,7 @@ import Logging
 import Metrics
 import Prometheus
 import UMSCoordination
+import UMSModel
 
 /// `umsd`: the Coordinator of one system. It only parses flags and wires the application.
 @main
@@ -76,8 +77,11 @@ struct UMSD: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel: String?
 
-    @Flag(name: .customLong("fail-restore-for-testing"), help: .hidden)
-    var failRestoreForTesting = false
+    @Option(name: .customLong("fault"), help: ArgumentHelp(
+        "Plug a fault into every migration, for testing: POINT=ACTION, e.g. incoming.restore=corrupt-images or checkpointing=fail (repeatable).",
+        visibility: .hidden
+    ))
+    var faults: [String] = []
 
     func resolvedConfiguration() throws -> CoordinatorConfiguration {
         var configuration: CoordinatorConfiguration
@@ -122,7 +126,11 @@ struct UMSD: AsyncParsableCommand {
         // Metrics (the Frontmen's among them) are served at /metrics in Prometheus format.
         let metrics = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
-        let app = try await buildApplication(configuration: configuration, logger: logger, failRestoreForTesting: failRestoreForTesting, metrics: metrics)
+        let faults = try ScheduledFaults(parsing: self.faults)
+        if !faults.faults.isEmpty {
+            logger.warning("faults plugged in: migrations will fail on purpose", metadata: ["faults": "\(self.faults.joined(separator: ", "))"])
+        }
+        let app = try await buildApplication(configuration: configuration, logger: logger, faults: faults, metrics: metrics)
         try await app.runService()
     }
 }

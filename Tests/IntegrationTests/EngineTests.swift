@@ -48,7 +48,7 @@ struct EngineTests {
     func orchestratorLevelSameEngine() async throws {
         let testbed = try Testbed()
         let (kindA, kindB) = try #require(Testbed.kinds)
-        guard kindA == kindB, ["podman", "docker"].contains(kindA) else { return }
+        guard kindA == kindB, [.podman, .docker].contains(kindA) else { return }
         let name = "counter-native"
         await testbed.cleanUp(name)
         _ = try await testbed.runCounter(name, port: 18102, arguments: ["--children", "2"])
@@ -79,13 +79,13 @@ struct EngineTests {
         let plan = try await testbed.a.plan(MigrateRequest(container: name, destination: testbed.bURL))
         let orchestrator = try #require(plan.verdicts.first { $0.approach == .orchestrator })
         // Orchestrator-level is wired for runc, Podman and Docker, and only between two of a kind.
-        #expect(orchestrator.feasible == (kindA == kindB && ["runc", "podman", "docker"].contains(kindA)), "\(orchestrator.reason)")
+        #expect(orchestrator.feasible == (kindA == kindB && [.runc, .podman, .docker].contains(kindA)), "\(orchestrator.reason)")
         if kindA != kindB {
             #expect(orchestrator.reason.contains("cannot checkpoint") || orchestrator.reason.contains("cannot restore") || orchestrator.reason.contains("orchestrators differ"), "\(orchestrator.reason)")
         }
         let service = try #require(plan.verdicts.first { $0.approach == .service })
         // Docker 20.10 cannot give an agent CAP_CHECKPOINT_RESTORE (it gives CAP_SYS_ADMIN).
-        let sameCapability = (kindA == "docker") == (kindB == "docker")
+        let sameCapability = (kindA == .docker) == (kindB == .docker)
         #expect(service.feasible == sameCapability, "\(service.reason)")
         if !sameCapability {
             #expect(service.reason.contains("capabilities it had"))

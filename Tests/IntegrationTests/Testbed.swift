@@ -14,8 +14,8 @@ struct Testbed {
     static var isUp: Bool { environment["UMS_TESTBED_A"] != nil && environment["UMS_TESTBED_B"] != nil }
     /// The orchestrators of A and B when the testbed was brought up with different ones
     /// (`UMS_TESTBED_KINDS=podman,docker`).
-    static var kinds: (String, String)? {
-        let parts = (environment["UMS_TESTBED_KINDS"] ?? "").split(separator: ",").map(String.init)
+    static var kinds: (OrchestratorKind, OrchestratorKind)? {
+        let parts = (environment["UMS_TESTBED_KINDS"] ?? "").split(separator: ",").compactMap { OrchestratorKind(rawValue: String($0)) }
         return parts.count == 2 ? (parts[0], parts[1]) : nil
     }
     /// The testbed's B corrupts what it receives, so every restore there fails (rollback tests).

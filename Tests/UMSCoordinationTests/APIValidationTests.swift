@@ -24,10 +24,12 @@ struct APIValidationTests {
             advertiseHost: "127.0.0.1", http: HTTPClient.shared, peerTokens: [:], logger: Logger(label: "test")
         )
         let app = Application(router: buildRouter(coordinator: coordinator, token: Self.token))
-        try await app.test(.router) { client in
-            try await body(client, coordinator, orchestrator)
+        try await withBackground(coordinator) {
+            try await app.test(.router) { client in
+                try await body(client, coordinator, orchestrator)
+            }
+            await coordinator.outgoing.drain()
         }
-        await coordinator.drain()
     }
 
     var auth: HTTPFields { [.authorization: "Bearer \(Self.token)", .contentType: "application/json"] }
@@ -64,7 +66,7 @@ struct APIValidationTests {
             try await client.execute(uri: "/v1/migrations/plan", method: .post, headers: auth, body: body) { response in
                 #expect(response.status == .notFound)
             }
-            #expect(await coordinator.migrationRecords().isEmpty)
+            #expect(await coordinator.outgoing.all().isEmpty)
         }
     }
 
@@ -82,7 +84,7 @@ struct APIValidationTests {
                 #expect(response.status == .badRequest)
                 #expect(error(response)?.code == .invalidArgument)
             }
-            #expect(await coordinator.migrationRecords().isEmpty)
+            #expect(await coordinator.outgoing.all().isEmpty)
             #expect(try await orchestrator.inspect("counter").migratingIn == nil)
         }
     }
@@ -142,7 +144,8 @@ struct APIValidationTests {
                 #expect(response.status == .ok)
                 let info = try? UMSJSON.decoder().decode(SystemInfo.self, from: Data(buffer: response.body))
                 #expect(info?.name == "a")
-                #expect(info?.profile.orchestrator == "memory")
+                #expect(info?.profile.orchestrator == .runc)
+                #expect(info?.profile.canCheckpoint == true, "read from the adapter's conformance")
             }
         }
     }

@@ -6,7 +6,7 @@ import UMSModel
 struct ApproachDecisionTests {
     let spec = Specification(name: "c", image: .init(digest: "sha256:x"), command: ["/c"])
     func runc(_ criu: String? = "4.2.1", canCheckpoint: Bool = true, approaches: [Approach] = [.orchestrator]) -> SystemProfile {
-        SystemProfile(orchestrator: "runc", runtimeVersion: "1.1.5", criuVersion: criu, canCheckpoint: canCheckpoint, approaches: approaches)
+        SystemProfile(capabilities: .init(orchestrator: .runc, runtimeVersion: "1.1.5", criuVersion: criu, canCheckpoint: canCheckpoint), approaches: approaches)
     }
 
     @Test("auto picks orchestrator-level between two checkpointing runc systems")
@@ -17,7 +17,7 @@ struct ApproachDecisionTests {
     @Test("orchestrator-level is infeasible across kinds, and says why")
     func acrossKinds() {
         var docker = runc()
-        docker.orchestrator = "docker"
+        docker.orchestrator = .docker
         let error = #expect(throws: UMSError.self) { try ApproachDecision.choose(.specific(.orchestrator), spec, source: runc(), destination: docker) }
         #expect(error?.code == .unsupported)
         #expect(error?.message.contains("infeasible, because the orchestrators differ") == true)
@@ -56,7 +56,7 @@ struct ApproachDecisionTests {
         #expect(try ApproachDecision.choose(.auto, agent, source: runc(approaches: all), destination: runc()) == .orchestrator)
         // Across kinds only the agent can move it.
         var docker = runc(approaches: all)
-        docker.orchestrator = "docker"
+        docker.orchestrator = .docker
         #expect(try ApproachDecision.choose(.auto, agent, source: runc(approaches: all), destination: docker) == .service)
     }
 

@@ -9,8 +9,10 @@ import UMSOS
 /// A test double of the `Orchestrator` seam that keeps containers in memory. It is used only to
 /// test the HTTP layer's validation and locking; real migrations are tested against runc and
 /// CRIU in IntegrationTests.
-actor InMemoryOrchestrator: Orchestrator {
-    nonisolated let kind = "memory"
+actor InMemoryOrchestrator: Orchestrator, CheckpointingOrchestrator {
+    nonisolated let kind = OrchestratorKind.runc
+    nonisolated let criuVersion: String? = "4.2.1"
+    func runtimeVersion() async -> String { "1.0" }
     var containers: [String: (spec: Specification, lock: String?)] = [:]
 
     init(_ names: [String] = []) {
@@ -19,9 +21,6 @@ actor InMemoryOrchestrator: Orchestrator {
         }
     }
 
-    func capabilities() async -> OrchestratorCapabilities {
-        OrchestratorCapabilities(kind: kind, runtimeVersion: "1.0", criuVersion: "4.2.1", canCheckpoint: true)
-    }
 
     func hasImage(_ image: ImageReference) async -> Bool { false }
     func importImage<Chunks: AsyncSequence & Sendable>(_ chunks: Chunks, expected: ImageReference) async throws -> ImageReference where Chunks.Element == ByteBuffer {

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import Logging
+import NIOCore
 import Testing
 import UMSAPI
 @testable import UMSCoordination
@@ -29,22 +30,24 @@ struct IncomingMigrationTests {
     func expires() async throws {
         let (coordinator, orchestrator, state) = try coordinator(timeout: .milliseconds(100))
         defer { try? FileManager.default.removeItem(atPath: state) }
-        _ = try await coordinator.prepareIncoming(request("m-1"))
-        #expect(try await orchestrator.list().map(\.name) == ["svc-m-1"])
-        try await Task.sleep(for: .milliseconds(400))
+        try await withBackground(coordinator) {
+            _ = try await coordinator.incoming.prepare(request("m-1"))
+            #expect(try await orchestrator.list().map(\.name) == ["svc-m-1"])
+            try await Task.sleep(for: .milliseconds(400))
+        }
         #expect(try await orchestrator.list().isEmpty)
-        await #expect(throws: UMSError.self) { try await coordinator.restoreIncoming("m-1", PeerRestoreRequest(postCopySource: nil)) }
+        await #expect(throws: UMSError.self) { try await coordinator.incoming.restore("m-1", PeerRestoreRequest(postCopySource: nil)) }
     }
 
     @Test("once the restore has begun, only the source decides")
     func restoredDoesNotExpire() async throws {
         let (coordinator, orchestrator, state) = try coordinator(timeout: .milliseconds(100))
         defer { try? FileManager.default.removeItem(atPath: state) }
-        _ = try await coordinator.prepareIncoming(request("m-2"))
-        _ = try await coordinator.restoreIncoming("m-2", PeerRestoreRequest(postCopySource: nil))
-        try await Task.sleep(for: .milliseconds(400))
+        _ = try await coordinator.incoming.prepare(request("m-2"))
+        _ = try await coordinator.incoming.restore("m-2", PeerRestoreRequest(postCopySource: nil))
+        try await withBackground(coordinator) { try await Task.sleep(for: .milliseconds(400)) }
         #expect(try await orchestrator.list().map(\.name) == ["svc-m-2"])
-        _ = try await coordinator.commitIncoming("m-2")
+        _ = try await coordinator.incoming.commit("m-2")
         #expect(try await orchestrator.inspect("svc-m-2").migratingIn == nil)
     }
 
@@ -52,8 +55,30 @@ struct IncomingMigrationTests {
     func duplicate() async throws {
         let (coordinator, _, state) = try coordinator(timeout: .seconds(60))
         defer { try? FileManager.default.removeItem(atPath: state) }
-        _ = try await coordinator.prepareIncoming(request("m-3"))
-        let error = await #expect(throws: UMSError.self) { try await coordinator.prepareIncoming(request("m-3")) }
+        _ = try await coordinator.incoming.prepare(request("m-3"))
+        let error = await #expect(throws: UMSError.self) { try await coordinator.incoming.prepare(request("m-3")) }
         #expect(error?.code == .exists)
+    }
+
+    @Test("each request of the source is allowed only in its state: commit before the restore, a restore after an abort, files after the restore are refused")
+    func wrongState() async throws {
+        let (coordinator, _, state) = try coordinator(timeout: .seconds(60))
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        _ = try await coordinator.incoming.prepare(request("m-4"))
+        #expect(await coordinator.incoming.state("m-4") == .prepared)
+        let early = await #expect(throws: UMSError.self) { try await coordinator.incoming.commit("m-4") }
+        #expect(early?.code == .invalidState)
+        _ = try await coordinator.incoming.restore("m-4", PeerRestoreRequest(postCopySource: nil))
+        #expect(await coordinator.incoming.state("m-4") == .restored)
+        let late = await #expect(throws: UMSError.self) {
+            try await coordinator.incoming.receiveFiles("m-4", part: .images, noChunks())
+        }
+        #expect(late?.code == .invalidState)
+        let again = await #expect(throws: UMSError.self) { try await coordinator.incoming.restore("m-4", PeerRestoreRequest(postCopySource: nil)) }
+        #expect(again?.code == .invalidState)
+        try await coordinator.incoming.abort("m-4")
+        #expect(await coordinator.incoming.state("m-4") == nil)
+        let gone = await #expect(throws: UMSError.self) { try await coordinator.incoming.restore("m-4", PeerRestoreRequest(postCopySource: nil)) }
+        #expect(gone?.code == .notFound)
     }
 }

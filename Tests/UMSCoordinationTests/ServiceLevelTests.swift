@@ -33,7 +33,7 @@ struct ServiceLevelUnitTests {
         #expect(first.ports == [PortMapping(hostPort: 8080, containerPort: 8080), PortMapping(hostPort: 27001, containerPort: 7079)])
         let onward = MigratableImage.destinationSpecification(first, agentHostPort: 27002)
         #expect(onward.ports == [PortMapping(hostPort: 8080, containerPort: 8080), PortMapping(hostPort: 27002, containerPort: 7079)])
-        #expect(MigratableImage.destinationSpecification(source, agentHostPort: 1, failRestoreForTesting: true).environmentValue(MigratableImage.failRestoreVariable) == "1")
+        #expect(first.environmentValue(MigratableImage.corruptImagesFaultVariable) == nil, "faults come only through the fault seam")
     }
 
     @Test("a nested service's outer container: agent in host mode, labelled nested, runtime privileges; its destination restores in host mode")
@@ -49,7 +49,7 @@ struct ServiceLevelUnitTests {
         let destination = MigratableImage.destinationSpecification(outer, agentHostPort: 27005)
         #expect(destination.command.prefix(3) == ["/.ums/ums-agent", "host-restore", "--"])
         #expect(destination.ports.last == PortMapping(hostPort: 27005, containerPort: 7079))
-        let info = ContainerInfo(name: "c", state: .running, specification: destination, endpoints: ["h:8080", "h:27005"], orchestrator: "runc")
+        let info = ContainerInfo(name: "c", state: .running, specification: destination, endpoints: ["h:8080", "h:27005"], orchestrator: .runc)
         #expect(ServiceEndpoints.of(info) == ["h:8080"])
     }
 
@@ -80,9 +80,9 @@ struct ServiceLevelUnitTests {
     @Test("endpoints leave out the agent's published port")
     func endpoints() {
         let spec = MigratableImage.destinationSpecification(MigratableImage.specification(plain, manifest: manifest, token: "t"), agentHostPort: 27001)
-        let info = ContainerInfo(name: "c", state: .running, specification: spec, endpoints: ["198.18.0.2:8080", "198.18.0.2:27001"], orchestrator: "runc")
+        let info = ContainerInfo(name: "c", state: .running, specification: spec, endpoints: ["198.18.0.2:8080", "198.18.0.2:27001"], orchestrator: .runc)
         #expect(ServiceEndpoints.of(info) == ["198.18.0.2:8080"])
-        let ordinary = ContainerInfo(name: "c", state: .running, specification: plain, endpoints: ["h:8080"], orchestrator: "runc")
+        let ordinary = ContainerInfo(name: "c", state: .running, specification: plain, endpoints: ["h:8080"], orchestrator: .runc)
         #expect(ServiceEndpoints.of(ordinary) == ["h:8080"])
     }
 
@@ -102,12 +102,12 @@ struct ServiceLevelUnitTests {
 
     @Test("a container without an agent token or address cannot be controlled, and says why")
     func noAgent() {
-        let info = ContainerInfo(name: "c", state: .running, specification: plain, orchestrator: "runc", address: nil)
+        let info = ContainerInfo(name: "c", state: .running, specification: plain, orchestrator: .runc, address: nil)
         #expect(throws: UMSError.self) { try AgentClient(for: info) }
         var noToken = plain
         noToken.environment = []
         let error = #expect(throws: UMSError.self) {
-            try AgentClient(for: ContainerInfo(name: "c", state: .running, specification: noToken, orchestrator: "runc", address: "198.19.0.2"))
+            try AgentClient(for: ContainerInfo(name: "c", state: .running, specification: noToken, orchestrator: .runc, address: "198.19.0.2"))
         }
         #expect(error?.message.contains("UMS_AGENT_TOKEN") == true)
     }

@@ -67,7 +67,7 @@ struct MigrationStateMachineTests {
 
     @Test("the record mirrors the machine's state")
     func recordApply() throws {
-        var record = MigrationRecord(id: "m-1", container: "c", requestedApproach: "auto",
+        var record = MigrationRecord(id: "m-1", container: "c", requestedApproach: .auto,
                                      source: .init(name: "a", url: "http://a"), destination: .init(name: "b", url: "http://b"),
                                      startedAt: .init(timeIntervalSince1970: 0))
         var machine = MigrationStateMachine()

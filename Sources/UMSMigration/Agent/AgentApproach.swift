@@ -31,34 +31,36 @@ public struct AgentApproach: MigrationApproach {
     let advertiseHost: String
     /// Host ports the destination agents are published on.
     let agentPorts: ClosedRange<Int>
-    let failRestoreForTesting: Bool
+    /// The fault seam: `incoming.restore=corrupt-images` makes the destination agent damage
+    /// what it received before CRIU restores it.
+    let faults: any FaultInjector
     let logger: Logger
     /// Agents by source container name (set by `freeze`) and by incoming migration id (set by
     /// `prepare`), so the steps inside the downtime do not ask the orchestrator again.
     let agents = AgentDirectory()
 
     public static func serviceLevel(
-        orchestrator: any Orchestrator, advertiseHost: String, failRestoreForTesting: Bool = false, logger: Logger
+        orchestrator: any Orchestrator, advertiseHost: String, faults: any FaultInjector = NoFaults(), logger: Logger
     ) -> AgentApproach {
-        AgentApproach(approach: .service, orchestrator: orchestrator, advertiseHost: advertiseHost, failRestoreForTesting: failRestoreForTesting, logger: logger)
+        AgentApproach(approach: .service, orchestrator: orchestrator, advertiseHost: advertiseHost, faults: faults, logger: logger)
     }
 
     public static func containerLevel(
-        orchestrator: any Orchestrator, advertiseHost: String, failRestoreForTesting: Bool = false, logger: Logger
+        orchestrator: any Orchestrator, advertiseHost: String, faults: any FaultInjector = NoFaults(), logger: Logger
     ) -> AgentApproach {
-        AgentApproach(approach: .container, orchestrator: orchestrator, advertiseHost: advertiseHost, failRestoreForTesting: failRestoreForTesting, logger: logger)
+        AgentApproach(approach: .container, orchestrator: orchestrator, advertiseHost: advertiseHost, faults: faults, logger: logger)
     }
 
     public init(
         approach: Approach, orchestrator: any Orchestrator, advertiseHost: String, agentPorts: ClosedRange<Int> = 27000...27099,
-        failRestoreForTesting: Bool = false, logger: Logger
+        faults: any FaultInjector = NoFaults(), logger: Logger
     ) {
         precondition(approach != .orchestrator, "the orchestrator-level approach has no agent")
         self.approach = approach
         self.orchestrator = orchestrator
         self.advertiseHost = advertiseHost
         self.agentPorts = agentPorts
-        self.failRestoreForTesting = failRestoreForTesting
+        self.faults = faults
         self.logger = logger
     }
 
@@ -93,10 +95,13 @@ public struct AgentApproach: MigrationApproach {
     /// says it is taken.
     func createRestoring(_ incoming: IncomingMigration) async throws -> ContainerInfo {
         var lastError: (any Error)?
+        let damage = await faults.corruptsImages()
         for hostPort in agentPorts.shuffled().prefix(8) {
-            let specification = MigratableImage.destinationSpecification(
-                incoming.specification, agentHostPort: hostPort, failRestoreForTesting: failRestoreForTesting
-            )
+            var specification = MigratableImage.destinationSpecification(incoming.specification, agentHostPort: hostPort)
+            if damage {
+                // Only the agent sees what it received: it damages the images before CRIU reads them.
+                specification.environment.append("\(MigratableImage.corruptImagesFaultVariable)=1")
+            }
             do {
                 return try await orchestrator.create(specification, start: true, migration: incoming.id)
             } catch let error as UMSError where error.code == .exists && error.message.contains("port \(hostPort)") {

@@ -62,7 +62,7 @@ public struct AgentClient: Sendable {
     public func send(_ command: String, timeout: Duration, operation: String) async throws -> Reply {
         let reply: Reply
         do {
-            reply = try await withDeadline(timeout) { try await exchange("\(token) \(command)\n") }
+            reply = try await withTimeout(timeout, UMSError(.timeout, "no answer within \(timeout)")) { try await exchange("\(token) \(command)\n") }
         } catch let error as UMSError {
             throw UMSError(error.code, "failed to \(operation): \(error.message)")
         } catch {
@@ -108,21 +108,5 @@ public struct AgentClient: Sendable {
             }
             throw UMSError(.unavailable, "the agent at \(host):\(port) closed the connection without answering")
         }
-    }
-}
-
-/// Runs `body`, giving up with `unavailable` after `timeout`.
-func withDeadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: timeout)
-            return nil
-        }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else {
-            throw UMSError(.timeout, "no answer within \(timeout)")
-        }
-        return value
     }
 }

@@ -16,7 +16,7 @@ public enum MigratableImage {
     /// The environment variable carrying the agent's control token.
     public static let tokenVariable = "UMS_AGENT_TOKEN"
     /// Test hook honoured by the agent: corrupt the received images so CRIU's restore fails.
-    public static let failRestoreVariable = "UMS_AGENT_FAIL_RESTORE_FOR_TESTING"
+    public static let corruptImagesFaultVariable = "UMS_AGENT_FAIL_RESTORE_FOR_TESTING"
     /// What the agent needs from an unmodified orchestrator, and nothing more: CRIU's
     /// `--unprivileged` mode needs CAP_CHECKPOINT_RESTORE (to read other processes' memory maps
     /// and to restore PIDs with `set_tid`), and a process under any seccomp filter cannot be
@@ -123,7 +123,7 @@ public enum MigratableImage {
     /// The destination's copy of a container with an agent (migratable or nested): the agent
     /// starts in restore mode, and its port is published at `agentHostPort` so the source's agent
     /// can send the images there.
-    public static func destinationSpecification(_ specification: Specification, agentHostPort: Int, failRestoreForTesting: Bool = false) -> Specification {
+    public static func destinationSpecification(_ specification: Specification, agentHostPort: Int) -> Specification {
         var result = specification
         let port = agentPort(of: specification)
         if result.command.first == agentPath, result.command.count > 1 {
@@ -131,9 +131,6 @@ public enum MigratableImage {
         }
         result.ports.removeAll { $0.containerPort == port }
         result.ports.append(PortMapping(hostPort: agentHostPort, containerPort: port))
-        if failRestoreForTesting {
-            result.environment.append("\(failRestoreVariable)=1")
-        }
         return result
     }
 

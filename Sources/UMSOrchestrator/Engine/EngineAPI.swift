@@ -26,8 +26,19 @@ public struct EngineAPI: Sendable {
 
         public var text: String { String(buffer: body) }
 
-        public func json() throws -> Any {
-            try JSONSerialization.jsonObject(with: Data(buffer: body), options: [.fragmentsAllowed])
+        /// The body as `Value`; an engine that answers something else gets a clear error.
+        public func decode<Value: Decodable>(_ type: Value.Type, operation: String) throws(UMSError) -> Value {
+            do {
+                return try JSONDecoder().decode(Value.self, from: Data(buffer: body))
+            } catch {
+                throw UMSError(.internalError, "failed to \(operation): the engine's answer is not what its API documents", cause: error)
+            }
+        }
+
+        /// The engine's error message, or the body as text.
+        var message: String {
+            ((try? JSONDecoder().decode(DockerAPI.ErrorBody.self, from: Data(buffer: body)))?.message ?? text)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
         }
     }
 
@@ -51,9 +62,8 @@ public struct EngineAPI: Sendable {
             throw UMSError(.unavailable, "failed to \(operation): the engine at \(socketPath) is not reachable", cause: error)
         }
         guard response.status == .ok else {
-            let body = try await response.body.collect(upTo: 1 << 20)
-            let message = ((try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any])?["message"] as? String ?? String(buffer: body)
-            throw UMSError(.internalError, "failed to \(operation): the engine answered \(response.status.code): \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
+            let answer = Response(status: response.status, body: try await response.body.collect(upTo: 1 << 20))
+            throw UMSError(.internalError, "failed to \(operation): the engine answered \(response.status.code): \(answer.message)")
         }
         guard FileManager.default.createFile(atPath: file, contents: nil), let handle = FileHandle(forWritingAtPath: file) else {
             throw UMSError(.internalError, "failed to \(operation): cannot write \(file)")
@@ -68,7 +78,7 @@ public struct EngineAPI: Sendable {
     /// become UMSErrors with the engine's message.
     @discardableResult
     public func request(
-        _ method: HTTPMethod, _ path: String, json: Data? = nil, body: HTTPClientRequest.Body? = nil,
+        _ method: HTTPMethod, _ path: String, json: (any Encodable & Sendable)? = nil, body: HTTPClientRequest.Body? = nil,
         contentType: String? = nil, expect: Set<UInt> = [200, 201, 204], timeout: TimeAmount = .seconds(60), operation: String
     ) async throws -> Response {
         var request = HTTPClientRequest(url: try url(path))
@@ -77,7 +87,7 @@ public struct EngineAPI: Sendable {
         request.headers.replaceOrAdd(name: "Host", value: "localhost")
         if let json {
             request.headers.add(name: "Content-Type", value: "application/json")
-            request.body = .bytes(ByteBuffer(data: json))
+            request.body = .bytes(ByteBuffer(data: try JSONEncoder().encode(json)))
         } else if let body {
             request.body = body
             if let contentType { request.headers.add(name: "Content-Type", value: contentType) }
@@ -91,14 +101,13 @@ public struct EngineAPI: Sendable {
         let collected = try await response.body.collect(upTo: 64 << 20)
         let result = Response(status: response.status, body: collected)
         guard expect.contains(response.status.code) else {
-            let message = ((try? result.json()) as? [String: Any])?["message"] as? String ?? result.text
             let code: UMSError.Code = switch response.status.code {
             case 404: .notFound
             case 409: .exists
             case 400: .invalidArgument
             default: .internalError
             }
-            throw UMSError(code, "failed to \(operation): the engine answered \(response.status.code): \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
+            throw UMSError(code, "failed to \(operation): the engine answered \(response.status.code): \(result.message)")
         }
         return result
     }

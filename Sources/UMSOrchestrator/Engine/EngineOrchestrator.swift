@@ -3,7 +3,6 @@ import Foundation
 import Logging
 import NIOCore
 import Synchronization
-import UMSCheckpoint
 import UMSModel
 import UMSOS
 
@@ -17,7 +16,7 @@ import UMSOS
 /// The engine's own checkpoint/restore (orchestrator-level, between two systems of the same
 /// engine): Podman's checkpoint export and import (libpod API); Docker's checkpoints API, whose
 /// files UMS moves and places where the destination daemon looks for them.
-public actor EngineOrchestrator: Orchestrator, ImageStoreBacked {
+public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
     public enum Dialect: String, Sendable {
         case docker, podman
     }
@@ -28,12 +27,12 @@ public actor EngineOrchestrator: Orchestrator, ImageStoreBacked {
         var createdAt: Date
     }
 
-    public nonisolated let kind: String
-    let dialect: Dialect
+    public nonisolated let kind: OrchestratorKind
+    nonisolated let dialect: Dialect
     let api: EngineAPI
     let systemName: String
     let advertiseHost: String
-    let criu: CRIUInfo
+    nonisolated let criu: CRIUInfo
     nonisolated let images: ImageStore
     nonisolated let runner: any CommandRunner
     let logger: Logger
@@ -45,7 +44,7 @@ public actor EngineOrchestrator: Orchestrator, ImageStoreBacked {
         advertiseHost: String, criu: CRIUInfo, runner: any CommandRunner, logger: Logger
     ) throws {
         self.dialect = dialect
-        self.kind = dialect.rawValue
+        self.kind = dialect == .podman ? .podman : .docker
         self.api = EngineAPI(socketPath: socketPath, versionPrefix: "/v1.41", http: http)
         self.systemName = systemName
         self.advertiseHost = advertiseHost
@@ -64,15 +63,13 @@ public actor EngineOrchestrator: Orchestrator, ImageStoreBacked {
         } catch {
             throw UMSError(.unavailable, "failed to reach the \(kind) engine at \(api.socketPath); start it (scripts/testbed does) or give --engine-socket", cause: error)
         }
-        engineVersion = ((try? response.json()) as? [String: Any])?["Version"] as? String ?? "unknown"
+        engineVersion = (try? response.decode(DockerAPI.Version.self, operation: "read the engine's version"))?.version ?? "unknown"
     }
 
-    public func capabilities() async -> OrchestratorCapabilities {
-        OrchestratorCapabilities(
-            kind: kind, runtimeVersion: engineVersion, criuVersion: criu.version, canCheckpoint: true,
-            agentCapability: dialect == .docker ? "CAP_SYS_ADMIN" : "CAP_CHECKPOINT_RESTORE"
-        )
-    }
+    public func runtimeVersion() async -> String { engineVersion }
+    public nonisolated var criuVersion: String? { criu.version }
+    /// Docker 20.10 predates CAP_CHECKPOINT_RESTORE; CAP_SYS_ADMIN includes what it grants.
+    public nonisolated var agentCapability: String { dialect == .docker ? "CAP_SYS_ADMIN" : "CAP_CHECKPOINT_RESTORE" }
 
     // MARK: Images
 
@@ -123,10 +120,9 @@ public actor EngineOrchestrator: Orchestrator, ImageStoreBacked {
 
     func engineState(_ name: String) async -> EngineState {
         guard let response = try? await api.request(.GET, "/containers/\(name)/json", operation: "inspect \(name)"),
-              let json = try? response.json() as? [String: Any]
+              let inspect = try? response.decode(DockerAPI.ContainerInspect.self, operation: "inspect \(name)")
         else { return EngineState(state: .stopped) }
-        let state = json["State"] as? [String: Any] ?? [:]
-        let status = state["Status"] as? String ?? ""
+        let status = inspect.state?.status ?? ""
         let mapped: ContainerInfo.State = switch status {
         case "running": .running
         case "paused": .paused
@@ -134,13 +130,8 @@ public actor EngineOrchestrator: Orchestrator, ImageStoreBacked {
         case "exited", "stopped", "dead": .stopped
         default: .unknown
         }
-        let settings = json["NetworkSettings"] as? [String: Any] ?? [:]
-        var address = settings["IPAddress"] as? String
-        if address?.isEmpty ?? true {
-            address = (settings["Networks"] as? [String: [String: Any]])?.values.compactMap { $0["IPAddress"] as? String }.first { !$0.isEmpty }
-        }
-        let pid = (state["Pid"] as? Int).flatMap { $0 > 0 ? $0 : nil }
-        return EngineState(state: mapped, pid: pid, address: address)
+        let pid = inspect.state?.pid.flatMap { $0 > 0 ? $0 : nil }
+        return EngineState(state: mapped, pid: pid, address: inspect.address)
     }
 
     public func inspect(_ name: String) async throws -> ContainerInfo {
@@ -163,115 +154,112 @@ public actor EngineOrchestrator: Orchestrator, ImageStoreBacked {
 
     func processCount(_ name: String) async -> Int? {
         guard let response = try? await api.request(.GET, "/containers/\(name)/top", operation: "list processes of \(name)"),
-              let json = try? response.json() as? [String: Any], let processes = json["Processes"] as? [Any]
+              let top = try? response.decode(DockerAPI.Top.self, operation: "list processes of \(name)")
         else { return nil }
-        return processes.count
+        return top.processes?.count ?? 0
     }
 
     /// runc's default capabilities (`runc spec`), which the embedded orchestrator's containers have.
     public static let baseCapabilities = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
 
     /// The engine's create request for a Specification (Docker Engine API; Podman takes the same).
-    public static func createBody(_ specification: Specification, dialect: Dialect, systemName: String) throws -> [String: Any] {
-        var exposed: [String: Any] = [:]
-        var bindings: [String: Any] = [:]
+    public static func createBody(_ specification: Specification, dialect: Dialect, systemName: String) throws -> DockerAPI.CreateBody {
+        var host = DockerAPI.HostConfig()
+        var exposed: [String: DockerAPI.Empty] = [:]
         for port in specification.ports {
-            exposed["\(port.containerPort)/\(port.proto)"] = [String: Any]()
-            bindings["\(port.containerPort)/\(port.proto)"] = [["HostIp": "", "HostPort": String(port.hostPort)]]
+            exposed["\(port.containerPort)/\(port.proto)"] = DockerAPI.Empty()
+            host.portBindings["\(port.containerPort)/\(port.proto)"] = [DockerAPI.PortBinding(hostIp: "", hostPort: String(port.hostPort))]
         }
-        var host: [String: Any] = ["PortBindings": bindings]
         if let security = specification.security {
             if security.runsContainers && dialect == .podman {
                 // A runtime inside: what --privileged gives (capabilities, writable cgroups and
                 // /proc/sys, no seccomp filter) is what it needs.
-                host["Privileged"] = true
+                host.privileged = true
             } else if security.runsContainers {
                 // Docker's --privileged asks for every capability it knows, CAP_SYS_RESOURCE
                 // included, which root lacks on some hosts (this one): the runtime's needs,
                 // explicitly; the agent remounts its cgroups writable itself.
-                host["CapAdd"] = security.addCapabilities.filter { $0 != "CAP_CHECKPOINT_RESTORE" }
-                host["SecurityOpt"] = ["seccomp=unconfined", "apparmor=unconfined"]
+                host.capAdd = security.addCapabilities.filter { $0 != "CAP_CHECKPOINT_RESTORE" }
+                host.securityOpt = ["seccomp=unconfined", "apparmor=unconfined"]
                 // `--security-opt systempaths=unconfined` in the API: /proc/sys writable.
-                host["MaskedPaths"] = [String]()
-                host["ReadonlyPaths"] = [String]()
+                host.maskedPaths = []
+                host.readonlyPaths = []
             } else {
                 // Exactly the runtime's minimal set plus what is asked, the same on every engine:
                 // CRIU restores a process only with the capabilities it had. Docker 20.10 predates
                 // CAP_CHECKPOINT_RESTORE; CAP_SYS_ADMIN includes what it grants.
-                host["CapDrop"] = ["ALL"]
-                host["CapAdd"] = baseCapabilities + security.addCapabilities.map { capability in
+                host.capDrop = ["ALL"]
+                host.capAdd = baseCapabilities + security.addCapabilities.map { capability in
                     dialect == .docker && capability == "CAP_CHECKPOINT_RESTORE" ? "CAP_SYS_ADMIN" : capability
                 }
             }
-            if security.seccompUnconfined && host["SecurityOpt"] == nil {
+            if security.seccompUnconfined && host.securityOpt == nil {
                 // no-new-privileges as runc's default sets it: CRIU cannot restore a process
                 // without the flag into a container whose processes have it, and back.
-                host["SecurityOpt"] = ["seccomp=unconfined", "no-new-privileges"]
+                host.securityOpt = ["seccomp=unconfined", "no-new-privileges"]
             }
         }
-        if let memory = specification.limits.memoryBytes { host["Memory"] = memory }
-        if let cpus = specification.limits.cpus { host["NanoCpus"] = Int(cpus * 1e9) }
-        if let pids = specification.limits.pids { host["PidsLimit"] = pids }
+        host.memory = specification.limits.memoryBytes
+        if let cpus = specification.limits.cpus { host.nanoCpus = try nanoCPUs(cpus) }
+        host.pidsLimit = specification.limits.pids.map(Int64.init)
+        return DockerAPI.CreateBody(
+            image: try Self.engineImage(specification.image), cmd: specification.command, entrypoint: [],
+            env: specification.environment, workingDir: specification.workingDirectory, labels: labels(specification, systemName: systemName),
+            exposedPorts: exposed, hostConfig: host, hostname: specification.name
+        )
+    }
+
+    static func labels(_ specification: Specification, systemName: String) -> [String: String] {
         var labels = specification.labels
         labels["ums.managed"] = systemName
         labels["ums.image"] = specification.image.digest
-        return [
-            "Image": try Self.engineImage(specification.image), "Cmd": specification.command, "Entrypoint": [String](),
-            "Env": specification.environment, "WorkingDir": specification.workingDirectory, "Labels": labels,
-            "ExposedPorts": exposed, "HostConfig": host, "Hostname": specification.name,
-        ]
+        return labels
+    }
+
+    static func nanoCPUs(_ cpus: Double) throws(UMSError) -> Int64 {
+        guard cpus > 0, let nano = Int64(exactly: (cpus * 1e9).rounded()) else {
+            throw UMSError(.invalidArgument, "invalid CPU limit \(cpus)")
+        }
+        return nano
     }
 
     /// Podman's own create request (libpod's SpecGenerator) for a Specification, with the same
     /// security rules as `createBody`.
-    public static func libpodCreateBody(_ specification: Specification, systemName: String) throws -> [String: Any] {
+    public static func libpodCreateBody(_ specification: Specification, systemName: String) throws -> LibpodAPI.CreateBody {
         var environment: [String: String] = [:]
         for entry in specification.environment {
-            let parts = entry.split(separator: "=", maxSplits: 1)
-            environment[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
+            let parts = entry.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let key = parts.first, !key.isEmpty else {
+                throw UMSError(.invalidArgument, "invalid environment entry '\(entry)': expected NAME=VALUE")
+            }
+            environment[String(key)] = parts.count > 1 ? String(parts[1]) : ""
         }
-        var labels = specification.labels
-        labels["ums.managed"] = systemName
-        labels["ums.image"] = specification.image.digest
-        var body: [String: Any] = [
-            "name": specification.name, "image": try engineImage(specification.image), "command": specification.command,
-            "entrypoint": [String](), "env": environment, "work_dir": specification.workingDirectory,
-            "hostname": specification.name, "labels": labels,
-            "portmappings": specification.ports.map { ["host_port": $0.hostPort, "container_port": $0.containerPort, "protocol": $0.proto] },
-        ]
+        var body = LibpodAPI.CreateBody(
+            name: specification.name, image: try engineImage(specification.image), command: specification.command,
+            entrypoint: [], env: environment, workDir: specification.workingDirectory,
+            hostname: specification.name, labels: labels(specification, systemName: systemName),
+            portmappings: specification.ports.map { LibpodAPI.PortMapping(hostPort: $0.hostPort, containerPort: $0.containerPort, protocol: $0.proto) }
+        )
         if let security = specification.security {
             if security.runsContainers {
-                body["privileged"] = true
+                body.privileged = true
             } else {
-                body["cap_drop"] = ["ALL"]
-                body["cap_add"] = baseCapabilities + security.addCapabilities
-                body["no_new_privileges"] = true
+                body.capDrop = ["ALL"]
+                body.capAdd = baseCapabilities + security.addCapabilities
+                body.noNewPrivileges = true
             }
-            if security.seccompUnconfined { body["seccomp_profile_path"] = "unconfined" }
+            if security.seccompUnconfined { body.seccompProfilePath = "unconfined" }
         }
-        var limits: [String: Any] = [:]
-        if let memory = specification.limits.memoryBytes { limits["memory"] = ["limit": memory] }
-        if let cpus = specification.limits.cpus { limits["cpu"] = ["quota": Int(cpus * 100_000), "period": 100_000] }
-        if let pids = specification.limits.pids { limits["pids"] = ["limit": pids] }
-        if !limits.isEmpty { body["resource_limits"] = limits }
+        var limits = OCI.Resources()
+        limits.memory = specification.limits.memoryBytes.map { OCI.Memory(limit: $0) }
+        if let cpus = specification.limits.cpus { limits.cpu = OCI.CPU(quota: try nanoCPUs(cpus) / 10_000, period: 100_000) }
+        limits.pids = specification.limits.pids.map { OCI.Pids(limit: Int64($0)) }
+        if limits != OCI.Resources() { body.resourceLimits = limits }
         return body
     }
 
     public func create(_ specification: Specification, start: Bool, migration: String?) async throws -> ContainerInfo {
-        try ContainerName.validate(specification.name)
-        guard !specification.command.isEmpty else {
-            throw UMSError(.invalidArgument, "failed to create container \(specification.name): no command given")
-        }
-        guard !registry.contains(specification.name) else {
-            throw UMSError(.exists, "failed to create container: '\(specification.name)' already exists on system \(systemName)")
-        }
-        guard images.contains(specification.image) else {
-            throw UMSError(.notFound, "failed to create container \(specification.name): image \(specification.image.digest) is not on system \(systemName)")
-        }
-        let taken = registry.publishedPorts
-        if let clash = specification.ports.first(where: { taken.contains($0.hostPort) }) {
-            throw UMSError(.exists, "failed to create container \(specification.name): port \(clash.hostPort) is already published on system \(systemName)")
-        }
+        try registry.checkCreatable(specification, imageHeld: images.contains(specification.image))
         try save(Record(specification: specification, lockedBy: migration, createdAt: Date()))
         do {
             try await ensureEngineImage(specification.image)
@@ -283,9 +271,9 @@ public actor EngineOrchestrator: Orchestrator, ImageStoreBacked {
             if dialect == .podman {
                 // Podman's own endpoint: a container made through the compatible one records its
                 // image by ID, which another Podman's checkpoint import cannot resolve.
-                try await api.request(.POST, "/libpod/containers/create", json: try JSONSerialization.data(withJSONObject: Self.libpodCreateBody(specification, systemName: systemName)), operation: "create \(specification.name)")
+                try await api.request(.POST, "/libpod/containers/create", json: try Self.libpodCreateBody(specification, systemName: systemName), operation: "create \(specification.name)")
             } else {
-                try await api.request(.POST, "/containers/create?name=\(specification.name)", json: try JSONSerialization.data(withJSONObject: Self.createBody(specification, dialect: dialect, systemName: systemName)), operation: "create \(specification.name)")
+                try await api.request(.POST, "/containers/create?name=\(specification.name)", json: try Self.createBody(specification, dialect: dialect, systemName: systemName), operation: "create \(specification.name)")
             }
             if start {
                 try await api.request(.POST, "/containers/\(specification.name)/start", operation: "start \(specification.name)")
@@ -298,17 +286,13 @@ public actor EngineOrchestrator: Orchestrator, ImageStoreBacked {
         return try await inspect(specification.name)
     }
 
-    func checkUnlocked(_ name: String, migration: String?, operation: String) throws {
-        try registry.checkUnlocked(name, migration: migration, operation: operation)
-    }
-
     public func restart(_ name: String, migration: String?) async throws {
-        try checkUnlocked(name, migration: migration, operation: "restart")
+        try registry.checkUnlocked(name, migration: migration, operation: "restart")
         try await api.request(.POST, "/containers/\(name)/restart?t=1", operation: "restart \(name)")
     }
 
     public func delete(_ name: String, migration: String?) async throws {
-        try checkUnlocked(name, migration: migration, operation: "remove")
+        try registry.checkUnlocked(name, migration: migration, operation: "remove")
         await removeEverything(name)
         logger.info("container deleted", metadata: ["container": "\(name)", "engine": "\(kind)"])
     }
@@ -349,9 +333,8 @@ public actor EngineOrchestrator: Orchestrator, ImageStoreBacked {
     func dockerCheckpointDirectory(_ name: String) async throws -> String {
         let info = try await api.request(.GET, "/info", operation: "read docker's root")
         let inspect = try await api.request(.GET, "/containers/\(name)/json", operation: "inspect \(name)")
-        guard let root = (try info.json() as? [String: Any])?["DockerRootDir"] as? String,
-              let id = (try inspect.json() as? [String: Any])?["Id"] as? String
-        else { throw UMSError(.internalError, "failed to find docker's checkpoint directory for \(name)") }
+        let root = try info.decode(DockerAPI.Info.self, operation: "read docker's root").dockerRootDir
+        let id = try inspect.decode(DockerAPI.ContainerInspect.self, operation: "inspect \(name)").id
         return "\(root)/containers/\(id)/checkpoints/\(Self.checkpointName)"
     }
 
@@ -393,7 +376,7 @@ public actor EngineOrchestrator: Orchestrator, ImageStoreBacked {
         let parent = request.workDirectory
         FileSystem.remove(parent)
         try FileSystem.makeDirectory(parent)
-        let body = try JSONSerialization.data(withJSONObject: ["CheckpointID": Self.checkpointName, "CheckpointDir": parent, "Exit": true])
+        let body = DockerAPI.CheckpointBody(checkpointID: Self.checkpointName, checkpointDir: parent, exit: true)
         try await api.request(.POST, "/containers/\(name)/checkpoints", json: body, timeout: .seconds(300), operation: "checkpoint \(name)")
         let written = "\(parent)/\(Self.checkpointName)"
         let kept = try await dockerCheckpointDirectory(name)
@@ -435,15 +418,17 @@ public actor EngineOrchestrator: Orchestrator, ImageStoreBacked {
         try FileSystem.makeDirectory(staging)
         try await runner.execute("tar", ["-C", staging, "-xf", "\(directory)/\(Self.exportName)"])
         let configPath = "\(staging)/config.dump"
-        guard var config = try JSONSerialization.jsonObject(with: FileSystem.read(configPath)) as? [String: Any] else {
-            throw UMSError(.invalidArgument, "failed to restore: the checkpoint archive has no readable config.dump")
+        let config: Open<LibpodAPI.CheckpointConfig>
+        do {
+            config = try JSONDecoder().decode(Open<LibpodAPI.CheckpointConfig>.self, from: FileSystem.read(configPath))
+        } catch {
+            throw UMSError(.invalidArgument, "failed to restore: the checkpoint archive has no readable config.dump", cause: error)
         }
         let local = try await api.request(.GET, "/libpod/images/\(try Self.engineImage(image))/json", operation: "inspect image")
-        guard let id = (try local.json() as? [String: Any])?["Id"] as? String else {
-            throw UMSError(.internalError, "failed to restore: podman reports no ID for \(image.digest)")
-        }
-        config["rootfsImageID"] = id.hasPrefix("sha256:") ? String(id.dropFirst(7)) : id
-        try FileSystem.writeAtomically(try JSONSerialization.data(withJSONObject: config), to: configPath)
+        let id = try local.decode(DockerAPI.ImageInspect.self, operation: "inspect image \(image.digest)").id
+        var retargeted = config
+        retargeted.rootfsImageID = id.hasPrefix("sha256:") ? String(id.dropFirst(7)) : id
+        try FileSystem.writeAtomically(try JSONEncoder().encode(retargeted), to: configPath)
         let archive = "\(directory)/import.tar"
         try await runner.execute("tar", ["-C", staging, "-cf", archive, "."])
         FileSystem.remove(staging)

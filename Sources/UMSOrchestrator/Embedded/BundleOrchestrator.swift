@@ -1,18 +1,38 @@
 import Foundation
 import Logging
 import NIOCore
-import UMSCheckpoint
 import UMSModel
 import UMSOS
 
-/// The embedded default orchestrator: UMS drives runc itself, keeps the bundles and a registry of
-/// its containers under its state directory. runc's own checkpoint/restore (through CRIU) makes
-/// the orchestrator-level approach possible between two such systems.
+/// What runs a container from a bundle UMS prepared: runc itself (`RuncRuntime`), or
+/// containerd through `ctr` (`ContainerdRuntime`).
+public protocol BundleRuntime: Sendable {
+    static var kind: OrchestratorKind { get }
+    /// Whether the OCI root path must be absolute (`ctr run --config` does not know the bundle).
+    static var absoluteRoot: Bool { get }
+    /// The runtime's version; fails with what to do when it is missing or unreachable.
+    func version(runner: any CommandRunner) async throws -> String
+    func start(_ name: String, bundle: String, log: String, runner: any CommandRunner) async throws
+    /// Kills (first, so it never runs a moment longer than meant) and deletes; idempotent.
+    func killAndDelete(_ name: String, runner: any CommandRunner) async
+    /// The container's state and first process, or nil if the runtime has no such container.
+    func state(_ name: String, runner: any CommandRunner) async -> (ContainerInfo.State, pid: Int?)?
+    /// Processes in the container now, or nil if the runtime cannot tell.
+    func processCount(_ name: String, runner: any CommandRunner) async -> Int?
+}
+
+/// The embedded orchestrators: UMS prepares the bundles (an overlay root over the image, the
+/// OCI config from runc's own template), the network namespaces and the published ports, and
+/// keeps a registry of its containers under its state directory; `Runtime` runs them. With runc
+/// (`RuncOrchestrator`) runc's own checkpoint/restore (through CRIU) makes the
+/// orchestrator-level approach possible between two such systems; with containerd
+/// (`ContainerdOrchestrator`) it is not wired, so that adapter does not conform to
+/// `CheckpointingOrchestrator`.
 ///
 /// Layout under `stateDirectory`:
 /// `images/<hex>/rootfs` (read-only lower layers), `containers/<name>/` (record, bundle with an
 /// overlay root, upper and work dirs, runc log), `runc/` (runc's `--root`).
-public actor RuncOrchestrator: Orchestrator, ImageStoreBacked {
+public actor BundleOrchestrator<Runtime: BundleRuntime>: Orchestrator, ImageStoreBacked {
     /// What UMS remembers about one container beyond what runc knows.
     struct Record: RegisteredContainer {
         var specification: Specification
@@ -24,30 +44,27 @@ public actor RuncOrchestrator: Orchestrator, ImageStoreBacked {
         var createdAt: Date
     }
 
-    public nonisolated let kind: String
-    /// With containerd: containerd (through `ctr`) runs the containers; UMS still prepares their
-    /// bundles, overlays and networks. Its own checkpoint/restore is not wired.
-    let containerd: Ctr?
+    public nonisolated var kind: OrchestratorKind { Runtime.kind }
+    nonisolated let runtime: Runtime
     let systemName: String
     let stateDirectory: String
     /// The address clients use to reach this system's published ports.
     let advertiseHost: String
     nonisolated let runner: any CommandRunner
+    /// runc's template (`runc spec`) for every bundle, and its checkpoint/restore.
     let runc: Runc
-    let criu: CRIUInfo
+    nonisolated let criu: CRIUInfo
     nonisolated let images: ImageStore
     let network: NetworkManager
     let logger: Logger
     var registry: ContainerRegistry<Record>
-    var runcVersion = "unknown"
+    var runtimeVersionText = "unknown"
     var template: Data?
 
     public init(
         systemName: String, stateDirectory: String, advertiseHost: String, criu: CRIUInfo,
-        runner: any CommandRunner, logger: Logger, containerd: Ctr? = nil
+        runner: any CommandRunner, logger: Logger, runtime makeRuntime: (Runc) -> Runtime
     ) throws {
-        self.containerd = containerd
-        self.kind = containerd == nil ? "runc" : "containerd"
         self.systemName = systemName
         self.stateDirectory = stateDirectory
         self.advertiseHost = advertiseHost
@@ -55,32 +72,26 @@ public actor RuncOrchestrator: Orchestrator, ImageStoreBacked {
         self.criu = criu
         self.logger = logger
         self.runc = Runc(root: "\(stateDirectory)/runc", criuPath: criu.path)
+        self.runtime = makeRuntime(runc)
         self.images = try ImageStore(root: "\(stateDirectory)/images")
         self.registry = try ContainerRegistry(systemName: systemName, directory: "\(stateDirectory)/containers-index")
         self.network = NetworkManager(runner: runner)
     }
 
-    /// Checks runc is there and reads its version; call once at start-up.
+    /// Checks runc (whose template every bundle starts from) and the runtime are there and reads
+    /// the runtime's version; call once at start-up.
     public func prepare() async throws {
         do {
-            let text = try await runner.output(runc.binary, ["--version"])
-            runcVersion = text.split(separator: "\n").first.map { String($0.split(separator: " ").last ?? "") } ?? "unknown"
+            _ = try await runner.output(runc.binary, ["--version"])
         } catch {
             throw UMSError(.unsupported, "failed to find runc; run scripts/setup as root to install it", cause: error)
         }
         try FileSystem.makeDirectory(runc.root)
-        if let containerd {
-            do {
-                runcVersion = Ctr.parseServerVersion(try await runner.output(containerd.binary, containerd.versionArguments()))
-            } catch {
-                throw UMSError(.unavailable, "failed to reach containerd at \(containerd.address); start it (scripts/testbed does) or give --engine-socket", cause: error)
-            }
-        }
+        runtimeVersionText = try await runtime.version(runner: runner)
     }
 
-    public func capabilities() async -> OrchestratorCapabilities {
-        OrchestratorCapabilities(kind: kind, runtimeVersion: runcVersion, criuVersion: criu.version, canCheckpoint: containerd == nil)
-    }
+    public func runtimeVersion() async -> String { runtimeVersionText }
+    public nonisolated var criuVersion: String? { criu.version }
 
     // MARK: Paths
 
@@ -112,17 +123,8 @@ public actor RuncOrchestrator: Orchestrator, ImageStoreBacked {
         let record = try record(name)
         var state = ContainerInfo.State.created
         var pid: Int?
-        if record.started, let containerd {
-            let tasks = (try? await runner.output(containerd.binary, containerd.tasksArguments())) ?? ""
-            (state, pid) = Ctr.parseTasks(tasks, id: name) ?? (.stopped, nil)
-        } else if record.started {
-            if let text = try? await runner.output(runc.binary, runc.stateArguments(id: name)),
-               let json = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] {
-                state = ContainerInfo.State(rawValue: (json["status"] as? String) ?? "") ?? .unknown
-                pid = (json["pid"] as? Int).flatMap { $0 > 0 ? $0 : nil }
-            } else {
-                state = .stopped
-            }
+        if record.started {
+            (state, pid) = await runtime.state(name, runner: runner) ?? (.stopped, nil)
         }
         var specification = record.specification
         if state == .running || state == .paused, let count = await processCount(name) {
@@ -141,32 +143,12 @@ public actor RuncOrchestrator: Orchestrator, ImageStoreBacked {
         return specification
     }
 
-    /// Processes in the container now (`runc ps`), or nil if runc cannot tell.
     func processCount(_ name: String) async -> Int? {
-        if let containerd {
-            return (try? await runner.output(containerd.binary, containerd.processesArguments(id: name))).map(Ctr.parseProcessCount)
-        }
-        guard let text = try? await runner.output(runc.binary, runc.processesArguments(id: name)),
-              let pids = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [Int]
-        else { return nil }
-        return pids.count
+        await runtime.processCount(name, runner: runner)
     }
 
     public func create(_ specification: Specification, start: Bool, migration: String?) async throws -> ContainerInfo {
-        try ContainerName.validate(specification.name)
-        guard !specification.command.isEmpty else {
-            throw UMSError(.invalidArgument, "failed to create container \(specification.name): no command given")
-        }
-        guard !registry.contains(specification.name) else {
-            throw UMSError(.exists, "failed to create container: '\(specification.name)' already exists on system \(systemName)")
-        }
-        guard images.contains(specification.image) else {
-            throw UMSError(.notFound, "failed to create container \(specification.name): image \(specification.image.digest) is not on system \(systemName)")
-        }
-        let taken = registry.publishedPorts
-        if let clash = specification.ports.first(where: { taken.contains($0.hostPort) }) {
-            throw UMSError(.exists, "failed to create container \(specification.name): port \(clash.hostPort) is already published on system \(systemName)")
-        }
+        try registry.checkCreatable(specification, imageHeld: images.contains(specification.image))
         // Reserve the name and slot before the first suspension point, so that concurrent creates
         // cannot take the same ones.
         let slots = Set(registry.records.values.map(\.slot))
@@ -187,7 +169,7 @@ public actor RuncOrchestrator: Orchestrator, ImageStoreBacked {
                 template: try await ociTemplate(), specification: specification,
                 placement: .init(
                     networkNamespacePath: record.network.namespacePath, cgroupsPath: cgroupPath(specification.name),
-                    criuConfigPath: criuConfig, rootPath: containerd == nil ? "rootfs" : "\(bundle(specification.name))/rootfs"
+                    criuConfigPath: criuConfig, rootPath: Runtime.absoluteRoot ? "\(bundle(specification.name))/rootfs" : "rootfs"
                 )
             )
             try FileSystem.writeAtomically(config, to: "\(bundle(specification.name))/config.json")
@@ -214,7 +196,7 @@ public actor RuncOrchestrator: Orchestrator, ImageStoreBacked {
     /// dump (`skip-in-flight` drops it; the client retries), and established connections cannot
     /// follow the service to another host's address (`tcp-close` restores them closed, so their
     /// clients see a reset instead of a hang).
-    static let criuOptions = ["tcp-close", "skip-in-flight"]
+    static var criuOptions: [String] { ["tcp-close", "skip-in-flight"] }
 
     func ociTemplate() async throws -> Data {
         if let template { return template }
@@ -229,32 +211,12 @@ public actor RuncOrchestrator: Orchestrator, ImageStoreBacked {
         return data
     }
 
-    /// Starts the container from its prepared bundle: `runc run -d`, or containerd's `ctr run`.
     func startContainer(_ name: String) async throws {
-        if let containerd {
-            _ = try await runner.run(Command(containerd.binary, containerd.runArguments(id: name, config: "\(bundle(name))/config.json"), discardOutput: true))
-        } else {
-            _ = try await runner.run(runc.command(runc.runArguments(id: name, bundle: bundle(name), log: runcLog(name)), discardOutput: true))
-        }
+        try await runtime.start(name, bundle: bundle(name), log: runcLog(name), runner: runner)
     }
 
-    /// Kills (killed first, so it never runs a moment longer than meant) and deletes the
-    /// container's runtime state; idempotent.
     func killAndDelete(_ name: String) async {
-        if let containerd {
-            _ = try? await runner.run(Command(containerd.binary, containerd.killArguments(id: name)))
-            _ = try? await runner.run(Command(containerd.binary, containerd.deleteTaskArguments(id: name)))
-            _ = try? await runner.run(Command(containerd.binary, containerd.deleteContainerArguments(id: name)))
-        } else {
-            _ = try? await runner.run(runc.command(runc.killArguments(id: name, signal: "KILL")))
-            _ = try? await runner.run(runc.command(runc.deleteArguments(id: name)))
-        }
-    }
-
-    func requireRunc(_ operation: String) throws {
-        if containerd != nil {
-            throw UMSError(.unsupported, "failed to \(operation): the containerd adapter does not implement containerd's own checkpoint/restore yet; use the service- or container-level approach")
-        }
+        await runtime.killAndDelete(name, runner: runner)
     }
 
     func mountRoot(_ name: String, image: ImageReference) async throws {
@@ -273,12 +235,8 @@ public actor RuncOrchestrator: Orchestrator, ImageStoreBacked {
         try await network.publish(record.network, ports: record.specification.ports)
     }
 
-    func checkUnlocked(_ name: String, migration: String?, operation: String) throws {
-        try registry.checkUnlocked(name, migration: migration, operation: operation)
-    }
-
     public func restart(_ name: String, migration: String?) async throws {
-        try checkUnlocked(name, migration: migration, operation: "restart")
+        try registry.checkUnlocked(name, migration: migration, operation: "restart")
         let record = try record(name)
         await network.unpublish(record.network, ports: record.specification.ports)
         await killAndDelete(name)
@@ -288,7 +246,7 @@ public actor RuncOrchestrator: Orchestrator, ImageStoreBacked {
     }
 
     public func delete(_ name: String, migration: String?) async throws {
-        try checkUnlocked(name, migration: migration, operation: "remove")
+        try registry.checkUnlocked(name, migration: migration, operation: "remove")
         let record = try record(name)
         await removeEverything(name, record: record)
         logger.info("container deleted", metadata: ["container": "\(name)"])
@@ -319,96 +277,6 @@ public actor RuncOrchestrator: Orchestrator, ImageStoreBacked {
 
     public func unlock(_ name: String, migration: String) async throws {
         try registry.unlock(name, migration: migration)
-    }
-
-    // MARK: Checkpoint/restore
-
-    public func freeze(_ name: String) async throws {
-        try requireRunc("freeze \(name)")
-        _ = try record(name)
-        try await runner.execute(runc.binary, runc.pauseArguments(id: name))
-    }
-
-    /// Thaws a frozen container; one that already runs (e.g. released by a failed post-copy
-    /// dump) is left as it is.
-    public func resume(_ name: String) async throws {
-        guard try await inspect(name).state != .running else { return }
-        try await runner.execute(runc.binary, runc.resumeArguments(id: name))
-    }
-
-    public func checkpoint(_ name: String, request: CheckpointRequest) async throws -> BackgroundProcess? {
-        try requireRunc("checkpoint \(name)")
-        _ = try record(name)
-        let work = request.workDirectory
-        try FileSystem.makeDirectory(request.imagesDirectory)
-        try FileSystem.makeDirectory(work)
-        let options = Runc.CheckpointOptions(
-            imagePath: request.imagesDirectory, workPath: work, pageServer: request.lazyPages?.description,
-            leaveRunning: request.leaveRunning, lazyPages: request.lazyPages != nil
-        )
-        if request.lazyPages != nil {
-            // runc returns only when every page has been served; the dump is ready for the
-            // destination once CRIU starts serving (its page-server runs its status-ready hooks).
-            let log = "\(work)/dump.log"
-            let process = BackgroundProcess(runc.command(runc.checkpointArguments(id: name, options: options)), logFile: log)
-            do {
-                try await process.waitUntilReady(timeout: .seconds(60)) {
-                    (try? String(contentsOfFile: log, encoding: .utf8))?.contains("Running status-ready scripts") ?? false
-                }
-            } catch {
-                throw UMSError.wrap(error, .internalError, "failed to checkpoint \(name)").withDetail(LogFile.tail(log))
-            }
-            return process
-        }
-        do {
-            try await runner.execute(runc.binary, runc.checkpointArguments(id: name, options: options))
-            return nil
-        } catch {
-            throw UMSError.wrap(error, .internalError, "failed to checkpoint \(name)")
-                .withDetail(LogFile.tail("\(work)/dump.log"))
-        }
-    }
-
-    public func exportChanges(_ name: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> Int64 {
-        _ = try record(name)
-        return try await Archive.create(directory: "\(containerDirectory(name))/upper", consume: consume).bytes
-    }
-
-    public func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> StreamSummary
-        where Chunks.Element == ByteBuffer
-    {
-        let record = try record(name)
-        guard !record.started else {
-            throw UMSError(.invalidState, "failed to import rootfs changes into '\(name)': it already runs")
-        }
-        return try await Archive.extract(chunks, into: "\(containerDirectory(name))/upper")
-    }
-
-    public func restore(_ name: String, request: RestoreRequest) async throws -> ContainerInfo {
-        try requireRunc("restore \(name)")
-        var record = try record(name)
-        guard !record.started else {
-            throw UMSError(.invalidState, "failed to restore '\(name)': it already runs")
-        }
-        let work = request.workDirectory
-        try FileSystem.makeDirectory(work)
-        do {
-            try await mountRoot(name, image: record.specification.image)
-            let options = Runc.RestoreOptions(imagePath: request.imagesDirectory, workPath: work, bundle: bundle(name), lazyPages: request.lazyPages)
-            _ = try await runner.run(runc.command(runc.restoreArguments(id: name, options: options, log: runcLog(name)), discardOutput: true))
-            try await publish(name)
-        } catch {
-            throw UMSError.wrap(error, .internalError, "failed to restore \(name)")
-                .withDetail(LogFile.tail("\(work)/restore.log"))
-        }
-        record.started = true
-        try save(record)
-        let info = try await inspect(name)
-        guard info.state == .running else {
-            throw UMSError(.internalError, "failed to restore \(name): it is \(info.state.rawValue) after restore")
-                .withDetail(LogFile.tail("\(work)/restore.log"))
-        }
-        return info
     }
 }
 

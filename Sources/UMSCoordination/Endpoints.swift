@@ -1,0 +1,37 @@
+import Foundation
+import UMSAPI
+import UMSMigration
+import UMSModel
+
+/// The endpoint part of a Coordinator: where each service this system knows of is reached.
+public struct Endpoints: Sendable {
+    let system: String
+    let record: EndpointRecord
+
+    public func all() -> [EndpointEntry] {
+        record.entries()
+    }
+
+    public func entry(_ service: String) throws -> EndpointEntry {
+        guard let entry = record.entry(service) else {
+            throw UMSError(.notFound, "no endpoint recorded for '\(service)' on system \(system)")
+        }
+        return entry
+    }
+
+    /// The record says `info`'s service runs here, at `host`.
+    func record(_ info: ContainerInfo, at host: String) async {
+        let endpoints = ServiceEndpoints.of(info)
+        guard !endpoints.isEmpty else { return }
+        await record.set(EndpointEntry(service: info.name, address: host, endpoints: endpoints, system: system, updatedAt: Date()))
+    }
+
+    /// The record says the service moved to `system` at `host`; returns the hook's failure, if any.
+    func moved(_ service: String, to host: String, endpoints: [String], system: String) async -> String? {
+        await record.set(EndpointEntry(service: service, address: host, endpoints: endpoints, system: system, updatedAt: Date()))
+    }
+
+    func remove(_ service: String) async {
+        await record.remove(service)
+    }
+}

@@ -1,0 +1,195 @@
+import Foundation
+import Logging
+import NIOCore
+import UMSAPI
+import UMSFrontman
+import UMSMigration
+import UMSModel
+import UMSOS
+
+/// The destination part of a Coordinator: one `Entry` per incoming migration, whose
+/// `IncomingStateMachine` decides which of the source's requests are allowed when.
+public actor IncomingMigrations {
+    /// One incoming migration: what it is, which approach carries it, and where it stands.
+    struct Entry: Sendable {
+        var migration: IncomingMigration
+        let approach: any MigrationApproach
+        let source: SystemRef
+        var machine = IncomingStateMachine()
+        /// Until then the source may go silent before the restore and this system gives up.
+        let expiresAt: ContinuousClock.Instant
+        /// Where the restored service runs here (set once `restored`).
+        var target: FrontmanTarget?
+    }
+
+    let system: SystemContext
+    let frontmen: Frontmen?
+    let endpoints: Endpoints
+    let faults: any FaultInjector
+    /// How long an incoming migration may wait for its restore before this system gives up on
+    /// the source and removes what it prepared.
+    let timeout: Duration
+    let background: BackgroundTasks
+    let logger: Logger
+    var entries: [String: Entry] = [:]
+
+    init(
+        system: SystemContext, frontmen: Frontmen?, endpoints: Endpoints, faults: any FaultInjector, timeout: Duration,
+        background: BackgroundTasks, logger: Logger
+    ) {
+        self.system = system
+        self.frontmen = frontmen
+        self.endpoints = endpoints
+        self.faults = faults
+        self.timeout = timeout
+        self.background = background
+        self.logger = logger
+    }
+
+    func entry(_ id: String) throws(UMSError) -> Entry {
+        guard let entry = entries[id] else {
+            throw UMSError(.notFound, "no incoming migration with id '\(id)' on system \(system.name)")
+        }
+        return entry
+    }
+
+    /// The state of an incoming migration (tests, diagnostics).
+    public func state(_ id: String) -> IncomingState? {
+        entries[id]?.machine.state
+    }
+
+    func directory(_ id: String) -> String { "\(system.stateDirectory)/incoming/\(id)" }
+
+    public func hasImage(_ digest: String) async -> Bool {
+        await system.orchestrator.hasImage(ImageReference(digest: digest))
+    }
+
+    public func receiveImage<Chunks: AsyncSequence & Sendable>(_ digest: String, _ chunks: Chunks) async throws -> UploadResponse
+        where Chunks.Element == ByteBuffer
+    {
+        // The store keeps the image only if the stream's digest is the announced one, so that is
+        // also the digest of what arrived.
+        let image = try await system.orchestrator.importImage(chunks, expected: ImageReference(digest: digest))
+        return UploadResponse(bytes: image.sizeBytes ?? 0, digest: image.digest)
+    }
+
+    /// Paper Steps 4-7: create the identical container and get ready to receive.
+    public func prepare(_ request: PrepareRequest) async throws -> PrepareResponse {
+        try ContainerName.validate(request.specification.name)
+        guard entries[request.id] == nil else {
+            throw UMSError(.exists, "failed to prepare migration \(request.id): it is already being received")
+        }
+        guard let approach = system.approaches[request.approach] else {
+            throw UMSError(.unsupported, "failed to prepare migration \(request.id): system \(system.name) does not implement the \(request.approach.rawValue)-level approach")
+        }
+        let migration = IncomingMigration(id: request.id, specification: request.specification, imagesDirectory: "\(directory(request.id))/images")
+        // Entered before the first suspension point: a second prepare of the same id is refused.
+        entries[request.id] = Entry(migration: migration, approach: approach, source: request.source, expiresAt: .now + timeout)
+        do {
+            try await faults.check(.destination(.prepare))
+            let prepared = try await approach.prepare(migration)
+            // Clients that already come here wait for the service instead of finding nothing.
+            await frontmen?.install(request.specification, target: nil, role: .incoming)
+            logger.info("incoming migration prepared", metadata: ["migration.id": "\(request.id)", "container": "\(request.specification.name)", "peer": "\(request.source.name)"])
+            return PrepareResponse(container: prepared.container, intake: prepared.intake)
+        } catch {
+            forget(request.id)
+            throw error
+        }
+    }
+
+    public func receiveFiles<Chunks: AsyncSequence & Sendable>(_ id: String, part: FilePart, _ chunks: Chunks) async throws -> UploadResponse
+        where Chunks.Element == ByteBuffer
+    {
+        var entry = try entry(id)
+        try entry.machine.receive()
+        entries[id] = entry
+        try await faults.check(.destination(.receive))
+        let received = try await entry.approach.importFiles(entry.migration, part: part, chunks)
+        return UploadResponse(bytes: received.bytes, digest: received.digest)
+    }
+
+    /// Paper Step 11: restore, and confirm the service runs. From here on only the source
+    /// decides (the service may run here): the migration no longer expires.
+    public func restore(_ id: String, _ request: PeerRestoreRequest) async throws -> RestoreResponse {
+        var entry = try entry(id)
+        let source = try request.postCopySource.map { text throws(UMSError) in try PageServerAddress(parsing: text) }
+        try entry.machine.beginRestore()
+        entries[id] = entry
+        try await faults.check(.destination(.restore))
+        let info = try await entry.approach.restore(entry.migration, postCopySource: source)
+        guard var current = entries[id] else {
+            throw UMSError(.invalidState, "failed to restore \(id): it was aborted meanwhile")
+        }
+        try current.machine.restored()
+        current.target = Frontmen.target(of: info)
+        entries[id] = current
+        // With post-copy the service works here from now on while its pages still cross (a
+        // rollback would lose what it did anyway): its clients need not wait for every page.
+        if source != nil, let target = current.target {
+            await frontmen?.release(info.name, to: target, redirect: false, role: .serving)
+        }
+        logger.info("incoming migration restored", metadata: ["migration.id": "\(id)", "container": "\(info.name)"])
+        return RestoreResponse(container: info)
+    }
+
+    /// The source saw the restore succeed: once every page is here (post-copy), adopt the
+    /// container as an ordinary one.
+    public func commit(_ id: String) async throws -> CommitResponse {
+        var entry = try entry(id)
+        guard entry.machine.state == .restored else {
+            throw UMSError(.invalidState, "failed to commit the incoming migration \(id): it is \(entry.machine.state.rawValue)")
+        }
+        try await faults.check(.destination(.commit))
+        let pageBytes = try await entry.approach.awaitPages(entry.migration)
+        let name = entry.migration.specification.name
+        try await system.orchestrator.unlock(name, migration: id)
+        try entry.machine.commit()
+        // The service is this system's now: what was held here goes to it, at once (the
+        // source's Frontman already sends its clients here).
+        let target = entry.target
+        if let target { await frontmen?.release(name, to: target, redirect: false, role: .serving) }
+        forget(id)
+        // The endpoint record after answering: the source waits for none of it.
+        let (orchestrator, frontmen, endpoints, host) = (system.orchestrator, frontmen, endpoints, system.advertiseHost)
+        background.spawn {
+            guard let info = try? await orchestrator.inspect(name) else { return }
+            if target == nil, let found = Frontmen.target(of: info) {
+                await frontmen?.release(name, to: found, redirect: false, role: .serving)
+            }
+            await endpoints.record(info, at: host)
+        }
+        return CommitResponse(pageBytes: pageBytes)
+    }
+
+    /// The source gave up: remove everything this migration created here.
+    public func abort(_ id: String) async throws {
+        var entry = try entry(id)
+        try await faults.check(.destination(.abort))
+        try entry.machine.abort()
+        entries[id] = entry
+        await entry.approach.abort(entry.migration)
+        await frontmen?.remove(entry.migration.specification.name)
+        forget(id)
+        logger.info("incoming migration aborted", metadata: ["migration.id": "\(id)"])
+    }
+
+    /// Sources that prepared a migration here and then went silent (crashed, or lost the link)
+    /// before asking for the restore: nothing runs here yet, so remove what was prepared.
+    func expireStale(now: ContinuousClock.Instant = .now) async {
+        for (id, entry) in entries where entry.machine.state.mayExpire && entry.expiresAt <= now {
+            var expired = entry
+            guard (try? expired.machine.abort()) != nil else { continue }
+            entries[id] = expired
+            logger.warning("incoming migration expired: the source did not ask for the restore in time", metadata: ["migration.id": "\(id)"])
+            await entry.approach.abort(entry.migration)
+            await frontmen?.remove(entry.migration.specification.name)
+            forget(id)
+        }
+    }
+
+    func forget(_ id: String) {
+        entries[id] = nil
+        FileSystem.remove(directory(id))
+    }
+}

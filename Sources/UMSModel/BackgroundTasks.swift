@@ -1,0 +1,51 @@
+/// Work a long-lived part starts and does not wait for (a migration it drives, an update after
+/// an answer): each runs as a child task of `run()`, so it belongs to the service that runs
+/// that, ends with it, and is never a task nobody owns.
+public final class BackgroundTasks: Sendable {
+    private let stream: AsyncStream<@Sendable () async -> Void>
+    private let continuation: AsyncStream<@Sendable () async -> Void>.Continuation
+
+    public init() {
+        (stream, continuation) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
+    }
+
+    /// Starts `work` as a child of `run()`. After `finish()` it is not started.
+    @discardableResult
+    public func spawn(_ work: @escaping @Sendable () async -> Void) -> Bool {
+        if case .enqueued = continuation.yield(work) { return true }
+        return false
+    }
+
+    /// Runs the work as it comes, until `finish()` was called and all of it has ended (or until
+    /// cancelled, which cancels the work).
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            for await work in stream {
+                group.addTask { await work() }
+            }
+        }
+    }
+
+    /// No new work; `run()` returns once what runs has ended.
+    public func finish() {
+        continuation.finish()
+    }
+}
+
+/// Runs `operation`, failing with `timeout` if it has not finished after `duration` (the
+/// operation is then cancelled).
+public func withTimeout<Result: Sendable>(
+    _ duration: Duration, _ timeout: @autoclosure @escaping @Sendable () -> UMSError,
+    _ operation: @escaping @Sendable () async throws -> Result
+) async throws -> Result {
+    try await withThrowingTaskGroup(of: Result?.self) { group in
+        group.addTask { try await operation() }
+        group.addTask {
+            try await Task.sleep(for: duration)
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let result = first else { throw timeout() }
+        return result
+    }
+}

@@ -1,0 +1,35 @@
+/// The orchestrators UMS has adapters for.
+public enum OrchestratorKind: String, Codable, Sendable, CaseIterable, CustomStringConvertible {
+    /// The embedded orchestrator: UMS drives runc itself.
+    case runc
+    case podman
+    case docker
+    /// The embedded orchestrator's bundles, with containerd running the containers.
+    case containerd
+
+    public var description: String { rawValue }
+}
+
+/// What an orchestrator on one system can do, as the decision layer needs to know it.
+public struct OrchestratorCapabilities: Codable, Sendable, Equatable {
+    public var orchestrator: OrchestratorKind
+    public var runtimeVersion: String
+    public var criuVersion: String?
+    /// The engine can checkpoint and restore its containers itself (orchestrator-level approach).
+    public var canCheckpoint: Bool
+    /// The capability this system gives a checkpoint agent (`CAP_CHECKPOINT_RESTORE`, or
+    /// `CAP_SYS_ADMIN` where the engine predates it). CRIU restores a process tree only into a
+    /// container with the same capabilities it had, so agents move only between systems that agree.
+    public var agentCapability: String
+
+    public init(
+        orchestrator: OrchestratorKind, runtimeVersion: String, criuVersion: String?, canCheckpoint: Bool,
+        agentCapability: String = "CAP_CHECKPOINT_RESTORE"
+    ) {
+        self.orchestrator = orchestrator
+        self.runtimeVersion = runtimeVersion
+        self.criuVersion = criuVersion
+        self.canCheckpoint = canCheckpoint
+        self.agentCapability = agentCapability
+    }
+}

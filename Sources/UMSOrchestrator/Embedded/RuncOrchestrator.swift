@@ -1,0 +1,153 @@
+import Foundation
+import Logging
+import NIOCore
+import UMSModel
+import UMSOS
+
+/// The embedded default orchestrator: UMS drives runc itself.
+public typealias RuncOrchestrator = BundleOrchestrator<RuncRuntime>
+
+/// runc runs the bundles.
+public struct RuncRuntime: BundleRuntime {
+    public static let kind = OrchestratorKind.runc
+    public static let absoluteRoot = false
+    public let runc: Runc
+
+    public init(runc: Runc) {
+        self.runc = runc
+    }
+
+
+    public func version(runner: any CommandRunner) async throws -> String {
+        let text = try await runner.output(runc.binary, ["--version"])
+        return text.split(separator: "\n").first.map { String($0.split(separator: " ").last ?? "") } ?? "unknown"
+    }
+
+    public func start(_ name: String, bundle: String, log: String, runner: any CommandRunner) async throws {
+        _ = try await runner.run(runc.command(runc.runArguments(id: name, bundle: bundle, log: log), discardOutput: true))
+    }
+
+    public func killAndDelete(_ name: String, runner: any CommandRunner) async {
+        _ = try? await runner.run(runc.command(runc.killArguments(id: name, signal: "KILL")))
+        _ = try? await runner.run(runc.command(runc.deleteArguments(id: name)))
+    }
+
+    /// `runc state`'s answer, the part UMS reads.
+    struct State: Decodable {
+        var status: String
+        var pid: Int?
+    }
+
+    public func state(_ name: String, runner: any CommandRunner) async -> (ContainerInfo.State, pid: Int?)? {
+        guard let text = try? await runner.output(runc.binary, runc.stateArguments(id: name)),
+              let state = try? JSONDecoder().decode(State.self, from: Data(text.utf8))
+        else { return nil }
+        return (ContainerInfo.State(rawValue: state.status) ?? .unknown, state.pid.flatMap { $0 > 0 ? $0 : nil })
+    }
+
+    /// `runc ps --format json`: the PIDs.
+    public func processCount(_ name: String, runner: any CommandRunner) async -> Int? {
+        guard let text = try? await runner.output(runc.binary, runc.processesArguments(id: name)),
+              let pids = try? JSONDecoder().decode([Int].self, from: Data(text.utf8))
+        else { return nil }
+        return pids.count
+    }
+}
+
+extension BundleOrchestrator where Runtime == RuncRuntime {
+    public init(systemName: String, stateDirectory: String, advertiseHost: String, criu: CRIUInfo, runner: any CommandRunner, logger: Logger) throws {
+        try self.init(
+            systemName: systemName, stateDirectory: stateDirectory, advertiseHost: advertiseHost, criu: criu,
+            runner: runner, logger: logger, runtime: RuncRuntime.init(runc:)
+        )
+    }
+}
+
+/// runc's own checkpoint/restore, through CRIU: the orchestrator-level approach.
+extension BundleOrchestrator: CheckpointingOrchestrator where Runtime == RuncRuntime {
+
+    public func freeze(_ name: String) async throws {
+        _ = try record(name)
+        try await runner.execute(runc.binary, runc.pauseArguments(id: name))
+    }
+
+    /// Thaws a frozen container; one that already runs (e.g. released by a failed post-copy
+    /// dump) is left as it is.
+    public func resume(_ name: String) async throws {
+        guard try await inspect(name).state != .running else { return }
+        try await runner.execute(runc.binary, runc.resumeArguments(id: name))
+    }
+
+    public func checkpoint(_ name: String, request: CheckpointRequest) async throws -> BackgroundProcess? {
+        _ = try record(name)
+        let work = request.workDirectory
+        try FileSystem.makeDirectory(request.imagesDirectory)
+        try FileSystem.makeDirectory(work)
+        let options = Runc.CheckpointOptions(
+            imagePath: request.imagesDirectory, workPath: work, pageServer: request.lazyPages?.description,
+            leaveRunning: request.leaveRunning, lazyPages: request.lazyPages != nil
+        )
+        if request.lazyPages != nil {
+            // runc returns only when every page has been served; the dump is ready for the
+            // destination once CRIU starts serving (its page-server runs its status-ready hooks).
+            let log = "\(work)/dump.log"
+            let process = BackgroundProcess(runc.command(runc.checkpointArguments(id: name, options: options)), logFile: log)
+            do {
+                try await process.waitUntilReady(timeout: .seconds(60)) {
+                    (try? String(contentsOfFile: log, encoding: .utf8))?.contains("Running status-ready scripts") ?? false
+                }
+            } catch {
+                throw UMSError.wrap(error, .internalError, "failed to checkpoint \(name)").withDetail(LogFile.tail(log))
+            }
+            return process
+        }
+        do {
+            try await runner.execute(runc.binary, runc.checkpointArguments(id: name, options: options))
+            return nil
+        } catch {
+            throw UMSError.wrap(error, .internalError, "failed to checkpoint \(name)")
+                .withDetail(LogFile.tail("\(work)/dump.log"))
+        }
+    }
+
+    public func exportChanges(_ name: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> Int64 {
+        _ = try record(name)
+        return try await Archive.create(directory: "\(containerDirectory(name))/upper", consume: consume).bytes
+    }
+
+    public func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> StreamSummary
+        where Chunks.Element == ByteBuffer
+    {
+        let record = try record(name)
+        guard !record.started else {
+            throw UMSError(.invalidState, "failed to import rootfs changes into '\(name)': it already runs")
+        }
+        return try await Archive.extract(chunks, into: "\(containerDirectory(name))/upper")
+    }
+
+    public func restore(_ name: String, request: RestoreRequest) async throws -> ContainerInfo {
+        var record = try record(name)
+        guard !record.started else {
+            throw UMSError(.invalidState, "failed to restore '\(name)': it already runs")
+        }
+        let work = request.workDirectory
+        try FileSystem.makeDirectory(work)
+        do {
+            try await mountRoot(name, image: record.specification.image)
+            let options = Runc.RestoreOptions(imagePath: request.imagesDirectory, workPath: work, bundle: bundle(name), lazyPages: request.lazyPages)
+            _ = try await runner.run(runc.command(runc.restoreArguments(id: name, options: options, log: runcLog(name)), discardOutput: true))
+            try await publish(name)
+        } catch {
+            throw UMSError.wrap(error, .internalError, "failed to restore \(name)")
+                .withDetail(LogFile.tail("\(work)/restore.log"))
+        }
+        record.started = true
+        try save(record)
+        let info = try await inspect(name)
+        guard info.state == .running else {
+            throw UMSError(.internalError, "failed to restore \(name): it is \(info.state.rawValue) after restore")
+                .withDetail(LogFile.tail("\(work)/restore.log"))
+        }
+        return info
+    }
+}

@@ -1,0 +1,223 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import Testing
+import UMSAPI
+@testable import UMSCoordination
+import UMSMigration
+import UMSModel
+import UMSDecision
+import UMSOS
+
+/// What the source asked of the fake destination, in order.
+enum PeerCall: String, Sendable, CaseIterable {
+    case system, hasImage, sendImage, prepare, sendFiles, restore, commit, abort
+}
+
+/// A destination Coordinator that answers like a real one, fails the calls it is told to, and
+/// remembers every call: the driver's branches without a second system, root, runc or CRIU.
+actor FakePeer: PeerCoordinator {
+    nonisolated let baseURL = "http://198.18.0.9:7000"
+    let failing: Set<PeerCall>
+    private(set) var calls: [PeerCall] = []
+
+    init(failing: Set<PeerCall> = []) {
+        self.failing = failing
+    }
+
+    func call(_ call: PeerCall) throws {
+        calls.append(call)
+        if failing.contains(call) { throw UMSError(.unavailable, "failed to \(call.rawValue): the fake destination refuses") }
+    }
+
+    func system() async throws -> SystemInfo {
+        try call(.system)
+        let capabilities = OrchestratorCapabilities(orchestrator: .runc, runtimeVersion: "1.0", criuVersion: "4.2.1", canCheckpoint: true)
+        return SystemInfo(name: "b", url: baseURL, version: UMSVersion.current, profile: SystemProfile(capabilities: capabilities, approaches: [.orchestrator]))
+    }
+
+    func hasImage(_ digest: String) async throws -> Bool {
+        try call(.hasImage)
+        return true
+    }
+
+    func sendImage(_ digest: String, produce: @escaping ChunkProducer) async throws -> UploadResponse {
+        try call(.sendImage)
+        try await produce { _ in }
+        return UploadResponse(bytes: 0, digest: nil)
+    }
+
+    func prepare(_ body: PrepareRequest) async throws -> PrepareResponse {
+        try call(.prepare)
+        return PrepareResponse(container: ContainerInfo(name: body.specification.name, state: .created, specification: body.specification, orchestrator: .runc))
+    }
+
+    func sendFiles(_ id: String, part: FilePart, produce: @escaping ChunkProducer) async throws -> UploadResponse {
+        try call(.sendFiles)
+        try await produce { _ in }
+        return UploadResponse(bytes: 1, digest: nil)
+    }
+
+    func restore(_ id: String, _ body: PeerRestoreRequest) async throws -> RestoreResponse {
+        try call(.restore)
+        let specification = Specification(name: "svc", image: .init(digest: "sha256:" + String(repeating: "0", count: 64)), command: ["/x"])
+        return RestoreResponse(container: ContainerInfo(
+            name: "svc", state: .running, specification: specification, endpoints: ["198.18.0.9:8080"], orchestrator: .runc
+        ))
+    }
+
+    func commit(_ id: String) async throws -> CommitResponse {
+        try call(.commit)
+        return CommitResponse(pageBytes: 0)
+    }
+
+    func abort(_ id: String) async throws {
+        try call(.abort)
+    }
+}
+
+/// The approach's calls on the source, to see what a rollback undid.
+actor ApproachLog {
+    private(set) var calls: [String] = []
+    func add(_ call: String) { calls.append(call) }
+}
+
+/// `InMemoryApproach`, recording its source-side calls.
+struct RecordingApproach: MigrationApproach {
+    let inner: InMemoryApproach
+    let log = ApproachLog()
+    var approach: Approach { inner.approach }
+    var supportsPostCopy: Bool { inner.supportsPostCopy }
+    var coordinatorParts: [FilePart] { inner.coordinatorParts }
+
+    func prepare(_ incoming: IncomingMigration) async throws -> PreparedIncoming { try await inner.prepare(incoming) }
+    func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> StreamSummary
+        where Chunks.Element == ByteBuffer { try await inner.importFiles(incoming, part: part, chunks) }
+    func restore(_ incoming: IncomingMigration, postCopySource: PageServerAddress?) async throws -> ContainerInfo {
+        try await inner.restore(incoming, postCopySource: postCopySource)
+    }
+    func awaitPages(_ incoming: IncomingMigration) async throws -> Int64 { 0 }
+    func abort(_ incoming: IncomingMigration) async { await inner.abort(incoming) }
+    func freeze(_ name: String) async throws { await log.add("freeze") }
+    func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?, intake: CheckpointIntake?) async throws -> CheckpointResult {
+        await log.add("checkpoint")
+        return CheckpointResult()
+    }
+    func exportFiles(
+        _ name: String, part: FilePart, checkpointDirectory: String, dumpFinished: @escaping @Sendable () async -> Bool,
+        consume: @Sendable (ByteBuffer) async throws -> Void
+    ) async throws -> Int64 {
+        try await consume(ByteBuffer(string: "x"))
+        return 1
+    }
+    func resume(_ name: String) async throws { await log.add("resume") }
+}
+
+/// Every branch of the source's driver: a failure at each step (through the fault seam) and at
+/// each call to the destination, and what the rollback then does — without root.
+@Suite("Migration driver: every step × a failure there, against a fake destination")
+struct MigrationDriverTests {
+    struct Outcome {
+        var record: MigrationRecord
+        var peerCalls: [PeerCall]
+        var approachCalls: [String]
+        var source: ContainerInfo?
+    }
+
+    func migrate(faults: [FaultPoint: FaultAction] = [:], failing: Set<PeerCall> = []) async throws -> Outcome {
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent("ums-driver-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        let orchestrator = InMemoryOrchestrator(["svc"])
+        let approach = RecordingApproach(inner: InMemoryApproach(orchestrator: orchestrator))
+        let peer = FakePeer(failing: failing)
+        let coordinator = try Coordinator(
+            name: "a", url: "http://198.18.0.8:7000", orchestrator: orchestrator, approaches: [approach], stateDirectory: state,
+            advertiseHost: "198.18.0.8", http: HTTPClient.shared, peerTokens: [:], logger: Logger(label: "test"),
+            faults: ScheduledFaults(faults), peers: { _, _ in peer }
+        )
+        let record = try await withBackground(coordinator) {
+            let accepted = try await coordinator.outgoing.migrate(MigrateRequest(container: "svc", destination: peer.baseURL))
+            await coordinator.outgoing.drain()
+            return try await coordinator.outgoing.record(accepted.id)
+        }
+        return Outcome(
+            record: record, peerCalls: await peer.calls, approachCalls: await approach.log.calls,
+            source: try? await orchestrator.inspect("svc")
+        )
+    }
+
+    @Test("without faults the migration completes: the source is deleted, nothing aborted or resumed")
+    func completes() async throws {
+        let outcome = try await migrate()
+        #expect(outcome.record.status == .completed, "\(outcome.record.error?.description ?? "")")
+        #expect(outcome.peerCalls == [.system, .hasImage, .prepare, .sendFiles, .sendFiles, .restore, .commit])
+        #expect(outcome.approachCalls == ["freeze", "checkpoint"])
+        #expect(outcome.source == nil, "the source container was deleted")
+        #expect(outcome.record.endpoints == ["198.18.0.9:8080"])
+    }
+
+    @Test("a failure at a step up to confirming rolls back exactly what was done; after it, nothing is rolled back", arguments: MigrationStep.allCases)
+    func failureAtStep(step: MigrationStep) async throws {
+        let outcome = try await migrate(faults: [.source(step): .fail])
+        let prepared = step > .creatingDestination
+        let frozen = step > .lockingControl
+        if step.canRollBack {
+            #expect(outcome.record.status == .rolledBack, "\(step)")
+            #expect(outcome.record.step == step)
+            #expect(outcome.peerCalls.contains(.abort) == prepared, "the destination is asked to remove only what it prepared")
+            #expect(outcome.approachCalls.contains("resume") == frozen, "the source is resumed only if it was frozen")
+            let source = try #require(outcome.source, "the source container is never lost")
+            #expect(source.migratingIn == nil, "the control lock is released")
+        } else {
+            // The service runs at the destination: resuming the source would run it twice.
+            #expect(outcome.record.status == .failed, "\(step)")
+            #expect(!outcome.peerCalls.contains(.abort))
+            #expect(!outcome.approachCalls.contains("resume"))
+            #expect(outcome.record.error?.message.contains("fault injected") == true)
+        }
+    }
+
+    @Test("a destination that fails a call: rolled back, the destination cleaned up when it prepared, the source resumed when frozen",
+          arguments: [PeerCall.system, .hasImage, .prepare, .sendFiles, .restore, .commit])
+    func failingDestination(call: PeerCall) async throws {
+        let outcome = try await migrate(failing: [call])
+        #expect(outcome.record.status == .rolledBack, "\(call)")
+        let prepared = [.sendFiles, .restore, .commit].contains(call)
+        #expect(outcome.peerCalls.contains(.abort) == prepared)
+        #expect(outcome.approachCalls.contains("resume") == prepared)
+        #expect(outcome.source?.migratingIn == nil)
+    }
+
+    @Test("the destination cannot confirm it removed what it restored: the source stays frozen and locked (never twice), the record says failed")
+    func abortFailsAfterRestore() async throws {
+        let outcome = try await migrate(failing: [.commit, .abort])
+        #expect(outcome.record.status == .failed)
+        #expect(!outcome.approachCalls.contains("resume"), "resuming could make the service run twice")
+        #expect(outcome.source?.migratingIn != nil, "the lock stays for an operator")
+        #expect(outcome.record.error?.cause?.contains("did not confirm it removed") == true)
+    }
+
+    @Test("the destination cannot confirm an abort before any restore: the source runs again (nothing can run there), the record says what is left")
+    func abortFailsBeforeRestore() async throws {
+        let outcome = try await migrate(failing: [.sendFiles, .abort])
+        #expect(outcome.record.status == .failed)
+        #expect(outcome.approachCalls.contains("resume"))
+        #expect(outcome.source?.migratingIn == nil)
+    }
+
+    @Test("fault points parse from umsd's --fault and refuse what is not one")
+    func parsing() throws {
+        let faults = try ScheduledFaults(parsing: ["checkpointing=fail", "incoming.restore=corrupt-images"])
+        #expect(faults.faults == [.source(.checkpointing): .fail, .destination(.restore): .corruptImages])
+        #expect(throws: UMSError.self) { try ScheduledFaults(parsing: ["nowhere=fail"]) }
+        #expect(throws: UMSError.self) { try ScheduledFaults(parsing: ["checkpointing=explode"]) }
+        #expect(throws: UMSError.self) { try ScheduledFaults(parsing: ["checkpointing=corrupt-images"]) }
+    }
+}
+
+extension MigrationStep: Comparable {
+    public static func < (lhs: MigrationStep, rhs: MigrationStep) -> Bool {
+        allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
+    }
+}
