@@ -37,6 +37,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-async-algorithms", from: "1.1.4"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
         .target(
@@ -48,6 +50,7 @@ let package = Package(
             dependencies: [
                 "UMSModel",
                 .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -77,9 +80,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "UMSImage",
+            dependencies: ["UMSModel", "UMSOS"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "UMSMigration",
             dependencies: [
-                "UMSModel", "UMSOS", "UMSOrchestrator", "UMSCheckpoint",
+                "UMSModel", "UMSOS", "UMSOrchestrator", "UMSCheckpoint", "UMSImage",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -91,6 +99,7 @@ let package = Package(
             dependencies: [
                 "UMSModel",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -131,7 +140,8 @@ let package = Package(
         .target(
             name: "UMSCoordination",
             dependencies: [
-                "UMSModel", "UMSOS", "UMSOrchestrator", "UMSCheckpoint", "UMSMigration", "UMSDecision", "UMSAPI", "UMSFrontman",
+                "UMSModel", "UMSOS", "UMSOrchestrator", "UMSCheckpoint", "UMSImage", "UMSMigration", "UMSDecision", "UMSAPI", "UMSFrontman",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -147,6 +157,8 @@ let package = Package(
             name: "umsd",
             dependencies: [
                 "UMSCoordination", "UMSModel",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -157,6 +169,7 @@ let package = Package(
             name: "ums-load",
             dependencies: [
                 "UMSLoad",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -164,8 +177,9 @@ let package = Package(
         .executableTarget(
             name: "ums",
             dependencies: [
-                "UMSAPI", "UMSModel", "UMSMigration", "UMSOS",
+                "UMSAPI", "UMSModel", "UMSImage", "UMSOS",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -205,6 +219,10 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ArchitectureTests",
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -2,6 +2,7 @@ import Foundation
 import UMSAPI
 import UMSDecision
 import UMSMigration
+import UMSImage
 import UMSModel
 import UMSOrchestrator
 import UMSOS

@@ -1,6 +1,7 @@
 import Foundation
 import UMSAPI
 import UMSMigration
+import UMSImage
 import UMSModel
 
 /// The endpoint part of a Coordinator: where each service this system knows of is reached.

@@ -4,6 +4,7 @@ import Logging
 import UMSAPI
 import UMSFrontman
 import UMSMigration
+import UMSImage
 import UMSModel
 import UMSOS
 

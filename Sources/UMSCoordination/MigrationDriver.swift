@@ -5,6 +5,7 @@ import UMSAPI
 import UMSDecision
 import UMSFrontman
 import UMSMigration
+import UMSImage
 import UMSModel
 import UMSOS
 

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
-import UMSMigration
+import UMSImage
 import UMSModel
 import UMSOS
 

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import UMSMigration
+import UMSImage
 import UMSModel
 import UMSOS
 import Logging

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import UMSCheckpoint
+import UMSImage
 import UMSModel
 import UMSOrchestrator
 import UMSOS

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import UMSImage
 import UMSModel
 
 /// A Coordinator's line to the checkpoint agent inside one container (`ums-agent`, see
@@ -8,7 +9,7 @@ import UMSModel
 /// way, authenticated by the container's agent token.
 public struct AgentClient: Sendable {
     /// The agent's port inside the container, unless the image says otherwise.
-    public static let defaultPort = 7079
+    public static let defaultPort = MigratableImage.defaultAgentPort
 
     public var host: String
     public var port: Int

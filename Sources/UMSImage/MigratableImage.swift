@@ -7,6 +7,8 @@ import UMSOS
 /// one (`ums image migratable`), recognises one, and turns a Specification into the one a
 /// migratable container runs with.
 public enum MigratableImage {
+    /// The port the agent listens on inside its container unless its label says otherwise.
+    public static let defaultAgentPort = 7079
     /// Everything UMS adds lives under this directory of the image.
     public static let directory = "/.ums"
     public static let agentPath = "/.ums/ums-agent"
@@ -81,7 +83,7 @@ public enum MigratableImage {
             try FileSystem.makeDirectory(staging + directory)
             try await runner.execute("cp", [agent, staging + agentPath])
             try await runner.execute("cp", ["-a", criu, staging + criuDirectory])
-            let manifest = Manifest(entrypoint: [agentPath, "run", "--"], agentPort: AgentClient.defaultPort, agentVersion: "1")
+            let manifest = Manifest(entrypoint: [agentPath, "run", "--"], agentPort: MigratableImage.defaultAgentPort, agentVersion: "1")
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             try FileSystem.writeAtomically(try encoder.encode(manifest), to: staging + manifestPath)
@@ -137,7 +139,7 @@ public enum MigratableImage {
     /// The port the agent listens on inside the container (the value of its label).
     public static func agentPort(of specification: Specification) -> Int {
         (specification.labels[SpecificationLabels.agent] ?? specification.labels[SpecificationLabels.nested]).flatMap { Int($0) }
-            ?? AgentClient.defaultPort
+            ?? MigratableImage.defaultAgentPort
     }
 
     static func merged(_ current: SecurityOptions?, _ needed: SecurityOptions) -> SecurityOptions {
