@@ -210,6 +210,6 @@ actor StreamHasher {
     }
 
     func digest() -> String {
-        "sha256:" + hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        "sha256:" + Array(hasher.finalize()).hex
     }
 }

@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import Synchronization
 import NIOHTTP1
 import NIOPosix
 
@@ -161,15 +162,14 @@ struct HTTPFrontmanResponder: HTTPResponder {
 }
 
 /// Set once the gate cut a request, so its error reads as the migration's doing.
-final class CutFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false
+final class CutFlag: Sendable {
+    private let value = Atomic<Bool>(false)
 
     func set() {
-        lock.withLock { value = true }
+        value.store(true, ordering: .releasing)
     }
 
     var isSet: Bool {
-        lock.withLock { value }
+        value.load(ordering: .acquiring)
     }
 }

@@ -40,14 +40,24 @@ public enum NestedImage {
         }
     }
 
+    /// What a host image built by `scripts/build-host-image` runs: its agent in host mode, on
+    /// the agent's default port, with the service at `nestedRoot`.
+    public static let standardManifest = Manifest(
+        entrypoint: [MigratableImage.agentPath, "host", "--"], agentPort: MigratableImage.defaultAgentPort, nestedRoot: nestedRoot
+    )
+
+    /// The host image's manifest: its own `/.ums/host-image.json` if it has one (an image built
+    /// another way), else the standard one; either way the image must carry the agent.
     public static func manifest(hostImage: String) throws(UMSError) -> Manifest {
-        guard let data = FileManager.default.contents(atPath: hostImage + manifestPath),
-              let manifest = try? JSONDecoder().decode(Manifest.self, from: data),
-              FileManager.default.isExecutableFile(atPath: hostImage + MigratableImage.agentPath)
-        else {
+        guard FileManager.default.isExecutableFile(atPath: hostImage + MigratableImage.agentPath) else {
             throw UMSError(.notFound, "failed to find the host image for nested services at \(hostImage): build it with scripts/build-host-image and give umsd --host-image")
         }
-        return manifest
+        guard let data = FileManager.default.contents(atPath: hostImage + manifestPath) else { return standardManifest }
+        do {
+            return try JSONDecoder().decode(Manifest.self, from: data)
+        } catch {
+            throw UMSError(.invalidArgument, "failed to read the host image's manifest \(hostImage + manifestPath)", cause: error)
+        }
     }
 
     /// Writes the outer root filesystem to `destination` (which must not exist): the host image

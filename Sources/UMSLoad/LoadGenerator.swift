@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import Synchronization
 import UMSModel
 import NIOCore
 
@@ -107,10 +108,10 @@ public struct LoadGenerator: Sendable {
 }
 
 /// Looks names up in a hosts-format file (`ADDRESS NAME…` lines), re-reading it when it changes.
-final class HostsResolver: @unchecked Sendable {
+final class HostsResolver: Sendable {
     let file: String?
-    private var modified: Date?
-    private var table: [String: String] = [:]
+    /// The file's modification time and its table, as last read; requests resolve concurrently.
+    private let cache = Mutex<(modified: Date?, table: [String: String])>((nil, [:]))
 
     init(file: String?) {
         self.file = file
@@ -120,11 +121,13 @@ final class HostsResolver: @unchecked Sendable {
         guard let file else { return host }
         let attributes = try? FileManager.default.attributesOfItem(atPath: file)
         let stamp = attributes?[.modificationDate] as? Date
-        if stamp != modified || table.isEmpty {
-            modified = stamp
-            table = Self.parse((try? String(contentsOfFile: file, encoding: .utf8)) ?? "")
+        let address = cache.withLock { cache -> String? in
+            if stamp != cache.modified || cache.table.isEmpty {
+                cache = (stamp, Self.parse((try? String(contentsOfFile: file, encoding: .utf8)) ?? ""))
+            }
+            return cache.table[host]
         }
-        guard let address = table[host] else {
+        guard let address else {
             throw LoadError("'\(host)' is not in \(file)")
         }
         return address

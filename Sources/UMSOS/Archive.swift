@@ -113,17 +113,6 @@ public enum Archive {
     }
 }
 
-extension Sequence where Element == UInt8 {
-    /// Lowercase hexadecimal.
-    public var hex: String {
-        var text = ""
-        for byte in self {
-            text += String(byte >> 4, radix: 16) + String(byte & 0xF, radix: 16)
-        }
-        return text
-    }
-}
-
 extension Digest {
     public var hex: String { Array(self.makeIterator().map { $0 }).hex }
 }

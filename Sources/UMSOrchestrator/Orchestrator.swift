@@ -107,6 +107,15 @@ extension ContainerOrchestrator {
         )
     }
 
+    /// The named containers as `inspect` sees them, leaving out any that vanished meanwhile.
+    func inspectAll(_ names: [String]) async -> [ContainerInfo] {
+        var result: [ContainerInfo] = []
+        for name in names {
+            if let info = try? await inspect(name) { result.append(info) }
+        }
+        return result
+    }
+
     /// The adapter's own checkpoint/restore, or `unsupported` saying so.
     public func checkpointing(_ operation: String) throws(UMSError) -> any CheckpointingOrchestrator {
         guard let checkpointing = self as? any CheckpointingOrchestrator else {

@@ -112,11 +112,7 @@ public actor BundleOrchestrator<Runtime: BundleRuntime>: Orchestrator, ImageStor
     func forget(_ name: String) { registry.forget(name) }
 
     public func list() async throws -> [ContainerInfo] {
-        var result: [ContainerInfo] = []
-        for name in registry.names {
-            if let info = try? await inspect(name) { result.append(info) }
-        }
-        return result
+        await inspectAll(registry.names)
     }
 
     public func inspect(_ name: String) async throws -> ContainerInfo {

@@ -105,11 +105,7 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
     func forget(_ name: String) { registry.forget(name) }
 
     public func list() async throws -> [ContainerInfo] {
-        var result: [ContainerInfo] = []
-        for name in registry.names {
-            if let info = try? await inspect(name) { result.append(info) }
-        }
-        return result
+        await inspectAll(registry.names)
     }
 
     struct EngineState {
