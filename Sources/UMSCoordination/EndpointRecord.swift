@@ -73,14 +73,8 @@ struct EndpointRecord: Sendable {
         ])
         let runner = self.runner
         do {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { _ = try await runner.run(command) }
-                group.addTask {
-                    try await Task.sleep(for: Self.hookTimeout)
-                    throw UMSError(.unavailable, "the endpoint hook did not finish within \(Self.hookTimeout)")
-                }
-                try await group.next()
-                group.cancelAll()
+            try await withTimeout(Self.hookTimeout, UMSError(.unavailable, "the endpoint hook did not finish within \(Self.hookTimeout)")) {
+                _ = try await runner.run(command)
             }
             return nil
         } catch {
