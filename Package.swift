@@ -196,7 +196,7 @@ let package = Package(
         ),
         .testTarget(
             name: "UMSCheckpointTests",
-            dependencies: ["UMSCheckpoint", "UMSModel", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["UMSCheckpoint", "UMSModel", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

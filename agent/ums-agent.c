@@ -629,16 +629,16 @@ static int connect_peer(const char *host, const char *port, char *error, size_t 
 
 struct tailed { char name[256]; uint64_t offset; };
 
-/* One pass over the dump directory: sends every new range of every file. Returns bytes sent or -1. */
-static long long stream_pass(int fd, struct tailed *files, int *nfiles, char *buf) {
+/* One pass over `from`: sends every new range of every file. Returns bytes sent or -1. */
+static long long stream_pass(int fd, const char *from, struct tailed *files, int *nfiles, char *buf) {
     long long sent = 0;
-    DIR *dir = opendir(DUMP_DIR);
+    DIR *dir = opendir(from);
     if (!dir) return -1;
     struct dirent *e;
     while ((e = readdir(dir))) {
         if (e->d_name[0] == '.') continue;
         char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s/%s", DUMP_DIR, e->d_name);
+        snprintf(path, sizeof path, "%s/%s", from, e->d_name);
         struct stat st;
         if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) continue;
         struct tailed *t = NULL;
@@ -755,7 +755,7 @@ static void do_dump(int client, const char *host, const char *port, const char *
     int status = 0;
     for (;;) {
         int finished = child_done(slot, 0, &status);  /* read before the pass: a pass after the end sees every byte */
-        long long n = stream_pass(peer, files, &nfiles, buf);
+        long long n = stream_pass(peer, DUMP_DIR, files, &nfiles, buf);
         if (n < 0) {
             if (!finished) { child_done(slot, 1, &status); finished = 1; }
             /* The tree may be frozen now; the Coordinator resumes it on rollback. */
@@ -868,6 +868,76 @@ static void fail_receive(const char *fmt, ...) {
     pthread_mutex_unlock(&mu);
 }
 
+/* Reads a UMSI stream (docs/image-stream.md) from `in` into `into`: image files there, carried
+ * files at their absolute paths, pipe inodes into incoming_pipe_ino. Returns the data bytes
+ * received, or -1 with the reason in `err`. */
+static long long read_stream(int in, const char *into, struct openfile *targets, int *ntargets, unsigned char *buf, char *err, size_t errcap) {
+    unsigned char magic[5];
+    long long received = 0;
+    char name[PATH_MAX + 1], path[PATH_MAX + 64];
+    if (read_all(in, magic, 5) < 0 || memcmp(magic, "UMSI\1", 5) != 0) { snprintf(err, errcap, "not a UMS image stream"); return -1; }
+    for (;;) {
+        unsigned char head[3], tail[12];
+        if (read_all(in, head, 3) < 0) { snprintf(err, errcap, "the stream ended before its end frame (source lost?)"); return -1; }
+        int kind = head[0];
+        uint16_t nlen = get_u16(head + 1);
+        if (nlen > PATH_MAX || read_all(in, name, nlen) < 0 || read_all(in, tail, 12) < 0) { snprintf(err, errcap, "truncated frame"); return -1; }
+        name[nlen] = 0;
+        uint64_t offset = get_u64(tail);
+        uint32_t length = get_u32(tail + 8);
+        if (kind == K_END) {
+            if ((long long)offset != received) { snprintf(err, errcap, "the source sent %llu bytes, %lld arrived", (unsigned long long)offset, received); return -1; }
+            break;
+        }
+        /* No image or carried file is a tebibyte: an offset beyond that is damage, not data. */
+        if (offset > (1ULL << 40)) { snprintf(err, errcap, "a frame at offset %llu is beyond %llu", (unsigned long long)offset, 1ULL << 40); return -1; }
+        if (kind == K_TRUNCATE) {
+            if (!safe_name(name)) { snprintf(err, errcap, "invalid image name"); return -1; }
+            snprintf(path, sizeof path, "%s/%s", into, name);
+            int fd = open_target(targets, ntargets, path, 0, 0600);
+            if (fd < 0 || ftruncate(fd, (off_t)offset) < 0) { snprintf(err, errcap, "cannot truncate %s", name); return -1; }
+            continue;
+        }
+        if (length > CHUNK) { snprintf(err, errcap, "frame of %u bytes is too large", length); return -1; }
+        if (read_all(in, buf, length) < 0) { snprintf(err, errcap, "truncated frame data"); return -1; }
+        buf[length] = 0;
+        if (kind == K_META) {
+            if (!strcmp(name, "pipe:stdout")) incoming_pipe_ino[0] = strtoull((char *)buf, NULL, 10);
+            else if (!strcmp(name, "pipe:stderr")) incoming_pipe_ino[1] = strtoull((char *)buf, NULL, 10);
+            else if (!strncmp(name, "file:", 5)) {
+                unsigned perm = 0644;
+                long long size = 0;
+                sscanf((char *)buf, "%o %lld", &perm, &size);
+                if (!safe_path(name + 5)) { snprintf(err, errcap, "refusing to write %s", name + 5); return -1; }
+                int fd = open_target(targets, ntargets, name + 5, O_TRUNC, perm);
+                if (fd < 0 || fchmod(fd, perm) < 0 || ftruncate(fd, size) < 0) { snprintf(err, errcap, "cannot create %s: %s", name + 5, strerror(errno)); return -1; }
+            }
+            continue;
+        }
+        int fd;
+        if (kind == K_DATA) {
+            if (!safe_name(name)) { snprintf(err, errcap, "invalid image name"); return -1; }
+            snprintf(path, sizeof path, "%s/%s", into, name);
+            fd = open_target(targets, ntargets, path, 0, 0600);
+        } else if (kind == K_FILE) {
+            if (!safe_path(name)) { snprintf(err, errcap, "refusing to write %s", name); return -1; }
+            fd = open_target(targets, ntargets, name, 0, 0644);
+        } else {
+            snprintf(err, errcap, "unknown frame kind %d", kind);
+            return -1;
+        }
+        if (fd < 0) { snprintf(err, errcap, "cannot write %s: %s", name, strerror(errno)); return -1; }
+        uint32_t done = 0;
+        while (done < length) {
+            ssize_t n = pwrite(fd, buf + done, length - done, (off_t)(offset + done));
+            if (n <= 0) { snprintf(err, errcap, "cannot write %s: %s", name, strerror(errno)); return -1; }
+            done += (uint32_t)n;
+        }
+        received += length;
+    }
+    return received;
+}
+
 static void do_receive(int client, const char *secret) {
     pthread_mutex_lock(&mu);
     int ok = receive_state == 1 && strlen(secret) == strlen(receive_secret);
@@ -885,67 +955,9 @@ static void do_receive(int client, const char *secret) {
     static struct openfile targets[512];
     int ntargets = 0;
     unsigned char *buf = malloc(CHUNK + 16);
-    unsigned char magic[5];
-    long long received = 0;
-    char name[PATH_MAX + 1], path[PATH_MAX + 64];
-    if (read_all(client, magic, 5) < 0 || memcmp(magic, "UMSI\1", 5) != 0) { fail_receive("not a UMS image stream"); goto out; }
-    for (;;) {
-        unsigned char head[3], tail[12];
-        if (read_all(client, head, 3) < 0) { fail_receive("the stream ended before its end frame (source lost?)"); goto out; }
-        int kind = head[0];
-        uint16_t nlen = get_u16(head + 1);
-        if (nlen > PATH_MAX || read_all(client, name, nlen) < 0 || read_all(client, tail, 12) < 0) { fail_receive("truncated frame"); goto out; }
-        name[nlen] = 0;
-        uint64_t offset = get_u64(tail);
-        uint32_t length = get_u32(tail + 8);
-        if (kind == K_END) {
-            if ((long long)offset != received) { fail_receive("the source sent %llu bytes, %lld arrived", (unsigned long long)offset, received); goto out; }
-            break;
-        }
-        if (kind == K_TRUNCATE) {
-            if (!safe_name(name)) { fail_receive("invalid image name"); goto out; }
-            snprintf(path, sizeof path, "%s/%s", RESTORE_DIR, name);
-            int fd = open_target(targets, &ntargets, path, 0, 0600);
-            if (fd < 0 || ftruncate(fd, (off_t)offset) < 0) { fail_receive("cannot truncate %s", name); goto out; }
-            continue;
-        }
-        if (length > CHUNK) { fail_receive("frame of %u bytes is too large", length); goto out; }
-        if (read_all(client, buf, length) < 0) { fail_receive("truncated frame data"); goto out; }
-        buf[length] = 0;
-        if (kind == K_META) {
-            if (!strcmp(name, "pipe:stdout")) incoming_pipe_ino[0] = strtoull((char *)buf, NULL, 10);
-            else if (!strcmp(name, "pipe:stderr")) incoming_pipe_ino[1] = strtoull((char *)buf, NULL, 10);
-            else if (!strncmp(name, "file:", 5)) {
-                unsigned perm = 0644;
-                long long size = 0;
-                sscanf((char *)buf, "%o %lld", &perm, &size);
-                if (!safe_path(name + 5)) { fail_receive("refusing to write %s", name + 5); goto out; }
-                int fd = open_target(targets, &ntargets, name + 5, O_TRUNC, perm);
-                if (fd < 0 || fchmod(fd, perm) < 0 || ftruncate(fd, size) < 0) { fail_receive("cannot create %s: %s", name + 5, strerror(errno)); goto out; }
-            }
-            continue;
-        }
-        int fd;
-        if (kind == K_DATA) {
-            if (!safe_name(name)) { fail_receive("invalid image name"); goto out; }
-            snprintf(path, sizeof path, "%s/%s", RESTORE_DIR, name);
-            fd = open_target(targets, &ntargets, path, 0, 0600);
-        } else if (kind == K_FILE) {
-            if (!safe_path(name)) { fail_receive("refusing to write %s", name); goto out; }
-            fd = open_target(targets, &ntargets, name, 0, 0644);
-        } else {
-            fail_receive("unknown frame kind %d", kind);
-            goto out;
-        }
-        if (fd < 0) { fail_receive("cannot write %s: %s", name, strerror(errno)); goto out; }
-        uint32_t done = 0;
-        while (done < length) {
-            ssize_t n = pwrite(fd, buf + done, length - done, (off_t)(offset + done));
-            if (n <= 0) { fail_receive("cannot write %s: %s", name, strerror(errno)); goto out; }
-            done += (uint32_t)n;
-        }
-        received += length;
-    }
+    char why[512] = "";
+    long long received = read_stream(client, RESTORE_DIR, targets, &ntargets, buf, why, sizeof why);
+    if (received < 0) { fail_receive("%s", why); goto out; }
     pthread_mutex_lock(&mu);
     receive_state = 3;
     receive_bytes = received;
@@ -1157,6 +1169,8 @@ static void usage(void) {
         "       ums-agent host [--port P] -- CMD [ARGS...]\n"
         "       ums-agent host-restore [--port P] [--wait SECONDS] -- CMD [ARGS...]\n"
         "       ums-agent version\n"
+        "       ums-agent stream-pack DIR      (writes DIR's files as a UMSI stream to stdout)\n"
+        "       ums-agent stream-unpack DIR    (reads a UMSI stream from stdin into DIR)\n"
         "The UMS checkpoint agent: the entrypoint of a migratable image (docs/service-level.md), or of\n"
         "an outer container whose service runs nested in it (host modes; docs/container-level.md).\n"
         "Environment: UMS_AGENT_TOKEN (required for control), UMS_AGENT_PORT (default %d),\n"
@@ -1167,6 +1181,28 @@ int main(int argc, char **argv) {
     if (argc < 2) { usage(); return 2; }
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) { printf("ums-agent %s\n", AGENT_VERSION); return 0; }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) { usage(); return 0; }
+    /* The stream format's two ends on their own, for the Swift side's interoperability test. */
+    if (!strcmp(argv[1], "stream-pack") && argc == 3) {
+        static struct tailed files[4096];
+        int nfiles = 0;
+        char *buf = malloc(CHUNK);
+        if (!buf || write_all(1, "UMSI\1", 5) < 0) return 1;
+        long long sent = stream_pass(1, argv[2], files, &nfiles, buf);
+        if (sent < 0 || send_frame(1, K_END, "", (uint64_t)sent, NULL, 0, (uint32_t)nfiles) < 0) return 1;
+        return 0;
+    }
+    if (!strcmp(argv[1], "stream-unpack") && argc == 3) {
+        static struct openfile targets[512];
+        int ntargets = 0;
+        unsigned char *buf = malloc(CHUNK + 16);
+        char why[512] = "";
+        if (!buf || make_dirs(argv[2], 0700) < 0) return 1;
+        long long received = read_stream(0, argv[2], targets, &ntargets, buf, why, sizeof why);
+        for (int i = 0; i < ntargets; i++) close(targets[i].fd);
+        if (received < 0) { fprintf(stderr, "ERR %s\n", why); return 1; }
+        printf("OK %lld\n", received);
+        return 0;
+    }
     int restore = !strcmp(argv[1], "restore") || !strcmp(argv[1], "host-restore");
     host_mode = !strcmp(argv[1], "host") || !strcmp(argv[1], "host-restore");
     if (!restore && !host_mode && strcmp(argv[1], "run") != 0) { usage(); return 2; }

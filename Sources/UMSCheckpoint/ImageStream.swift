@@ -31,7 +31,12 @@ public enum ImageStream {
     }
 
     static let magic: [UInt8] = Array("UMSI".utf8) + [1]
+    /// The largest payload of one frame (both writers send at most this).
     static let chunkSize = 1 << 20
+    /// The largest offset a frame may name: no image file is a tebibyte.
+    static let maxOffset: UInt64 = 1 << 40
+    /// The most image files one stream may create.
+    static let maxFiles = 4096
 
     enum Kind: UInt8 {
         case end = 0, data = 1, truncate = 2
@@ -133,11 +138,15 @@ public enum ImageStream {
                       let offset: UInt64 = pending.readInteger(), let length: UInt32 = pending.readInteger()
                 else { pending.moveReaderIndex(to: start); break }
                 guard let kind = Kind(rawValue: kindByte) else { throw corrupt("unknown frame kind \(kindByte)") }
+                // Bounded before anything is buffered or converted: no value from the wire can
+                // make this side wait for gigabytes or trap.
+                guard length <= chunkSize else { throw corrupt("a frame of \(length) bytes is larger than \(chunkSize)") }
+                guard kind == .end || offset <= maxOffset else { throw corrupt("a frame at offset \(offset) is beyond \(maxOffset)") }
                 let payloadLength = kind == .data ? Int(length) : 0
                 guard pending.readableBytes >= payloadLength else { pending.moveReaderIndex(to: start); break }
                 let name = String(decoding: nameBytes, as: UTF8.self)
                 if kind == .end {
-                    guard Int64(offset) == received else { throw corrupt("sender sent \(offset) bytes, \(received) arrived") }
+                    guard Int64(exactly: offset) == received else { throw corrupt("sender sent \(offset) bytes, \(received) arrived") }
                     ended = true
                     break
                 }
@@ -148,6 +157,7 @@ public enum ImageStream {
                 if let open = files[name] {
                     fd = open
                 } else {
+                    guard files.count < maxFiles else { throw corrupt("more than \(maxFiles) files") }
                     fd = open("\(directory)/\(name)", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
                     guard fd >= 0 else { throw UMSError(.internalError, "failed to write checkpoint image \(name): errno \(errno)") }
                     files[name] = fd
