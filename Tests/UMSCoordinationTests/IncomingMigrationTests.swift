@@ -33,7 +33,10 @@ struct IncomingMigrationTests {
         try await withBackground(coordinator) {
             _ = try await coordinator.incoming.prepare(request("m-1"))
             #expect(try await orchestrator.list().map(\.name) == ["svc-m-1"])
-            try await Task.sleep(for: .milliseconds(400))
+            // The sweep runs every 50 ms; a loaded machine may take longer than the timeout.
+            for _ in 0..<100 where try await !orchestrator.list().isEmpty {
+                try await Task.sleep(for: .milliseconds(50))
+            }
         }
         #expect(try await orchestrator.list().isEmpty)
         await #expect(throws: UMSError.self) { try await coordinator.incoming.restore("m-1", PeerRestoreRequest(postCopySource: nil)) }
