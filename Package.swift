@@ -212,7 +212,7 @@ let package = Package(
         .testTarget(
             name: "UMSFrontmanTests",
             dependencies: [
-                "UMSFrontman",
+                "UMSFrontman", "UMSModel",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

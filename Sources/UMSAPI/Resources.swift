@@ -243,55 +243,25 @@ public struct FrontmanView: Codable, Sendable, Equatable {
     public struct Port: Codable, Sendable, Equatable {
         public var published: Int
         public var listening: Int
-        /// `http` or `tcp`.
-        public var kind: String
+        public var kind: FrontmanProtocol
 
-        public init(published: Int, listening: Int, kind: String) {
+        public init(published: Int, listening: Int, kind: FrontmanProtocol) {
             self.published = published
             self.listening = listening
             self.kind = kind
         }
     }
 
-    public struct Counts: Codable, Sendable, Equatable {
-        public var forwarded: Int
-        public var held: Int
-        public var released: Int
-        public var rejected: Int
-        public var retried: Int
-        public var redirected: Int
-        public var failedInFlight: Int
-        public var holdingNow: Int
-        public var longestHoldSeconds: Double
-
-        public init(
-            forwarded: Int, held: Int, released: Int, rejected: Int, retried: Int, redirected: Int, failedInFlight: Int,
-            holdingNow: Int, longestHoldSeconds: Double
-        ) {
-            self.forwarded = forwarded
-            self.held = held
-            self.released = released
-            self.rejected = rejected
-            self.retried = retried
-            self.redirected = redirected
-            self.failedInFlight = failedInFlight
-            self.holdingNow = holdingNow
-            self.longestHoldSeconds = longestHoldSeconds
-        }
-    }
-
     public var service: String
-    /// `serving` (in front of a local service), `migrating` (its service is leaving),
-    /// `forwarding` (the service left; until the endpoint record settles) or `incoming`.
-    public var role: String
-    /// `forwarding`, `holding`, `redirecting` or `closed`.
-    public var mode: String
+    public var role: FrontmanRole
+    public var mode: FrontmanState
     /// `host` the Frontman sends to, when not holding.
     public var target: String?
     public var ports: [Port]
-    public var counts: Counts
+    /// What it has done so far.
+    public var counts: FrontmanStats
 
-    public init(service: String, role: String, mode: String, target: String?, ports: [Port], counts: Counts) {
+    public init(service: String, role: FrontmanRole, mode: FrontmanState, target: String?, ports: [Port], counts: FrontmanStats) {
         self.service = service
         self.role = role
         self.mode = mode

@@ -13,16 +13,7 @@ import UMSOS
 /// the container; during a migration it holds, then sends everything to the destination, and
 /// stays until the endpoint record has been updated and clients had `linger` to follow it.
 actor Frontmen {
-    enum Role: String {
-        /// In front of a service that runs here.
-        case serving
-        /// Its service is migrating away (holding from the freeze on).
-        case migrating
-        /// Its service runs elsewhere now; until the endpoint record settles.
-        case forwarding
-        /// Holding for a service that is arriving here.
-        case incoming
-    }
+    typealias Role = FrontmanRole
 
     struct Entry {
         let frontman: Frontman
@@ -206,20 +197,16 @@ actor Frontmen {
         for (service, entry) in entries.sorted(by: { $0.key < $1.key }) {
             let gate = entry.frontman.gate
             let (mode, stats) = (await gate.mode, await gate.stats)
-            let (modeName, target): (String, FrontmanTarget?) = switch mode {
-            case .forwarding(let target): ("forwarding", target)
-            case .redirecting(let target): ("redirecting", target)
-            case .holding: ("holding", nil)
-            case .closed: ("closed", nil)
+            let (state, target): (FrontmanState, FrontmanTarget?) = switch mode {
+            case .forwarding(let target): (.forwarding, target)
+            case .redirecting(let target): (.redirecting, target)
+            case .holding: (.holding, nil)
+            case .closed: (.closed, nil)
             }
             views.append(FrontmanView(
-                service: service, role: entry.role.rawValue, mode: modeName, target: target?.host,
-                ports: entry.frontman.ports.map { .init(published: $0.published, listening: $0.listening, kind: $0.kind.rawValue) },
-                counts: .init(
-                    forwarded: stats.forwarded, held: stats.held, released: stats.released, rejected: stats.rejected, retried: stats.retried,
-                    redirected: stats.redirected, failedInFlight: stats.failedInFlight, holdingNow: stats.holdingNow,
-                    longestHoldSeconds: stats.longestHoldSeconds
-                )
+                service: service, role: entry.role, mode: state, target: target?.host,
+                ports: entry.frontman.ports.map { .init(published: $0.published, listening: $0.listening, kind: $0.kind) },
+                counts: stats
             ))
         }
         return views

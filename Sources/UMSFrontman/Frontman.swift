@@ -2,15 +2,8 @@ import AsyncHTTPClient
 import Hummingbird
 import Logging
 import NIOCore
+import UMSModel
 import ServiceLifecycle
-
-/// What a published port speaks, so the Frontman can be as helpful as the protocol allows.
-public enum FrontmanProtocol: String, Sendable, Codable {
-    /// Whole requests: held, retried when safe, 503 beyond bounds, redirect on request.
-    case http
-    /// A byte stream: held connections are spliced to wherever the service is.
-    case tcp
-}
 
 /// One published port a Frontman listens for.
 public struct FrontmanPort: Sendable, Equatable, Codable {

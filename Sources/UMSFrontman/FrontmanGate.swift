@@ -74,22 +74,6 @@ public enum FrontmanRoute: Sendable, Equatable {
     }
 }
 
-/// What a Frontman has done, for `GET /v1/frontmen` and the tests; the same events go to the
-/// metrics system.
-public struct FrontmanStats: Sendable, Equatable, Codable {
-    public var forwarded = 0
-    public var held = 0
-    public var released = 0
-    public var rejected = 0
-    public var retried = 0
-    public var redirected = 0
-    public var failedInFlight = 0
-    public var holdingNow = 0
-    public var longestHoldSeconds = 0.0
-
-    public init() {}
-}
-
 /// The state every listener of one service's Frontman shares: forwarding to a target, or holding
 /// (the service is frozen), bounded by `HoldLimits`. Each change of target starts a new epoch,
 /// so that what was in flight to an old target can be told apart and cut once that target is gone.

@@ -48,7 +48,7 @@ struct Frontmen: AsyncParsableCommand {
             let views = try await coordinator.client().frontmen()
             if json { return try Output.json(views) }
             Output.table(["SERVICE", "ROLE", "MODE", "TARGET", "PORTS", "FORWARDED", "HELD", "REJECTED", "RETRIED", "LONGEST HOLD"], views.map {
-                [$0.service, $0.role, $0.mode, $0.target ?? "-", $0.ports.map { "\($0.published)/\($0.kind)" }.joined(separator: ","),
+                [$0.service, $0.role.rawValue, $0.mode.rawValue, $0.target ?? "-", $0.ports.map { "\($0.published)/\($0.kind.rawValue)" }.joined(separator: ","),
                  "\($0.counts.forwarded)", "\($0.counts.held)", "\($0.counts.rejected)", "\($0.counts.retried)",
                  Output.seconds($0.counts.longestHoldSeconds)]
             })

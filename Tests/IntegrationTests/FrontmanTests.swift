@@ -146,7 +146,7 @@ struct FrontmanIntegrationTests {
         let accepted = try await testbed.a.migrate(MigrateRequest(container: name, destination: testbed.bURL))
         // Wait for the freeze: A's Frontman holds from then on.
         let deadline = ContinuousClock.now + .seconds(30)
-        while try await testbed.a.frontmen().first(where: { $0.service == name })?.mode != "holding" {
+        while try await testbed.a.frontmen().first(where: { $0.service == name })?.mode != .holding {
             guard ContinuousClock.now < deadline else { Issue.record("the Frontman never held"); return }
             try await Task.sleep(for: .milliseconds(5))
         }

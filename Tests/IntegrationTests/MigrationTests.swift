@@ -309,7 +309,7 @@ struct RollbackTests {
         #expect(record.status == .rolledBack)
         #expect(report.failed.isEmpty, "\(report.failed.count) failed: \(report.failed.prefix(3).map { $0.error ?? $0.body ?? "" })")
         let frontman = try #require(try await testbed.a.frontmen().first { $0.service == name })
-        #expect(frontman.role == "serving" && frontman.mode == "forwarding" && frontman.counts.held > 0, "\(frontman)")
+        #expect(frontman.role == .serving && frontman.mode == .forwarding && frontman.counts.held > 0, "\(frontman)")
         #expect(try await testbed.b.frontmen().isEmpty, "the destination's Frontman went with its container")
         try await testbed.a.remove(name)
     }

@@ -119,7 +119,7 @@ struct Testbed {
     func onlyForwards(_ client: CoordinatorClient, service: String, to host: String) async throws -> Bool {
         guard try await !names(on: client).contains(service) else { return false }
         let view = try await client.frontmen().first { $0.service == service }
-        return view?.role == "forwarding" && view?.target == host
+        return view?.role == .forwarding && view?.target == host
     }
 
     func names(on client: CoordinatorClient) async throws -> [String] {

@@ -7,6 +7,7 @@ import NIOHTTP1
 import NIOPosix
 import Testing
 @testable import UMSFrontman
+import UMSModel
 
 /// The Frontman against real servers on loopback: a Hummingbird service (two instances, "A" and
 /// "B", standing for the service before and after its migration) and a line-protocol TCP service.
