@@ -10,6 +10,14 @@ import UMSModel
 /// golden bytes both writers must produce, streams written by one side read by the other, and
 /// damaged streams both refuse. The agent is built from `agent/ums-agent.c` (gcc, as
 /// `scripts/build-agent` does); `scripts/setup` installs gcc.
+/// Runs blocking work (a child process and its pipes) on a thread of its own, so that it never
+/// holds one of the few threads every concurrently running test shares.
+func offThePool<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        Thread { continuation.resume(returning: work()) }.start()
+    }
+}
+
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 
 /// The agent, built once for this run.
@@ -93,9 +101,15 @@ struct StreamInteropTests {
         return try await ImageStream.receive(pieces.async, into: directory)
     }
 
-    func agentUnpack(_ stream: Data, into directory: String) throws -> (ok: Bool, error: String) {
-        let result = Self.run([try #require(Self.agent), "stream-unpack", directory], input: stream)
+    func agentUnpack(_ stream: Data, into directory: String) async throws -> (ok: Bool, error: String) {
+        let agent = try #require(Self.agent)
+        let result = await offThePool { Self.run([agent, "stream-unpack", directory], input: stream) }
         return (result.status == 0, result.error)
+    }
+
+    func agentPack(_ directory: String) async throws -> (status: Int32, output: Data, error: String) {
+        let agent = try #require(Self.agent)
+        return await offThePool { Self.run([agent, "stream-pack", directory]) }
     }
 
     @Test("both writers produce exactly the golden bytes for the same directory")
@@ -105,7 +119,7 @@ struct StreamInteropTests {
         let (swift, summary) = try await swiftSend(source)
         #expect(swift == Self.golden)
         #expect(summary.digest == "sha256:" + Array(SHA256.hash(data: Self.golden)).hex, "the digest is the framed stream's")
-        let c = Self.run([try #require(Self.agent), "stream-pack", source])
+        let c = try await agentPack(source)
         #expect(c.status == 0)
         #expect(c.output == Self.golden)
     }
@@ -122,7 +136,7 @@ struct StreamInteropTests {
         let summary = try await swiftReceive(stream, into: bySwift)
         #expect(summary.bytes == 11)
         #expect(summary.digest == "sha256:" + Array(SHA256.hash(data: stream)).hex)
-        #expect(try agentUnpack(stream, into: byC).ok)
+        #expect(try await agentUnpack(stream, into: byC).ok)
         #expect(try contents(bySwift) == ["pages.img": Data("xyz".utf8)])
         #expect(try contents(byC) == ["pages.img": Data("xyz".utf8)])
     }
@@ -142,7 +156,7 @@ struct StreamInteropTests {
         defer { try? FileManager.default.removeItem(atPath: source); try? FileManager.default.removeItem(atPath: target) }
         let (stream, summary) = try await swiftSend(source)
         #expect(summary.digest == "sha256:" + Array(SHA256.hash(data: stream)).hex)
-        let unpacked = try agentUnpack(stream, into: target)
+        let unpacked = try await agentUnpack(stream, into: target)
         #expect(unpacked.ok, "\(unpacked.error)")
         #expect(try contents(target).filter { !$0.value.isEmpty } == files.filter { !$0.value.isEmpty })
     }
@@ -152,7 +166,7 @@ struct StreamInteropTests {
         let files = sampleFiles()
         let source = try directory(files), target = try directory()
         defer { try? FileManager.default.removeItem(atPath: source); try? FileManager.default.removeItem(atPath: target) }
-        let packed = Self.run([try #require(Self.agent), "stream-pack", source])
+        let packed = try await agentPack(source)
         #expect(packed.status == 0)
         let summary = try await swiftReceive(packed.output, into: target)
         #expect(summary.digest == "sha256:" + Array(SHA256.hash(data: packed.output)).hex)
@@ -180,7 +194,7 @@ struct StreamInteropTests {
         defer { try? FileManager.default.removeItem(atPath: bySwift); try? FileManager.default.removeItem(atPath: byC) }
         let error = await #expect(throws: UMSError.self, "Swift accepted: \(what)") { _ = try await swiftReceive(stream, into: bySwift) }
         #expect(error?.message.contains(swiftReason) == true, "\(what): \(error?.message ?? "")")
-        let c = try agentUnpack(stream, into: byC)
+        let c = try await agentUnpack(stream, into: byC)
         #expect(!c.ok, "C accepted: \(what)")
         #expect(c.error.contains(cReason), "\(what): \(c.error)")
         #expect(!FileManager.default.fileExists(atPath: bySwift + "/../a.img") && !FileManager.default.fileExists(atPath: byC + "/../a.img"))
