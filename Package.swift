@@ -121,7 +121,7 @@ let package = Package(
         ),
         .target(
             name: "UMSDecision",
-            dependencies: ["UMSModel"],
+            dependencies: ["UMSModel", "UMSImage"],
             swiftSettings: swiftSettings
         ),
         .target(

@@ -30,12 +30,15 @@ public struct SystemInfo: Codable, Sendable, Equatable {
     public var url: String
     public var version: String
     public var profile: SystemProfile
+    /// What this system admits from peers (its operator's policy).
+    public var admission: AdmissionPolicy?
 
-    public init(name: String, url: String, version: String, profile: SystemProfile) {
+    public init(name: String, url: String, version: String, profile: SystemProfile, admission: AdmissionPolicy? = nil) {
         self.name = name
         self.url = url
         self.version = version
         self.profile = profile
+        self.admission = admission
     }
 }
 
@@ -119,9 +122,13 @@ public struct MigrationPlan: Codable, Sendable, Equatable {
     public var verdicts: [Feasibility]
     /// Why the request cannot be carried out, when it cannot.
     public var infeasible: String?
+    /// What the destination's admission policy says: `admitted`, or the rule that would refuse it
+    /// (nil when the destination publishes no policy).
+    public var admission: String?
 
     public init(container: String, source: SystemRef, destination: SystemRef, requestedApproach: ApproachRequest, mode: TransferMode,
-                approach: Approach?, verdicts: [Feasibility], infeasible: String?) {
+                approach: Approach?, verdicts: [Feasibility], infeasible: String?, admission: String? = nil) {
+        self.admission = admission
         self.container = container
         self.source = source
         self.destination = destination
@@ -146,6 +153,19 @@ public struct PrepareRequest: Codable, Sendable, Equatable {
         self.approach = approach
         self.specification = specification
         self.source = source
+    }
+
+    enum CodingKeys: String, CodingKey { case id, approach, specification, source }
+
+    /// A peer's request: the id names directories here, so it is checked as it is decoded (the
+    /// Specification checks itself).
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        id = try container.decode(String.self, forKey: .id)
+        try MigrationID.validate(id)
+        approach = try container.decode(Approach.self, forKey: .approach)
+        specification = try container.decode(Specification.self, forKey: .specification)
+        source = try container.decode(SystemRef.self, forKey: .source)
     }
 }
 

@@ -27,10 +27,15 @@ public func buildApplication(
     configuration: CoordinatorConfiguration, logger: Logger, faults: any FaultInjector = NoFaults(), metrics: PrometheusCollectorRegistry? = nil
 ) async throws -> some ApplicationProtocol {
     try configuration.validate()
+    guard let tokenFile = configuration.tokenFile else {
+        throw UMSError(.invalidArgument, "failed to start: no credentials; give --token-file FILE (a random token, mode 600) so that only its holders can use this Coordinator")
+    }
+    let token = try TokenFile.read(tokenFile)
     let runner = SubprocessRunner(logger: logger)
     let criu = try await CRIUProbe.probe(explicitPath: configuration.criuPath, runner: runner, logger: logger)
     let stateDirectory = configuration.stateDir
-    try FileSystem.makeDirectory(stateDirectory)
+    // Tokens, records with agent tokens and memory images live here: its owner only.
+    try FileSystem.makePrivateDirectory(stateDirectory)
     let advertiseHost = try configuration.advertiseHost()
     let url = try configuration.resolvedAdvertiseURL()
 
@@ -49,10 +54,6 @@ public func buildApplication(
         AgentApproach.containerLevel(orchestrator: orchestrator, advertiseHost: advertiseHost, faults: faults, logger: logger),
     ]
 
-    let token = try configuration.tokenFile.map(TokenFile.read)
-    if token == nil {
-        logger.warning("no token file: the API accepts every request; use --token-file across systems")
-    }
     var peerTokens: [String: String] = [:]
     for peer in configuration.peers ?? [] {
         peerTokens[peer.url.hasSuffix("/") ? String(peer.url.dropLast()) : peer.url] = try TokenFile.read(peer.tokenFile)
@@ -65,7 +66,8 @@ public func buildApplication(
     let coordinator = try Coordinator(
         name: configuration.name, url: url, orchestrator: orchestrator, approaches: approaches,
         stateDirectory: stateDirectory, advertiseHost: advertiseHost, http: http, peerTokens: peerTokens,
-        logger: logger, faults: faults, hostImage: configuration.hostImage,
+        logger: logger, faults: faults, admission: configuration.admission ?? .standard,
+        reservedPorts: [try configuration.listenAddress().port], hostImage: configuration.hostImage,
         frontman: configuration.frontmanSettings, frontmanHTTP: frontmanHTTP, endpointsFile: configuration.endpointsFile,
         endpointHook: configuration.endpointHook
     )

@@ -1,6 +1,8 @@
 import Foundation
+import UMSDecision
 import UMSFrontman
 import UMSModel
+import UMSOS
 import Yams
 
 /// How one Coordinator is set up: from `umsd` flags or a YAML file with the same keys.
@@ -31,6 +33,8 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     public var listen: String
     public var stateDir: String
     public var orchestrator: String
+    /// What peers may ask for here (YAML `admission:`; absent: `AdmissionPolicy.standard`).
+    public var admission: AdmissionPolicy?
     /// The bearer token clients and peers must present. Without it the API is open (a warning
     /// is logged): fine on loopback for a demo, never across systems.
     public var tokenFile: String?
@@ -100,6 +104,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case name, listen, stateDir, orchestrator, tokenFile, advertiseURL, peers, criuPath, logLevel, hostImage, engineSocket
         case endpointsFile, endpointHook, frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger
+        case admission
     }
 
     /// Keys left out of a YAML file take the same defaults as the flags.
@@ -123,6 +128,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         frontmanHoldBytes = try container.decodeIfPresent(Int.self, forKey: .frontmanHoldBytes)
         frontmanHoldSeconds = try container.decodeIfPresent(Double.self, forKey: .frontmanHoldSeconds)
         frontmanLinger = try container.decodeIfPresent(Double.self, forKey: .frontmanLinger)
+        admission = try container.decodeIfPresent(AdmissionPolicy.self, forKey: .admission)
     }
 
     public static func load(yamlFile path: String) throws -> CoordinatorConfiguration {
@@ -174,6 +180,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
 /// Reads a token file: the first line, trimmed.
 enum TokenFile {
     static func read(_ path: String) throws -> String {
+        try FileSystem.checkPrivate(path, what: "token file")
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw UMSError(.invalidArgument, "failed to read token file \(path)")
         }

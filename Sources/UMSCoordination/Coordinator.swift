@@ -53,7 +53,7 @@ public struct Coordinator: Sendable {
         name: String, url: String, orchestrator: any Orchestrator, approaches: [any MigrationApproach],
         stateDirectory: String, advertiseHost: String, http: HTTPClient, peerTokens: [String: String],
         logger: Logger, faults: any FaultInjector = NoFaults(), peers: PeerConnector? = nil,
-        incomingTimeout: Duration = .seconds(600), hostImage: String? = nil,
+        incomingTimeout: Duration = .seconds(600), admission: AdmissionPolicy = .standard, reservedPorts: Set<Int> = [], hostImage: String? = nil,
         frontman: FrontmanSettings? = nil, frontmanHTTP: HTTPClient? = nil, endpointsFile: String? = nil, endpointHook: String? = nil
     ) throws {
         let system = SystemContext(
@@ -79,12 +79,17 @@ public struct Coordinator: Sendable {
             system: system, frontmen: frontmen, endpoints: endpoints, connect: connect, faults: faults, background: background, logger: logger
         )
         self.incoming = IncomingMigrations(
-            system: system, frontmen: frontmen, endpoints: endpoints, faults: faults, timeout: incomingTimeout, background: background, logger: logger
+            system: system, frontmen: frontmen, endpoints: endpoints, faults: faults, timeout: incomingTimeout,
+            admission: admission, reservedPorts: reservedPorts.union(Self.umsPorts), background: background, logger: logger
         )
     }
 
+    /// Host ports UMS itself publishes: destination agents (27000-27099) and post-copy page
+    /// servers (27100-27999). A peer's container never gets them.
+    static let umsPorts = Set(27000...27999)
+
     public func systemInfo() async -> SystemInfo {
-        SystemInfo(name: system.name, url: system.url, version: UMSVersion.current, profile: await system.profile())
+        SystemInfo(name: system.name, url: system.url, version: UMSVersion.current, profile: await system.profile(), admission: incoming.admission)
     }
 
     public func frontmanViews() async -> [FrontmanView] {

@@ -38,6 +38,13 @@ struct EndpointRecord: Sendable {
     /// hook's failure, if any (the record itself is updated either way).
     @discardableResult
     func set(_ entry: EndpointEntry) async -> String? {
+        do {
+            try HostAddress.validate(entry.address)
+            try ContainerName.validate(entry.service)
+        } catch {
+            logger.error("refused an endpoint entry", metadata: ["service": "\(entry.service.prefix(64))", "error": "\(error)"])
+            return "refused the endpoint entry: \(error)"
+        }
         if let old = store.load(key: entry.service), old.address == entry.address, old.endpoints == entry.endpoints {
             return nil
         }
@@ -60,7 +67,11 @@ struct EndpointRecord: Sendable {
 
     func writeHosts() throws {
         var text = "# UMS endpoint record of system \(system): where each service is reached (hosts format).\n"
-        for entry in entries() { text += "\(entry.address) \(entry.service)\n" }
+        // Only entries that are an address and a container name: a line is never built from a
+        // string nobody checked (a record file could have been edited).
+        for entry in entries() where (try? HostAddress.validate(entry.address)) != nil && (try? ContainerName.validate(entry.service)) != nil {
+            text += "\(entry.address) \(entry.service)\n"
+        }
         try FileSystem.writeAtomically(Data(text.utf8), to: hostsFile)
     }
 

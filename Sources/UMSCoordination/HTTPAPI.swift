@@ -47,7 +47,7 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-/// Requires `Authorization: Bearer <token>` on every route when the Coordinator has a token.
+/// Requires `Authorization: Bearer <token>` on every route (a Coordinator always has one).
 struct BearerAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     let expectedDigest: [UInt8]
 
@@ -108,10 +108,10 @@ extension Parameters {
 }
 
 /// The Coordinator's routes (the same as `docs/openapi.yaml`).
-public func buildRouter(coordinator: Coordinator, token: String?, metrics: PrometheusCollectorRegistry? = nil) -> Router<BasicRequestContext> {
+public func buildRouter(coordinator: Coordinator, token: String, metrics: PrometheusCollectorRegistry? = nil) -> Router<BasicRequestContext> {
     let router = Router(context: BasicRequestContext.self)
     router.add(middleware: ErrorMiddleware())
-    if let token { router.add(middleware: BearerAuthMiddleware(token: token)) }
+    router.add(middleware: BearerAuthMiddleware(token: token))
 
     router.get(RouterPath(Routes.system)) { _, _ in try JSONAPI.response(await coordinator.systemInfo()) }
 

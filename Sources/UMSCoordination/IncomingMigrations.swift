@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import UMSAPI
+import UMSDecision
 import UMSFrontman
 import UMSMigration
 import UMSModel
@@ -20,6 +21,8 @@ public actor IncomingMigrations {
         let expiresAt: ContinuousClock.Instant
         /// Where the restored service runs here (set once `restored`).
         var target: FrontmanTarget?
+        /// Checkpoint bytes received so far (bounded by the admission policy).
+        var checkpointBytes: Int64 = 0
     }
 
     let system: SystemContext
@@ -31,12 +34,18 @@ public actor IncomingMigrations {
     let timeout: Duration
     let background: BackgroundTasks
     let logger: Logger
+    /// What a peer may ask for here.
+    let admission: AdmissionPolicy
+    /// Host ports of this system's own (the Coordinator's, UMS's agent and page-server ranges).
+    let reservedPorts: Set<Int>
     var entries: [String: Entry] = [:]
 
     init(
         system: SystemContext, frontmen: Frontmen?, endpoints: Endpoints, faults: any FaultInjector, timeout: Duration,
-        background: BackgroundTasks, logger: Logger
+        admission: AdmissionPolicy, reservedPorts: Set<Int>, background: BackgroundTasks, logger: Logger
     ) {
+        self.admission = admission
+        self.reservedPorts = reservedPorts
         self.system = system
         self.frontmen = frontmen
         self.endpoints = endpoints
@@ -69,15 +78,26 @@ public actor IncomingMigrations {
     {
         // The store keeps the image only if the stream's digest is the announced one, so that is
         // also the digest of what arrived.
-        let image = try await system.orchestrator.importImage(chunks, expected: ImageReference(digest: digest))
+        try ImageReference(digest: digest).validate()
+        let bounded = ByteLimited(chunks, limit: admission.maxImageBytes, what: "maxImageBytes")
+        let image = try await system.orchestrator.importImage(bounded, expected: ImageReference(digest: digest))
         return UploadResponse(bytes: image.sizeBytes ?? 0, digest: image.digest)
     }
 
     /// Paper Steps 4-7: create the identical container and get ready to receive.
     public func prepare(_ request: PrepareRequest) async throws -> PrepareResponse {
-        try ContainerName.validate(request.specification.name)
+        try MigrationID.validate(request.id)
+        try request.specification.validate()
         guard entries[request.id] == nil else {
             throw UMSError(.exists, "failed to prepare migration \(request.id): it is already being received")
+        }
+        // The destination's operator decides what a peer may ask for: refused before anything
+        // is created.
+        if entries.values.filter({ !$0.machine.state.isTerminal }).count >= admission.maxConcurrentIncoming {
+            throw UMSError(.forbidden, "admission refused (rule maxConcurrentIncoming): \(admission.maxConcurrentIncoming) incoming migrations at once already")
+        }
+        if let refusal = admission.refusal(of: request.specification, reservedPorts: reservedPorts) {
+            throw refusal
         }
         guard let approach = system.approaches[request.approach] else {
             throw UMSError(.unsupported, "failed to prepare migration \(request.id): system \(system.name) does not implement the \(request.approach.rawValue)-level approach")
@@ -105,7 +125,9 @@ public actor IncomingMigrations {
         try entry.machine.receive()
         entries[id] = entry
         try await faults.check(.destination(.receive))
-        let received = try await entry.approach.importFiles(entry.migration, part: part, chunks)
+        let allowance = max(0, admission.maxCheckpointBytes - entry.checkpointBytes)
+        let received = try await entry.approach.importFiles(entry.migration, part: part, ByteLimited(chunks, limit: allowance, what: "maxCheckpointBytes"))
+        entries[id]?.checkpointBytes += received.bytes
         return UploadResponse(bytes: received.bytes, digest: received.digest)
     }
 

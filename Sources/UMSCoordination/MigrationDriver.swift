@@ -224,6 +224,8 @@ struct MigrationDriver: Sendable {
         // to the resumed source.)
         let newHost = moved.restored.endpoints.first.flatMap { endpoint in endpoint.lastIndex(of: ":").map { String(endpoint[..<$0]) } }
             ?? (URL(string: peer.baseURL)?.host ?? "")
+        // It goes into the hosts file and the hook's environment: an address or a name, checked.
+        try HostAddress.validate(newHost)
         await frontmen?.release(container, to: Frontmen.target(host: newHost, specification: plan.specification), redirect: redirect, role: .forwarding)
         // With post-copy the destination answers once every page has crossed; by then this
         // side's page-serving dump has ended too.

@@ -120,10 +120,16 @@ public actor OutgoingMigrations {
         } catch {
             infeasible = error.message
         }
+        // The destination's own check happens at its prepare; this is what its published policy
+        // says (its Coordinator's port and UMS's own ranges are reserved there too).
+        let reserved = Coordinator.umsPorts.union(URL(string: destinationURL)?.port.map { [$0] } ?? [])
+        let admission = destination.admission.map { policy in
+            policy.refusal(of: specification, reservedPorts: reserved)?.message ?? "admitted"
+        }
         return MigrationPlan(
             container: request.container, source: system.ref,
             destination: SystemRef(name: destination.name, url: destinationURL), requestedApproach: approachRequest,
-            mode: request.mode ?? .stopAndCopy, approach: chosen, verdicts: verdicts, infeasible: infeasible
+            mode: request.mode ?? .stopAndCopy, approach: chosen, verdicts: verdicts, infeasible: infeasible, admission: admission
         )
     }
 

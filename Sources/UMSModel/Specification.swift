@@ -36,6 +36,28 @@ public struct Specification: Codable, Sendable, Equatable {
         self.security = security
     }
 
+    enum CodingKeys: String, CodingKey {
+        case name, image, command, environment, workingDirectory, ports, limits, processCount, labels, security
+    }
+
+    /// Decodes and validates (`validate()`): what a peer or a file sends is checked here.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            name: try container.decode(String.self, forKey: .name),
+            image: try container.decode(ImageReference.self, forKey: .image),
+            command: try container.decode([String].self, forKey: .command),
+            environment: try container.decodeIfPresent([String].self, forKey: .environment) ?? [],
+            workingDirectory: try container.decodeIfPresent(String.self, forKey: .workingDirectory) ?? "/",
+            ports: try container.decodeIfPresent([PortMapping].self, forKey: .ports) ?? [],
+            limits: try container.decodeIfPresent(ResourceLimits.self, forKey: .limits) ?? ResourceLimits(),
+            processCount: try container.decodeIfPresent(Int.self, forKey: .processCount) ?? 1,
+            labels: try container.decodeIfPresent([String: String].self, forKey: .labels) ?? [:],
+            security: try container.decodeIfPresent(SecurityOptions.self, forKey: .security)
+        )
+        try validate()
+    }
+
     /// The value of `KEY` in the environment, if set.
     public func environmentValue(_ key: String) -> String? {
         environment.last { $0.hasPrefix("\(key)=") }.map { String($0.dropFirst(key.count + 1)) }

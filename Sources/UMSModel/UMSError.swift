@@ -9,6 +9,8 @@ public struct UMSError: Error, Codable, Sendable, Equatable, CustomStringConvert
         case invalidArgument
         /// The caller did not present valid credentials.
         case unauthenticated
+        /// The caller is known but may not do this (its scope, or the admission policy).
+        case forbidden
         /// The named container, migration or image does not exist.
         case notFound
         /// Something with that name already exists.
@@ -31,6 +33,7 @@ public struct UMSError: Error, Codable, Sendable, Equatable, CustomStringConvert
             switch self {
             case .invalidArgument: 400
             case .unauthenticated: 401
+            case .forbidden: 403
             case .notFound: 404
             case .exists, .invalidState: 409
             case .unavailable: 503

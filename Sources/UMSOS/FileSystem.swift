@@ -1,5 +1,8 @@
 import Logging
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import UMSModel
 
 /// Small file operations with UMS errors. Writes are atomic (temporary file + rename) so a crash
@@ -46,11 +49,49 @@ public enum FileSystem {
         }
     }
 
-    public static func writeAtomically(_ data: Data, to path: String) throws {
+    /// Writes through a temporary file and a rename; `secret` files are readable by their owner
+    /// only (set before the rename, so they are never readable by others even for a moment).
+    public static func writeAtomically(_ data: Data, to path: String, secret: Bool = false) throws {
         do {
-            try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+            guard secret else {
+                try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+                return
+            }
+            let staging = "\(path).tmp-\(UUID().uuidString.prefix(8))"
+            guard FileManager.default.createFile(atPath: staging, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+                throw UMSError(.internalError, "failed to create \(staging)")
+            }
+            try data.write(to: URL(fileURLWithPath: staging))
+            guard rename(staging, path) == 0 else {
+                let error = errno
+                try? FileManager.default.removeItem(atPath: staging)
+                throw UMSError(.internalError, "failed to rename \(staging) to \(path): errno \(error)")
+            }
         } catch {
             throw UMSError(.internalError, "failed to write \(path)", cause: error)
+        }
+    }
+
+    /// Makes `path` a directory only its owner can enter (a Coordinator's state directory: it
+    /// holds tokens, keys and memory images).
+    public static func makePrivateDirectory(_ path: String) throws {
+        try makeDirectory(path)
+        do {
+            try FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: path)
+        } catch {
+            throw UMSError(.internalError, "failed to make \(path) private (mode 0700)", cause: error)
+        }
+    }
+
+    /// Refuses a file that holds a secret (a token, a key) when its group or others may read it.
+    public static func checkPrivate(_ path: String, what: String) throws(UMSError) {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+              let mode = (attributes[.posixPermissions] as? NSNumber)?.intValue
+        else {
+            throw UMSError(.invalidArgument, "failed to read \(what) \(path)")
+        }
+        guard mode & 0o077 == 0 else {
+            throw UMSError(.invalidArgument, "refusing \(what) \(path): its group or others may read it (mode \(String(mode, radix: 8))); run chmod 600 \(path)")
         }
     }
 }
@@ -71,7 +112,8 @@ public struct JSONStore<Value: Codable & Sendable>: Sendable {
 
     public func save(_ value: Value, key: String) throws {
         let encoder = UMSJSON.encoder(pretty: true)
-        try FileSystem.writeAtomically(try encoder.encode(value), to: path(key))
+        // Records may hold secrets (a container's environment carries its agent's token).
+        try FileSystem.writeAtomically(try encoder.encode(value), to: path(key), secret: true)
     }
 
     public func load(key: String) -> Value? {

@@ -49,6 +49,7 @@ struct ContainerRegistry<Record: RegisteredContainer> {
         guard !specification.command.isEmpty else {
             throw UMSError(.invalidArgument, "failed to create container \(specification.name): no command given")
         }
+        try specification.validate()
         guard !contains(specification.name) else {
             throw UMSError(.exists, "failed to create container: '\(specification.name)' already exists on system \(systemName)")
         }

@@ -77,8 +77,9 @@ struct Migrate: AsyncParsableCommand {
                         [$0.approach.rawValue + ($0.approach == plan.approach ? " (chosen)" : ""), $0.feasible ? "yes" : "no", $0.reason]
                     })
                     if let infeasible = plan.infeasible { print("infeasible: \(infeasible)") }
+                    if let admission = plan.admission { print("destination's admission policy: \(admission)") }
                 }
-                if plan.approach == nil { throw ExitCode(1) }
+                if plan.approach == nil || (plan.admission.map { $0 != "admitted" } ?? false) { throw ExitCode(1) }
                 return
             }
             var record = try await client.migrate(MigrateRequest(

@@ -32,7 +32,7 @@ struct OpenAPITests {
             name: "a", url: "http://127.0.0.1:1", orchestrator: InMemoryOrchestrator(), approaches: [], stateDirectory: state,
             advertiseHost: "127.0.0.1", http: HTTPClient.shared, peerTokens: [:], logger: Logger(label: "test")
         )
-        let served = Set(buildRouter(coordinator: coordinator, token: nil).routes.map { "\($0.method) \($0.path)" })
+        let served = Set(buildRouter(coordinator: coordinator, token: "t").routes.map { "\($0.method) \($0.path)" })
         #expect(served.subtracting(documented).isEmpty, "served but not documented")
         #expect(documented.subtracting(served).isEmpty, "documented but not served")
         #expect(served.count >= 15)

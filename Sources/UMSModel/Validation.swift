@@ -1,0 +1,158 @@
+/// Bounds on what a Specification may say. Everything a peer or a client sends is checked
+/// against them when it is decoded: a value that passed decoding is known to be in range, so no
+/// later conversion traps and no string reaches a path, an argument vector or a rule file unchecked.
+public enum SpecificationBounds {
+    public static let maxCommandArguments = 256
+    public static let maxArgumentBytes = 8192
+    public static let maxEnvironmentEntries = 512
+    public static let maxEnvironmentEntryBytes = 32_768
+    public static let maxPorts = 64
+    public static let maxLabels = 64
+    public static let maxLabelKeyBytes = 128
+    public static let maxLabelValueBytes = 1024
+    public static let maxCapabilities = 41
+    public static let maxMemoryBytes: Int64 = 1 << 40
+    public static let maxCPUs = 1024.0
+    public static let maxPids = 4_194_304
+    public static let maxProcessCount = 1_000_000
+    public static let maxPathBytes = 4096
+}
+
+/// Checks a migration id: it names directories at the destination, so it is kept to `m-` and a
+/// small alphabet.
+public enum MigrationID {
+    public static let maxLength = 48
+
+    public static func validate(_ id: String) throws(UMSError) {
+        let body = id.dropFirst(2)
+        let allowed = body.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "-" }
+        guard id.hasPrefix("m-"), !body.isEmpty, id.utf8.count <= maxLength, allowed else {
+            throw UMSError(.invalidArgument, "invalid migration id '\(String(id.prefix(64)))': expected 'm-' and up to \(maxLength - 2) characters of a-z, 0-9 and '-'")
+        }
+    }
+}
+
+extension String {
+    /// Free of NUL and line breaks: safe inside one line of a file or one argument.
+    var isSingleLine: Bool { !unicodeScalars.contains { $0 == "\0" || $0 == "\n" || $0 == "\r" } }
+}
+
+extension ImageReference {
+    public func validate() throws(UMSError) {
+        let hex = digest.dropFirst("sha256:".count)
+        guard digest.hasPrefix("sha256:"), hex.count == 64, hex.unicodeScalars.allSatisfy({ ("0"..."9").contains($0) || ("a"..."f").contains($0) }) else {
+            throw UMSError(.invalidArgument, "invalid image digest '\(String(digest.prefix(80)))': expected sha256:<64 hex digits>")
+        }
+        if let sizeBytes, sizeBytes < 0 { throw UMSError(.invalidArgument, "invalid image size \(sizeBytes)") }
+        if let source, source.utf8.count > SpecificationBounds.maxPathBytes || !source.isSingleLine {
+            throw UMSError(.invalidArgument, "invalid image source: not a single line of at most \(SpecificationBounds.maxPathBytes) bytes")
+        }
+    }
+}
+
+extension PortMapping {
+    public func validate() throws(UMSError) {
+        guard (1...65535).contains(hostPort), (1...65535).contains(containerPort) else {
+            throw UMSError(.invalidArgument, "invalid port mapping \(hostPort):\(containerPort): each port must be 1-65535")
+        }
+        guard proto == "tcp" else {
+            throw UMSError(.invalidArgument, "invalid port protocol '\(String(proto.prefix(32)))': only tcp is supported")
+        }
+        guard application == nil || application == "http" else {
+            throw UMSError(.invalidArgument, "invalid port application '\(String((application ?? "").prefix(32)))': expected http or none")
+        }
+    }
+}
+
+extension SecurityOptions {
+    public func validate() throws(UMSError) {
+        guard addCapabilities.count <= SpecificationBounds.maxCapabilities else {
+            throw UMSError(.invalidArgument, "invalid security options: more than \(SpecificationBounds.maxCapabilities) capabilities")
+        }
+        for capability in addCapabilities {
+            let name = capability.dropFirst(4)
+            guard capability.hasPrefix("CAP_"), (1...32).contains(name.count), name.unicodeScalars.allSatisfy({ ("A"..."Z").contains($0) || $0 == "_" }) else {
+                throw UMSError(.invalidArgument, "invalid capability '\(String(capability.prefix(48)))': expected CAP_ and upper-case letters")
+            }
+        }
+    }
+}
+
+extension ResourceLimits {
+    public func validate() throws(UMSError) {
+        if let memoryBytes, !(1 << 20 ... SpecificationBounds.maxMemoryBytes).contains(memoryBytes) {
+            throw UMSError(.invalidArgument, "invalid memory limit \(memoryBytes): expected 1 MiB to 1 TiB")
+        }
+        if let cpus, !(cpus.isFinite && cpus > 0 && cpus <= SpecificationBounds.maxCPUs) {
+            throw UMSError(.invalidArgument, "invalid CPU limit \(cpus): expected more than 0 and at most \(Int(SpecificationBounds.maxCPUs))")
+        }
+        if let pids, !(1...SpecificationBounds.maxPids).contains(pids) {
+            throw UMSError(.invalidArgument, "invalid PID limit \(pids): expected 1 to \(SpecificationBounds.maxPids)")
+        }
+    }
+}
+
+extension Specification {
+    /// Everything in range (see `SpecificationBounds`); called whenever one is decoded.
+    public func validate() throws(UMSError) {
+        typealias Bounds = SpecificationBounds
+        try ContainerName.validate(name)
+        try image.validate()
+        guard (1...Bounds.maxCommandArguments).contains(command.count),
+              command.allSatisfy({ $0.utf8.count <= Bounds.maxArgumentBytes && !$0.unicodeScalars.contains("\0") })
+        else {
+            throw UMSError(.invalidArgument, "invalid command: 1-\(Bounds.maxCommandArguments) arguments of at most \(Bounds.maxArgumentBytes) bytes, without NUL")
+        }
+        guard environment.count <= Bounds.maxEnvironmentEntries else {
+            throw UMSError(.invalidArgument, "invalid environment: more than \(Bounds.maxEnvironmentEntries) entries")
+        }
+        for entry in environment {
+            let name = entry.prefix { $0 != "=" }
+            let validName = name.first.map { $0 == "_" || $0.isASCII && $0.isLetter } ?? false
+                && name.unicodeScalars.allSatisfy { $0 == "_" || ("A"..."Z").contains($0) || ("a"..."z").contains($0) || ("0"..."9").contains($0) }
+            guard validName, name.count < entry.count, entry.utf8.count <= Bounds.maxEnvironmentEntryBytes, !entry.unicodeScalars.contains("\0") else {
+                throw UMSError(.invalidArgument, "invalid environment entry '\(String(entry.prefix(48)))': expected NAME=VALUE, NAME of letters, digits and '_'")
+            }
+        }
+        guard workingDirectory.hasPrefix("/"), workingDirectory.utf8.count <= Bounds.maxPathBytes, workingDirectory.isSingleLine,
+              !workingDirectory.split(separator: "/").contains("..")
+        else {
+            throw UMSError(.invalidArgument, "invalid working directory '\(String(workingDirectory.prefix(64)))': expected an absolute path without '..'")
+        }
+        guard ports.count <= Bounds.maxPorts else { throw UMSError(.invalidArgument, "invalid ports: more than \(Bounds.maxPorts)") }
+        for port in ports { try port.validate() }
+        guard Set(ports.map(\.hostPort)).count == ports.count else {
+            throw UMSError(.invalidArgument, "invalid ports: a host port is published twice")
+        }
+        try limits.validate()
+        guard (0...Bounds.maxProcessCount).contains(processCount) else {
+            throw UMSError(.invalidArgument, "invalid process count \(processCount)")
+        }
+        guard labels.count <= Bounds.maxLabels else { throw UMSError(.invalidArgument, "invalid labels: more than \(Bounds.maxLabels)") }
+        for (key, value) in labels {
+            let keyOK = (1...Bounds.maxLabelKeyBytes).contains(key.utf8.count)
+                && key.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "._-/".unicodeScalars.contains($0) }
+            guard keyOK, value.utf8.count <= Bounds.maxLabelValueBytes, value.isSingleLine else {
+                throw UMSError(.invalidArgument, "invalid label '\(String(key.prefix(48)))': keys of letters, digits and ._-/, single-line values of at most \(Bounds.maxLabelValueBytes) bytes")
+            }
+        }
+        try security?.validate()
+    }
+}
+
+/// Checks a host a peer names (where a migrated service now runs): it goes into the hosts file
+/// and the endpoint hook's environment, so it must be an IP address or a DNS name, nothing else.
+public enum HostAddress {
+    public static func validate(_ host: String) throws(UMSError) {
+        let scalars = host.unicodeScalars
+        let ipv6 = host.contains(":") && scalars.allSatisfy { ("0"..."9").contains($0) || ("a"..."f").contains($0) || ("A"..."F").contains($0) || $0 == ":" || $0 == "." }
+        let labels = host.split(separator: ".", omittingEmptySubsequences: false)
+        let name = !host.contains(":") && labels.allSatisfy { label in
+            (1...63).contains(label.count) && label.first != "-" && label.last != "-"
+                && label.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "-" }
+        }
+        guard (1...253).contains(host.utf8.count), ipv6 || name else {
+            throw UMSError(.invalidArgument, "invalid host '\(String(host.prefix(64)))': expected an IP address or a DNS name")
+        }
+    }
+}
