@@ -85,8 +85,14 @@ struct InMemoryApproach: MigrationApproach {
     func prepare(_ incoming: IncomingMigration) async throws -> PreparedIncoming {
         PreparedIncoming(container: try await orchestrator.create(incoming.specification, start: false, migration: incoming.id))
     }
+    /// Reads what arrives (as a real approach would), keeping nothing.
     func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> StreamSummary
-        where Chunks.Element == ByteBuffer { StreamSummary(digest: "sha256:", bytes: 0) }
+        where Chunks.Element == ByteBuffer
+    {
+        var bytes: Int64 = 0
+        for try await chunk in chunks { bytes += Int64(chunk.readableBytes) }
+        return StreamSummary(digest: "sha256:", bytes: bytes)
+    }
     func restore(_ incoming: IncomingMigration, postCopySource: PageServerAddress?) async throws -> ContainerInfo {
         try await orchestrator.inspect(incoming.specification.name)
     }
