@@ -39,6 +39,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
     ],
     targets: [
         .target(
@@ -76,6 +79,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "UMSTrust",
+            dependencies: [
+                "UMSModel", "UMSOS",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -140,8 +154,10 @@ let package = Package(
         .target(
             name: "UMSCoordination",
             dependencies: [
-                "UMSModel", "UMSOS", "UMSOrchestrator", "UMSCheckpoint", "UMSImage", "UMSMigration", "UMSDecision", "UMSAPI", "UMSFrontman",
+                "UMSModel", "UMSOS", "UMSOrchestrator", "UMSCheckpoint", "UMSImage", "UMSMigration", "UMSDecision", "UMSAPI", "UMSFrontman", "UMSTrust",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -177,7 +193,7 @@ let package = Package(
         .executableTarget(
             name: "ums",
             dependencies: [
-                "UMSAPI", "UMSModel", "UMSImage", "UMSOS",
+                "UMSAPI", "UMSModel", "UMSImage", "UMSOS", "UMSTrust",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -228,7 +244,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "UMSAPI", "UMSModel", "UMSLoad", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                "UMSAPI", "UMSModel", "UMSLoad", "UMSTrust", .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],

@@ -1,6 +1,8 @@
 import AsyncHTTPClient
 import Foundation
 import Hummingbird
+import UMSTrust
+import HummingbirdTLS
 import Logging
 import Prometheus
 import ServiceLifecycle
@@ -31,6 +33,13 @@ public func buildApplication(
         throw UMSError(.invalidArgument, "failed to start: no credentials; give --token-file FILE (a random token, mode 600) so that only its holders can use this Coordinator")
     }
     let token = try TokenFile.read(tokenFile)
+    let readerTokens = try (configuration.readerTokenFiles ?? []).map(TokenFile.read)
+    // Mutual TLS unless explicitly insecure (loopback only, checked above).
+    let tls: TLSSettings? = configuration.insecure == true ? nil : try TLSSettings(directory: TrustDirectory(configuration.resolvedTLSDir))
+    let serverTLS = try tls?.server()
+    let clientTLS = try tls?.client()
+    if tls == nil { logger.warning("plain HTTP (--insecure): nothing this Coordinator sends or receives is encrypted") }
+    if let tls, tls.peers.isEmpty { logger.warning("no pinned peers: no system can migrate here or be migrated to (ums trust add-peer)") }
     let runner = SubprocessRunner(logger: logger)
     let criu = try await CRIUProbe.probe(explicitPath: configuration.criuPath, runner: runner, logger: logger)
     let stateDirectory = configuration.stateDir
@@ -39,7 +48,7 @@ public func buildApplication(
     let advertiseHost = try configuration.advertiseHost()
     let url = try configuration.resolvedAdvertiseURL()
 
-    let http = HTTPClient(eventLoopGroupProvider: .singleton)
+    let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: HTTPClient.Configuration(tlsConfiguration: clientTLS))
     let orchestrator: any Orchestrator
     do {
         orchestrator = try await makeOrchestrator(configuration, http: http, advertiseHost: advertiseHost, criu: criu, runner: runner, logger: logger)
@@ -73,10 +82,11 @@ public func buildApplication(
     )
     await coordinator.recover()
     let (host, port) = try configuration.listenAddress()
-    let router = buildRouter(coordinator: coordinator, token: token, metrics: metrics)
+    let router = buildRouter(coordinator: coordinator, token: token, readerTokens: readerTokens, tls: tls, metrics: metrics)
     logger.info("coordinator ready", metadata: ["system": "\(configuration.name)", "url": "\(url)", "criu": "\(criu.version)"])
     return Application(
         router: router,
+        server: try serverTLS.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1(),
         configuration: .init(address: .hostname(host, port: port), serverName: "umsd"),
         services: [coordinator.service, HTTPClientService(client: http), HTTPClientService(client: frontmanHTTP)],
         logger: logger

@@ -35,6 +35,15 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     public var orchestrator: String
     /// What peers may ask for here (YAML `admission:`; absent: `AdmissionPolicy.standard`).
     public var admission: AdmissionPolicy?
+    /// The system's identity and pinned peers (`ums trust init`; default `STATE/tls`).
+    public var tlsDir: String?
+    /// Plain HTTP instead of mutual TLS: only on a loopback address.
+    public var insecure: Bool?
+    /// Tokens that may only read (ps, records, endpoints, metrics).
+    public var readerTokenFiles: [String]?
+
+    /// Where the identity is.
+    public var resolvedTLSDir: String { tlsDir ?? "\(stateDir)/tls" }
     /// The bearer token clients and peers must present. Without it the API is open (a warning
     /// is logged): fine on loopback for a demo, never across systems.
     public var tokenFile: String?
@@ -104,7 +113,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case name, listen, stateDir, orchestrator, tokenFile, advertiseURL, peers, criuPath, logLevel, hostImage, engineSocket
         case endpointsFile, endpointHook, frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger
-        case admission
+        case admission, tlsDir, insecure, readerTokenFiles
     }
 
     /// Keys left out of a YAML file take the same defaults as the flags.
@@ -129,6 +138,9 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         frontmanHoldSeconds = try container.decodeIfPresent(Double.self, forKey: .frontmanHoldSeconds)
         frontmanLinger = try container.decodeIfPresent(Double.self, forKey: .frontmanLinger)
         admission = try container.decodeIfPresent(AdmissionPolicy.self, forKey: .admission)
+        tlsDir = try container.decodeIfPresent(String.self, forKey: .tlsDir)
+        insecure = try container.decodeIfPresent(Bool.self, forKey: .insecure)
+        readerTokenFiles = try container.decodeIfPresent([String].self, forKey: .readerTokenFiles)
     }
 
     public static func load(yamlFile path: String) throws -> CoordinatorConfiguration {
@@ -154,6 +166,12 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         try ContainerName.validate(name)
         _ = try listenAddress()
         _ = try orchestratorKind()
+        if insecure == true {
+            let host = try listenAddress().host
+            guard ["127.0.0.1", "::1", "localhost"].contains(host) || host.hasPrefix("127.") else {
+                throw UMSError(.invalidArgument, "refusing plain HTTP on \(host): --insecure is for loopback only; between systems use mutual TLS (ums trust init)")
+            }
+        }
         if let count = frontmanHoldCount, count < 0 { throw UMSError(.invalidArgument, "invalid frontman hold count \(count): expected 0 or more") }
         if let bytes = frontmanHoldBytes, bytes < 0 { throw UMSError(.invalidArgument, "invalid frontman hold bytes \(bytes): expected 0 or more") }
         if let seconds = frontmanHoldSeconds, !(seconds >= 0) { throw UMSError(.invalidArgument, "invalid frontman hold time \(seconds): expected 0 or more seconds") }
@@ -164,7 +182,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     public func resolvedAdvertiseURL() throws(UMSError) -> String {
         if let advertiseURL { return advertiseURL }
         let (host, port) = try listenAddress()
-        return "http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)"
+        return "\(insecure == true ? "http" : "https")://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)"
     }
 
     /// The host part of the advertised URL: where published ports are reached.

@@ -2,10 +2,12 @@ import Crypto
 import Foundation
 import Hummingbird
 import NIOCore
+import NIOSSL
 import Prometheus
 import UMSAPI
 import UMSMigration
 import UMSModel
+import UMSTrust
 
 /// Turns any error into the JSON error body with the status its code maps to, so every failure
 /// a client sees reads the same way.
@@ -47,23 +49,89 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-/// Requires `Authorization: Bearer <token>` on every route (a Coordinator always has one).
-struct BearerAuthMiddleware<Context: RequestContext>: RouterMiddleware {
-    let expectedDigest: [UInt8]
+/// Who is calling, as the Coordinator authenticated it.
+public enum Caller: Sendable, Equatable {
+    /// A bearer token with every right (`--token-file`).
+    case `operator`
+    /// A bearer token that may only read (`--reader-token-file`): ps, records, endpoints, metrics.
+    case reader
+    /// A pinned peer system, identified by its TLS client certificate: the peer routes only, and
+    /// only for migrations it started.
+    case peer(String)
 
-    init(token: String) {
-        expectedDigest = Array(SHA256.hash(data: Data(token.utf8)))
+    /// The peer's name, when the caller is one.
+    var peerName: String? {
+        if case .peer(let name) = self { return name }
+        return nil
+    }
+}
+
+/// The Coordinator's request context: Hummingbird's, plus the connection (for its TLS peer
+/// certificate) and the authenticated caller.
+public struct CoordinatorRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let channel: any Channel
+    public var caller: Caller?
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+        caller = nil
+    }
+}
+
+/// Authenticates every request and enforces its scope. A pinned peer is known by its client
+/// certificate (mutual TLS); anyone else presents `Authorization: Bearer <token>`: the operator's
+/// token, or a reader's. Every credential presented must be valid. Peers may call only
+/// `GET /v1/system` and the peer routes; readers only `GET`.
+struct AuthMiddleware: RouterMiddleware {
+    typealias Context = CoordinatorRequestContext
+    let operatorDigest: [UInt8]
+    let readerDigests: [[UInt8]]
+    let tls: TLSSettings?
+
+    init(token: String, readerTokens: [String] = [], tls: TLSSettings? = nil) {
+        operatorDigest = Array(SHA256.hash(data: Data(token.utf8)))
+        readerDigests = readerTokens.map { Array(SHA256.hash(data: Data($0.utf8))) }
+        self.tls = tls
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
-            throw UMSError(.unauthenticated, "missing bearer token: pass --token-file or set UMS_TOKEN (peers: configure the destination's token)")
+        var context = context
+        var caller: Caller?
+        if let tls, let certificate = try? await context.channel.nioSSL_peerCertificate().get(), let name = tls.peerName(of: certificate) {
+            caller = .peer(name)
         }
-        // Compare digests, not strings, so the time taken says nothing about the token.
-        let presented = Array(SHA256.hash(data: Data(header.dropFirst("Bearer ".count).utf8)))
-        guard presented == expectedDigest else {
-            throw UMSError(.unauthenticated, "invalid bearer token for this coordinator")
+        if let header = request.headers[.authorization] {
+            guard header.hasPrefix("Bearer ") else { throw UMSError(.unauthenticated, "invalid authorization: expected a bearer token") }
+            // Digests, not the strings, are compared: equal length, and the time taken says
+            // nothing about the token.
+            let presented = Array(SHA256.hash(data: Data(header.dropFirst("Bearer ".count).utf8)))
+            if presented == operatorDigest {
+                caller = caller ?? .operator
+            } else if readerDigests.contains(presented) {
+                caller = caller ?? .reader
+            } else {
+                throw UMSError(.unauthenticated, "invalid bearer token for this coordinator")
+            }
         }
+        guard let caller else {
+            throw UMSError(.unauthenticated, "missing bearer token: pass --token-file or set UMS_TOKEN (peers authenticate with their pinned certificate)")
+        }
+        let path = request.uri.path
+        switch caller {
+        case .operator:
+            break
+        case .reader:
+            guard request.method == .get else {
+                throw UMSError(.forbidden, "failed to \(request.method) \(path): a reader's token may only read")
+            }
+        case .peer(let name):
+            guard path.hasPrefix("/v1/peer/") || (request.method == .get && path == Routes.system) else {
+                throw UMSError(.forbidden, "failed to \(request.method) \(path): peer \(name) may call only the peer routes")
+            }
+        }
+        context.caller = caller
         return try await next(request, context)
     }
 }
@@ -91,7 +159,7 @@ enum JSONAPI {
         do {
             return try decoder.decode(Value.self, from: Data(buffer: buffer))
         } catch let error as DecodingError {
-            throw UMSError(.invalidArgument, "malformed request body: \(ErrorMiddleware<BasicRequestContext>.describe(error))")
+            throw UMSError(.invalidArgument, "malformed request body: \(ErrorMiddleware<CoordinatorRequestContext>.describe(error))")
         } catch let error as UMSError {
             throw error
         } catch {
@@ -108,10 +176,12 @@ extension Parameters {
 }
 
 /// The Coordinator's routes (the same as `docs/openapi.yaml`).
-public func buildRouter(coordinator: Coordinator, token: String, metrics: PrometheusCollectorRegistry? = nil) -> Router<BasicRequestContext> {
-    let router = Router(context: BasicRequestContext.self)
+public func buildRouter(
+    coordinator: Coordinator, token: String, readerTokens: [String] = [], tls: TLSSettings? = nil, metrics: PrometheusCollectorRegistry? = nil
+) -> Router<CoordinatorRequestContext> {
+    let router = Router(context: CoordinatorRequestContext.self)
     router.add(middleware: ErrorMiddleware())
-    router.add(middleware: BearerAuthMiddleware(token: token))
+    router.add(middleware: AuthMiddleware(token: token, readerTokens: readerTokens, tls: tls))
 
     router.get(RouterPath(Routes.system)) { _, _ in try JSONAPI.response(await coordinator.systemInfo()) }
 
@@ -164,16 +234,16 @@ public func buildRouter(coordinator: Coordinator, token: String, metrics: Promet
     router.put("/v1/peer/images/:digest") { request, context in
         try JSONAPI.response(try await coordinator.incoming.receiveImage(try context.parameters.require("digest"), request.body))
     }
-    router.post(RouterPath(Routes.peerMigrations)) { request, _ in
+    router.post(RouterPath(Routes.peerMigrations)) { request, context in
         let body = try await JSONAPI.decode(PrepareRequest.self, from: request)
-        return try JSONAPI.response(try await coordinator.incoming.prepare(body), status: .created)
+        return try JSONAPI.response(try await coordinator.incoming.prepare(body, by: context.caller?.peerName), status: .created)
     }
     router.put("/v1/peer/migrations/:id/files/:part") { request, context in
         let partName = try context.parameters.require("part")
         guard let part = FilePart(rawValue: partName) else {
             throw UMSError(.invalidArgument, "unknown file part '\(partName)': expected \(FilePart.allCases.map(\.rawValue).joined(separator: " or "))")
         }
-        return try JSONAPI.response(try await coordinator.incoming.receiveFiles(try context.parameters.require("id"), part: part, request.body))
+        return try JSONAPI.response(try await coordinator.incoming.receiveFiles(try context.parameters.require("id"), part: part, request.body, by: context.caller?.peerName))
     }
     router.post("/v1/peer/migrations/:id/restore") { request, context in
         // The body is optional: an empty one means stop-and-copy.
@@ -181,13 +251,13 @@ public func buildRouter(coordinator: Coordinator, token: String, metrics: Promet
         let body = buffer.readableBytes == 0
             ? PeerRestoreRequest(postCopySource: nil)
             : try JSONAPI.decoder.decode(PeerRestoreRequest.self, from: Data(buffer: buffer))
-        return try JSONAPI.response(try await coordinator.incoming.restore(try context.parameters.require("id"), body))
+        return try JSONAPI.response(try await coordinator.incoming.restore(try context.parameters.require("id"), body, by: context.caller?.peerName))
     }
     router.post("/v1/peer/migrations/:id/commit") { _, context in
-        try JSONAPI.response(try await coordinator.incoming.commit(try context.parameters.require("id")))
+        try JSONAPI.response(try await coordinator.incoming.commit(try context.parameters.require("id"), by: context.caller?.peerName))
     }
     router.delete("/v1/peer/migrations/:id") { _, context in
-        try await coordinator.incoming.abort(try context.parameters.require("id"))
+        try await coordinator.incoming.abort(try context.parameters.require("id"), by: context.caller?.peerName)
         return Response(status: .noContent)
     }
     return router

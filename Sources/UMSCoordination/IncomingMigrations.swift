@@ -23,6 +23,8 @@ public actor IncomingMigrations {
         var target: FrontmanTarget?
         /// Checkpoint bytes received so far (bounded by the admission policy).
         var checkpointBytes: Int64 = 0
+        /// The pinned peer that prepared it (nil: an operator); only it may continue it.
+        var owner: String?
     }
 
     let system: SystemContext
@@ -55,9 +57,13 @@ public actor IncomingMigrations {
         self.logger = logger
     }
 
-    func entry(_ id: String) throws(UMSError) -> Entry {
+    /// The entry, for `caller` (a peer's name; nil: an operator, who may touch any).
+    func entry(_ id: String, by caller: String? = nil) throws(UMSError) -> Entry {
         guard let entry = entries[id] else {
-            throw UMSError(.notFound, "no incoming migration with id '\(id)' on system \(system.name)")
+            throw UMSError(.notFound, "no incoming migration with id '\(String(id.prefix(64)))' on system \(system.name)")
+        }
+        if let caller, entry.owner != caller {
+            throw UMSError(.forbidden, "failed to touch incoming migration \(id): it belongs to another peer")
         }
         return entry
     }
@@ -85,7 +91,7 @@ public actor IncomingMigrations {
     }
 
     /// Paper Steps 4-7: create the identical container and get ready to receive.
-    public func prepare(_ request: PrepareRequest) async throws -> PrepareResponse {
+    public func prepare(_ request: PrepareRequest, by caller: String? = nil) async throws -> PrepareResponse {
         try MigrationID.validate(request.id)
         try request.specification.validate()
         guard entries[request.id] == nil else {
@@ -104,7 +110,7 @@ public actor IncomingMigrations {
         }
         let migration = IncomingMigration(id: request.id, specification: request.specification, imagesDirectory: "\(directory(request.id))/images")
         // Entered before the first suspension point: a second prepare of the same id is refused.
-        entries[request.id] = Entry(migration: migration, approach: approach, source: request.source, expiresAt: .now + timeout)
+        entries[request.id] = Entry(migration: migration, approach: approach, source: request.source, expiresAt: .now + timeout, owner: caller)
         do {
             try await faults.check(.destination(.prepare))
             let prepared = try await approach.prepare(migration)
@@ -118,10 +124,10 @@ public actor IncomingMigrations {
         }
     }
 
-    public func receiveFiles<Chunks: AsyncSequence & Sendable>(_ id: String, part: FilePart, _ chunks: Chunks) async throws -> UploadResponse
+    public func receiveFiles<Chunks: AsyncSequence & Sendable>(_ id: String, part: FilePart, _ chunks: Chunks, by caller: String? = nil) async throws -> UploadResponse
         where Chunks.Element == ByteBuffer
     {
-        var entry = try entry(id)
+        var entry = try entry(id, by: caller)
         try entry.machine.receive()
         entries[id] = entry
         try await faults.check(.destination(.receive))
@@ -133,8 +139,8 @@ public actor IncomingMigrations {
 
     /// Paper Step 11: restore, and confirm the service runs. From here on only the source
     /// decides (the service may run here): the migration no longer expires.
-    public func restore(_ id: String, _ request: PeerRestoreRequest) async throws -> RestoreResponse {
-        var entry = try entry(id)
+    public func restore(_ id: String, _ request: PeerRestoreRequest, by caller: String? = nil) async throws -> RestoreResponse {
+        var entry = try entry(id, by: caller)
         let source = try request.postCopySource.map { text throws(UMSError) in try PageServerAddress(parsing: text) }
         try entry.machine.beginRestore()
         entries[id] = entry
@@ -157,8 +163,8 @@ public actor IncomingMigrations {
 
     /// The source saw the restore succeed: once every page is here (post-copy), adopt the
     /// container as an ordinary one.
-    public func commit(_ id: String) async throws -> CommitResponse {
-        var entry = try entry(id)
+    public func commit(_ id: String, by caller: String? = nil) async throws -> CommitResponse {
+        var entry = try entry(id, by: caller)
         guard entry.machine.state == .restored else {
             throw UMSError(.invalidState, "failed to commit the incoming migration \(id): it is \(entry.machine.state.rawValue)")
         }
@@ -185,8 +191,8 @@ public actor IncomingMigrations {
     }
 
     /// The source gave up: remove everything this migration created here.
-    public func abort(_ id: String) async throws {
-        var entry = try entry(id)
+    public func abort(_ id: String, by caller: String? = nil) async throws {
+        var entry = try entry(id, by: caller)
         try await faults.check(.destination(.abort))
         try entry.machine.abort()
         entries[id] = entry

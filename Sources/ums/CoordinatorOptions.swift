@@ -1,8 +1,10 @@
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
+import Synchronization
 import UMSAPI
 import UMSModel
+import UMSTrust
 
 /// Flags every command shares: which Coordinator, and how to authenticate to it.
 struct CoordinatorOptions: ParsableArguments {
@@ -11,6 +13,9 @@ struct CoordinatorOptions: ParsableArguments {
 
     @Option(name: .customLong("token-file"), help: "File with the Coordinator's bearer token (default: $UMS_TOKEN, then the credentials file).")
     var tokenFile: String?
+
+    @Option(help: "The certificate(s) that verify an https Coordinator (default: $UMS_CA, then the credentials file).")
+    var ca: String?
 
     func url() throws -> String {
         guard let url = coordinator ?? ProcessInfo.processInfo.environment["UMS_COORDINATOR"], !url.isEmpty else {
@@ -21,7 +26,14 @@ struct CoordinatorOptions: ParsableArguments {
 
     func client() throws -> CoordinatorClient {
         let url = try url()
-        return CoordinatorClient(baseURL: url, token: try Credentials.token(for: url, file: tokenFile), http: HTTPClient.shared)
+        guard url.hasPrefix("https://") else {
+            return CoordinatorClient(baseURL: url, token: try Credentials.token(for: url, file: tokenFile), http: HTTPClient.shared)
+        }
+        let environment = ProcessInfo.processInfo.environment
+        guard let ca = ca ?? environment["UMS_CA"].flatMap({ $0.isEmpty ? nil : $0 }) ?? Credentials.lookUpCA(url) else {
+            throw ValidationError("no certificate to verify \(url): pass --ca FILE or set UMS_CA (scripts/testbed up prints CA=…)")
+        }
+        return CoordinatorClient(baseURL: url, token: try Credentials.token(for: url, file: tokenFile), http: try TLSClients.client(trusting: ca))
     }
 }
 
@@ -47,13 +59,21 @@ enum Credentials {
         return "\(environment["HOME"] ?? "/root")/.config/ums/credentials"
     }
 
-    static func lookUp(_ url: String) -> String? {
+    /// The credentials line for `url`: `URL TOKEN [CAFILE]`.
+    static func line(_ url: String) -> [String]? {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
         for line in text.split(separator: "\n") {
-            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            if fields.count == 2, fields[0] == url || fields[0] == url + "/" { return String(fields[1]) }
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+            if (2...3).contains(fields.count), fields[0] == url || fields[0] == url + "/" { return fields }
         }
         return nil
+    }
+
+    static func lookUp(_ url: String) -> String? { line(url)?[1] }
+
+    static func lookUpCA(_ url: String) -> String? {
+        guard let fields = line(url), fields.count == 3 else { return nil }
+        return fields[2]
     }
 }
 
@@ -84,5 +104,20 @@ enum Output {
 
     static func seconds(_ value: Double?) -> String {
         value.map { String(format: "%.3fs", $0) } ?? "-"
+    }
+}
+
+/// HTTP clients that trust a CA file, one per file for the life of the process.
+enum TLSClients {
+    static let clients = Mutex<[String: HTTPClient]>([:])
+
+    static func client(trusting ca: String) throws -> HTTPClient {
+        try clients.withLock { clients in
+            if let client = clients[ca] { return client }
+            let configuration = HTTPClient.Configuration(tlsConfiguration: try TLSSettings.client(trusting: ca))
+            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+            clients[ca] = client
+            return client
+        }
     }
 }

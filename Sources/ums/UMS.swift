@@ -10,13 +10,14 @@ struct UMS: AsyncParsableCommand {
         discussion: """
             The Coordinator is given by --coordinator URL or UMS_COORDINATOR. Its token comes from \
             --token-file, UMS_TOKEN, or the credentials file (UMS_CREDENTIALS, default \
-            ~/.config/ums/credentials: lines of 'URL TOKEN', which scripts/testbed fills).
+            ~/.config/ums/credentials: lines of 'URL TOKEN [CAFILE]', which scripts/testbed fills). An https \
+            Coordinator is verified against --ca, UMS_CA, or the CAFILE of its credentials line.
             """,
         version: "0.1.0",
         groupedSubcommands: [
             CommandGroup(name: "Containers", subcommands: [Run.self, Ps.self, Rm.self, Image.self]),
             CommandGroup(name: "Migration", subcommands: [Migrate.self, Migrations.self, Endpoints.self, Frontmen.self]),
-            CommandGroup(name: "System", subcommands: [Info.self]),
+            CommandGroup(name: "System", subcommands: [Info.self, Trust.self]),
         ]
     )
 

@@ -15,8 +15,9 @@ struct UMSD: AsyncParsableCommand {
         discussion: """
             Flags override the same keys of --config (YAML: name, listen, stateDir, orchestrator, tokenFile, \
             advertiseURL, peers[{url, tokenFile}], criuPath, logLevel, hostImage, engineSocket, endpointsFile, endpointHook, \
-            frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger). Needs root, runc and CRIU >= 4.2 \
-            (scripts/setup installs them).
+            frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger, admission, tlsDir, insecure, \
+            readerTokenFiles). Speaks mutual TLS 1.3: make the system's identity with `ums trust init --dir TLSDIR` and pin \
+            each peer with `ums trust add-peer`. Needs root, runc and CRIU >= 4.2 (scripts/setup installs them).
             """
     )
 
@@ -41,8 +42,17 @@ struct UMSD: AsyncParsableCommand {
     @Option(name: .customLong("advertise-url"), help: "The URL other systems reach this Coordinator at (default: from --listen).")
     var advertiseURL: String?
 
-    @Option(name: .customLong("peer"), help: "URL=TOKENFILE of a Coordinator this one may migrate to (repeatable).")
+    @Option(name: .customLong("peer"), help: "URL=TOKENFILE: a token to present to a peer Coordinator, besides this system's certificate (repeatable; optional with mutual TLS).")
     var peers: [String] = []
+
+    @Option(name: .customLong("tls-dir"), help: "This system's identity and pinned peers (default: STATE_DIR/tls; made by `ums trust init`).")
+    var tlsDir: String?
+
+    @Flag(help: "Plain HTTP instead of mutual TLS; refused on any address but loopback.")
+    var insecure = false
+
+    @Option(name: .customLong("reader-token-file"), help: "A token that may only read: ps, records, endpoints, metrics (repeatable).")
+    var readerTokenFiles: [String] = []
 
     @Option(help: "The CRIU binary to use (default: /usr/local/sbin/criu, then criu on PATH).")
     var criu: String?
@@ -98,6 +108,9 @@ struct UMSD: AsyncParsableCommand {
         if let stateDir { configuration.stateDir = stateDir }
         if let orchestrator { configuration.orchestrator = orchestrator }
         if let tokenFile { configuration.tokenFile = tokenFile }
+        if let tlsDir { configuration.tlsDir = tlsDir }
+        if insecure { configuration.insecure = true }
+        if !readerTokenFiles.isEmpty { configuration.readerTokenFiles = readerTokenFiles }
         if let advertiseURL { configuration.advertiseURL = advertiseURL }
         if let criu { configuration.criuPath = criu }
         if let logLevel { configuration.logLevel = logLevel }

@@ -6,6 +6,7 @@ import Testing
 let layers: [[String]] = [
     ["UMSModel"],
     ["UMSOS", "UMSLoad"],
+    ["UMSTrust"],
     ["UMSOrchestrator", "UMSImage"],
     ["UMSCheckpoint"],
     ["UMSMigration", "UMSFrontman", "UMSDecision"],

@@ -168,7 +168,7 @@ struct MigrationTests {
     @Test("an unauthenticated client gets 401; a migration to a peer that refuses our token rolls back")
     func unauthenticated() async throws {
         let testbed = try Testbed()
-        let intruder = CoordinatorClient(baseURL: testbed.aURL, token: "not-the-token", http: .shared)
+        let intruder = CoordinatorClient(baseURL: testbed.aURL, token: "not-the-token", http: try Testbed.coordinatorHTTP())
         let refused = await #expect(throws: UMSError.self) { try await intruder.containers() }
         #expect(refused?.code == .unauthenticated)
 

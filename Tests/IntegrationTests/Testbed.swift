@@ -4,7 +4,9 @@ import NIOCore
 import NIOFoundationCompat
 import Testing
 import UMSAPI
+import Synchronization
 import UMSModel
+import UMSTrust
 
 /// The two-system testbed that `scripts/testbed up` made (scripts/test brings it up and sets the
 /// environment). These tests run real umsd Coordinators, real runc and CRIU, and move bytes over
@@ -34,9 +36,26 @@ struct Testbed {
         bURL = try #require(environment["UMS_TESTBED_B"])
         directory = environment["UMS_TESTBED_DIR"] ?? "/run/ums-testbed"
         rootfs = try #require(environment["UMS_COUNTER_ROOTFS"], "scripts/test sets UMS_COUNTER_ROOTFS")
-        a = CoordinatorClient(baseURL: aURL, token: try Self.token("\(directory)/a/token"), http: .shared)
-        b = CoordinatorClient(baseURL: bURL, token: try Self.token("\(directory)/b/token"), http: .shared)
+        a = CoordinatorClient(baseURL: aURL, token: try Self.token("\(directory)/a/token"), http: try Self.coordinatorHTTP())
+        b = CoordinatorClient(baseURL: bURL, token: try Self.token("\(directory)/b/token"), http: try Self.coordinatorHTTP())
     }
+
+    /// The client that speaks to the Coordinators: TLS, trusting the testbed's certificates
+    /// (`UMS_TESTBED_CA`), optionally presenting an identity (a peer's).
+    static func coordinatorHTTP(certificate: String? = nil, key: String? = nil) throws -> HTTPClient {
+        let ca = try #require(environment["UMS_TESTBED_CA"], "scripts/testbed up prints CA=")
+        let name = "\(ca)|\(certificate ?? "-")"
+        return try clients.withLock { clients in
+            if let client = clients[name] { return client }
+            let tls = try TLSSettings.client(trusting: ca, certificate: certificate, key: key)
+            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: HTTPClient.Configuration(tlsConfiguration: tls))
+            clients[name] = client
+            return client
+        }
+    }
+
+    /// One client per identity for the whole run (they live as long as the test process).
+    static let clients = Mutex<[String: HTTPClient]>([:])
 
     static func token(_ path: String) throws -> String {
         try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import UMSDecision
 import UMSCoordination
 import UMSModel
 
@@ -21,13 +22,21 @@ struct ConfigurationTests {
             frontmanHoldSeconds: 2.5
             frontmanLinger: 60
             endpointHook: /usr/local/bin/update-dns
+            admission:
+              hostPorts: "2000-3000"
+              allowNested: false
+              maxConcurrentIncoming: 2
             """.write(toFile: path, atomically: true, encoding: .utf8)
         let configuration = try CoordinatorConfiguration.load(yamlFile: path)
         #expect(configuration.name == "edge")
+        #expect(configuration.admission?.hostPorts == 2000...3000)
+        #expect(configuration.admission?.allowNested == false)
+        #expect(configuration.admission?.maxConcurrentIncoming == 2)
+        #expect(configuration.admission?.allowedCapabilities == AdmissionPolicy.standard.allowedCapabilities, "keys left out are the standard ones")
         #expect(configuration.orchestrator == "runc")
         #expect(configuration.peers == [.init(url: "http://198.18.0.2:7000", tokenFile: "/etc/ums/cloud.token")])
         try configuration.validate()
-        #expect(try configuration.resolvedAdvertiseURL() == "http://198.18.0.1:7000")
+        #expect(try configuration.resolvedAdvertiseURL() == "https://198.18.0.1:7000", "mutual TLS unless insecure")
         #expect(try configuration.advertiseHost() == "198.18.0.1")
         let frontman = try #require(configuration.frontmanSettings)
         #expect(frontman.limits.count == 10 && frontman.limits.seconds == 2.5 && frontman.limits.bytes == 64 << 20)
@@ -49,6 +58,7 @@ struct ConfigurationTests {
         CoordinatorConfiguration(name: "edge", stateDir: "/s", orchestrator: "kubernetes"),
         { var c = CoordinatorConfiguration(name: "edge", stateDir: "/s"); c.frontmanHoldSeconds = -1; return c }(),
         { var c = CoordinatorConfiguration(name: "edge", stateDir: "/s"); c.frontmanHoldCount = -5; return c }(),
+        { var c = CoordinatorConfiguration(name: "edge", listen: "198.18.0.1:7000", stateDir: "/s"); c.insecure = true; return c }(),
     ])
     func invalid(configuration: CoordinatorConfiguration) {
         #expect(throws: UMSError.self) { try configuration.validate() }
