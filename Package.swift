@@ -244,7 +244,9 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "UMSAPI", "UMSModel", "UMSLoad", "UMSTrust", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                "UMSAPI", "UMSModel", "UMSLoad", "UMSTrust",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"), .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
