@@ -88,6 +88,9 @@ static struct {
 } cfg = { DEFAULT_PORT, NULL, NULL, "/.ums/criu", 600 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+/* Control and stream connections being served, at most MAX_CONNECTIONS. */
+#define MAX_CONNECTIONS 16
+static int connections;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static const char *mode = "run";   /* run | restore | restored */
 static int host_mode;              /* container-level: the service is a nested runc container */
@@ -175,6 +178,14 @@ static void reply(int fd, const char *fmt, ...) {
     for (int i = 0; i < n; i++) if (line[i] == '\n') line[i] = '|';
     line[n++] = '\n';
     write_all(fd, line, (size_t)n);
+}
+
+/* Compares over the longer of the two, so neither a prefix nor the length ends it early. */
+static int secret_equal(const char *given, const char *expected) {
+    size_t a = strlen(given), b = strlen(expected), n = a > b ? a : b;
+    unsigned char diff = (unsigned char)(a != b);
+    for (size_t i = 0; i < n; i++) diff |= (unsigned char)((i < a ? given[i] : 0) ^ (i < b ? expected[i] : 0));
+    return diff == 0;
 }
 
 static void put_u16(unsigned char *p, uint16_t v) { p[0] = v >> 8; p[1] = v & 0xff; }
@@ -940,10 +951,7 @@ static long long read_stream(int in, const char *into, struct openfile *targets,
 
 static void do_receive(int client, const char *secret) {
     pthread_mutex_lock(&mu);
-    int ok = receive_state == 1 && strlen(secret) == strlen(receive_secret);
-    unsigned char diff = 0;
-    for (size_t i = 0; ok && i < strlen(secret); i++) diff |= (unsigned char)(secret[i] ^ receive_secret[i]);
-    ok = ok && diff == 0;
+    int ok = receive_state == 1 && secret_equal(secret, receive_secret);
     if (ok) receive_state = 2;
     pthread_mutex_unlock(&mu);
     if (!ok) { reply(client, "ERR no checkpoint is expected with that secret"); return; }
@@ -1101,18 +1109,14 @@ static void do_restore(int client, int seconds) {
 
 static int token_ok(const char *given) {
     if (!cfg.token || !cfg.token[0]) return 0;
-    size_t a = strlen(given), b = strlen(cfg.token);
-    unsigned char diff = a != b;
-    for (size_t i = 0; i < a && i < b; i++) diff |= (unsigned char)(given[i] ^ cfg.token[i]);
-    return diff == 0;
+    return secret_equal(given, cfg.token);
 }
 
-static void *handle(void *arg) {
-    int client = (int)(intptr_t)arg;
+static void serve_connection(int client) {
     struct timeval tv = { 10, 0 };
     setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     char line[1024];
-    if (read_line(client, line, sizeof line) < 0) { close(client); return NULL; }
+    if (read_line(client, line, sizeof line) < 0) { close(client); return; }
     char *words[8];
     int n = 0;
     for (char *save = NULL, *w = strtok_r(line, " ", &save); w && n < 8; w = strtok_r(NULL, " ", &save)) words[n++] = w;
@@ -1146,6 +1150,14 @@ static void *handle(void *arg) {
         reply(client, "ERR unknown command '%s' (STATUS, RECEIVE, RESTORE, DUMP, RESUME)", words[1]);
     }
     close(client);
+    return;
+}
+
+static void *handle(void *arg) {
+    serve_connection((int)(intptr_t)arg);
+    pthread_mutex_lock(&mu);
+    connections--;
+    pthread_mutex_unlock(&mu);
     return NULL;
 }
 
@@ -1208,7 +1220,9 @@ int main(int argc, char **argv) {
     if (!restore && !host_mode && strcmp(argv[1], "run") != 0) { usage(); return 2; }
     if (getenv("UMS_AGENT_PORT")) cfg.port = atoi(getenv("UMS_AGENT_PORT"));
     if (getenv("UMS_AGENT_CRIU")) cfg.criu_root = getenv("UMS_AGENT_CRIU");
-    cfg.token = getenv("UMS_AGENT_TOKEN");
+    /* The agent keeps its token; the service it starts does not inherit it. */
+    cfg.token = getenv("UMS_AGENT_TOKEN") ? strdup(getenv("UMS_AGENT_TOKEN")) : NULL;
+    unsetenv("UMS_AGENT_TOKEN");
     int i = 2;
     for (; i < argc; i++) {
         if (!strcmp(argv[i], "--")) { i++; break; }
@@ -1262,8 +1276,20 @@ int main(int argc, char **argv) {
     for (;;) {
         int client = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
         if (client < 0) { if (errno == EINTR || errno == ECONNABORTED) continue; usleep(10000); continue; }
+        /* A bounded number of connections at once: beyond it, closed at once. */
+        pthread_mutex_lock(&mu);
+        int full = connections >= MAX_CONNECTIONS;
+        if (!full) connections++;
+        pthread_mutex_unlock(&mu);
+        if (full) { close(client); continue; }
         pthread_t h;
-        if (pthread_create(&h, NULL, handle, (void *)(intptr_t)client) != 0) { close(client); continue; }
+        if (pthread_create(&h, NULL, handle, (void *)(intptr_t)client) != 0) {
+            pthread_mutex_lock(&mu);
+            connections--;
+            pthread_mutex_unlock(&mu);
+            close(client);
+            continue;
+        }
         pthread_detach(h);
     }
 }
