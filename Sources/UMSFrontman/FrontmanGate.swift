@@ -37,11 +37,18 @@ public struct HoldLimits: Sendable, Equatable, Codable {
     public var bytes: Int
     /// The longest anything waits; then HTTP gets 503 and TCP a clean close.
     public var seconds: Double
+    /// Requests and connections served at once, in every mode (forwarding too); beyond: 503 / close.
+    public var concurrent: Int
+    /// Request body bytes buffered at once across all requests (each at most the per-request
+    /// bound), reserved before a body is read; beyond: 503.
+    public var bufferedBytes: Int
 
-    public init(count: Int = 1024, bytes: Int = 64 << 20, seconds: Double = 30) {
+    public init(count: Int = 1024, bytes: Int = 64 << 20, seconds: Double = 30, concurrent: Int = 4096, bufferedBytes: Int = 256 << 20) {
         self.count = count
         self.bytes = bytes
         self.seconds = seconds
+        self.concurrent = concurrent
+        self.bufferedBytes = bufferedBytes
     }
 }
 
@@ -53,6 +60,8 @@ public enum FrontmanRefusal: Error, Sendable, Equatable {
     case holdTimedOut
     /// The Frontman is going away.
     case closed
+    /// It serves as many requests and connections (or buffers as many body bytes) as it may.
+    case busy
 }
 
 /// What the gate tells a request or connection to do.
@@ -99,6 +108,9 @@ public actor FrontmanGate {
     }
 
     private var waiters: [Int: Waiter] = [:]
+    /// Requests and connections being served, and the body bytes reserved for them.
+    private var active = 0
+    private var reservedBytes = 0
     private var heldBytes = 0
     private var nextID = 0
     /// In-flight work per epoch, with how to cut it.
@@ -159,6 +171,22 @@ public actor FrontmanGate {
             stats.holdingNow = waiters.count
             held.yield()
         }
+    }
+
+    /// Takes a place for one request or connection (and `bytes` of body buffer) before anything
+    /// is read, whatever the mode: memory and file descriptors stay bounded under any load.
+    public func enter(reserving bytes: Int = 0) throws(FrontmanRefusal) {
+        guard active < limits.concurrent, reservedBytes + bytes <= limits.bufferedBytes else {
+            reject()
+            throw .busy
+        }
+        active += 1
+        reservedBytes += bytes
+    }
+
+    public func leave(releasing bytes: Int = 0) {
+        active -= 1
+        reservedBytes -= bytes
     }
 
     private func expire(_ id: Int) {

@@ -33,11 +33,29 @@ struct HTTPFrontmanResponder: HTTPResponder {
     let logger: Logger
 
     func respond(to request: Request, context: Context) async throws -> Response {
+        // A body is buffered (it may be sent twice), so its room is reserved before it is read:
+        // what it declares, or the per-request bound when it is chunked.
+        let declared = request.headers[.contentLength].flatMap { Int($0) }
+        if let declared, declared > maxBodyBytes {
+            return Self.plain(.contentTooLarge, "request body larger than the Frontman forwards (\(maxBodyBytes) bytes)\n")
+        }
+        let reserved = declared ?? (request.headers[.transferEncoding] == nil ? 0 : maxBodyBytes)
+        do {
+            try await gate.enter(reserving: reserved)
+        } catch {
+            return Self.refused(error, service: service, holdSeconds: gate.limits.seconds)
+        }
+        let response = await respondEntered(to: request, reserved: reserved)
+        await gate.leave(releasing: reserved)
+        return response
+    }
+
+    func respondEntered(to request: Request, reserved: Int) async -> Response {
         let body: ByteBuffer
         do {
-            body = try await request.body.collect(upTo: maxBodyBytes)
+            body = try await request.body.collect(upTo: reserved)
         } catch {
-            return Self.plain(.contentTooLarge, "request body larger than the Frontman forwards (\(maxBodyBytes) bytes)\n")
+            return Self.plain(.contentTooLarge, "request body larger than it declared or than the Frontman forwards (\(maxBodyBytes) bytes)\n")
         }
         let retryable = [.get, .head, .options, .trace].contains(request.method)
             || request.headers[Self.retryableHeader]?.lowercased() == "true"
@@ -49,6 +67,8 @@ struct HTTPFrontmanResponder: HTTPResponder {
                 route = try await gate.admit(bytes: body.readableBytes)
             } catch let refusal as FrontmanRefusal {
                 return Self.refused(refusal, service: service, holdSeconds: gate.limits.seconds)
+            } catch {
+                return Self.plain(.serviceUnavailable, "\(service): \(error); retry later\n")
             }
             guard let endpoint = route.target.endpoint(forPublished: publishedPort) else {
                 return Self.plain(.badGateway, "\(service): port \(publishedPort) is not published at \(route.target.host)\n")
@@ -149,6 +169,7 @@ struct HTTPFrontmanResponder: HTTPResponder {
         case .overloaded: "\(service) is migrating and the Frontman holds as much as it may"
         case .holdTimedOut: "\(service) is migrating and did not come back within \(holdSeconds) s"
         case .closed: "\(service) is no longer served here"
+        case .busy: "the Frontman of \(service) serves as many requests as it may"
         }
         var response = plain(.serviceUnavailable, "\(why); retry later\n")
         response.headers[.retryAfter] = "1"

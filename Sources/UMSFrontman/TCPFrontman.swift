@@ -31,7 +31,16 @@ struct TCPFrontman: Sendable {
             try await server.executeThenClose { inbound in
                 try await withThrowingDiscardingTaskGroup { group in
                     for try await connection in inbound {
-                        group.addTask { await handle(connection) }
+                        // A place per connection, taken before anything else: beyond the
+                        // bound the connection is closed at once.
+                        guard (try? await gate.enter()) != nil else {
+                            try? await connection.executeThenClose { _, _ in }
+                            continue
+                        }
+                        group.addTask {
+                            await handle(connection)
+                            await gate.leave()
+                        }
                     }
                 }
             }

@@ -79,6 +79,42 @@ import UMSModel
         #expect(stats.held == 5 && stats.released == 5 && stats.rejected == 0 && stats.longestHoldSeconds >= 0.25)
     }
 
+    @Test("while forwarding, requests beyond the concurrency bound get 503 at once; those within are served")
+    func concurrencyBoundWhileForwarding() async throws {
+        let a = try await Self.service("A", delay: .milliseconds(800))
+        defer { a.task.cancel() }
+        let frontman = try await Self.frontman(to: a.port, limits: HoldLimits(concurrent: 2))
+        defer { Task { await frontman.stop() } }
+        let slow = Task {
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<2 { group.addTask { try await Self.get(frontman, "/slow").status } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        let third = try await Self.get(frontman, "/who")
+        #expect(third.status == 503)
+        #expect(third.body.contains("serves as many requests as it may"))
+        #expect(try await slow.value == [200, 200])
+        #expect(try await Self.get(frontman, "/who").status == 200, "places come back when requests end")
+    }
+
+    @Test("a body is reserved before it is read: a declared size over the bound is 413 without reading it, and the buffer budget gives 503")
+    func bodyReservedBeforeReading() async throws {
+        let a = try await Self.service("A")
+        defer { a.task.cancel() }
+        let frontman = try await Self.frontman(to: a.port, limits: HoldLimits(bufferedBytes: 1000))
+        defer { Task { await frontman.stop() } }
+        var big = HTTPClientRequest(url: "http://127.0.0.1:\(frontman.ports[0].listening)/slow")
+        big.method = .POST
+        big.body = .bytes(ByteBuffer(repeating: 1, count: 2000))
+        let refused = try await HTTPClient.shared.execute(big, timeout: .seconds(10))
+        #expect(refused.status == .serviceUnavailable, "2000 bytes do not fit a 1000-byte budget")
+        var small = big
+        small.body = .bytes(ByteBuffer(repeating: 1, count: 500))
+        #expect(try await HTTPClient.shared.execute(small, timeout: .seconds(10)).status == .ok)
+    }
+
     @Test func beyondTheHoldBoundAnswers503WithRetryAfter() async throws {
         let a = try await Self.service("A")
         defer { a.task.cancel() }
