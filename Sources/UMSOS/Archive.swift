@@ -43,8 +43,13 @@ public enum Archive {
         return arguments + ["-C", directory] + members
     }
 
-    public static func extractArguments(directory: String) -> [String] {
-        ["-x", "-f", "-", "--sparse", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-p", "-C", directory]
+    /// `untrusted`: a peer's stream of a container's changes: of the `trusted.*` extended
+    /// attributes only overlayfs' own (opaque directories, redirects) are written.
+    public static func extractArguments(directory: String, untrusted: Bool = false) -> [String] {
+        let xattrs = untrusted
+            ? ["--xattrs-include=user.*", "--xattrs-include=security.*", "--xattrs-include=trusted.overlay.*"]
+            : ["--xattrs-include=*"]
+        return ["-x", "-f", "-", "--sparse", "--xattrs"] + xattrs + ["--numeric-owner", "-p", "-C", directory]
     }
 
     /// Runs `tar -c` and hands each chunk to `consume` as it is produced; `consume` applies
@@ -76,10 +81,10 @@ public enum Archive {
 
     /// Feeds `chunks` into `tar -x` under `directory` (which must exist), hashing them on the way.
     public static func extract<Chunks: AsyncSequence & Sendable>(
-        _ chunks: Chunks, into directory: String
+        _ chunks: Chunks, into directory: String, untrusted: Bool = false
     ) async throws -> StreamSummary where Chunks.Element == ByteBuffer {
         let result = try await Subprocess.run(
-            .name("tar"), arguments: Arguments(extractArguments(directory: directory)),
+            .name("tar"), arguments: Arguments(extractArguments(directory: directory, untrusted: untrusted)),
             input: .inputWriter, output: .discarded, error: .string(limit: 64 << 10)
         ) { execution in
             var hasher = SHA256()

@@ -122,7 +122,17 @@ extension BundleOrchestrator: CheckpointingOrchestrator where Runtime == RuncRun
         guard !record.started else {
             throw UMSError(.invalidState, "failed to import rootfs changes into '\(name)': it already runs")
         }
-        return try await Archive.extract(chunks, into: "\(containerDirectory(name))/upper")
+        let upper = "\(containerDirectory(name))/upper"
+        let summary = try await Archive.extract(chunks, into: upper, untrusted: true)
+        // A peer's stream: checked before anything can run from it; refused, it leaves nothing.
+        do {
+            try TreeCheck.verify(upper)
+        } catch {
+            FileSystem.remove(upper)
+            try? FileSystem.makeDirectory(upper)
+            throw error
+        }
+        return summary
     }
 
     public func restore(_ name: String, request: RestoreRequest) async throws -> ContainerInfo {

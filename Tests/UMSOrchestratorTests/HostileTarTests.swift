@@ -1,0 +1,91 @@
+import Foundation
+import NIOCore
+import Testing
+import UMSModel
+import UMSOS
+
+/// A peer's tar of a container's root filesystem changes, at its worst: nothing lands outside the
+/// container's directory, and what could give a process more than it had is refused.
+@Suite("Hostile rootfs-change tars", .enabled(if: getuid() == 0, "device nodes and setuid files need root"))
+struct HostileTarTests {
+    func scratch() throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("ums-tar-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: path + "/src", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: path + "/out", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: path + "/victim", withIntermediateDirectories: true)
+        return path
+    }
+
+    /// Runs a shell script on a thread of its own (never holding the threads tests share).
+    func sh(_ script: String) async throws {
+        let status: Int32 = await withCheckedContinuation { continuation in
+            Thread {
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: "/bin/sh")
+                process.arguments = ["-ec", script]
+                guard (try? process.run()) != nil else { return continuation.resume(returning: -1) }
+                process.waitUntilExit()
+                continuation.resume(returning: process.terminationStatus)
+            }.start()
+        }
+        guard status == 0 else { throw UMSError(.internalError, "script failed: \(script)") }
+    }
+
+    /// Extracts `tar` as umsd extracts a peer's changes, then checks the tree.
+    func receive(_ tar: String, into out: String) async throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: tar))
+        let chunks = AsyncStream<ByteBuffer> { continuation in
+            continuation.yield(ByteBuffer(bytes: data))
+            continuation.finish()
+        }
+        _ = try await Archive.extract(chunks, into: out, untrusted: true)
+        try TreeCheck.verify(out)
+    }
+
+    @Test("a member with ../ is refused and writes nothing outside")
+    func dotDot() async throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try await sh("cd \(dir) && echo x > src/f && tar -C src -cf t.tar --transform 's,^,../victim/,' f")
+        await #expect(throws: UMSError.self) { try await receive("\(dir)/t.tar", into: "\(dir)/out") }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(dir)/victim").isEmpty)
+    }
+
+    @Test("an absolute member lands inside the directory, not at its path")
+    func absolute() async throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try await sh("cd \(dir) && echo x > src/f && tar -C src -P -cf t.tar --transform 's,^,\(dir)/victim/,' f")
+        try? await receive("\(dir)/t.tar", into: "\(dir)/out")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(dir)/victim").isEmpty)
+    }
+
+    @Test("a symlink the archive made is never written through")
+    func symlinkThenWrite() async throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try await sh("cd \(dir) && echo x > src/pwned && ln -s \(dir)/victim src/link && tar -C src -cf t.tar link && tar -C src -rf t.tar --transform 's,^pwned,link/pwned,' pwned")
+        await #expect(throws: UMSError.self) { try await receive("\(dir)/t.tar", into: "\(dir)/out") }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(dir)/victim").isEmpty)
+    }
+
+    @Test("a device node is refused; an overlayfs whiteout (character 0:0) is a deletion and passes")
+    func deviceNodes() async throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try await sh("cd \(dir) && mknod src/mem c 1 1 && tar -C src -cf t.tar mem")
+        let error = await #expect(throws: UMSError.self) { try await receive("\(dir)/t.tar", into: "\(dir)/out") }
+        #expect(error?.message.contains("device node") == true)
+        try await sh("cd \(dir) && rm -rf out/* src/* && mknod src/deleted c 0 0 && tar -C src -cf w.tar deleted")
+        try await receive("\(dir)/w.tar", into: "\(dir)/out")
+    }
+
+    @Test("a setuid file is refused")
+    func setuid() async throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try await sh("cd \(dir) && echo x > src/su && chmod 4755 src/su && tar -C src -cf t.tar su")
+        let error = await #expect(throws: UMSError.self) { try await receive("\(dir)/t.tar", into: "\(dir)/out") }
+        #expect(error?.message.contains("setuid") == true)
+    }
+}
