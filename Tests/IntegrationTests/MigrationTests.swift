@@ -241,7 +241,7 @@ struct MigrationTests {
             request.headers.add(name: "Authorization", value: "Bearer \(token)")
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(string: body))
-            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(5))
+            let response = try await Testbed.coordinatorHTTP().execute(request, timeout: .seconds(5))
             let text = String(buffer: try await response.body.collect(upTo: 1 << 16))
             #expect(response.status == .badRequest, "\(body) → \(response.status) \(text)")
             #expect(text.contains("invalidArgument"))
