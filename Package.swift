@@ -88,6 +88,9 @@ let package = Package(
                 "UMSModel", "UMSOS",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
             ],
@@ -101,7 +104,7 @@ let package = Package(
         .target(
             name: "UMSMigration",
             dependencies: [
-                "UMSModel", "UMSOS", "UMSOrchestrator", "UMSCheckpoint", "UMSImage",
+                "UMSModel", "UMSOS", "UMSOrchestrator", "UMSCheckpoint", "UMSImage", "UMSTrust",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -58,7 +58,7 @@ public func buildApplication(
         throw error
     }
     let approaches: [any MigrationApproach] = [
-        OrchestratorLevelApproach(orchestrator: orchestrator, criu: criu, faults: faults, logger: logger),
+        OrchestratorLevelApproach(orchestrator: orchestrator, criu: criu, tls: tls, advertiseHost: advertiseHost, faults: faults, logger: logger),
         AgentApproach.serviceLevel(orchestrator: orchestrator, advertiseHost: advertiseHost, faults: faults, logger: logger),
         AgentApproach.containerLevel(orchestrator: orchestrator, advertiseHost: advertiseHost, faults: faults, logger: logger),
     ]

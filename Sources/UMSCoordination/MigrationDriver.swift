@@ -8,6 +8,7 @@ import UMSMigration
 import UMSImage
 import UMSModel
 import UMSOS
+import UMSTrust
 
 /// Drives one outgoing migration through the three phases of the paper's Fig. 2, on the source
 /// Coordinator: one method per phase. Each step is entered through the `MigrationStateMachine`
@@ -39,9 +40,11 @@ struct MigrationDriver: Sendable {
         var restoreRequested = false
         var approach: (any MigrationApproach)?
         var frozenAt: ContinuousClock.Instant?
-        /// Post-copy: the dump serving pages, and where; stopped on rollback.
+        /// Post-copy: the dump serving pages, and where CRIU listens; stopped on rollback.
         var pageServing: BackgroundProcess?
         var pageServer: PageServerAddress?
+        /// Post-copy over mutual TLS: the relay in front of CRIU's page server.
+        var relay: TLSRelay?
         /// The Frontman holds this service's clients (from the freeze until confirm/rollback).
         var holding = false
         var bytes: Int64 = 0
@@ -165,6 +168,8 @@ struct MigrationDriver: Sendable {
         // With post-copy the dump writes all but the pages, then serves those from here.
         let postCopy = mode == .postCopy ? PageServerAddress(host: system.advertiseHost, port: Int.random(in: 27100...27999)) : nil
         let dump = DumpProgress()
+        // Where the destination fetches the pages (the approach may put a relay in front).
+        var published = postCopy
         let (container, peer, id) = (container, peer, id)
         async let imagesSent: Int64 = approach.coordinatorParts.contains(.images)
             ? peer.sendFiles(id, part: .images) { consume in
@@ -176,7 +181,9 @@ struct MigrationDriver: Sendable {
         do {
             let result = try await approach.checkpoint(container, into: directory, postCopy: postCopy, intake: plan.prepared.intake)
             progress.pageServing = result.pageServing
-            progress.pageServer = postCopy
+            progress.pageServer = result.localPageServer ?? postCopy
+            progress.relay = result.relay
+            published = result.pageServer ?? postCopy
             progress.bytes += result.bytesSent
         } catch {
             // Leaving this scope cancels and awaits the stream.
@@ -200,7 +207,7 @@ struct MigrationDriver: Sendable {
         phaseStart = clock.now
         try await enter(.restoring, &progress)
         progress.restoreRequested = true
-        let restored = try await peer.restore(id, PeerRestoreRequest(postCopySource: postCopy?.description))
+        let restored = try await peer.restore(id, PeerRestoreRequest(postCopySource: published?.description))
         progress.durations.restore = (clock.now - phaseStart).seconds
         progress.downtime = progress.frozenAt.map { clock.now - $0 }
         return Moved(restored: restored.container, postCopy: postCopy)
@@ -234,6 +241,8 @@ struct MigrationDriver: Sendable {
             try await pageServing.finish(timeout: .seconds(30))
             progress.pageServing = nil
         }
+        progress.relay?.close()
+        progress.relay = nil
 
         try await enter(.reportingEndpoint, &progress)
         let endpoints = ServiceEndpoints.of(moved.restored)
@@ -326,6 +335,7 @@ struct MigrationDriver: Sendable {
                 pageServing.cancel()
             }
         }
+        progress.relay?.close()
         if progress.frozen, sourceMayResume, let approach = progress.approach {
             do {
                 try await approach.resume(container)

@@ -4,6 +4,7 @@ import UMSCheckpoint
 import UMSModel
 import UMSOrchestrator
 import UMSOS
+import UMSTrust
 
 /// One side's view of an incoming migration: where its files land.
 public struct IncomingMigration: Sendable, Equatable {
@@ -37,11 +38,24 @@ public struct PreparedIncoming: Sendable, Equatable {
 public struct CheckpointResult: Sendable {
     /// Post-copy: the process serving the pages (it exits once the destination has them all).
     public var pageServing: BackgroundProcess?
+    /// Post-copy: where the destination fetches the pages (nil: where it was asked to serve).
+    public var pageServer: PageServerAddress?
+    /// Post-copy: where CRIU itself listens (to hang up on it on rollback), when not `pageServer`.
+    public var localPageServer: PageServerAddress?
+    /// Post-copy over mutual TLS: the relay in front of CRIU's page server; closed once the
+    /// pages have crossed or the migration rolled back.
+    public var relay: TLSRelay?
     /// Bytes the approach sent to the destination itself (0 when the Coordinators carry them).
     public var bytesSent: Int64
 
-    public init(pageServing: BackgroundProcess? = nil, bytesSent: Int64 = 0) {
+    public init(
+        pageServing: BackgroundProcess? = nil, pageServer: PageServerAddress? = nil, localPageServer: PageServerAddress? = nil,
+        relay: TLSRelay? = nil, bytesSent: Int64 = 0
+    ) {
         self.pageServing = pageServing
+        self.pageServer = pageServer
+        self.localPageServer = localPageServer
+        self.relay = relay
         self.bytesSent = bytesSent
     }
 }

@@ -5,6 +5,7 @@ import UMSCheckpoint
 import UMSModel
 import UMSOrchestrator
 import UMSOS
+import UMSTrust
 
 /// Orchestrator-level migration (paper §III-C-a): the runtime's own checkpoint/restore. runc dumps
 /// the frozen container through CRIU while the synchronization module streams the images to the
@@ -18,11 +19,22 @@ public struct OrchestratorLevelApproach: MigrationApproach {
     let criu: CRIUInfo
     let logger: Logger
     let lazyPagesDaemons = ProcessRegistry()
+    /// Post-copy relays of incoming migrations (mutual TLS to the source's relay), by id.
+    let relays = RelayRegistry()
+    /// Mutual TLS for post-copy page traffic (nil: plain, only with `umsd --insecure`).
+    let tls: TLSSettings?
+    /// This system's address, where a source's page relay listens.
+    let advertiseHost: String
     /// The fault seam: `incoming.restore=corrupt-images` damages the received process tree
     /// image, so CRIU's real restore fails as it would after a damaged transfer.
     let faults: any FaultInjector
 
-    public init(orchestrator: any Orchestrator, criu: CRIUInfo, faults: any FaultInjector = NoFaults(), logger: Logger) {
+    public init(
+        orchestrator: any Orchestrator, criu: CRIUInfo, tls: TLSSettings? = nil, advertiseHost: String = "127.0.0.1",
+        faults: any FaultInjector = NoFaults(), logger: Logger
+    ) {
+        self.tls = tls
+        self.advertiseHost = advertiseHost
         self.orchestrator = orchestrator
         self.criu = criu
         self.faults = faults
@@ -56,8 +68,16 @@ public struct OrchestratorLevelApproach: MigrationApproach {
         guard let postCopySource else {
             return try await orchestrator.checkpointing("restore").restore(incoming.specification.name, request: request)
         }
+        // Over mutual TLS: the daemon fetches from a relay on loopback that carries its traffic to
+        // the source's relay, each side presenting its identity.
+        var source = postCopySource
+        if let tls {
+            let relay = try await TLSRelay.plainToTLS(tls: try tls.client(), target: (postCopySource.host, postCopySource.port), logger: logger)
+            await relays.add(relay, for: incoming.id)
+            source = PageServerAddress(host: "127.0.0.1", port: relay.port)
+        }
         let daemon = try await LazyPagesOptions(
-            imagesDirectory: incoming.imagesDirectory, workDirectory: request.workDirectory, source: postCopySource
+            imagesDirectory: incoming.imagesDirectory, workDirectory: request.workDirectory, source: source
         ).start(criu: criu)
         await lazyPagesDaemons.add(daemon, for: incoming.id)
         return try await orchestrator.checkpointing("restore").restore(incoming.specification.name, request: request)
@@ -67,12 +87,14 @@ public struct OrchestratorLevelApproach: MigrationApproach {
         guard let daemon = await lazyPagesDaemons.remove(incoming.id) else { return 0 }
         // Generous: at 10 MB/s a GiB takes ~100 s; the link, not this bound, decides.
         try await daemon.finish(timeout: .seconds(600))
+        await relays.remove(incoming.id)?.close()
         let log = RestoreRequest(imagesDirectory: incoming.imagesDirectory).workDirectory + "/lazy-pages.log"
         return LazyPagesOptions.transferredBytes(log: (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
     }
 
     public func abort(_ incoming: IncomingMigration) async {
         await lazyPagesDaemons.remove(incoming.id)?.cancel()
+        await relays.remove(incoming.id)?.close()
         try? await orchestrator.delete(incoming.specification.name, migration: incoming.id)
     }
 
@@ -83,7 +105,23 @@ public struct OrchestratorLevelApproach: MigrationApproach {
     }
 
     public func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?, intake: CheckpointIntake?) async throws -> CheckpointResult {
-        CheckpointResult(pageServing: try await orchestrator.checkpointing("checkpoint \(name)").checkpoint(name, request: CheckpointRequest(imagesDirectory: directory, lazyPages: postCopy)))
+        let checkpointing = try orchestrator.checkpointing("checkpoint \(name)")
+        guard let postCopy, let tls else {
+            return CheckpointResult(pageServing: try await checkpointing.checkpoint(name, request: CheckpointRequest(imagesDirectory: directory, lazyPages: postCopy)))
+        }
+        // Over mutual TLS: CRIU serves the pages on loopback only; a relay on this system's
+        // address carries them to the destination's relay, and accepts only pinned peers.
+        let local = PageServerAddress(host: "127.0.0.1", port: postCopy.port)
+        let relay = try await TLSRelay.tlsToPlain(host: advertiseHost, tls: try tls.server(peersOnly: true), target: (local.host, local.port), logger: logger)
+        do {
+            let serving = try await checkpointing.checkpoint(name, request: CheckpointRequest(imagesDirectory: directory, lazyPages: local))
+            return CheckpointResult(
+                pageServing: serving, pageServer: PageServerAddress(host: advertiseHost, port: relay.port), localPageServer: local, relay: relay
+            )
+        } catch {
+            relay.close()
+            throw error
+        }
     }
 
     public func exportFiles(
@@ -100,6 +138,19 @@ public struct OrchestratorLevelApproach: MigrationApproach {
 
     public func resume(_ name: String) async throws {
         try await orchestrator.checkpointing("resume \(name)").resume(name)
+    }
+}
+
+/// Post-copy relays of incoming migrations, by migration id.
+actor RelayRegistry {
+    var relays: [String: TLSRelay] = [:]
+
+    func add(_ relay: TLSRelay, for id: String) {
+        relays[id] = relay
+    }
+
+    func remove(_ id: String) -> TLSRelay? {
+        relays.removeValue(forKey: id)
     }
 }
 

@@ -34,12 +34,14 @@ public struct TLSSettings: Sendable {
         }
     }
 
-    public func server() throws -> TLSConfiguration {
+    /// `peersOnly`: every client must present a pinned certificate (the post-copy relay); else a
+    /// client without one may authenticate by token inside (the Coordinator API).
+    public func server(peersOnly: Bool = false) throws -> TLSConfiguration {
         let (certificate, key) = try directory.nioIdentity()
         var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: [.certificate(certificate)], privateKey: .privateKey(key))
         configuration.minimumTLSVersion = .tlsv13
         // Peers must present a pinned certificate; a client without one authenticates by token.
-        configuration.certificateVerification = .optionalVerification
+        configuration.certificateVerification = peersOnly ? .noHostnameVerification : .optionalVerification
         configuration.trustRoots = .certificates(try pinned())
         configuration.sendCANameList = false
         return configuration
