@@ -59,8 +59,8 @@ public func buildApplication(
     }
     let approaches: [any MigrationApproach] = [
         OrchestratorLevelApproach(orchestrator: orchestrator, criu: criu, tls: tls, advertiseHost: advertiseHost, faults: faults, logger: logger),
-        AgentApproach.serviceLevel(orchestrator: orchestrator, advertiseHost: advertiseHost, faults: faults, logger: logger),
-        AgentApproach.containerLevel(orchestrator: orchestrator, advertiseHost: advertiseHost, faults: faults, logger: logger),
+        AgentApproach.serviceLevel(orchestrator: orchestrator, advertiseHost: advertiseHost, tls: tls, faults: faults, logger: logger),
+        AgentApproach.containerLevel(orchestrator: orchestrator, advertiseHost: advertiseHost, tls: tls, faults: faults, logger: logger),
     ]
 
     var peerTokens: [String: String] = [:]

@@ -124,15 +124,16 @@ public enum MigratableImage {
 
     /// The destination's copy of a container with an agent (migratable or nested): the agent
     /// starts in restore mode, and its port is published at `agentHostPort` so the source's agent
-    /// can send the images there.
-    public static func destinationSpecification(_ specification: Specification, agentHostPort: Int) -> Specification {
+    /// can send the images there — or, with `nil` (mutual TLS: the Coordinator relays the stream
+    /// to the container's own address), not published at all.
+    public static func destinationSpecification(_ specification: Specification, agentHostPort: Int?) -> Specification {
         var result = specification
         let port = agentPort(of: specification)
         if result.command.first == agentPath, result.command.count > 1 {
             result.command[1] = ["run": "restore", "host": "host-restore"][result.command[1]] ?? result.command[1]
         }
         result.ports.removeAll { $0.containerPort == port }
-        result.ports.append(PortMapping(hostPort: agentHostPort, containerPort: port))
+        if let agentHostPort { result.ports.append(PortMapping(hostPort: agentHostPort, containerPort: port)) }
         return result
     }
 

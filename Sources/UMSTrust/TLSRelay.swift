@@ -43,13 +43,16 @@ public final class TLSRelay: Sendable {
         return start(server, logger: logger) { try await plain(to: target) }
     }
 
-    /// Destination end: plain in on loopback, TLS out to `target` (the source's relay).
-    public static func plainToTLS(tls: TLSConfiguration, target: (host: String, port: Int), logger: Logger) async throws -> TLSRelay {
+    /// Plain in on `listenHost` (loopback unless a container must reach it), TLS out to `target`
+    /// (the other system's relay).
+    public static func plainToTLS(
+        listenHost: String = "127.0.0.1", tls: TLSConfiguration, target: (host: String, port: Int), logger: Logger
+    ) async throws -> TLSRelay {
         let context = try NIOSSLContext(configuration: tls)
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .bind(host: "127.0.0.1", port: 0) { channel in
+            .bind(host: listenHost, port: 0) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try Connection(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
                 }

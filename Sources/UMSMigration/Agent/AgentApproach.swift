@@ -6,6 +6,7 @@ import UMSImage
 import UMSModel
 import UMSOrchestrator
 import UMSOS
+import UMSTrust
 
 /// The two agent-based approaches, which differ only in what the agent inside the container does:
 ///
@@ -35,27 +36,33 @@ public struct AgentApproach: MigrationApproach {
     /// The fault seam: `incoming.restore=corrupt-images` makes the destination agent damage
     /// what it received before CRIU restores it.
     let faults: any FaultInjector
+    /// Mutual TLS between the systems: the agents' stream crosses inside it, through a relay on
+    /// each system, and the destination agent's port is never published (nil: `--insecure`).
+    let tls: TLSSettings?
+    /// Relays of incoming migrations (destination) by id.
+    let relays = RelayRegistry()
     let logger: Logger
     /// Agents by source container name (set by `freeze`) and by incoming migration id (set by
     /// `prepare`), so the steps inside the downtime do not ask the orchestrator again.
     let agents = AgentDirectory()
 
     public static func serviceLevel(
-        orchestrator: any Orchestrator, advertiseHost: String, faults: any FaultInjector = NoFaults(), logger: Logger
+        orchestrator: any Orchestrator, advertiseHost: String, tls: TLSSettings? = nil, faults: any FaultInjector = NoFaults(), logger: Logger
     ) -> AgentApproach {
-        AgentApproach(approach: .service, orchestrator: orchestrator, advertiseHost: advertiseHost, faults: faults, logger: logger)
+        AgentApproach(approach: .service, orchestrator: orchestrator, advertiseHost: advertiseHost, tls: tls, faults: faults, logger: logger)
     }
 
     public static func containerLevel(
-        orchestrator: any Orchestrator, advertiseHost: String, faults: any FaultInjector = NoFaults(), logger: Logger
+        orchestrator: any Orchestrator, advertiseHost: String, tls: TLSSettings? = nil, faults: any FaultInjector = NoFaults(), logger: Logger
     ) -> AgentApproach {
-        AgentApproach(approach: .container, orchestrator: orchestrator, advertiseHost: advertiseHost, faults: faults, logger: logger)
+        AgentApproach(approach: .container, orchestrator: orchestrator, advertiseHost: advertiseHost, tls: tls, faults: faults, logger: logger)
     }
 
     public init(
         approach: Approach, orchestrator: any Orchestrator, advertiseHost: String, agentPorts: ClosedRange<Int> = 27000...27099,
-        faults: any FaultInjector = NoFaults(), logger: Logger
+        tls: TLSSettings? = nil, faults: any FaultInjector = NoFaults(), logger: Logger
     ) {
+        self.tls = tls
         precondition(approach != .orchestrator, "the orchestrator-level approach has no agent")
         self.approach = approach
         self.orchestrator = orchestrator
@@ -80,11 +87,22 @@ public struct AgentApproach: MigrationApproach {
             let secret = Self.secret()
             try await agent.send("RECEIVE \(secret)", timeout: .seconds(5), operation: "arm the destination agent")
             let port = MigratableImage.agentPort(of: container.specification)
+            if let tls {
+                // The stream comes over mutual TLS to a relay on this system's address, which
+                // passes it to the agent at the container's own address.
+                guard let address = container.address else {
+                    throw UMSError(.internalError, "failed to prepare \(container.name): the orchestrator gives no address for it")
+                }
+                let relay = try await TLSRelay.tlsToPlain(host: advertiseHost, tls: try tls.server(peersOnly: true), target: (address, port), logger: logger)
+                await relays.add(relay, for: incoming.id)
+                return PreparedIncoming(container: container, intake: CheckpointIntake(address: "\(advertiseHost):\(relay.port)", secret: secret))
+            }
             guard let published = container.specification.ports.first(where: { $0.containerPort == port }) else {
                 throw UMSError(.internalError, "failed to prepare \(container.name): the agent's port is not published")
             }
             return PreparedIncoming(container: container, intake: CheckpointIntake(address: "\(advertiseHost):\(published.hostPort)", secret: secret))
         } catch {
+            await relays.remove(incoming.id)?.close()
             await agents.remove(incoming.id)
             try? await orchestrator.delete(container.name, migration: incoming.id)
             throw error
@@ -97,7 +115,9 @@ public struct AgentApproach: MigrationApproach {
     func createRestoring(_ incoming: IncomingMigration) async throws -> ContainerInfo {
         var lastError: (any Error)?
         let damage = await faults.corruptsImages()
-        for hostPort in agentPorts.shuffled().prefix(8) {
+        // With mutual TLS the agent's port is not published: one attempt, no host port.
+        let hostPorts: [Int?] = tls == nil ? agentPorts.shuffled().prefix(8).map { $0 } : [nil]
+        for hostPort in hostPorts {
             var specification = MigratableImage.destinationSpecification(incoming.specification, agentHostPort: hostPort)
             if damage {
                 // Only the agent sees what it received: it damages the images before CRIU reads them.
@@ -105,7 +125,7 @@ public struct AgentApproach: MigrationApproach {
             }
             do {
                 return try await orchestrator.create(specification, start: true, migration: incoming.id)
-            } catch let error as UMSError where error.code == .exists && error.message.contains("port \(hostPort)") {
+            } catch let error as UMSError where hostPort != nil && error.code == .exists && error.message.contains("port \(hostPort ?? 0)") {
                 lastError = error
             }
         }
@@ -136,11 +156,13 @@ public struct AgentApproach: MigrationApproach {
 
     public func awaitPages(_ incoming: IncomingMigration) async throws -> Int64 {
         await agents.remove(incoming.id)
+        await relays.remove(incoming.id)?.close()
         return 0
     }
 
     public func abort(_ incoming: IncomingMigration) async {
         await agents.remove(incoming.id)
+        await relays.remove(incoming.id)?.close()
         try? await orchestrator.delete(incoming.specification.name, migration: incoming.id)
     }
 
@@ -164,7 +186,19 @@ public struct AgentApproach: MigrationApproach {
         guard let intake, let colon = intake.address.lastIndex(of: ":") else {
             throw UMSError(.invalidArgument, "failed to checkpoint \(name): the destination gave no address for its agent")
         }
-        let host = intake.address[..<colon], port = intake.address[intake.address.index(after: colon)...]
+        var host = String(intake.address[..<colon]), port = String(intake.address[intake.address.index(after: colon)...])
+        // Over mutual TLS: the agent sends to a relay on this system's address (reachable from
+        // its container), which carries the stream to the destination's relay.
+        var relay: TLSRelay?
+        if let tls {
+            guard let remotePort = Int(port) else {
+                throw UMSError(.invalidArgument, "failed to checkpoint \(name): the destination gave an invalid address for its agent")
+            }
+            let opened = try await TLSRelay.plainToTLS(listenHost: advertiseHost, tls: try tls.client(), target: (host, remotePort), logger: logger)
+            relay = opened
+            (host, port) = (advertiseHost, String(opened.port))
+        }
+        defer { relay?.close() }
         let agent = try await self.agent(of: name)
         // Generous: the agents' stream is bounded by the link, and the dump by the memory size.
         let reply = try await agent.send("DUMP \(host) \(port) \(intake.secret)", timeout: .seconds(900), operation: "checkpoint \(name)")
