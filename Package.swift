@@ -114,7 +114,7 @@ let package = Package(
         .target(
             name: "UMSFrontman",
             dependencies: [
-                "UMSModel",
+                "UMSModel", "UMSOS",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import UMSOS
 
 /// The TCP side of a Frontman: accepts connections and splices each to the gate's target.
 /// While the gate holds, a new connection waits unread (its bytes stay in the kernel's buffers)
@@ -91,28 +92,9 @@ struct TCPFrontman: Sendable {
                 clientChannel.close(promise: nil)
                 upstreamChannel.close(promise: nil)
             }
-            await Self.splice(client, upstream)
+            await Connection.splice(client, upstream)
             await gate.finished(key)
             return
-        }
-    }
-
-    /// Copies both ways until both sides have finished; a half-close passes through.
-    static func splice(_ a: Connection, _ b: Connection) async {
-        try? await a.executeThenClose { aIn, aOut in
-            try await b.executeThenClose { bIn, bOut in
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask {
-                        for try await chunk in aIn { try await bOut.write(chunk) }
-                        bOut.finish()
-                    }
-                    group.addTask {
-                        for try await chunk in bIn { try await aOut.write(chunk) }
-                        aOut.finish()
-                    }
-                    try await group.waitForAll()
-                }
-            }
         }
     }
 }

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import UMSOS
 import NIOSSL
 
 /// Carries a plain TCP protocol that cannot speak TLS itself (CRIU's post-copy page traffic)
@@ -93,7 +94,7 @@ public final class TLSRelay: Sendable {
                         for try await connection in inbound {
                             group.addTask {
                                 do {
-                                    await splice(connection, try await connect())
+                                    await Connection.splice(connection, try await connect())
                                 } catch {
                                     logger.warning("relay could not reach its target", metadata: ["error": "\(error)"])
                                     try? await connection.executeThenClose { _, _ in }
@@ -107,24 +108,5 @@ public final class TLSRelay: Sendable {
             }
         }
         return TLSRelay(port: port, server: channel, task: task)
-    }
-
-    /// Copies both ways until both sides have finished; a half-close passes through.
-    static func splice(_ a: Connection, _ b: Connection) async {
-        try? await a.executeThenClose { aIn, aOut in
-            try await b.executeThenClose { bIn, bOut in
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask {
-                        for try await chunk in aIn { try await bOut.write(chunk) }
-                        bOut.finish()
-                    }
-                    group.addTask {
-                        for try await chunk in bIn { try await aOut.write(chunk) }
-                        aOut.finish()
-                    }
-                    try await group.waitForAll()
-                }
-            }
-        }
     }
 }
