@@ -40,7 +40,7 @@ public struct ImageStore: Sendable {
         try FileSystem.makeDirectory(staging)
         do {
             try await runner.execute("cp", ["-a", "--", directory, "\(staging)/rootfs"])
-            try FileSystem.move(staging, to: "\(root)/\(try Self.hexDigest(reference))")
+            try place(staging, as: reference)
         } catch {
             FileSystem.remove(staging)
             throw UMSError.wrap(error, .internalError, "failed to import rootfs \(directory)")
@@ -48,11 +48,28 @@ public struct ImageStore: Sendable {
         return reference
     }
 
+    /// Moves a complete staging directory to its content address. Two imports of the same
+    /// content may finish at once (a `ums run` and a peer's upload): the second finds the first's
+    /// copy in place, which is the same content, and drops its own.
+    func place(_ staging: String, as reference: ImageReference) throws {
+        let target = "\(root)/\(try Self.hexDigest(reference))"
+        guard !FileSystem.isDirectory(target) else {
+            FileSystem.remove(staging)
+            return
+        }
+        do {
+            try FileSystem.move(staging, to: target)
+        } catch where FileSystem.isDirectory(target) {
+            FileSystem.remove(staging)
+        }
+    }
+
     /// Receives a canonical tar stream, keeping it only if its digest is the one announced.
     public func importStream<Chunks: AsyncSequence & Sendable>(_ chunks: Chunks, expected: ImageReference) async throws -> ImageReference
         where Chunks.Element == ByteBuffer
     {
-        let hex = try Self.hexDigest(expected)
+        // A digest that is not sha256:<hex> is refused before anything is written.
+        _ = try Self.hexDigest(expected)
         let staging = "\(root)/.incoming-\(UUID().uuidString)"
         try FileSystem.makeDirectory("\(staging)/rootfs")
         do {
@@ -65,11 +82,7 @@ public struct ImageStore: Sendable {
             guard summary.digest == expected.digest else {
                 throw UMSError(.invalidArgument, "failed to import image: received stream has digest \(summary.digest), expected \(expected.digest) (corrupted or truncated transfer)")
             }
-            if contains(expected) {
-                FileSystem.remove(staging)
-            } else {
-                try FileSystem.move(staging, to: "\(root)/\(hex)")
-            }
+            try place(staging, as: expected)
             return ImageReference(digest: expected.digest, source: expected.source, sizeBytes: summary.bytes)
         } catch {
             FileSystem.remove(staging)

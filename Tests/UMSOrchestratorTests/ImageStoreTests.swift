@@ -62,6 +62,24 @@ struct ImageStoreTests {
         #expect(try FileSystem.contents(of: storeRoot).isEmpty)
     }
 
+    @Test("the same content imported twice at once: both succeed, one copy is kept")
+    func concurrentImports() async throws {
+        let tree = try makeTree()
+        let storeRoot = tree + ".store"
+        defer { try? FileManager.default.removeItem(atPath: tree); try? FileManager.default.removeItem(atPath: storeRoot) }
+        let store = try ImageStore(root: storeRoot)
+        let (chunks, summary) = try await stream(tree)
+        let expected = ImageReference(digest: summary.digest)
+        try await withThrowingTaskGroup(of: ImageReference.self) { group in
+            for _ in 0..<4 {
+                group.addTask { try await store.importStream(chunks.async, expected: expected) }
+            }
+            for try await reference in group { #expect(reference.digest == summary.digest) }
+        }
+        #expect(store.contains(expected))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: storeRoot).filter { $0.hasPrefix(".incoming") }.isEmpty, "no staging left behind")
+    }
+
     @Test("a malformed digest is refused before anything is read")
     func malformedDigest() {
         #expect(throws: UMSError.self) { try ImageStore.hexDigest(ImageReference(digest: "md5:abc")) }
