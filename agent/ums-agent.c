@@ -127,7 +127,78 @@ static long long now_ms(void) {
 
 /* ---------- small I/O helpers ---------- */
 
+/* ---------- SHA-256 (FIPS 180-4), for the image stream's end-to-end check ---------- */
+
+typedef struct { uint32_t h[8]; uint64_t length; unsigned char block[64]; size_t used; } sha256_ctx;
+
+static const uint32_t SHA256_K[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+
+#define ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void sha256_init(sha256_ctx *c) {
+    static const uint32_t initial[8] = { 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19 };
+    memcpy(c->h, initial, sizeof initial);
+    c->length = 0;
+    c->used = 0;
+}
+
+static void sha256_block(sha256_ctx *c, const unsigned char *p) {
+    uint32_t w[64];
+    for (int i = 0; i < 16; i++) w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = ROTR(w[i - 15], 7) ^ ROTR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = ROTR(w[i - 2], 17) ^ ROTR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = c->h[0], b = c->h[1], cc = c->h[2], d = c->h[3], e = c->h[4], f = c->h[5], g = c->h[6], h = c->h[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = h + (ROTR(e, 6) ^ ROTR(e, 11) ^ ROTR(e, 25)) + ((e & f) ^ (~e & g)) + SHA256_K[i] + w[i];
+        uint32_t t2 = (ROTR(a, 2) ^ ROTR(a, 13) ^ ROTR(a, 22)) + ((a & b) ^ (a & cc) ^ (b & cc));
+        h = g; g = f; f = e; e = d + t1; d = cc; cc = b; b = a; a = t1 + t2;
+    }
+    c->h[0] += a; c->h[1] += b; c->h[2] += cc; c->h[3] += d; c->h[4] += e; c->h[5] += f; c->h[6] += g; c->h[7] += h;
+}
+
+static void sha256_update(sha256_ctx *c, const void *data, size_t len) {
+    const unsigned char *p = data;
+    c->length += len;
+    while (len > 0) {
+        size_t take = 64 - c->used < len ? 64 - c->used : len;
+        memcpy(c->block + c->used, p, take);
+        c->used += take; p += take; len -= take;
+        if (c->used == 64) { sha256_block(c, c->block); c->used = 0; }
+    }
+}
+
+/* "sha256:<64 hex>" into out (at least 72 bytes). */
+static void sha256_final_hex(sha256_ctx *c, char *out) {
+    uint64_t bits = c->length * 8;
+    unsigned char pad = 0x80;
+    sha256_update(c, &pad, 1);
+    unsigned char zero = 0;
+    while (c->used != 56) sha256_update(c, &zero, 1);
+    unsigned char length[8];
+    for (int i = 0; i < 8; i++) length[i] = (unsigned char)(bits >> (56 - 8 * i));
+    sha256_update(c, length, 8);
+    int n = snprintf(out, 8, "sha256:");
+    for (int i = 0; i < 8; i++) n += snprintf(out + n, 9, "%08x", c->h[i]);
+}
+
+/* The stream being hashed on this thread: every byte written to or read from `hashed_fd`. */
+static __thread sha256_ctx *hashed;
+static __thread int hashed_fd = -1;
+
 static int write_all(int fd, const void *buf, size_t len) {
+    if (hashed && fd == hashed_fd) sha256_update(hashed, buf, len);
     const char *p = buf;
     while (len > 0) {
         ssize_t n = write(fd, p, len);
@@ -141,6 +212,7 @@ static int write_all(int fd, const void *buf, size_t len) {
 
 static int read_all(int fd, void *buf, size_t len) {
     char *p = buf;
+    size_t wanted = len;
     while (len > 0) {
         ssize_t n = read(fd, p, len);
         if (n < 0 && errno == EINTR) continue;
@@ -148,6 +220,7 @@ static int read_all(int fd, void *buf, size_t len) {
         p += n;
         len -= (size_t)n;
     }
+    if (hashed && fd == hashed_fd) sha256_update(hashed, buf, wanted);
     return 0;
 }
 
@@ -732,7 +805,14 @@ static void do_dump(int client, const char *host, const char *port, const char *
     int hlen = snprintf(hello, sizeof hello, "IMAGES %s\n", secret);
     const unsigned char magic[5] = { 'U', 'M', 'S', 'I', 1 };
     char ino[32];
-    if (write_all(peer, hello, (size_t)hlen) < 0 || write_all(peer, magic, 5) < 0) goto lost;
+    /* Everything after the hello line is hashed, as the receiver hashes what it reads: its
+     * answer names its digest, which must be ours (end to end, like the Coordinators' stream). */
+    sha256_ctx sent_hash;
+    sha256_init(&sent_hash);
+    if (write_all(peer, hello, (size_t)hlen) < 0) goto lost;
+    hashed = &sent_hash;
+    hashed_fd = peer;
+    if (write_all(peer, magic, 5) < 0) goto lost;
     snprintf(ino, sizeof ino, "%llu", pipe_ino[0]);
     if (send_frame(peer, K_META, "pipe:stdout", 0, ino, (uint32_t)strlen(ino), (uint32_t)strlen(ino)) < 0) goto lost;
     snprintf(ino, sizeof ino, "%llu", pipe_ino[1]);
@@ -791,15 +871,27 @@ static void do_dump(int client, const char *host, const char *port, const char *
         bytes += n;
     }
     if (send_frame(peer, K_END, "", (uint64_t)bytes, NULL, 0, (uint32_t)nfiles) < 0) goto lost;
+    hashed = NULL;
+    char sent_digest[80];
+    sha256_final_hex(&sent_hash, sent_digest);
     char answer[512];
     struct timeval tv = { 60, 0 };
     setsockopt(peer, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     if (read_line(peer, answer, sizeof answer) < 0) goto lost;
     if (strncmp(answer, "OK", 2) != 0) { snprintf(error, sizeof error, "the destination agent refused the images: %s", answer); goto done; }
+    {
+        const char *digest = strstr(answer, "sha256:");
+        if (!digest || strncmp(digest, sent_digest, strlen(sent_digest)) != 0) {
+            snprintf(error, sizeof error, "the destination agent received other bytes than were sent (it saw %s, we sent %s)", digest ? digest : "no digest", sent_digest);
+            goto done;
+        }
+    }
     goto done;
 lost:
     if (!error[0]) snprintf(error, sizeof error, "lost the connection to the destination agent at %s:%s: %s", host, port, strerror(errno));
 done:
+    hashed = NULL;
+    hashed_fd = -1;
     if (peer >= 0) close(peer);
     free(buf);
     free(files);
@@ -963,15 +1055,22 @@ static void do_receive(int client, const char *secret) {
     static struct openfile targets[512];
     int ntargets = 0;
     unsigned char *buf = malloc(CHUNK + 16);
-    char why[512] = "";
+    char why[512] = "", digest[80];
+    sha256_ctx received_hash;
+    sha256_init(&received_hash);
+    hashed = &received_hash;
+    hashed_fd = client;
     long long received = read_stream(client, RESTORE_DIR, targets, &ntargets, buf, why, sizeof why);
+    hashed = NULL;
+    hashed_fd = -1;
+    sha256_final_hex(&received_hash, digest);
     if (received < 0) { fail_receive("%s", why); goto out; }
     pthread_mutex_lock(&mu);
     receive_state = 3;
     receive_bytes = received;
     pthread_cond_broadcast(&cv);
     pthread_mutex_unlock(&mu);
-    reply(client, "OK %lld", received);
+    reply(client, "OK %lld %s", received, digest);
 out:
     for (int i = 0; i < ntargets; i++) close(targets[i].fd);
     free(buf);
@@ -1198,21 +1297,35 @@ int main(int argc, char **argv) {
         static struct tailed files[4096];
         int nfiles = 0;
         char *buf = malloc(CHUNK);
+        static sha256_ctx hash;
+        sha256_init(&hash);
+        hashed = &hash;
+        hashed_fd = 1;
         if (!buf || write_all(1, "UMSI\1", 5) < 0) return 1;
         long long sent = stream_pass(1, argv[2], files, &nfiles, buf);
         if (sent < 0 || send_frame(1, K_END, "", (uint64_t)sent, NULL, 0, (uint32_t)nfiles) < 0) return 1;
+        hashed = NULL;
+        char digest[80];
+        sha256_final_hex(&hash, digest);
+        fprintf(stderr, "OK %lld %s\n", sent, digest);
         return 0;
     }
     if (!strcmp(argv[1], "stream-unpack") && argc == 3) {
         static struct openfile targets[512];
         int ntargets = 0;
         unsigned char *buf = malloc(CHUNK + 16);
-        char why[512] = "";
+        char why[512] = "", digest[80];
         if (!buf || make_dirs(argv[2], 0700) < 0) return 1;
+        static sha256_ctx hash;
+        sha256_init(&hash);
+        hashed = &hash;
+        hashed_fd = 0;
         long long received = read_stream(0, argv[2], targets, &ntargets, buf, why, sizeof why);
+        hashed = NULL;
+        sha256_final_hex(&hash, digest);
         for (int i = 0; i < ntargets; i++) close(targets[i].fd);
         if (received < 0) { fprintf(stderr, "ERR %s\n", why); return 1; }
-        printf("OK %lld\n", received);
+        printf("OK %lld %s\n", received, digest);
         return 0;
     }
     int restore = !strcmp(argv[1], "restore") || !strcmp(argv[1], "host-restore");

@@ -101,10 +101,10 @@ struct StreamInteropTests {
         return try await ImageStream.receive(pieces.async, into: directory)
     }
 
-    func agentUnpack(_ stream: Data, into directory: String) async throws -> (ok: Bool, error: String) {
+    func agentUnpack(_ stream: Data, into directory: String) async throws -> (ok: Bool, error: String, output: String) {
         let agent = try #require(Self.agent)
         let result = await offThePool { Self.run([agent, "stream-unpack", directory], input: stream) }
-        return (result.status == 0, result.error)
+        return (result.status == 0, result.error, String(decoding: result.output, as: UTF8.self))
     }
 
     func agentPack(_ directory: String) async throws -> (status: Int32, output: Data, error: String) {
@@ -158,6 +158,7 @@ struct StreamInteropTests {
         #expect(summary.digest == "sha256:" + Array(SHA256.hash(data: stream)).hex)
         let unpacked = try await agentUnpack(stream, into: target)
         #expect(unpacked.ok, "\(unpacked.error)")
+        #expect(unpacked.output.contains(summary.digest), "the C reader's SHA-256 of the stream is Swift's: \(unpacked.output)")
         #expect(try contents(target).filter { !$0.value.isEmpty } == files.filter { !$0.value.isEmpty })
     }
 
@@ -170,6 +171,7 @@ struct StreamInteropTests {
         #expect(packed.status == 0)
         let summary = try await swiftReceive(packed.output, into: target)
         #expect(summary.digest == "sha256:" + Array(SHA256.hash(data: packed.output)).hex)
+        #expect(packed.error.contains(summary.digest), "the C writer's SHA-256 of the stream is Swift's: \(packed.error)")
         #expect(try contents(target).filter { !$0.value.isEmpty } == files.filter { !$0.value.isEmpty })
     }
 
