@@ -241,6 +241,15 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "UMSTrustTests",
+            dependencies: [
+                "UMSTrust", "UMSModel",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "ArchitectureTests",
             swiftSettings: swiftSettings
         ),

@@ -35,7 +35,7 @@ public func buildApplication(
     let token = try TokenFile.read(tokenFile)
     let readerTokens = try (configuration.readerTokenFiles ?? []).map(TokenFile.read)
     // Mutual TLS unless explicitly insecure (loopback only, checked above).
-    let tls: TLSSettings? = configuration.insecure == true ? nil : try TLSSettings(directory: TrustDirectory(configuration.resolvedTLSDir))
+    let tls: TLSSettings? = configuration.insecure == true ? nil : try TLSSettings(directory: TrustDirectory(configuration.resolvedTLSDir), extraPeers: configuration.trustedPeers ?? [:])
     let serverTLS = try tls?.server()
     let clientTLS = try tls?.client()
     if tls == nil { logger.warning("plain HTTP (--insecure): nothing this Coordinator sends or receives is encrypted") }

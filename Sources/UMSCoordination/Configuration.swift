@@ -41,6 +41,8 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     public var insecure: Bool?
     /// Tokens that may only read (ps, records, endpoints, metrics).
     public var readerTokenFiles: [String]?
+    /// Peers pinned here rather than with `ums trust add-peer`: name → certificate (PEM) file.
+    public var trustedPeers: [String: String]?
 
     /// Where the identity is.
     public var resolvedTLSDir: String { tlsDir ?? "\(stateDir)/tls" }
@@ -113,7 +115,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case name, listen, stateDir, orchestrator, tokenFile, advertiseURL, peers, criuPath, logLevel, hostImage, engineSocket
         case endpointsFile, endpointHook, frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger
-        case admission, tlsDir, insecure, readerTokenFiles
+        case admission, tlsDir, insecure, readerTokenFiles, trustedPeers
     }
 
     /// Keys left out of a YAML file take the same defaults as the flags.
@@ -141,6 +143,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         tlsDir = try container.decodeIfPresent(String.self, forKey: .tlsDir)
         insecure = try container.decodeIfPresent(Bool.self, forKey: .insecure)
         readerTokenFiles = try container.decodeIfPresent([String].self, forKey: .readerTokenFiles)
+        trustedPeers = try container.decodeIfPresent([String: String].self, forKey: .trustedPeers)
     }
 
     public static func load(yamlFile path: String) throws -> CoordinatorConfiguration {

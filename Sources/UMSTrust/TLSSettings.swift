@@ -14,9 +14,20 @@ public struct TLSSettings: Sendable {
     public let peers: [String: Certificate]
     let peerDER: [[UInt8]: String]
 
-    public init(directory: TrustDirectory) throws {
+    /// `extraPeers`: certificates pinned in the configuration (name → PEM file), besides those
+    /// in the trust directory.
+    public init(directory: TrustDirectory, extraPeers: [String: String] = [:]) throws {
         self.directory = directory
-        peers = try directory.peers()
+        var peers = try directory.peers()
+        for (name, path) in extraPeers {
+            try ContainerName.validate(name)
+            do {
+                peers[name] = try Certificate(pemEncoded: try String(contentsOfFile: path, encoding: .utf8))
+            } catch {
+                throw UMSError(.invalidArgument, "failed to read the pinned certificate of peer \(name) (\(path))", cause: error)
+            }
+        }
+        self.peers = peers
         var der: [[UInt8]: String] = [:]
         for (name, certificate) in peers {
             var serializer = DER.Serializer()
