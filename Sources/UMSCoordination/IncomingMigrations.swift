@@ -41,6 +41,27 @@ public actor IncomingMigrations {
     /// Host ports of this system's own (the Coordinator's, UMS's agent and page-server ranges).
     let reservedPorts: Set<Int>
     var entries: [String: Entry] = [:]
+    /// Migrations with a restore, commit or abort under way, and who waits for them: the source's
+    /// calls for one migration run one at a time (an abort during a restore waits for it, then
+    /// undoes it).
+    private var busy: Set<String> = []
+    private var waiting: [String: [CheckedContinuation<Void, Never>]] = [:]
+
+    func serialized<Result: Sendable>(_ id: String, _ body: () async throws -> Result) async throws -> Result {
+        while busy.contains(id) {
+            await withCheckedContinuation { waiting[id, default: []].append($0) }
+        }
+        busy.insert(id)
+        defer {
+            busy.remove(id)
+            if var queue = waiting[id], !queue.isEmpty {
+                let next = queue.removeFirst()
+                waiting[id] = queue.isEmpty ? nil : queue
+                next.resume()
+            }
+        }
+        return try await body()
+    }
 
     init(
         system: SystemContext, frontmen: Frontmen?, endpoints: Endpoints, faults: any FaultInjector, timeout: Duration,
@@ -140,6 +161,10 @@ public actor IncomingMigrations {
     /// Paper Step 11: restore, and confirm the service runs. From here on only the source
     /// decides (the service may run here): the migration no longer expires.
     public func restore(_ id: String, _ request: PeerRestoreRequest, by caller: String? = nil) async throws -> RestoreResponse {
+        try await serialized(id) { try await restoreNow(id, request, by: caller) }
+    }
+
+    func restoreNow(_ id: String, _ request: PeerRestoreRequest, by caller: String?) async throws -> RestoreResponse {
         var entry = try entry(id, by: caller)
         let source = try request.postCopySource.map { text throws(UMSError) in try PageServerAddress(parsing: text) }
         try entry.machine.beginRestore()
@@ -164,6 +189,10 @@ public actor IncomingMigrations {
     /// The source saw the restore succeed: once every page is here (post-copy), adopt the
     /// container as an ordinary one.
     public func commit(_ id: String, by caller: String? = nil) async throws -> CommitResponse {
+        try await serialized(id) { try await commitNow(id, by: caller) }
+    }
+
+    func commitNow(_ id: String, by caller: String?) async throws -> CommitResponse {
         var entry = try entry(id, by: caller)
         guard entry.machine.state == .restored else {
             throw UMSError(.invalidState, "failed to commit the incoming migration \(id): it is \(entry.machine.state.rawValue)")
@@ -192,6 +221,10 @@ public actor IncomingMigrations {
 
     /// The source gave up: remove everything this migration created here.
     public func abort(_ id: String, by caller: String? = nil) async throws {
+        try await serialized(id) { try await abortNow(id, by: caller) }
+    }
+
+    func abortNow(_ id: String, by caller: String?) async throws {
         var entry = try entry(id, by: caller)
         try await faults.check(.destination(.abort))
         try entry.machine.abort()

@@ -251,7 +251,11 @@ struct MigrationDriver: Sendable {
         await records.note(id, "endpoint record: \(container) at \(newHost)" + (hookProblem.map { " (\($0))" } ?? ""))
 
         try await enter(.deletingSource, &progress)
-        await deleteSource(logger: logger)
+        if await !deleteSource(logger: logger) {
+            // The service runs at the destination; the frozen source is retried in the background
+            // and the record says so until it is gone.
+            await records.retryDeletingSource(id, container: container)
+        }
         // The source is gone with whatever was in flight inside it: the Frontman retries
         // what it safely can at the destination, then stays until clients follow the record.
         await frontmen?.cutStale(container)
@@ -278,18 +282,21 @@ struct MigrationDriver: Sendable {
     }
 
     /// Step 15. The service already runs at the destination, so this never rolls back; it retries,
-    /// and the source stays frozen (never running twice) if it cannot be removed.
-    func deleteSource(logger: Logger) async {
+    /// and the source stays frozen (never running twice) if it cannot be removed. Returns whether
+    /// it is gone.
+    func deleteSource(logger: Logger) async -> Bool {
         for attempt in 1...3 {
             do {
                 try await system.orchestrator.delete(container, migration: id)
-                return
+                return true
             } catch {
                 logger.warning("failed to delete source container", metadata: ["attempt": "\(attempt)", "error": "\(error)"])
                 await records.note(id, "failed to delete the source container (attempt \(attempt)): \(error); it stays frozen")
+                await records.update(id) { $0.sourceLeft = "the source container could not be deleted (\(error)); it stays frozen and is retried" }
                 try? await Task.sleep(for: .milliseconds(200 * attempt))
             }
         }
+        return false
     }
 
     // MARK: Rollback

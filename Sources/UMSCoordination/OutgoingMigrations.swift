@@ -86,6 +86,10 @@ public actor OutgoingMigrations {
             record.finishedAt = Date()
             save(record)
         }
+        // Sources that could not be deleted after their service moved are retried again.
+        for record in records.values where record.status == .completed && record.sourceLeft != nil {
+            retryDeletingSource(record.id, container: record.container)
+        }
     }
 
     /// Checks a migration request's container and destination; returns the destination's URL.
@@ -168,6 +172,31 @@ public actor OutgoingMigrations {
             throw UMSError(.unavailable, "failed to migrate \(request.container): the coordinator is shutting down")
         }
         return record
+    }
+
+    /// A source container that could not be deleted after its service moved: retried with
+    /// backoff (1 s doubling to 60 s) until it is gone; the record says so meanwhile.
+    func retryDeletingSource(_ id: String, container: String, firstDelay: Duration = .seconds(1)) {
+        let (orchestrator, background) = (system.orchestrator, self.background)
+        background.spawn { [weak self] in
+            var delay = firstDelay
+            // Until it is gone, or the Coordinator stops (a restart retries it again).
+            while await background.pause(delay) {
+                do {
+                    try await orchestrator.delete(container, migration: id)
+                    await self?.update(id) {
+                        $0.sourceLeft = nil
+                        $0.events.append(.init(at: Date(), step: "deletingSource", message: "the source container was deleted on a later attempt"))
+                    }
+                    return
+                } catch let error as UMSError where error.code == .notFound {
+                    await self?.update(id) { $0.sourceLeft = nil }
+                    return
+                } catch {
+                    delay = min(delay * 2, .seconds(60))
+                }
+            }
+        }
     }
 
     func finished(_ id: String) {

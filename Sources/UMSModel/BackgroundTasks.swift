@@ -1,9 +1,12 @@
+import Synchronization
+
 /// Work a long-lived part starts and does not wait for (a migration it drives, an update after
 /// an answer): each runs as a child task of `run()`, so it belongs to the service that runs
 /// that, ends with it, and is never a task nobody owns.
 public final class BackgroundTasks: Sendable {
     private let stream: AsyncStream<@Sendable () async -> Void>
     private let continuation: AsyncStream<@Sendable () async -> Void>.Continuation
+    private let finishing = Atomic<Bool>(false)
 
     public init() {
         (stream, continuation) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
@@ -26,9 +29,22 @@ public final class BackgroundTasks: Sendable {
         }
     }
 
-    /// No new work; `run()` returns once what runs has ended.
+    /// No new work; `run()` returns once what runs has ended (work that waits with `pause`
+    /// ends its wait at once).
     public func finish() {
+        finishing.store(true, ordering: .releasing)
         continuation.finish()
+    }
+
+    /// Waits `duration` (a retry's backoff), or less if the owner is finishing: returns false then,
+    /// and the work should end.
+    public func pause(_ duration: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + duration
+        while ContinuousClock.now < deadline {
+            if finishing.load(ordering: .acquiring) || Task.isCancelled { return false }
+            try? await Task.sleep(for: min(.milliseconds(100), deadline - ContinuousClock.now))
+        }
+        return !finishing.load(ordering: .acquiring)
     }
 }
 

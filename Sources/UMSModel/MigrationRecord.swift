@@ -59,6 +59,9 @@ public struct MigrationRecord: Codable, Sendable, Equatable {
     public var startedAt: Date
     public var finishedAt: Date?
     public var events: [Event]
+    /// Set while the source container could not be deleted after the service moved (it stays
+    /// frozen, never running twice): why, while the Coordinator keeps retrying. Nil once deleted.
+    public var sourceLeft: String?
 
     public init(
         id: String, container: String, requestedApproach: ApproachRequest, mode: TransferMode = .stopAndCopy,

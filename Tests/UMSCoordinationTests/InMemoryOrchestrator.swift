@@ -50,8 +50,17 @@ actor InMemoryOrchestrator: Orchestrator, CheckpointingOrchestrator {
     }
 
     func restart(_ name: String, migration: String?) async throws { try checkUnlocked(name, migration: migration) }
+    /// Deletes that fail before one succeeds (a source the driver cannot remove at once).
+    var deleteFailures = 0
+
+    func failDeletes(_ count: Int) { deleteFailures = count }
+
     func delete(_ name: String, migration: String?) async throws {
         try checkUnlocked(name, migration: migration)
+        if deleteFailures > 0 {
+            deleteFailures -= 1
+            throw UMSError(.unavailable, "failed to remove '\(name)': the runtime does not answer")
+        }
         containers[name] = nil
     }
 

@@ -125,10 +125,11 @@ struct MigrationDriverTests {
         var source: ContainerInfo?
     }
 
-    func migrate(faults: [FaultPoint: FaultAction] = [:], failing: Set<PeerCall> = []) async throws -> Outcome {
+    func migrate(faults: [FaultPoint: FaultAction] = [:], failing: Set<PeerCall> = [], deleteFailures: Int = 0, settle: Duration = .zero) async throws -> Outcome {
         let state = FileManager.default.temporaryDirectory.appendingPathComponent("ums-driver-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: state) }
         let orchestrator = InMemoryOrchestrator(["svc"])
+        await orchestrator.failDeletes(deleteFailures)
         let approach = RecordingApproach(inner: InMemoryApproach(orchestrator: orchestrator))
         let peer = FakePeer(failing: failing)
         let coordinator = try Coordinator(
@@ -139,7 +140,16 @@ struct MigrationDriverTests {
         let record = try await withBackground(coordinator) {
             let accepted = try await coordinator.outgoing.migrate(MigrateRequest(container: "svc", destination: peer.baseURL))
             await coordinator.outgoing.drain()
-            return try await coordinator.outgoing.record(accepted.id)
+            let record = try await coordinator.outgoing.record(accepted.id)
+            if settle > .zero {
+                // Background work (a source retried) has this long to finish.
+                let deadline = ContinuousClock.now + settle
+                while ContinuousClock.now < deadline, try await coordinator.outgoing.record(accepted.id).sourceLeft != nil {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                return try await coordinator.outgoing.record(accepted.id)
+            }
+            return record
         }
         return Outcome(
             record: record, peerCalls: await peer.calls, approachCalls: await approach.log.calls,
@@ -204,6 +214,19 @@ struct MigrationDriverTests {
         #expect(outcome.record.status == .failed)
         #expect(outcome.approachCalls.contains("resume"))
         #expect(outcome.source?.migratingIn == nil)
+    }
+
+    @Test("a source that cannot be deleted: the record says so (completed, source left frozen) and it is retried until it is gone")
+    func sourceDeleteRetried() async throws {
+        let stuck = try await migrate(deleteFailures: 100)
+        #expect(stuck.record.status == .completed)
+        #expect(stuck.record.sourceLeft?.contains("could not be deleted") == true)
+        #expect(stuck.source != nil, "still there, frozen")
+        let retried = try await migrate(deleteFailures: 4, settle: .seconds(8))
+        #expect(retried.record.status == .completed)
+        #expect(retried.record.sourceLeft == nil, "deleted on a later attempt")
+        #expect(retried.source == nil)
+        #expect(retried.record.events.contains { $0.message.contains("deleted on a later attempt") })
     }
 
     @Test("fault points parse from umsd's --fault and refuse what is not one")
