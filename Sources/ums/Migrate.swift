@@ -171,6 +171,9 @@ struct Migrations: AsyncParsableCommand {
             total         \(Output.seconds(d.total))
             downtime      \(Output.seconds(record.downtime))
             """)
+        if let left = record.sourceLeft {
+            print("source        \(left)")
+        }
         if let error = record.error {
             print("error         \(error)")
         }
