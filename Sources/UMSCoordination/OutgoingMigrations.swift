@@ -75,14 +75,22 @@ public actor OutgoingMigrations {
     func recover() async {
         for var record in records.values where ![.completed, .rolledBack, .failed].contains(record.status) {
             let canResume = record.step.map(\.canRollBack) ?? true
-            if canResume {
+            // Once the restore may have been asked of the destination, the service may run
+            // there: resuming the source could make it run twice. It stays frozen and locked
+            // until the destination is asked (or an operator decides).
+            let restoreAsked = record.step == .restoring || record.step == .confirming
+            var reason = "migration interrupted: the coordinator restarted during \(record.step?.rawValue ?? "start-up")"
+            if canResume && !restoreAsked {
                 try? await (system.orchestrator as? any CheckpointingOrchestrator)?.resume(record.container)
                 try? await system.orchestrator.unlock(record.container, migration: record.id)
                 record.status = .rolledBack
             } else {
                 record.status = .failed
+                if restoreAsked {
+                    reason += "; the destination (\(record.destination.url)) may run the service, so the source stays frozen and locked until it is asked"
+                }
             }
-            record.error = UMSError(.internalError, "migration interrupted: the coordinator restarted during \(record.step?.rawValue ?? "start-up")")
+            record.error = UMSError(.internalError, reason)
             record.finishedAt = Date()
             save(record)
         }

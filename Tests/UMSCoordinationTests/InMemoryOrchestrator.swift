@@ -74,7 +74,9 @@ actor InMemoryOrchestrator: Orchestrator, CheckpointingOrchestrator {
     }
 
     func freeze(_ name: String) async throws {}
-    func resume(_ name: String) async throws {}
+    /// Containers resumed, in order (what a recovery did).
+    var resumed: [String] = []
+    func resume(_ name: String) async throws { resumed.append(name) }
     func checkpoint(_ name: String, request: CheckpointRequest) async throws -> BackgroundProcess? { nil }
     func exportChanges(_ name: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> Int64 { 0 }
     func importChanges<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> StreamSummary where Chunks.Element == ByteBuffer {

@@ -229,6 +229,34 @@ struct MigrationDriverTests {
         #expect(retried.record.events.contains { $0.message.contains("deleted on a later attempt") })
     }
 
+    @Test("a restart during a migration: the source resumes before the restore was asked, and stays frozen and locked after", arguments: MigrationStep.allCases)
+    func recoveryAfterRestart(step: MigrationStep) async throws {
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent("ums-recover-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        // What a previous run of this Coordinator left: a record at `step`, the container locked.
+        var record = MigrationRecord(id: "m-left", container: "svc", requestedApproach: .auto, source: SystemRef(name: "a", url: "http://198.18.0.8:7000"),
+                                     destination: SystemRef(name: "b", url: "http://198.18.0.9:7000"), startedAt: Date())
+        record.apply(.running(step))
+        try JSONStore<MigrationRecord>(directory: "\(state)/migrations").save(record, key: record.id)
+        let orchestrator = InMemoryOrchestrator(["svc"])
+        try await orchestrator.lock("svc", migration: "m-left")
+        let coordinator = try Coordinator(
+            name: "a", url: "http://198.18.0.8:7000", orchestrator: orchestrator, approaches: [], stateDirectory: state,
+            advertiseHost: "198.18.0.8", http: HTTPClient.shared, peerTokens: [:], logger: Logger(label: "test")
+        )
+        await coordinator.recover()
+        let recovered = try await coordinator.outgoing.record("m-left")
+        if step <= .transferring {
+            #expect(recovered.status == .rolledBack, "\(step)")
+            #expect(await orchestrator.resumed == ["svc"])
+            #expect(try await orchestrator.inspect("svc").migratingIn == nil)
+        } else {
+            #expect(recovered.status == .failed, "\(step)")
+            #expect(await orchestrator.resumed.isEmpty, "never resumed once the restore may have been asked: it could run twice")
+            #expect(try await orchestrator.inspect("svc").migratingIn == "m-left", "the lock stays")
+        }
+    }
+
     @Test("fault points parse from umsd's --fault and refuse what is not one")
     func parsing() throws {
         let faults = try ScheduledFaults(parsing: ["checkpointing=fail", "incoming.restore=corrupt-images"])
