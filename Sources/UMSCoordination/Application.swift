@@ -88,7 +88,10 @@ public func buildApplication(
         router: router,
         server: try serverTLS.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1(),
         configuration: .init(address: .hostname(host, port: port), serverName: "umsd"),
-        services: [coordinator.service, HTTPClientService(client: http), HTTPClientService(client: frontmanHTTP)],
+        // Shut down in reverse order (after the HTTP server): first the Coordinator's background,
+        // which lets running migrations finish while the clients they use are still up, then
+        // the clients.
+        services: [HTTPClientService(client: http), HTTPClientService(client: frontmanHTTP), coordinator.service],
         logger: logger
     )
 }
