@@ -47,4 +47,28 @@ public struct CheckpointIntake: Codable, Sendable, Equatable {
         self.address = address
         self.secret = secret
     }
+
+    enum CodingKeys: String, CodingKey { case address, secret }
+
+    /// A destination's answer: both fields reach the source agent's control line, so they are
+    /// checked as they are decoded.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(address: try container.decode(String.self, forKey: .address), secret: try container.decode(String.self, forKey: .secret))
+        _ = try endpoint()
+    }
+
+    /// The address as host and port, and the secret, checked: an IP address or DNS name, a port
+    /// 1-65535, a secret of 1-64 hex digits.
+    public func endpoint() throws(UMSError) -> (host: String, port: Int) {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (1...65535).contains(port) else {
+            throw UMSError(.invalidArgument, "invalid agent intake address '\(String(address.prefix(64)))': expected HOST:PORT")
+        }
+        let host = String(address[..<colon])
+        try HostAddress.validate(host)
+        guard (1...64).contains(secret.count), secret.unicodeScalars.allSatisfy({ ("0"..."9").contains($0) || ("a"..."f").contains($0) }) else {
+            throw UMSError(.invalidArgument, "invalid agent intake secret: expected 1-64 hex digits")
+        }
+        return (host, port)
+    }
 }

@@ -58,4 +58,18 @@ struct ModelTests {
         let back = try UMSJSON.decoder().decode([Date].self, from: data)
         #expect(abs(back[0].timeIntervalSince1970 - date.timeIntervalSince1970) < 0.002)
     }
+
+    @Test("a destination's agent intake is checked as it is decoded: it reaches the source agent's control line", arguments: [
+        #"{"address": "198.18.0.2:27001", "secret": "0a1b2c"}"#,
+        #"{"address": "198.18.0.2:27001 evil", "secret": "0a1b"}"#,
+        #"{"address": "198.18.0.2:27001", "secret": "ab\nRESUME"}"#,
+        #"{"address": "198.18.0.2:99999", "secret": "ab"}"#,
+        #"{"address": "no-port", "secret": "ab"}"#,
+        #"{"address": "a b:1", "secret": "ab"}"#,
+        #"{"address": "198.18.0.2:1", "secret": ""}"#,
+    ])
+    func intake(json: String) throws {
+        let decoded = try? JSONDecoder().decode(CheckpointIntake.self, from: Data(json.utf8))
+        #expect((decoded != nil) == json.hasPrefix(#"{"address": "198.18.0.2:27001", "secret": "0a1b2c"}"#), "\(json)")
+    }
 }

@@ -183,18 +183,17 @@ public struct AgentApproach: MigrationApproach {
         guard postCopy == nil else {
             throw UMSError(.unsupported, "failed to checkpoint \(name): the \(approach.rawValue)-level approach does not implement post-copy")
         }
-        guard let intake, let colon = intake.address.lastIndex(of: ":") else {
+        guard let intake else {
             throw UMSError(.invalidArgument, "failed to checkpoint \(name): the destination gave no address for its agent")
         }
-        var host = String(intake.address[..<colon]), port = String(intake.address[intake.address.index(after: colon)...])
+        // What the destination said goes into the agent's control line: checked first.
+        let destination = try intake.endpoint()
+        var (host, port) = (destination.host, String(destination.port))
         // Over mutual TLS: the agent sends to a relay on this system's address (reachable from
         // its container), which carries the stream to the destination's relay.
         var relay: TLSRelay?
         if let tls {
-            guard let remotePort = Int(port) else {
-                throw UMSError(.invalidArgument, "failed to checkpoint \(name): the destination gave an invalid address for its agent")
-            }
-            let opened = try await TLSRelay.plainToTLS(listenHost: advertiseHost, tls: try tls.client(), target: (host, remotePort), logger: logger)
+            let opened = try await TLSRelay.plainToTLS(listenHost: advertiseHost, tls: try tls.client(), target: destination, logger: logger)
             relay = opened
             (host, port) = (advertiseHost, String(opened.port))
         }
