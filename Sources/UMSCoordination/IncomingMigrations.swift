@@ -113,8 +113,9 @@ public actor IncomingMigrations {
 
     /// Paper Steps 4-7: create the identical container and get ready to receive.
     public func prepare(_ request: PrepareRequest, by caller: String? = nil) async throws -> PrepareResponse {
+        // Decoding checked the request; the id is checked again because it names directories here
+        // whoever calls (the orchestrator checks the Specification when it creates the container).
         try MigrationID.validate(request.id)
-        try request.specification.validate()
         guard entries[request.id] == nil else {
             throw UMSError(.exists, "failed to prepare migration \(request.id): it is already being received")
         }

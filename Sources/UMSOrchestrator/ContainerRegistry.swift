@@ -45,11 +45,10 @@ struct ContainerRegistry<Record: RegisteredContainer> {
     /// Refuses a create that cannot succeed, before anything is made: a bad name, no command,
     /// a name or a host port already taken here, an image this system does not hold.
     func checkCreatable(_ specification: Specification, imageHeld: Bool) throws(UMSError) {
-        try ContainerName.validate(specification.name)
         guard !specification.command.isEmpty else {
             throw UMSError(.invalidArgument, "failed to create container \(specification.name): no command given")
         }
-        try specification.validate()
+        try specification.validate()  // its name, command, ports, limits, … in range
         guard !contains(specification.name) else {
             throw UMSError(.exists, "failed to create container: '\(specification.name)' already exists on system \(systemName)")
         }

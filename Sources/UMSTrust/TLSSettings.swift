@@ -38,11 +38,7 @@ public struct TLSSettings: Sendable {
     }
 
     func pinned() throws -> [NIOSSLCertificate] {
-        try peers.values.map { certificate in
-            var serializer = DER.Serializer()
-            try serializer.serialize(certificate)
-            return try NIOSSLCertificate(bytes: serializer.serializedBytes, format: .der)
-        }
+        try peerDER.keys.map { try NIOSSLCertificate(bytes: $0, format: .der) }
     }
 
     /// `peersOnly`: every client must present a pinned certificate (the post-copy relay); else a

@@ -92,6 +92,10 @@ struct InMemoryApproach: MigrationApproach {
     let supportsPostCopy = true
     let coordinatorParts: [FilePart] = [.images, .changes]
     let orchestrator: InMemoryOrchestrator
+    /// How long a restore takes (to land other calls during one).
+    var restoreDelay: Duration = .zero
+    /// The source-side calls, to see what a rollback undid.
+    let log = ApproachLog()
 
     func prepare(_ incoming: IncomingMigration) async throws -> PreparedIncoming {
         PreparedIncoming(container: try await orchestrator.create(incoming.specification, start: false, migration: incoming.id))
@@ -105,19 +109,31 @@ struct InMemoryApproach: MigrationApproach {
         return StreamSummary(digest: "sha256:", bytes: bytes)
     }
     func restore(_ incoming: IncomingMigration, postCopySource: PageServerAddress?) async throws -> ContainerInfo {
-        try await orchestrator.inspect(incoming.specification.name)
+        if restoreDelay > .zero { try await Task.sleep(for: restoreDelay) }
+        return try await orchestrator.inspect(incoming.specification.name)
     }
     func awaitPages(_ incoming: IncomingMigration) async throws -> Int64 { 0 }
     func abort(_ incoming: IncomingMigration) async {
         try? await orchestrator.delete(incoming.specification.name, migration: incoming.id)
     }
-    func freeze(_ name: String) async throws {}
+    func freeze(_ name: String) async throws { await log.add("freeze") }
     func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?, intake: CheckpointIntake?) async throws -> CheckpointResult {
-        CheckpointResult()
+        await log.add("checkpoint")
+        return CheckpointResult()
     }
+    /// One byte per part, so that every upload carries something.
     func exportFiles(
         _ name: String, part: FilePart, checkpointDirectory: String, dumpFinished: @escaping @Sendable () async -> Bool,
         consume: @Sendable (ByteBuffer) async throws -> Void
-    ) async throws -> Int64 { 0 }
-    func resume(_ name: String) async throws {}
+    ) async throws -> Int64 {
+        try await consume(ByteBuffer(string: "x"))
+        return 1
+    }
+    func resume(_ name: String) async throws { await log.add("resume") }
+}
+
+/// An approach's calls on the source, in order.
+actor ApproachLog {
+    private(set) var calls: [String] = []
+    func add(_ call: String) { calls.append(call) }
 }

@@ -94,7 +94,7 @@ struct IncomingMigrationTests {
         let orchestrator = InMemoryOrchestrator()
         let coordinator = try Coordinator(
             name: "b", url: "http://127.0.0.1:2", orchestrator: orchestrator,
-            approaches: [SlowRestoreApproach(inner: InMemoryApproach(orchestrator: orchestrator), delay: .milliseconds(400))],
+            approaches: [InMemoryApproach(orchestrator: orchestrator, restoreDelay: .milliseconds(400))],
             stateDirectory: state, advertiseHost: "127.0.0.1", http: HTTPClient.shared, peerTokens: [:], logger: Logger(label: "test")
         )
         _ = try await coordinator.incoming.prepare(request("m-5"))
@@ -106,31 +106,4 @@ struct IncomingMigrationTests {
         #expect(await coordinator.incoming.state("m-5") == nil)
         #expect(try await orchestrator.list().isEmpty, "the abort undid what the restore made")
     }
-}
-
-/// `InMemoryApproach` with a restore that takes a while.
-struct SlowRestoreApproach: MigrationApproach {
-    let inner: InMemoryApproach
-    let delay: Duration
-    var approach: Approach { inner.approach }
-    var supportsPostCopy: Bool { inner.supportsPostCopy }
-    var coordinatorParts: [FilePart] { inner.coordinatorParts }
-    func prepare(_ incoming: IncomingMigration) async throws -> PreparedIncoming { try await inner.prepare(incoming) }
-    func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> StreamSummary
-        where Chunks.Element == ByteBuffer { try await inner.importFiles(incoming, part: part, chunks) }
-    func restore(_ incoming: IncomingMigration, postCopySource: PageServerAddress?) async throws -> ContainerInfo {
-        try await Task.sleep(for: delay)
-        return try await inner.restore(incoming, postCopySource: postCopySource)
-    }
-    func awaitPages(_ incoming: IncomingMigration) async throws -> Int64 { 0 }
-    func abort(_ incoming: IncomingMigration) async { await inner.abort(incoming) }
-    func freeze(_ name: String) async throws {}
-    func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?, intake: CheckpointIntake?) async throws -> CheckpointResult {
-        CheckpointResult()
-    }
-    func exportFiles(
-        _ name: String, part: FilePart, checkpointDirectory: String, dumpFinished: @escaping @Sendable () async -> Bool,
-        consume: @Sendable (ByteBuffer) async throws -> Void
-    ) async throws -> Int64 { 0 }
-    func resume(_ name: String) async throws {}
 }

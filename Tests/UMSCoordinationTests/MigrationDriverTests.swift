@@ -77,43 +77,6 @@ actor FakePeer: PeerCoordinator {
     }
 }
 
-/// The approach's calls on the source, to see what a rollback undid.
-actor ApproachLog {
-    private(set) var calls: [String] = []
-    func add(_ call: String) { calls.append(call) }
-}
-
-/// `InMemoryApproach`, recording its source-side calls.
-struct RecordingApproach: MigrationApproach {
-    let inner: InMemoryApproach
-    let log = ApproachLog()
-    var approach: Approach { inner.approach }
-    var supportsPostCopy: Bool { inner.supportsPostCopy }
-    var coordinatorParts: [FilePart] { inner.coordinatorParts }
-
-    func prepare(_ incoming: IncomingMigration) async throws -> PreparedIncoming { try await inner.prepare(incoming) }
-    func importFiles<Chunks: AsyncSequence & Sendable>(_ incoming: IncomingMigration, part: FilePart, _ chunks: Chunks) async throws -> StreamSummary
-        where Chunks.Element == ByteBuffer { try await inner.importFiles(incoming, part: part, chunks) }
-    func restore(_ incoming: IncomingMigration, postCopySource: PageServerAddress?) async throws -> ContainerInfo {
-        try await inner.restore(incoming, postCopySource: postCopySource)
-    }
-    func awaitPages(_ incoming: IncomingMigration) async throws -> Int64 { 0 }
-    func abort(_ incoming: IncomingMigration) async { await inner.abort(incoming) }
-    func freeze(_ name: String) async throws { await log.add("freeze") }
-    func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?, intake: CheckpointIntake?) async throws -> CheckpointResult {
-        await log.add("checkpoint")
-        return CheckpointResult()
-    }
-    func exportFiles(
-        _ name: String, part: FilePart, checkpointDirectory: String, dumpFinished: @escaping @Sendable () async -> Bool,
-        consume: @Sendable (ByteBuffer) async throws -> Void
-    ) async throws -> Int64 {
-        try await consume(ByteBuffer(string: "x"))
-        return 1
-    }
-    func resume(_ name: String) async throws { await log.add("resume") }
-}
-
 /// Every branch of the source's driver: a failure at each step (through the fault seam) and at
 /// each call to the destination, and what the rollback then does — without root.
 @Suite("Migration driver: every step × a failure there, against a fake destination")
@@ -130,7 +93,7 @@ struct MigrationDriverTests {
         defer { try? FileManager.default.removeItem(atPath: state) }
         let orchestrator = InMemoryOrchestrator(["svc"])
         await orchestrator.failDeletes(deleteFailures)
-        let approach = RecordingApproach(inner: InMemoryApproach(orchestrator: orchestrator))
+        let approach = InMemoryApproach(orchestrator: orchestrator)
         let peer = FakePeer(failing: failing)
         let coordinator = try Coordinator(
             name: "a", url: "http://198.18.0.8:7000", orchestrator: orchestrator, approaches: [approach], stateDirectory: state,
