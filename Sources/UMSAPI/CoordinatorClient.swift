@@ -148,7 +148,26 @@ public struct CoordinatorClient: Sendable {
     }
 
     public func abort(_ id: String) async throws {
-        _ = try await sendRaw(request(.DELETE, Routes.peerMigration(id)))
+        _ = try await sendRaw(request(.DELETE, Routes.peerMigration(id)), timeout: .minutes(2))
+    }
+
+    /// Where the destination's journal says migration `id` stands; nil if it has no record of it.
+    public func status(_ id: String) async throws -> IncomingStatus? {
+        do {
+            return try await send(request(.GET, Routes.peerMigration(id)), as: IncomingStatus.self, timeout: .seconds(10))
+        } catch let error as UMSError where error.code == .notFound {
+            return nil
+        }
+    }
+
+    /// The destination side's journal (operators).
+    public func incoming() async throws -> [IncomingRecord] {
+        try await send(request(.GET, Routes.incoming), as: [IncomingRecord].self)
+    }
+
+    /// An operator decides an unfinished migration on this system.
+    public func resolve(_ id: String, _ body: ResolveRequest) async throws -> ResolveResponse {
+        try await send(try json(.POST, Routes.resolve(id), body), as: ResolveResponse.self, timeout: .minutes(2))
     }
 
     /// Streams a body produced by `produce` (which hands chunks to its argument as it makes them)

@@ -20,6 +20,8 @@ public protocol PeerCoordinator: Sendable {
     func restore(_ id: String, _ body: PeerRestoreRequest) async throws -> RestoreResponse
     func commit(_ id: String) async throws -> CommitResponse
     func abort(_ id: String) async throws
+    /// Where the destination's journal says migration `id` stands (nil: it has no record of it).
+    func status(_ id: String) async throws -> IncomingStatus?
 }
 
 extension CoordinatorClient: PeerCoordinator {

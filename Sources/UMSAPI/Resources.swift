@@ -22,6 +22,8 @@ public enum Routes {
     public static func peerFiles(_ id: String, part: String) -> String { "/v1/peer/migrations/\(id)/files/\(part)" }
     public static func peerRestore(_ id: String) -> String { "/v1/peer/migrations/\(id)/restore" }
     public static func peerCommit(_ id: String) -> String { "/v1/peer/migrations/\(id)/commit" }
+    public static let incoming = "/v1/incoming"
+    public static func resolve(_ id: String) -> String { "/v1/migrations/\(id)/resolve" }
 }
 
 /// `GET /v1/system`: who a Coordinator is and what it can do (also the peer availability check).
@@ -288,5 +290,96 @@ public struct FrontmanView: Codable, Sendable, Equatable {
         self.target = target
         self.ports = ports
         self.counts = counts
+    }
+}
+
+/// The destination's journal entry for one incoming migration, written durably before each step
+/// acts (`GET /v1/incoming`). After a restart the destination goes on from it, and a source asks
+/// for its `state` (`GET /v1/peer/migrations/{id}`) to learn which copy runs.
+public struct IncomingRecord: Codable, Sendable, Equatable {
+    public var id: String
+    public var approach: Approach
+    public var specification: Specification
+    public var source: SystemRef
+    /// The pinned peer that prepared it (nil: prepared by an operator); only it may continue it.
+    public var owner: String?
+    public var state: IncomingState
+    /// Whether what `state` asks of this system is done: for `aborted`, everything the
+    /// migration made here is removed; for `committed`, the container is this system's.
+    public var settled: Bool
+    public var preparedAt: Date
+    public var updatedAt: Date
+    /// The answers given, given again to a repeated call.
+    public var prepared: PrepareResponse?
+    public var restored: ContainerInfo?
+    public var pageBytes: Int64?
+    /// Why it ended as it did (an abort's or an expiry's reason).
+    public var reason: String?
+
+    public init(id: String, approach: Approach, specification: Specification, source: SystemRef, owner: String?, at: Date = Date()) {
+        self.id = id
+        self.approach = approach
+        self.specification = specification
+        self.source = source
+        self.owner = owner
+        self.state = .prepared
+        self.settled = false
+        self.preparedAt = at
+        self.updatedAt = at
+    }
+}
+
+/// `GET /v1/peer/migrations/{id}`: where an incoming migration stands at the destination, as its
+/// journal says — what a source asks when it recovers.
+public struct IncomingStatus: Codable, Sendable, Equatable {
+    public var id: String
+    public var state: IncomingState
+    public var settled: Bool
+
+    public init(id: String, state: IncomingState, settled: Bool) {
+        self.id = id
+        self.state = state
+        self.settled = settled
+    }
+}
+
+/// Which copy an operator keeps when the peer is gone for good (`ums migrations resolve`).
+public enum ResolveKeep: String, Codable, Sendable, CaseIterable {
+    case source, destination
+}
+
+/// `POST /v1/migrations/{id}/resolve`: an operator decides an unfinished migration.
+public struct ResolveRequest: Codable, Sendable, Equatable {
+    public var keep: ResolveKeep
+    /// Only say what would be done.
+    public var dryRun: Bool
+
+    public init(keep: ResolveKeep, dryRun: Bool = false) {
+        self.keep = keep
+        self.dryRun = dryRun
+    }
+
+    enum CodingKeys: String, CodingKey { case keep, dryRun }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        keep = try container.decode(ResolveKeep.self, forKey: .keep)
+        dryRun = try container.decodeIfPresent(Bool.self, forKey: .dryRun) ?? false
+    }
+}
+
+/// What a resolve did (or, with `dryRun`, would do), on this system.
+public struct ResolveResponse: Codable, Sendable, Equatable {
+    public var id: String
+    /// `outgoing` (this system was the source) or `incoming` (the destination).
+    public var side: String
+    public var actions: [String]
+    public var done: Bool
+
+    public init(id: String, side: String, actions: [String], done: Bool) {
+        self.id = id
+        self.side = side
+        self.actions = actions
+        self.done = done
     }
 }

@@ -45,6 +45,7 @@ public struct Coordinator: Sendable {
     /// The Frontmen in front of this system's services (nil: none, e.g. in unit tests).
     let frontmen: Frontmen?
     let background: BackgroundTasks
+    let logger: Logger
 
     public var name: String { system.name }
     public var url: String { system.url }
@@ -71,6 +72,7 @@ public struct Coordinator: Sendable {
             CoordinatorClient(baseURL: url, token: token ?? peerTokens[url], http: http)
         }
         self.system = system
+        self.logger = logger
         self.background = background
         self.frontmen = frontmen
         self.endpoints = endpoints
@@ -78,7 +80,7 @@ public struct Coordinator: Sendable {
         self.outgoing = try OutgoingMigrations(
             system: system, frontmen: frontmen, endpoints: endpoints, connect: connect, faults: faults, background: background, logger: logger
         )
-        self.incoming = IncomingMigrations(
+        self.incoming = try IncomingMigrations(
             system: system, frontmen: frontmen, endpoints: endpoints, faults: faults, timeout: incomingTimeout,
             admission: admission, reservedPorts: reservedPorts.union(Self.umsPorts), background: background, logger: logger
         )
@@ -96,15 +98,57 @@ public struct Coordinator: Sendable {
         await frontmen?.views() ?? []
     }
 
-    /// Marks migrations a previous run left unfinished (resuming sources it had frozen), then
-    /// fronts and records what runs here now.
+    /// At start-up, before serving: each side goes on with the migrations its journal says were
+    /// unfinished (asking the peer where needed; see docs/reliability.md), then what they no
+    /// longer need is swept, then what runs here is fronted and recorded.
     public func recover() async {
-        await outgoing.recover()
         await frontmen?.prepare()
+        await incoming.recover()
+        await outgoing.recover()
+        await sweep()
         for info in (try? await system.orchestrator.list()) ?? [] where info.state == .running {
             await frontmen?.serve(info)
             await endpoints.record(info, at: system.advertiseHost)
         }
+    }
+
+    /// What a previous run left that no unfinished migration needs: incoming directories and
+    /// outgoing image directories, CRIU and runc processes working in them, control locks of
+    /// migrations that are over (a destination's aborted container is removed), and whatever the
+    /// orchestrator itself tracks (network namespaces, cgroups of containers that are gone).
+    func sweep() async {
+        let live = await outgoing.unfinishedIDs().union(await incoming.unfinishedIDs())
+        let state = system.stateDirectory
+        let kept = live.sorted().map { "\(state)/incoming/\($0)/" }
+        let killed = ProcessSweep.kill(referring: ["\(state)/incoming/", "\(state)/outgoing/"], except: kept)
+        if !killed.isEmpty {
+            logger.notice("start-up sweep: ended processes of migrations that are over", metadata: ["pids": "\(killed)"])
+        }
+        for directory in (try? FileSystem.contents(of: "\(state)/incoming")) ?? [] where !live.contains(directory) {
+            FileSystem.remove("\(state)/incoming/\(directory)")
+        }
+        // No migration runs yet: every outgoing work directory is a leftover.
+        FileSystem.remove("\(state)/outgoing")
+        for info in (try? await system.orchestrator.list()) ?? [] {
+            guard let holder = info.migratingIn, !live.contains(holder) else { continue }
+            if await incoming.state(holder) == .aborted {
+                try? await system.orchestrator.delete(info.name, migration: holder)
+            } else {
+                try? await system.orchestrator.unlock(info.name, migration: holder)
+            }
+            logger.notice("start-up sweep: released the lock of a migration that is over", metadata: ["container": "\(info.name)", "migration.id": "\(holder)"])
+        }
+        await (system.orchestrator as? any LeftoverSweeping)?.sweepLeftovers()
+    }
+
+    /// An operator decides an unfinished migration: this system's outgoing record if it was the
+    /// source, else its incoming one.
+    public func resolve(_ id: String, _ request: ResolveRequest) async throws -> ResolveResponse {
+        try MigrationID.validate(id)
+        if (try? await outgoing.record(id)) != nil {
+            return try await outgoing.resolve(id, keep: request.keep, dryRun: request.dryRun)
+        }
+        return try await incoming.resolve(id, keep: request.keep, dryRun: request.dryRun)
     }
 
     /// The Coordinator's long-lived work as one service: the tasks its parts started, and the

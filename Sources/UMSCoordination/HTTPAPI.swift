@@ -213,6 +213,11 @@ public func buildRouter(
     router.get("/v1/migrations/:id") { _, context in
         try JSONAPI.response(try await coordinator.outgoing.record(try context.parameters.require("id")))
     }
+    router.post("/v1/migrations/:id/resolve") { request, context in
+        let body = try await JSONAPI.decode(ResolveRequest.self, from: request)
+        return try JSONAPI.response(try await coordinator.resolve(try context.parameters.require("id"), body))
+    }
+    router.get(RouterPath(Routes.incoming)) { _, _ in try JSONAPI.response(await coordinator.incoming.all()) }
 
     router.get(RouterPath(Routes.endpoints)) { _, _ in try JSONAPI.response(coordinator.endpoints.all()) }
     router.get("/v1/endpoints/:service") { _, context in
@@ -255,6 +260,9 @@ public func buildRouter(
     }
     router.post("/v1/peer/migrations/:id/commit") { _, context in
         try JSONAPI.response(try await coordinator.incoming.commit(try context.parameters.require("id"), by: context.caller?.peerName))
+    }
+    router.get("/v1/peer/migrations/:id") { _, context in
+        try JSONAPI.response(try await coordinator.incoming.status(try context.parameters.require("id"), by: context.caller?.peerName))
     }
     router.delete("/v1/peer/migrations/:id") { _, context in
         try await coordinator.incoming.abort(try context.parameters.require("id"), by: context.caller?.peerName)

@@ -9,22 +9,26 @@ import UMSModel
 import UMSOS
 
 /// The destination part of a Coordinator: one `Entry` per incoming migration, whose
-/// `IncomingStateMachine` decides which of the source's requests are allowed when.
+/// `IncomingStateMachine` decides which of the source's requests are allowed when. Every step is
+/// written to the journal (`STATE/incoming-journal`, one durable record per migration) before it
+/// acts, so a restarted destination knows what it was doing, and answers a repeated call as it
+/// did the first time.
 public actor IncomingMigrations {
-    /// One incoming migration: what it is, which approach carries it, and where it stands.
+    /// One incoming migration: its journal record, which approach carries it, and where it stands.
     struct Entry: Sendable {
-        var migration: IncomingMigration
-        let approach: any MigrationApproach
-        let source: SystemRef
-        var machine = IncomingStateMachine()
+        var record: IncomingRecord
+        /// Nil only after a restart with the approach no longer configured (it can then only be
+        /// removed).
+        let approach: (any MigrationApproach)?
+        var machine: IncomingStateMachine
         /// Until then the source may go silent before the restore and this system gives up.
         let expiresAt: ContinuousClock.Instant
         /// Where the restored service runs here (set once `restored`).
         var target: FrontmanTarget?
         /// Checkpoint bytes received so far (bounded by the admission policy).
         var checkpointBytes: Int64 = 0
-        /// The pinned peer that prepared it (nil: an operator); only it may continue it.
-        var owner: String?
+        var migration: IncomingMigration
+        var owner: String? { record.owner }
     }
 
     let system: SystemContext
@@ -40,7 +44,12 @@ public actor IncomingMigrations {
     let admission: AdmissionPolicy
     /// Host ports of this system's own (the Coordinator's, UMS's agent and page-server ranges).
     let reservedPorts: Set<Int>
+    let journal: JSONStore<IncomingRecord>
     var entries: [String: Entry] = [:]
+    /// Ended migrations, kept a week so that a repeated call (or a source that recovers) gets
+    /// the same answer.
+    var finished: [String: IncomingRecord] = [:]
+    static let keepFinished: TimeInterval = 7 * 24 * 3600
     /// Migrations with a restore, commit or abort under way, and who waits for them: the source's
     /// calls for one migration run one at a time (an abort during a restore waits for it, then
     /// undoes it).
@@ -66,7 +75,7 @@ public actor IncomingMigrations {
     init(
         system: SystemContext, frontmen: Frontmen?, endpoints: Endpoints, faults: any FaultInjector, timeout: Duration,
         admission: AdmissionPolicy, reservedPorts: Set<Int>, background: BackgroundTasks, logger: Logger
-    ) {
+    ) throws {
         self.admission = admission
         self.reservedPorts = reservedPorts
         self.system = system
@@ -76,11 +85,27 @@ public actor IncomingMigrations {
         self.timeout = timeout
         self.background = background
         self.logger = logger
+        self.journal = try JSONStore(directory: "\(system.stateDirectory)/incoming-journal", logger: logger)
+        let now = Date()
+        for record in journal.loadAll() {
+            if record.state.isTerminal && record.settled {
+                if now.timeIntervalSince(record.updatedAt) < Self.keepFinished { finished[record.id] = record } else { journal.delete(key: record.id) }
+                continue
+            }
+            let migration = IncomingMigration(id: record.id, specification: record.specification, imagesDirectory: "\(system.stateDirectory)/incoming/\(record.id)/images")
+            entries[record.id] = Entry(
+                record: record, approach: system.approaches[record.approach], machine: IncomingStateMachine(state: record.state),
+                expiresAt: .now + timeout, target: record.restored.flatMap(Frontmen.target(of:)), migration: migration
+            )
+        }
     }
 
     /// The entry, for `caller` (a peer's name; nil: an operator, who may touch any).
     func entry(_ id: String, by caller: String? = nil) throws(UMSError) -> Entry {
         guard let entry = entries[id] else {
+            if let record = finished[id] {
+                throw UMSError(.invalidState, "incoming migration \(id) is already \(record.state.rawValue)")
+            }
             throw UMSError(.notFound, "no incoming migration with id '\(String(id.prefix(64)))' on system \(system.name)")
         }
         if let caller, entry.owner != caller {
@@ -89,12 +114,45 @@ public actor IncomingMigrations {
         return entry
     }
 
+    /// An ended migration's record, for `caller`.
+    func finishedRecord(_ id: String, by caller: String?) throws(UMSError) -> IncomingRecord? {
+        guard let record = finished[id] else { return nil }
+        if let caller, record.owner != caller {
+            throw UMSError(.forbidden, "failed to touch incoming migration \(id): it belongs to another peer")
+        }
+        return record
+    }
+
     /// The state of an incoming migration (tests, diagnostics).
     public func state(_ id: String) -> IncomingState? {
-        entries[id]?.machine.state
+        entries[id]?.machine.state ?? finished[id]?.state
+    }
+
+    /// Every incoming migration this system knows of, unfinished first (`GET /v1/incoming`).
+    public func all() -> [IncomingRecord] {
+        entries.values.map(\.record).sorted { $0.preparedAt < $1.preparedAt } + finished.values.sorted { $0.preparedAt < $1.preparedAt }
+    }
+
+    /// What a source asks when it recovers (`GET /v1/peer/migrations/{id}`): the journal's state.
+    public func status(_ id: String, by caller: String? = nil) throws(UMSError) -> IncomingStatus {
+        if let record = try finishedRecord(id, by: caller) {
+            return IncomingStatus(id: id, state: record.state, settled: record.settled)
+        }
+        let entry = try entry(id, by: caller)
+        return IncomingStatus(id: id, state: entry.machine.state, settled: entry.record.settled)
     }
 
     func directory(_ id: String) -> String { "\(system.stateDirectory)/incoming/\(id)" }
+
+    /// Writes the entry's state to the journal (durably) before what follows acts on it.
+    func write(_ id: String, _ change: (inout Entry) -> Void = { _ in }) throws {
+        guard var entry = entries[id] else { return }
+        change(&entry)
+        entry.record.state = entry.machine.state
+        entry.record.updatedAt = Date()
+        try journal.save(entry.record, key: id)
+        entries[id] = entry
+    }
 
     public func hasImage(_ digest: String) async -> Bool {
         await system.orchestrator.hasImage(ImageReference(digest: digest))
@@ -111,13 +169,21 @@ public actor IncomingMigrations {
         return UploadResponse(bytes: image.sizeBytes ?? 0, digest: image.digest)
     }
 
-    /// Paper Steps 4-7: create the identical container and get ready to receive.
+    /// Paper Steps 4-7: create the identical container and get ready to receive. A repeated
+    /// prepare of the same migration by the same peer gets the first answer.
     public func prepare(_ request: PrepareRequest, by caller: String? = nil) async throws -> PrepareResponse {
         // Decoding checked the request; the id is checked again because it names directories here
         // whoever calls (the orchestrator checks the Specification when it creates the container).
         try MigrationID.validate(request.id)
-        guard entries[request.id] == nil else {
-            throw UMSError(.exists, "failed to prepare migration \(request.id): it is already being received")
+        if let existing = entries[request.id] ?? finished[request.id].map({ record in
+            Entry(record: record, approach: nil, machine: IncomingStateMachine(state: record.state), expiresAt: .now, migration: IncomingMigration(id: record.id, specification: record.specification, imagesDirectory: ""))
+        }) {
+            if existing.owner == caller, existing.record.specification == request.specification,
+               [.prepared, .receiving].contains(existing.machine.state), let answer = existing.record.prepared
+            {
+                return answer
+            }
+            throw UMSError(.exists, "failed to prepare migration \(request.id): it is already \(existing.machine.state.rawValue) here")
         }
         // The destination's operator decides what a peer may ask for: refused before anything
         // is created.
@@ -132,16 +198,22 @@ public actor IncomingMigrations {
         }
         let migration = IncomingMigration(id: request.id, specification: request.specification, imagesDirectory: "\(directory(request.id))/images")
         // Entered before the first suspension point: a second prepare of the same id is refused.
-        entries[request.id] = Entry(migration: migration, approach: approach, source: request.source, expiresAt: .now + timeout, owner: caller)
+        entries[request.id] = Entry(
+            record: IncomingRecord(id: request.id, approach: request.approach, specification: request.specification, source: request.source, owner: caller),
+            approach: approach, machine: IncomingStateMachine(), expiresAt: .now + timeout, migration: migration
+        )
         do {
+            try write(request.id)
             try await faults.check(.destination(.prepare))
             let prepared = try await approach.prepare(migration)
+            let answer = PrepareResponse(container: prepared.container, intake: prepared.intake)
+            try write(request.id) { $0.record.prepared = answer }
             // Clients that already come here wait for the service instead of finding nothing.
             await frontmen?.install(request.specification, target: nil, role: .incoming)
             logger.info("incoming migration prepared", metadata: ["migration.id": "\(request.id)", "container": "\(request.specification.name)", "peer": "\(request.source.name)"])
-            return PrepareResponse(container: prepared.container, intake: prepared.intake)
+            return answer
         } catch {
-            forget(request.id)
+            await undo(request.id, reason: "the prepare failed: \(error)")
             throw error
         }
     }
@@ -150,37 +222,53 @@ public actor IncomingMigrations {
         where Chunks.Element == ByteBuffer
     {
         var entry = try entry(id, by: caller)
+        guard let approach = entry.approach else { throw UMSError(.unsupported, "failed to receive \(id): its approach is not configured here") }
+        let before = entry.machine.state
         try entry.machine.receive()
-        entries[id] = entry
+        if before != entry.machine.state {
+            try write(id) { $0.machine = entry.machine }
+        }
         try await faults.check(.destination(.receive))
         let allowance = max(0, admission.maxCheckpointBytes - entry.checkpointBytes)
-        let received = try await entry.approach.importFiles(entry.migration, part: part, ByteLimited(chunks, limit: allowance, what: "maxCheckpointBytes"))
+        let received = try await approach.importFiles(entry.migration, part: part, ByteLimited(chunks, limit: allowance, what: "maxCheckpointBytes"))
         entries[id]?.checkpointBytes += received.bytes
         return UploadResponse(bytes: received.bytes, digest: received.digest)
     }
 
     /// Paper Step 11: restore, and confirm the service runs. From here on only the source
-    /// decides (the service may run here): the migration no longer expires.
+    /// decides (the service may run here): the migration no longer expires. A repeated restore
+    /// gets the first answer.
     public func restore(_ id: String, _ request: PeerRestoreRequest, by caller: String? = nil) async throws -> RestoreResponse {
         try await serialized(id) { try await restoreNow(id, request, by: caller) }
     }
 
     func restoreNow(_ id: String, _ request: PeerRestoreRequest, by caller: String?) async throws -> RestoreResponse {
+        if let record = try finishedRecord(id, by: caller), record.state == .committed, let restored = record.restored {
+            return RestoreResponse(container: restored)
+        }
         var entry = try entry(id, by: caller)
+        if entry.machine.state == .restored, let restored = entry.record.restored {
+            return RestoreResponse(container: restored)
+        }
+        guard let approach = entry.approach else { throw UMSError(.unsupported, "failed to restore \(id): its approach is not configured here") }
         let source = try request.postCopySource.map { text throws(UMSError) in try PageServerAddress(parsing: text) }
         try entry.machine.beginRestore()
-        entries[id] = entry
+        try write(id) { $0.machine = entry.machine }
         try await faults.check(.destination(.restore))
-        let info = try await entry.approach.restore(entry.migration, postCopySource: source)
+        let info = try await approach.restore(entry.migration, postCopySource: source)
         guard var current = entries[id] else {
             throw UMSError(.invalidState, "failed to restore \(id): it was aborted meanwhile")
         }
         try current.machine.restored()
-        current.target = Frontmen.target(of: info)
-        entries[id] = current
+        let target = Frontmen.target(of: info)
+        try write(id) {
+            $0.machine = current.machine
+            $0.record.restored = info
+            $0.target = target
+        }
         // With post-copy the service works here from now on while its pages still cross (a
         // rollback would lose what it did anyway): its clients need not wait for every page.
-        if source != nil, let target = current.target {
+        if source != nil, let target {
             await frontmen?.release(info.name, to: target, redirect: false, role: .serving)
         }
         logger.info("incoming migration restored", metadata: ["migration.id": "\(id)", "container": "\(info.name)"])
@@ -188,26 +276,48 @@ public actor IncomingMigrations {
     }
 
     /// The source saw the restore succeed: once every page is here (post-copy), adopt the
-    /// container as an ordinary one.
+    /// container as an ordinary one. A repeated commit gets the first answer.
     public func commit(_ id: String, by caller: String? = nil) async throws -> CommitResponse {
         try await serialized(id) { try await commitNow(id, by: caller) }
     }
 
     func commitNow(_ id: String, by caller: String?) async throws -> CommitResponse {
+        if let record = try finishedRecord(id, by: caller), record.state == .committed {
+            return CommitResponse(pageBytes: record.pageBytes ?? 0)
+        }
         var entry = try entry(id, by: caller)
         guard entry.machine.state == .restored else {
             throw UMSError(.invalidState, "failed to commit the incoming migration \(id): it is \(entry.machine.state.rawValue)")
         }
         try await faults.check(.destination(.commit))
-        let pageBytes = try await entry.approach.awaitPages(entry.migration)
-        let name = entry.migration.specification.name
-        try await system.orchestrator.unlock(name, migration: id)
+        let pageBytes = try await entry.approach?.awaitPages(entry.migration) ?? 0
+        // The decision, in the journal before anything acts on it: the service is this system's.
         try entry.machine.commit()
+        try write(id) {
+            $0.machine = entry.machine
+            $0.record.pageBytes = pageBytes
+        }
+        await adopt(id)
+        return CommitResponse(pageBytes: pageBytes)
+    }
+
+    /// After the commit: the container is an ordinary one of this system's, fronted and recorded.
+    func adopt(_ id: String) async {
+        guard let entry = entries[id] else { return }
+        let name = entry.migration.specification.name
+        do {
+            try await system.orchestrator.unlock(name, migration: id)
+        } catch let error as UMSError where error.code == .notFound {
+        } catch {
+            logger.warning("failed to unlock an adopted container; retried at the next start", metadata: ["migration.id": "\(id)", "error": "\(error)"])
+            return
+        }
         // The service is this system's now: what was held here goes to it, at once (the
         // source's Frontman already sends its clients here).
         let target = entry.target
         if let target { await frontmen?.release(name, to: target, redirect: false, role: .serving) }
-        forget(id)
+        settle(id)
+        FileSystem.remove(directory(id))
         // The endpoint record after answering: the source waits for none of it.
         let (orchestrator, frontmen, endpoints, host) = (system.orchestrator, frontmen, endpoints, system.advertiseHost)
         background.spawn {
@@ -217,41 +327,124 @@ public actor IncomingMigrations {
             }
             await endpoints.record(info, at: host)
         }
-        return CommitResponse(pageBytes: pageBytes)
     }
 
-    /// The source gave up: remove everything this migration created here.
+    /// The source gave up: remove everything this migration created here. A repeated abort
+    /// succeeds again; an abort during a restore waits for it, then undoes it.
     public func abort(_ id: String, by caller: String? = nil) async throws {
         try await serialized(id) { try await abortNow(id, by: caller) }
     }
 
-    func abortNow(_ id: String, by caller: String?) async throws {
-        var entry = try entry(id, by: caller)
+    func abortNow(_ id: String, by caller: String?, reason: String = "the source aborted") async throws {
+        if let record = try finishedRecord(id, by: caller) {
+            guard record.state == .aborted else {
+                throw UMSError(.invalidState, "failed to abort the incoming migration \(id): it is already \(record.state.rawValue)")
+            }
+            return
+        }
+        _ = try entry(id, by: caller)
         try await faults.check(.destination(.abort))
-        try entry.machine.abort()
-        entries[id] = entry
-        await entry.approach.abort(entry.migration)
+        await undo(id, reason: reason)
+        logger.info("incoming migration aborted", metadata: ["migration.id": "\(id)", "reason": "\(reason)"])
+    }
+
+    /// The abort decision, journaled, then carried out: the container, the images, the Frontman.
+    /// Idempotent (a restart carries out an unsettled abort again).
+    func undo(_ id: String, reason: String) async {
+        guard var entry = entries[id], entry.machine.state != .committed else { return }
+        try? entry.machine.abort()
+        do {
+            try write(id) {
+                $0.machine = entry.machine
+                $0.record.reason = $0.record.reason ?? reason
+            }
+        } catch {
+            logger.error("failed to journal an abort; carried out anyway", metadata: ["migration.id": "\(id)", "error": "\(error)"])
+        }
+        if let approach = entry.approach {
+            await approach.abort(entry.migration)
+        } else {
+            try? await system.orchestrator.delete(entry.migration.specification.name, migration: id)
+        }
         await frontmen?.remove(entry.migration.specification.name)
-        forget(id)
-        logger.info("incoming migration aborted", metadata: ["migration.id": "\(id)"])
+        FileSystem.remove(directory(id))
+        settle(id)
+    }
+
+    /// A terminal migration whose work here is done: kept (journaled) to answer repeated calls.
+    func settle(_ id: String) {
+        guard var entry = entries.removeValue(forKey: id) else { return }
+        entry.record.state = entry.machine.state
+        entry.record.settled = true
+        entry.record.updatedAt = Date()
+        finished[id] = entry.record
+        do {
+            try journal.save(entry.record, key: id)
+        } catch {
+            logger.error("failed to journal a settled migration", metadata: ["migration.id": "\(id)", "error": "\(error)"])
+        }
+    }
+
+    /// At start-up, before anything else: what the journal says was under way when this
+    /// Coordinator stopped. Nothing ran here before the restore, so those are removed (the
+    /// source sees its calls fail and resumes its own copy); a restored service keeps running
+    /// and waits for the source's commit or abort; decisions journaled but not carried out are
+    /// carried out.
+    func recover() async {
+        for (id, entry) in entries {
+            switch entry.machine.state {
+            case .prepared, .receiving, .restoring, .aborted:
+                await undo(id, reason: entry.machine.state == .aborted ? "aborted" : "the destination restarted during \(entry.machine.state.rawValue); the source keeps its copy")
+                logger.warning("incoming migration removed at start-up", metadata: ["migration.id": "\(id)", "was": "\(entry.machine.state.rawValue)"])
+            case .committed:
+                await adopt(id)
+            case .restored:
+                logger.notice("incoming migration restored before the restart: the service runs here and waits for the source's decision", metadata: ["migration.id": "\(id)"])
+            }
+        }
+        let now = Date()
+        for (id, record) in finished where now.timeIntervalSince(record.updatedAt) >= Self.keepFinished {
+            finished[id] = nil
+            journal.delete(key: id)
+        }
+    }
+
+    /// Ids whose incoming directory or container lock is still needed.
+    func unfinishedIDs() -> Set<String> { Set(entries.keys) }
+
+    /// An operator decides an incoming migration whose source is gone for good: `destination`
+    /// keeps the restored service here (a commit), `source` removes everything here.
+    func resolve(_ id: String, keep: ResolveKeep, dryRun: Bool) async throws -> ResolveResponse {
+        try await serialized(id) {
+            if let record = finished[id] {
+                return ResolveResponse(id: id, side: "incoming", actions: ["nothing to do: the incoming migration is already \(record.state.rawValue)"], done: true)
+            }
+            let entry = try entry(id)
+            let name = entry.migration.specification.name
+            switch keep {
+            case .destination:
+                guard entry.machine.state == .restored || entry.machine.state == .committed else {
+                    throw UMSError(.invalidState, "failed to keep the destination's copy of \(id): it was never restored here (it is \(entry.machine.state.rawValue)); keep the source instead")
+                }
+                let actions = ["commit: \(name) (restored here) becomes this system's container", "release its Frontman to it and record its endpoint"]
+                if dryRun { return ResolveResponse(id: id, side: "incoming", actions: actions, done: false) }
+                _ = try await commitNow(id, by: nil)
+                return ResolveResponse(id: id, side: "incoming", actions: actions, done: true)
+            case .source:
+                let actions = ["abort: remove \(name) (\(entry.machine.state.rawValue) here), its images and its Frontman"]
+                if dryRun { return ResolveResponse(id: id, side: "incoming", actions: actions, done: false) }
+                await undo(id, reason: "an operator kept the source's copy")
+                return ResolveResponse(id: id, side: "incoming", actions: actions, done: true)
+            }
+        }
     }
 
     /// Sources that prepared a migration here and then went silent (crashed, or lost the link)
     /// before asking for the restore: nothing runs here yet, so remove what was prepared.
     func expireStale(now: ContinuousClock.Instant = .now) async {
-        for (id, entry) in entries where entry.machine.state.mayExpire && entry.expiresAt <= now {
-            var expired = entry
-            guard (try? expired.machine.abort()) != nil else { continue }
-            entries[id] = expired
+        for (id, entry) in entries where entry.machine.state.mayExpire && entry.expiresAt <= now && !busy.contains(id) {
             logger.warning("incoming migration expired: the source did not ask for the restore in time", metadata: ["migration.id": "\(id)"])
-            await entry.approach.abort(entry.migration)
-            await frontmen?.remove(entry.migration.specification.name)
-            forget(id)
+            await undo(id, reason: "expired: the source did not ask for the restore in time")
         }
-    }
-
-    func forget(_ id: String) {
-        entries[id] = nil
-        FileSystem.remove(directory(id))
     }
 }

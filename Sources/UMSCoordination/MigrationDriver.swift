@@ -322,13 +322,15 @@ struct MigrationDriver: Sendable {
         // succeeded): back to holding, so what the destination's Frontman refuses comes back here
         // and waits for the source.
         if progress.holding { await frontmen?.hold(container) }
+        var destinationUnanswered: (any Error)?
         if progress.destinationPrepared {
             do {
                 try await peer.abort(id)
             } catch {
-                problems.append("the destination did not confirm it removed the incoming container: \(error)")
+                destinationUnanswered = error
                 // If the destination may already run the service, resuming the source could make
-                // it run twice; keep the source frozen for an operator instead.
+                // it run twice: the source stays frozen until the destination's journal says
+                // which copy runs.
                 if progress.restoreRequested { sourceMayResume = false }
             }
         }
@@ -354,6 +356,22 @@ struct MigrationDriver: Sendable {
             try? await system.orchestrator.unlock(container, migration: id)
             // What the Frontman held goes to the source, which runs again.
             if progress.holding { await frontmen?.resume(container) }
+        }
+        if !sourceMayResume {
+            try? progress.machine.awaitPeer(cause: cause)
+            let state = progress.machine.state
+            await records.update(id) {
+                $0.apply(state)
+                $0.durations.total = total.seconds
+            }
+            await records.awaitPeer(id, because: "the rollback could not reach the destination after the restore was asked (\(destinationUnanswered.map { "\($0)" } ?? "no answer"))")
+            logger.warning("migration awaits the destination: the source stays frozen")
+            return
+        }
+        if destinationUnanswered != nil {
+            // Nothing runs there (the restore was never asked): the source runs again now, and
+            // the destination is told in the background to remove what it prepared.
+            await records.retryAbortingDestination(id)
         }
         if problems.isEmpty {
             try? progress.machine.finishRollback()

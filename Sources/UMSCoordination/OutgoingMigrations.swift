@@ -70,34 +70,203 @@ public actor OutgoingMigrations {
         update(id) { $0.events.append(.init(at: Date(), step: $0.step?.rawValue ?? "-", message: message)) }
     }
 
-    /// Marks migrations that a previous run of this Coordinator left unfinished, resuming sources
-    /// it had frozen: a restart never leaves a service frozen without a record saying so.
+    /// Goes on with the migrations a previous run of this Coordinator left unfinished, before it
+    /// touches their services, by the rule in docs/reliability.md: **the destination's journal
+    /// decides**. Before the restore could have been asked, nothing runs there: the source
+    /// resumes (and the destination is told to remove what it prepared). Once it may have been
+    /// asked, the destination is asked where it stands: restored or committed — its copy runs,
+    /// the source is deleted; anything else — it removes its copy, the source resumes. Until it
+    /// answers the source stays frozen and locked, and the record says it awaits the peer.
     func recover() async {
-        for var record in records.values where ![.completed, .rolledBack, .failed].contains(record.status) {
-            let canResume = record.step.map(\.canRollBack) ?? true
-            // Once the restore may have been asked of the destination, the service may run
-            // there: resuming the source could make it run twice. It stays frozen and locked
-            // until the destination is asked (or an operator decides).
-            let restoreAsked = record.step == .restoring || record.step == .confirming
-            var reason = "migration interrupted: the coordinator restarted during \(record.step?.rawValue ?? "start-up")"
-            if canResume && !restoreAsked {
-                try? await (system.orchestrator as? any CheckpointingOrchestrator)?.resume(record.container)
-                try? await system.orchestrator.unlock(record.container, migration: record.id)
-                record.status = .rolledBack
+        for record in records.values where !record.status.isFinal {
+            let step = record.step ?? .specification
+            if record.status == .awaitingPeer || step == .restoring || step == .confirming {
+                awaitPeer(record.id, because: "the coordinator restarted during \(step.rawValue), after the restore may have been asked")
+            } else if step.order > MigrationStep.confirming.order {
+                // The destination committed: only the post-migration's bookkeeping was left.
+                note(record.id, "the coordinator restarted during \(step.rawValue): the destination had committed; finishing")
+                await finishForward(record.id)
             } else {
-                record.status = .failed
-                if restoreAsked {
-                    reason += "; the destination (\(record.destination.url)) may run the service, so the source stays frozen and locked until it is asked"
+                await resumeSource(record.id, because: "migration interrupted: the coordinator restarted during \(step.rawValue)")
+                if step.order >= MigrationStep.creatingDestination.order {
+                    retryAbortingDestination(record.id)
                 }
             }
-            record.error = UMSError(.internalError, reason)
-            record.finishedAt = Date()
-            save(record)
         }
-        // Sources that could not be deleted after their service moved are retried again.
+        // Sources that could not be deleted after their service moved are retried again, and
+        // destinations that were not told of a rollback are told.
         for record in records.values where record.status == .completed && record.sourceLeft != nil {
             retryDeletingSource(record.id, container: record.container)
         }
+        for record in records.values where record.destinationLeft != nil && record.status == .rolledBack {
+            retryAbortingDestination(record.id)
+        }
+    }
+
+    /// The source runs again: resumed where it was frozen, unlocked, fronted as before.
+    func resumeSource(_ id: String, because reason: String) async {
+        guard let record = records[id] else { return }
+        var problem: String?
+        do {
+            try await (system.orchestrator as? any CheckpointingOrchestrator)?.resume(record.container)
+        } catch let error as UMSError where error.code == .notFound || error.code == .invalidState {
+            // Not frozen (the freeze never came) or gone: nothing to resume.
+        } catch {
+            problem = "failed to resume the source: \(error)"
+        }
+        try? await system.orchestrator.unlock(record.container, migration: id)
+        await frontmen?.resume(record.container)
+        update(id) {
+            $0.status = problem == nil ? .rolledBack : .failed
+            $0.error = UMSError(.internalError, reason + (problem.map { "; \($0)" } ?? ""))
+            $0.finishedAt = Date()
+            $0.events.append(.init(at: Date(), step: "rollback", message: problem == nil ? "\(reason): the source runs again" : problem!))
+        }
+        logger.notice("source resumed", metadata: ["migration.id": "\(id)", "reason": "\(reason)"])
+    }
+
+    /// The destination committed: the service is there. The endpoint record follows, the frozen
+    /// source is deleted (retried in the background if it resists), the record says completed.
+    func finishForward(_ id: String) async {
+        guard let record = records[id] else { return }
+        let host = URL(string: record.destination.url)?.host ?? ""
+        if (try? HostAddress.validate(host)) != nil {
+            if let specification = try? await system.orchestrator.specification(of: record.container) {
+                await frontmen?.release(record.container, to: Frontmen.target(host: host, specification: specification), redirect: false, role: .forwarding)
+            }
+            _ = await endpoints.moved(record.container, to: host, endpoints: record.endpoints, system: record.destination.name)
+        }
+        do {
+            try await system.orchestrator.delete(record.container, migration: id)
+        } catch let error as UMSError where error.code == .notFound {
+        } catch {
+            update(id) { $0.sourceLeft = "the source container could not be deleted (\(error)); it stays frozen and is retried" }
+            retryDeletingSource(id, container: record.container)
+        }
+        await frontmen?.cutStale(record.container)
+        await frontmen?.retire(record.container)
+        update(id) {
+            $0.status = .completed
+            $0.error = nil
+            $0.finishedAt = Date()
+            $0.events.append(.init(at: Date(), step: "completed", message: "\($0.container) runs at \($0.destination.name) (the destination's journal says committed)"))
+        }
+    }
+
+    /// The source stays frozen and locked until the destination says where it stands: asked
+    /// again with backoff (1 s doubling to 30 s), then resolved by the rule of `recover()`.
+    func awaitPeer(_ id: String, because reason: String) {
+        update(id) {
+            $0.status = .awaitingPeer
+            $0.error = UMSError(.unavailable, "\(reason); the source stays frozen and locked until the destination (\($0.destination.url)) says which copy runs, or an operator runs `ums migrations resolve \($0.id)`")
+            $0.events.append(.init(at: Date(), step: "awaiting-peer", message: reason))
+        }
+        guard let record = records[id] else { return }
+        let peer = connect(record.destination.url, nil)
+        background.spawn { [weak self] in
+            var delay = Duration.seconds(1)
+            var heard = true
+            while let self, await self.records[id]?.status == .awaitingPeer {
+                do {
+                    if try await self.settleWithPeer(id, peer: peer) { return }
+                } catch {
+                    if heard { await self.note(id, "the destination does not answer (\(error)); asked again with backoff") }
+                    heard = false
+                }
+                guard await self.background.pause(delay) else { return }
+                delay = min(delay * 2, .seconds(30))
+            }
+        }
+    }
+
+    /// One attempt to agree with the destination. Returns whether the migration is settled.
+    func settleWithPeer(_ id: String, peer: any PeerCoordinator) async throws -> Bool {
+        guard records[id]?.status == .awaitingPeer else { return true }
+        let status = try await peer.status(id)
+        guard records[id]?.status == .awaitingPeer else { return true }
+        switch status?.state {
+        case .restored:
+            note(id, "the destination's journal says restored: committing there")
+            _ = try await peer.commit(id)
+            await finishForward(id)
+        case .committed:
+            await finishForward(id)
+        case .restoring:
+            // Its restore is still under way (or its restart is about to remove it): ask again.
+            return false
+        case .prepared, .receiving:
+            try await peer.abort(id)
+            await resumeSource(id, because: "the destination had not restored (its journal says \(status!.state.rawValue)); it removed its copy")
+        case .aborted:
+            await resumeSource(id, because: "the destination's journal says aborted")
+        case nil:
+            await resumeSource(id, because: "the destination has no record of the migration")
+        }
+        return true
+    }
+
+    /// After a rollback the destination could not be told to remove what it prepared (nothing
+    /// runs there): told again with backoff until it confirms; the record says so meanwhile.
+    func retryAbortingDestination(_ id: String) {
+        guard let record = records[id] else { return }
+        let peer = connect(record.destination.url, nil)
+        background.spawn { [weak self] in
+            var delay = Duration.milliseconds(500)
+            while let self {
+                do {
+                    try await peer.abort(id)
+                    await self.update(id) { $0.destinationLeft = nil }
+                    return
+                } catch let error as UMSError where error.code == .notFound {
+                    await self.update(id) { $0.destinationLeft = nil }
+                    return
+                } catch let error as UMSError where error.code == .invalidState {
+                    // Already ended there (committed is impossible before the restore).
+                    await self.update(id) { $0.destinationLeft = nil }
+                    return
+                } catch {
+                    await self.update(id) { $0.destinationLeft = "the destination was not told to remove what it prepared (\(error)); told again" }
+                }
+                guard await self.background.pause(delay) else { return }
+                delay = min(delay * 2, .seconds(30))
+            }
+        }
+    }
+
+    /// An operator decides a migration the destination cannot settle (gone for good): keep the
+    /// source (resume it) or the destination (delete the frozen source). Says what it does
+    /// before doing it (`dryRun`).
+    public func resolve(_ id: String, keep: ResolveKeep, dryRun: Bool) async throws -> ResolveResponse {
+        let record = try record(id)
+        if record.status.isFinal && record.sourceLeft == nil {
+            return ResolveResponse(id: id, side: "outgoing", actions: ["nothing to do: the migration is \(record.status.rawValue)"], done: true)
+        }
+        guard !running.contains(id) || record.status == .awaitingPeer else {
+            throw UMSError(.invalidState, "failed to resolve \(id): it is still running (\(record.status.rawValue)); wait for it")
+        }
+        let other = "run `ums migrations resolve \(id) --keep \(keep.rawValue)` on the destination too if it holds a copy and cannot be reached"
+        switch keep {
+        case .source:
+            guard record.status != .completed else {
+                throw UMSError(.invalidState, "failed to keep the source of \(id): the destination committed and the source was deleted or is being deleted")
+            }
+            let actions = ["resume \(record.container) here (frozen since the migration) and unlock it", "tell the destination to remove its copy (retried until it confirms)", other]
+            if dryRun { return ResolveResponse(id: id, side: "outgoing", actions: actions, done: false) }
+            await resumeSource(id, because: "an operator kept the source's copy")
+            retryAbortingDestination(id)
+            return ResolveResponse(id: id, side: "outgoing", actions: actions, done: true)
+        case .destination:
+            let actions = ["delete \(record.container) here (frozen since the migration)", "record its endpoint at \(record.destination.name)", other]
+            if dryRun { return ResolveResponse(id: id, side: "outgoing", actions: actions, done: false) }
+            note(id, "an operator kept the destination's copy")
+            await finishForward(id)
+            return ResolveResponse(id: id, side: "outgoing", actions: actions, done: true)
+        }
+    }
+
+    /// Ids whose work directory or container lock is still needed.
+    func unfinishedIDs() -> Set<String> {
+        Set(records.values.filter { !$0.status.isFinal || $0.sourceLeft != nil }.map(\.id))
     }
 
     /// Checks a migration request's container and destination; returns the destination's URL.
@@ -160,7 +329,7 @@ public actor OutgoingMigrations {
         save(record)
         let driver = MigrationDriver(
             id: record.id, container: request.container, request: approachRequest, system: system, records: self,
-            peer: connect(destinationURL, request.destinationToken), frontmen: frontmen, endpoints: endpoints, faults: faults,
+            peer: WatchedPeer(peer: connect(destinationURL, request.destinationToken)), frontmen: frontmen, endpoints: endpoints, faults: faults,
             workDirectory: "\(system.stateDirectory)/outgoing/\(record.id)", mode: record.mode,
             redirect: request.frontman == .redirect, logger: logger
         )

@@ -33,6 +33,11 @@ public struct IncomingStateMachine: Sendable, Equatable, Codable {
 
     public init() {}
 
+    /// Where a journal left it (a restart).
+    public init(state: IncomingState) {
+        self.state = state
+    }
+
     /// Checkpoint files start or continue arriving.
     public mutating func receive() throws(UMSError) {
         try move(.receive, from: [.prepared, .receiving], to: .receiving)

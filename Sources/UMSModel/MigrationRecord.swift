@@ -62,6 +62,9 @@ public struct MigrationRecord: Codable, Sendable, Equatable {
     /// Set while the source container could not be deleted after the service moved (it stays
     /// frozen, never running twice): why, while the Coordinator keeps retrying. Nil once deleted.
     public var sourceLeft: String?
+    /// Set while the destination could not be told to remove what it prepared after a rollback
+    /// (the link was cut): why, while the Coordinator keeps telling it. Nil once it confirmed.
+    public var destinationLeft: String?
 
     public init(
         id: String, container: String, requestedApproach: ApproachRequest, mode: TransferMode = .stopAndCopy,
@@ -89,7 +92,7 @@ public struct MigrationRecord: Codable, Sendable, Equatable {
         switch state {
         case .completed(let endpoints):
             self.endpoints = endpoints
-        case .rolledBack(_, let cause), .failed(_, let cause), .rollingBack(_, let cause):
+        case .rolledBack(_, let cause), .failed(_, let cause), .rollingBack(_, let cause), .awaitingPeer(_, let cause):
             error = cause
         case .requested, .running:
             break

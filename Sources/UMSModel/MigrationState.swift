@@ -38,7 +38,7 @@ public enum MigrationStep: String, Codable, Sendable, CaseIterable {
         }
     }
 
-    var order: Int { Self.allCases.firstIndex(of: self) ?? 0 }
+    public var order: Int { Self.allCases.firstIndex(of: self) ?? 0 }
 
     /// Until the destination has confirmed, a failure resumes the source; after it, the service
     /// runs at the destination and going back would make it run twice.
@@ -58,11 +58,15 @@ public enum MigrationState: Sendable, Equatable {
     case completed(endpoints: [String])
     /// Terminal: something failed and could not be fully undone; `cause` says what is left.
     case failed(from: MigrationStep, cause: UMSError)
+    /// The restore may have been asked and the destination could not be reached to learn its
+    /// outcome: the source stays frozen and locked, and the Coordinator asks the destination again
+    /// (with backoff) until both agree which copy runs — or an operator resolves it.
+    case awaitingPeer(from: MigrationStep, cause: UMSError)
 
     public var isTerminal: Bool {
         switch self {
         case .rolledBack, .completed, .failed: true
-        case .requested, .running, .rollingBack: false
+        case .requested, .running, .rollingBack, .awaitingPeer: false
         }
     }
 
@@ -74,6 +78,7 @@ public enum MigrationState: Sendable, Equatable {
         case .rolledBack: .rolledBack
         case .completed: .completed
         case .failed: .failed
+        case .awaitingPeer: .awaitingPeer
         }
     }
 
@@ -81,7 +86,7 @@ public enum MigrationState: Sendable, Equatable {
         switch self {
         case .requested, .completed: nil
         case .running(let step): step
-        case .rollingBack(let step, _), .rolledBack(let step, _), .failed(let step, _): step
+        case .rollingBack(let step, _), .rolledBack(let step, _), .failed(let step, _), .awaitingPeer(let step, _): step
         }
     }
 }
@@ -91,6 +96,10 @@ public enum MigrationStatus: String, Codable, Sendable {
     case rollingBack = "rolling-back"
     case rolledBack = "rolled-back"
     case completed, failed
+    case awaitingPeer = "awaiting-peer"
+
+    /// Whether nothing more happens to the migration by itself.
+    public var isFinal: Bool { self == .completed || self == .rolledBack || self == .failed }
 }
 
 /// Enforces the legal transitions of `MigrationState`.
@@ -138,11 +147,19 @@ public struct MigrationStateMachine: Sendable {
         state = .completed(endpoints: endpoints)
     }
 
+    /// The rollback could not learn from the destination whether its copy runs: wait for it.
+    public mutating func awaitPeer(cause: UMSError) throws(UMSError) {
+        guard case .rollingBack(let step, _) = state else {
+            throw UMSError(.invalidState, "failed to await the peer: it is \(describe(state))")
+        }
+        state = .awaitingPeer(from: step, cause: cause)
+    }
+
     /// Marks the migration failed for good: a rollback that itself failed, or a failure after the
     /// destination confirmed.
     public mutating func fail(cause: UMSError) throws(UMSError) {
         switch state {
-        case .running(let step), .rollingBack(let step, _):
+        case .running(let step), .rollingBack(let step, _), .awaitingPeer(let step, _):
             state = .failed(from: step, cause: cause)
         case .requested:
             state = .failed(from: .specification, cause: cause)
@@ -159,6 +176,7 @@ public struct MigrationStateMachine: Sendable {
         case .rolledBack: "rolled back"
         case .completed: "completed"
         case .failed: "failed"
+        case .awaitingPeer: "awaiting the peer"
         }
     }
 }

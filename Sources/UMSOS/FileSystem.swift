@@ -51,25 +51,41 @@ public enum FileSystem {
 
     /// Writes through a temporary file and a rename; `secret` files are readable by their owner
     /// only (set before the rename, so they are never readable by others even for a moment).
-    public static func writeAtomically(_ data: Data, to path: String, secret: Bool = false) throws {
+    /// With `durable`, the file is flushed to disk before the rename and the directory after it
+    /// (fsync of both), so a crash or power loss right after keeps either the old or the new
+    /// content — the journal's guarantee.
+    public static func writeAtomically(_ data: Data, to path: String, secret: Bool = false, durable: Bool = false) throws {
+        let staging = "\(path).tmp-\(UUID().uuidString.prefix(8))"
         do {
-            guard secret else {
-                try data.write(to: URL(fileURLWithPath: path), options: .atomic)
-                return
-            }
-            let staging = "\(path).tmp-\(UUID().uuidString.prefix(8))"
-            guard FileManager.default.createFile(atPath: staging, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+            guard FileManager.default.createFile(atPath: staging, contents: nil, attributes: [.posixPermissions: secret ? 0o600 : 0o644]) else {
                 throw UMSError(.internalError, "failed to create \(staging)")
             }
-            try data.write(to: URL(fileURLWithPath: staging))
-            guard rename(staging, path) == 0 else {
-                let error = errno
-                try? FileManager.default.removeItem(atPath: staging)
-                throw UMSError(.internalError, "failed to rename \(staging) to \(path): errno \(error)")
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: staging))
+            do {
+                try handle.write(contentsOf: data)
+                if durable { try handle.synchronize() }
+                try handle.close()
+            } catch {
+                try? handle.close()
+                throw error
             }
+            guard rename(staging, path) == 0 else {
+                throw UMSError(.internalError, "failed to rename \(staging) to \(path): errno \(errno)")
+            }
+            if durable { try syncDirectory(of: path) }
         } catch {
+            try? FileManager.default.removeItem(atPath: staging)
             throw UMSError(.internalError, "failed to write \(path)", cause: error)
         }
+    }
+
+    /// Flushes the directory holding `path` (its entries: a rename made durable).
+    static func syncDirectory(of path: String) throws {
+        let directory = (path as NSString).deletingLastPathComponent
+        let descriptor = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY)
+        guard descriptor >= 0 else { throw UMSError(.internalError, "failed to open directory \(directory): errno \(errno)") }
+        defer { close(descriptor) }
+        guard fsync(descriptor) == 0 else { throw UMSError(.internalError, "failed to flush directory \(directory): errno \(errno)") }
     }
 
     /// Makes `path` a directory only its owner can enter (a Coordinator's state directory: it
@@ -96,8 +112,9 @@ public enum FileSystem {
     }
 }
 
-/// A directory of JSON documents, one per key, each written atomically: the registries of
-/// containers and migrations survive a Coordinator restart.
+/// A directory of JSON documents, one per key, each written atomically and durably (file and
+/// directory flushed before `save` returns): the registries of containers and the journals of
+/// migrations survive a Coordinator crash or a power loss.
 public struct JSONStore<Value: Codable & Sendable>: Sendable {
     public let directory: String
     let logger: Logger?
@@ -113,7 +130,7 @@ public struct JSONStore<Value: Codable & Sendable>: Sendable {
     public func save(_ value: Value, key: String) throws {
         let encoder = UMSJSON.encoder(pretty: true)
         // Records may hold secrets (a container's environment carries its agent's token).
-        try FileSystem.writeAtomically(try encoder.encode(value), to: path(key), secret: true)
+        try FileSystem.writeAtomically(try encoder.encode(value), to: path(key), secret: true, durable: true)
     }
 
     public func load(key: String) -> Value? {
@@ -123,6 +140,7 @@ public struct JSONStore<Value: Codable & Sendable>: Sendable {
 
     public func delete(key: String) {
         FileSystem.remove(path(key))
+        try? FileSystem.syncDirectory(of: path(key))
     }
 
     /// Every document that decodes. One that does not (torn, or from another version) is

@@ -124,3 +124,9 @@ extension ContainerOrchestrator {
         return checkpointing
     }
 }
+
+/// An adapter that keeps host resources of its own per container (network namespaces, cgroups):
+/// at a Coordinator's start-up it removes those of containers that no longer exist.
+public protocol LeftoverSweeping: Sendable {
+    func sweepLeftovers() async
+}

@@ -116,7 +116,7 @@ struct Migrate: AsyncParsableCommand {
                 }
             }
             shown = record.events.count
-            if [.completed, .rolledBack, .failed].contains(record.status) { return record }
+            if record.status.isFinal || record.status == .awaitingPeer { return record }
             try await Task.sleep(for: .milliseconds(50))
             record = try await client.migration(record.id)
         }
@@ -124,7 +124,17 @@ struct Migrate: AsyncParsableCommand {
 }
 
 struct Migrations: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List migrations this system drove, or show one.")
+    static let configuration = CommandConfiguration(
+        abstract: "List migrations this system drove, or show one; decide one whose peer is gone.",
+        subcommands: [Show.self, Resolve.self, Incoming.self], defaultSubcommand: Show.self
+    )
+
+    static func describe(_ record: MigrationRecord) { Show.describe(record) }
+}
+
+extension Migrations {
+struct Show: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "List migrations this system drove (as the source), or show one.")
 
     @OptionGroup var coordinator: CoordinatorOptions
 
@@ -174,8 +184,74 @@ struct Migrations: AsyncParsableCommand {
         if let left = record.sourceLeft {
             print("source        \(left)")
         }
+        if let left = record.destinationLeft {
+            print("destination   \(left)")
+        }
         if let error = record.error {
             print("error         \(error)")
         }
     }
 }
+
+struct Resolve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Decide a migration whose peer is gone for good: keep the source's copy or the destination's.",
+        discussion: """
+            Run it on the system where the migration waits (status awaiting-peer at the source, an \
+            incoming migration restored at the destination). It first prints what it will do; \
+            nothing changes without --yes. If the other system holds a copy and cannot be reached, \
+            resolve it there too, keeping the same side.
+            """
+    )
+
+    @OptionGroup var coordinator: CoordinatorOptions
+
+    @Argument(help: "The migration id.")
+    var id: String
+
+    @Option(help: "Which copy runs from now on: source or destination.")
+    var keep: ResolveKeep
+
+    @Flag(help: "Do it (without: only say what would be done).")
+    var yes = false
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() async throws {
+        do {
+            let client = try coordinator.client()
+            let answer = try await client.resolve(id, ResolveRequest(keep: keep, dryRun: !yes))
+            if json { return try Output.json(answer) }
+            print(answer.done ? "done (\(answer.side) side of \(answer.id)):" : "would do (\(answer.side) side of \(answer.id)); re-run with --yes to do it:")
+            for action in answer.actions { print("  - \(action)") }
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+struct Incoming: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List migrations this system received (as the destination), from its journal.")
+
+    @OptionGroup var coordinator: CoordinatorOptions
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() async throws {
+        do {
+            let records = try await coordinator.client().incoming()
+            if json { return try Output.json(records) }
+            Output.table(
+                ["ID", "CONTAINER", "FROM", "STATE", "SETTLED", "REASON"],
+                records.map { [$0.id, $0.specification.name, $0.source.name, $0.state.rawValue, $0.settled ? "yes" : "no", $0.reason ?? "-"] }
+            )
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+}
+
+extension ResolveKeep: ExpressibleByArgument {}

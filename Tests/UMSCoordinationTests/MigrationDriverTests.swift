@@ -12,19 +12,26 @@ import UMSOS
 
 /// What the source asked of the fake destination, in order.
 enum PeerCall: String, Sendable, CaseIterable {
-    case system, hasImage, sendImage, prepare, sendFiles, restore, commit, abort
+    case system, hasImage, sendImage, prepare, sendFiles, restore, commit, abort, status
 }
 
 /// A destination Coordinator that answers like a real one, fails the calls it is told to, and
 /// remembers every call: the driver's branches without a second system, root, runc or CRIU.
 actor FakePeer: PeerCoordinator {
     nonisolated let baseURL = "http://198.18.0.9:7000"
-    let failing: Set<PeerCall>
+    var failing: Set<PeerCall>
     private(set) var calls: [PeerCall] = []
+    /// What the fake destination's journal says (nil: no record), moved by the calls as a real
+    /// one's is.
+    var journal: IncomingState?
 
-    init(failing: Set<PeerCall> = []) {
+    init(failing: Set<PeerCall> = [], journal: IncomingState? = nil) {
         self.failing = failing
+        self.journal = journal
     }
+
+    func fail(_ calls: Set<PeerCall>) { failing = calls }
+    func setJournal(_ state: IncomingState?) { journal = state }
 
     func call(_ call: PeerCall) throws {
         calls.append(call)
@@ -50,17 +57,20 @@ actor FakePeer: PeerCoordinator {
 
     func prepare(_ body: PrepareRequest) async throws -> PrepareResponse {
         try call(.prepare)
+        journal = .prepared
         return PrepareResponse(container: ContainerInfo(name: body.specification.name, state: .created, specification: body.specification, orchestrator: .runc))
     }
 
     func sendFiles(_ id: String, part: FilePart, produce: @escaping ChunkProducer) async throws -> UploadResponse {
         try call(.sendFiles)
+        journal = .receiving
         try await produce { _ in }
         return UploadResponse(bytes: 1, digest: nil)
     }
 
     func restore(_ id: String, _ body: PeerRestoreRequest) async throws -> RestoreResponse {
         try call(.restore)
+        journal = .restored
         let specification = Specification(name: "svc", image: .init(digest: "sha256:" + String(repeating: "0", count: 64)), command: ["/x"])
         return RestoreResponse(container: ContainerInfo(
             name: "svc", state: .running, specification: specification, endpoints: ["198.18.0.9:8080"], orchestrator: .runc
@@ -69,11 +79,19 @@ actor FakePeer: PeerCoordinator {
 
     func commit(_ id: String) async throws -> CommitResponse {
         try call(.commit)
+        journal = .committed
         return CommitResponse(pageBytes: 0)
     }
 
     func abort(_ id: String) async throws {
         try call(.abort)
+        if journal == .committed { throw UMSError(.invalidState, "failed to abort: it is committed") }
+        if journal != nil { journal = .aborted }
+    }
+
+    func status(_ id: String) async throws -> IncomingStatus? {
+        try call(.status)
+        return journal.map { IncomingStatus(id: id, state: $0, settled: $0.isTerminal) }
     }
 }
 
@@ -88,7 +106,10 @@ struct MigrationDriverTests {
         var source: ContainerInfo?
     }
 
-    func migrate(faults: [FaultPoint: FaultAction] = [:], failing: Set<PeerCall> = [], deleteFailures: Int = 0, settle: Duration = .zero) async throws -> Outcome {
+    func migrate(
+        faults: [FaultPoint: FaultAction] = [:], failing: Set<PeerCall> = [], deleteFailures: Int = 0, settle: Duration = .zero,
+        until settled: @escaping @Sendable (MigrationRecord) -> Bool = { $0.sourceLeft == nil }
+    ) async throws -> Outcome {
         let state = FileManager.default.temporaryDirectory.appendingPathComponent("ums-driver-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: state) }
         let orchestrator = InMemoryOrchestrator(["svc"])
@@ -107,7 +128,7 @@ struct MigrationDriverTests {
             if settle > .zero {
                 // Background work (a source retried) has this long to finish.
                 let deadline = ContinuousClock.now + settle
-                while ContinuousClock.now < deadline, try await coordinator.outgoing.record(accepted.id).sourceLeft != nil {
+                while ContinuousClock.now < deadline, !settled(try await coordinator.outgoing.record(accepted.id)) {
                     try await Task.sleep(for: .milliseconds(100))
                 }
                 return try await coordinator.outgoing.record(accepted.id)
@@ -162,21 +183,22 @@ struct MigrationDriverTests {
         #expect(outcome.source?.migratingIn == nil)
     }
 
-    @Test("the destination cannot confirm it removed what it restored: the source stays frozen and locked (never twice), the record says failed")
+    @Test("the destination cannot confirm it removed what it restored: the source stays frozen and locked (never twice) and awaits the peer; once it answers, its journal decides")
     func abortFailsAfterRestore() async throws {
-        let outcome = try await migrate(failing: [.commit, .abort])
-        #expect(outcome.record.status == .failed)
+        let outcome = try await migrate(failing: [.commit, .abort, .status])
+        #expect(outcome.record.status == .awaitingPeer)
         #expect(!outcome.approachCalls.contains("resume"), "resuming could make the service run twice")
-        #expect(outcome.source?.migratingIn != nil, "the lock stays for an operator")
-        #expect(outcome.record.error?.cause?.contains("did not confirm it removed") == true)
+        #expect(outcome.source?.migratingIn != nil, "the lock stays until the destination answers")
+        #expect(outcome.record.error?.message.contains("ums migrations resolve") == true)
     }
 
     @Test("the destination cannot confirm an abort before any restore: the source runs again (nothing can run there), the record says what is left")
     func abortFailsBeforeRestore() async throws {
-        let outcome = try await migrate(failing: [.sendFiles, .abort])
-        #expect(outcome.record.status == .failed)
+        let outcome = try await migrate(failing: [.sendFiles, .abort], settle: .seconds(3), until: { $0.destinationLeft != nil })
+        #expect(outcome.record.status == .rolledBack)
         #expect(outcome.approachCalls.contains("resume"))
         #expect(outcome.source?.migratingIn == nil)
+        #expect(outcome.record.destinationLeft?.contains("not told") == true, "told again in the background")
     }
 
     @Test("a source that cannot be deleted: the record says so (completed, source left frozen) and it is retried until it is gone")
@@ -192,32 +214,126 @@ struct MigrationDriverTests {
         #expect(retried.record.events.contains { $0.message.contains("deleted on a later attempt") })
     }
 
-    @Test("a restart during a migration: the source resumes before the restore was asked, and stays frozen and locked after", arguments: MigrationStep.allCases)
-    func recoveryAfterRestart(step: MigrationStep) async throws {
+    /// What the fake destination says when a restarted source asks.
+    enum PeerAnswer: String, CaseIterable, Sendable, CustomTestStringConvertible {
+        case unknown, prepared, receiving, restoring, restored, committed, aborted, unreachable
+        var journal: IncomingState? { IncomingState(rawValue: rawValue) }
+        var testDescription: String { rawValue }
+    }
+
+    struct Recovered {
+        var record: MigrationRecord
+        var resumed: Bool
+        var source: ContainerInfo?
+        var peerCalls: [PeerCall]
+        var peerJournal: IncomingState?
+    }
+
+    /// A previous run of the source Coordinator left a record at `step` (the container locked,
+    /// frozen); this run recovers, asking the fake destination, which answers `answer`.
+    func recover(at step: MigrationStep, status: MigrationStatus? = nil, answer: PeerAnswer, then: ((Coordinator, FakePeer) async throws -> Void)? = nil) async throws -> Recovered {
         let state = FileManager.default.temporaryDirectory.appendingPathComponent("ums-recover-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: state) }
-        // What a previous run of this Coordinator left: a record at `step`, the container locked.
         var record = MigrationRecord(id: "m-left", container: "svc", requestedApproach: .auto, source: SystemRef(name: "a", url: "http://198.18.0.8:7000"),
                                      destination: SystemRef(name: "b", url: "http://198.18.0.9:7000"), startedAt: Date())
         record.apply(.running(step))
+        if let status { record.status = status }
         try JSONStore<MigrationRecord>(directory: "\(state)/migrations").save(record, key: record.id)
         let orchestrator = InMemoryOrchestrator(["svc"])
         try await orchestrator.lock("svc", migration: "m-left")
+        let peer = FakePeer(failing: answer == .unreachable ? [.status, .abort, .commit] : [], journal: answer.journal)
         let coordinator = try Coordinator(
             name: "a", url: "http://198.18.0.8:7000", orchestrator: orchestrator, approaches: [], stateDirectory: state,
-            advertiseHost: "198.18.0.8", http: HTTPClient.shared, peerTokens: [:], logger: Logger(label: "test")
+            advertiseHost: "198.18.0.8", http: HTTPClient.shared, peerTokens: [:], logger: Logger(label: "test"), peers: { _, _ in peer }
         )
-        await coordinator.recover()
-        let recovered = try await coordinator.outgoing.record("m-left")
-        if step <= .transferring {
-            #expect(recovered.status == .rolledBack, "\(step)")
-            #expect(await orchestrator.resumed == ["svc"])
-            #expect(try await orchestrator.inspect("svc").migratingIn == nil)
-        } else {
-            #expect(recovered.status == .failed, "\(step)")
-            #expect(await orchestrator.resumed.isEmpty, "never resumed once the restore may have been asked: it could run twice")
-            #expect(try await orchestrator.inspect("svc").migratingIn == "m-left", "the lock stays")
+        let recovered = try await withBackground(coordinator) {
+            await coordinator.recover()
+            // The resolver and the destination's cleanup run in the background: until settled.
+            let deadline = ContinuousClock.now + .seconds(3)
+            var current = try await coordinator.outgoing.record("m-left")
+            while ContinuousClock.now < deadline, !current.status.isFinal || current.destinationLeft != nil || current.sourceLeft != nil {
+                try await Task.sleep(for: .milliseconds(50))
+                current = try await coordinator.outgoing.record("m-left")
+            }
+            try await then?(coordinator, peer)
+            return try await coordinator.outgoing.record("m-left")
         }
+        return Recovered(
+            record: recovered, resumed: await orchestrator.resumed == ["svc"], source: try? await orchestrator.inspect("svc"),
+            peerCalls: await peer.calls, peerJournal: await peer.journal
+        )
+    }
+
+    @Test("a restart at every step, whatever the destination's journal says: exactly one copy runs — the one both journals agree on",
+          arguments: MigrationStep.allCases, PeerAnswer.allCases)
+    func recoveryAfterRestart(step: MigrationStep, answer: PeerAnswer) async throws {
+        let outcome = try await recover(at: step, answer: answer)
+        let label = "\(step) / destination \(answer)"
+        if step <= .transferring {
+            // The restore was never asked: nothing can run there. The source runs again, and
+            // the destination is told to remove what it prepared.
+            #expect(outcome.record.status == .rolledBack, "\(label)")
+            #expect(outcome.resumed, "\(label)")
+            #expect(outcome.source?.migratingIn == nil, "\(label)")
+            #expect(outcome.peerCalls.contains(.status) == false, "\(label): nothing to ask")
+            if step >= .creatingDestination, answer != .unreachable {
+                #expect(outcome.peerJournal == nil || outcome.peerJournal == .aborted || outcome.peerJournal == .committed, "\(label)")
+            }
+        } else if step >= .reportingEndpoint {
+            // The destination committed before the source got there: only its bookkeeping is left.
+            #expect(outcome.record.status == .completed, "\(label)")
+            #expect(!outcome.resumed && outcome.source == nil, "\(label): the source deleted, never resumed")
+        } else {
+            switch answer {
+            case .restored, .committed:
+                #expect(outcome.record.status == .completed, "\(label)")
+                #expect(!outcome.resumed && outcome.source == nil, "\(label): the destination's copy runs, the source is deleted")
+                #expect(outcome.peerJournal == .committed, "\(label)")
+            case .unknown, .prepared, .receiving, .aborted:
+                #expect(outcome.record.status == .rolledBack, "\(label)")
+                #expect(outcome.resumed && outcome.source?.migratingIn == nil, "\(label): the source runs again")
+                #expect(outcome.peerJournal == nil || outcome.peerJournal == .aborted, "\(label): nothing runs there")
+            case .restoring, .unreachable:
+                // Nothing that could make a second copy: frozen, locked, asked again.
+                #expect(outcome.record.status == .awaitingPeer, "\(label)")
+                #expect(!outcome.resumed && outcome.source?.migratingIn == "m-left", "\(label)")
+            }
+        }
+    }
+
+    @Test("awaiting a destination: it answers later and its journal decides; or an operator resolves, saying first what will be done")
+    func awaitingPeerResolves() async throws {
+        // The destination comes back with the service restored: its copy wins.
+        let later = try await recover(at: .confirming, answer: .unreachable) { coordinator, peer in
+            #expect(try await coordinator.outgoing.record("m-left").status == .awaitingPeer)
+            await peer.fail([])
+            await peer.setJournal(.restored)
+            let deadline = ContinuousClock.now + .seconds(5)
+            while ContinuousClock.now < deadline, try await coordinator.outgoing.record("m-left").status == .awaitingPeer {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        #expect(later.record.status == .completed)
+        #expect(later.source == nil && !later.resumed)
+        #expect(later.peerJournal == .committed)
+
+        // Gone for good: the operator keeps the source. The dry run changes nothing.
+        let kept = try await recover(at: .restoring, answer: .unreachable) { coordinator, _ in
+            let plan = try await coordinator.resolve("m-left", ResolveRequest(keep: .source, dryRun: true))
+            #expect(!plan.done && plan.actions.contains { $0.contains("resume svc") })
+            #expect(try await coordinator.outgoing.record("m-left").status == .awaitingPeer, "a dry run changes nothing")
+            let done = try await coordinator.resolve("m-left", ResolveRequest(keep: .source))
+            #expect(done.done)
+        }
+        #expect(kept.record.status == .rolledBack)
+        #expect(kept.resumed && kept.source?.migratingIn == nil)
+
+        // Or the destination.
+        let moved = try await recover(at: .confirming, answer: .unreachable) { coordinator, _ in
+            _ = try await coordinator.resolve("m-left", ResolveRequest(keep: .destination))
+        }
+        #expect(moved.record.status == .completed)
+        #expect(moved.source == nil && !moved.resumed)
     }
 
     @Test("fault points parse from umsd's --fault and refuse what is not one")
