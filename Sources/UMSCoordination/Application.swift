@@ -75,10 +75,12 @@ public func buildApplication(
     let coordinator = try Coordinator(
         name: configuration.name, url: url, orchestrator: orchestrator, approaches: approaches,
         stateDirectory: stateDirectory, advertiseHost: advertiseHost, http: http, peerTokens: peerTokens,
-        logger: logger, faults: faults, admission: configuration.admission ?? .standard,
+        logger: logger, faults: faults, incomingTimeout: .milliseconds(Int64((configuration.incomingTimeout ?? 600) * 1000)),
+        admission: configuration.admission ?? .standard,
         reservedPorts: [try configuration.listenAddress().port], hostImage: configuration.hostImage,
         frontman: configuration.frontmanSettings, frontmanHTTP: frontmanHTTP, endpointsFile: configuration.endpointsFile,
-        endpointHook: configuration.endpointHook
+        endpointHook: configuration.endpointHook,
+        shutdownGrace: .milliseconds(Int64((configuration.shutdownGrace ?? 30) * 1000))
     )
     await coordinator.recover()
     let (host, port) = try configuration.listenAddress()

@@ -73,6 +73,12 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     public var frontmanHoldSeconds: Double?
     /// How long a Frontman stays after its service left and the endpoint record was updated (seconds).
     public var frontmanLinger: Double?
+    /// Seconds an incoming migration may wait for the source's restore before this system removes
+    /// what it prepared (default 600).
+    public var incomingTimeout: Double?
+    /// Seconds a graceful shutdown (SIGTERM) lets migrations past their restore finish before it
+    /// cancels them (default 30; the journal lets the next start go on with them).
+    public var shutdownGrace: Double?
 
     /// The Frontmen's settings, or nil when they are switched off.
     public var frontmanSettings: FrontmanSettings? {
@@ -115,7 +121,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case name, listen, stateDir, orchestrator, tokenFile, advertiseURL, peers, criuPath, logLevel, hostImage, engineSocket
         case endpointsFile, endpointHook, frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger
-        case admission, tlsDir, insecure, readerTokenFiles, trustedPeers
+        case admission, tlsDir, insecure, readerTokenFiles, trustedPeers, incomingTimeout, shutdownGrace
     }
 
     /// Keys left out of a YAML file take the same defaults as the flags.
@@ -144,6 +150,8 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         insecure = try container.decodeIfPresent(Bool.self, forKey: .insecure)
         readerTokenFiles = try container.decodeIfPresent([String].self, forKey: .readerTokenFiles)
         trustedPeers = try container.decodeIfPresent([String: String].self, forKey: .trustedPeers)
+        incomingTimeout = try container.decodeIfPresent(Double.self, forKey: .incomingTimeout)
+        shutdownGrace = try container.decodeIfPresent(Double.self, forKey: .shutdownGrace)
     }
 
     public static func load(yamlFile path: String) throws -> CoordinatorConfiguration {
@@ -179,6 +187,8 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         if let bytes = frontmanHoldBytes, bytes < 0 { throw UMSError(.invalidArgument, "invalid frontman hold bytes \(bytes): expected 0 or more") }
         if let seconds = frontmanHoldSeconds, !(seconds >= 0) { throw UMSError(.invalidArgument, "invalid frontman hold time \(seconds): expected 0 or more seconds") }
         if let seconds = frontmanLinger, !(seconds >= 0) { throw UMSError(.invalidArgument, "invalid frontman linger \(seconds): expected 0 or more seconds") }
+        if let seconds = incomingTimeout, !(seconds >= 1 && seconds <= 86_400) { throw UMSError(.invalidArgument, "invalid incoming timeout \(seconds): expected 1 to 86400 seconds") }
+        if let seconds = shutdownGrace, !(seconds >= 0 && seconds <= 3600) { throw UMSError(.invalidArgument, "invalid shutdown grace \(seconds): expected 0 to 3600 seconds") }
     }
 
     /// The URL peers and clients use.

@@ -46,6 +46,8 @@ public struct Coordinator: Sendable {
     let frontmen: Frontmen?
     let background: BackgroundTasks
     let logger: Logger
+    /// How long a graceful shutdown lets migrations past their restore run.
+    let shutdownGrace: Duration
 
     public var name: String { system.name }
     public var url: String { system.url }
@@ -55,8 +57,10 @@ public struct Coordinator: Sendable {
         stateDirectory: String, advertiseHost: String, http: HTTPClient, peerTokens: [String: String],
         logger: Logger, faults: any FaultInjector = NoFaults(), peers: PeerConnector? = nil,
         incomingTimeout: Duration = .seconds(600), admission: AdmissionPolicy = .standard, reservedPorts: Set<Int> = [], hostImage: String? = nil,
-        frontman: FrontmanSettings? = nil, frontmanHTTP: HTTPClient? = nil, endpointsFile: String? = nil, endpointHook: String? = nil
+        frontman: FrontmanSettings? = nil, frontmanHTTP: HTTPClient? = nil, endpointsFile: String? = nil, endpointHook: String? = nil,
+        shutdownGrace: Duration = .seconds(30)
     ) throws {
+        self.shutdownGrace = shutdownGrace
         let system = SystemContext(
             name: name, url: url, advertiseHost: advertiseHost, stateDirectory: stateDirectory, orchestrator: orchestrator,
             approaches: Dictionary(uniqueKeysWithValues: approaches.map { ($0.approach, $0) })
@@ -157,8 +161,11 @@ public struct Coordinator: Sendable {
     /// finish.
     public var service: some Service { CoordinatorService(coordinator: self) }
 
-    /// Runs the background work until `finishBackground()` (tests; umsd runs `service`).
-    public func runBackground(sweepEvery interval: Duration = .seconds(1)) async {
+    /// Runs the background work until `finishBackground()` (tests; umsd runs `service`). Once
+    /// finishing, migrations still before the restore roll back at their next step, those past
+    /// it finish; after `grace` what still runs is cancelled (its journal lets the next start
+    /// go on with it).
+    public func runBackground(sweepEvery interval: Duration = .seconds(1), grace: Duration = .seconds(30)) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 while !Task.isCancelled {
@@ -168,7 +175,20 @@ public struct Coordinator: Sendable {
                     await frontmen?.sweep()
                 }
             }
-            await background.run()
+            group.addTask {
+                await background.run()
+            }
+            group.addTask {
+                // The bound on a graceful shutdown.
+                while !background.isFinishing {
+                    try? await Task.sleep(for: .milliseconds(100))
+                    if Task.isCancelled { return }
+                }
+                try? await Task.sleep(for: grace)
+                if !Task.isCancelled { logger.warning("shutdown: migrations still running after the grace period are cancelled") }
+            }
+            // Whichever ends first: the background (every migration ended) or the grace period.
+            _ = await group.next()
             group.cancelAll()
         }
     }
@@ -177,6 +197,11 @@ public struct Coordinator: Sendable {
     public func finishBackground() {
         background.finish()
     }
+
+    /// After the migrations: the Frontmen step aside and stop.
+    func stopFrontmen() async {
+        await frontmen?.stopAll()
+    }
 }
 
 struct CoordinatorService: Service {
@@ -184,10 +209,13 @@ struct CoordinatorService: Service {
 
     func run() async throws {
         await withGracefulShutdownHandler {
-            await coordinator.runBackground()
+            await coordinator.runBackground(grace: coordinator.shutdownGrace)
         } onGracefulShutdown: {
             coordinator.finishBackground()
         }
+        // In order: migrations ended (above), then the Frontmen; the HTTP clients are shut down
+        // after this service (they come before it in the group).
+        await coordinator.stopFrontmen()
     }
 }
 

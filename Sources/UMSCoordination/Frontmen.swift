@@ -181,6 +181,19 @@ actor Frontmen {
         for item in due { await item.frontman.stop() }
     }
 
+    /// Shutdown, after the migrations ended: every Frontman steps aside (its redirects removed,
+    /// so clients reach the services through the orchestrator's own publishing), lets what is in
+    /// flight finish for at most `grace`, and stops.
+    func stopAll(grace: Duration = .seconds(1)) async {
+        for (service, entry) in entries {
+            await retireNow(service, entry, refuseHeld: false)
+        }
+        lingering = [:]
+        if !stopping.isEmpty { try? await Task.sleep(for: grace) }
+        for item in stopping { await item.frontman.stop() }
+        stopping = []
+    }
+
     private func retireIfStill(_ service: String, _ frontman: Frontman) async {
         guard let entry = entries[service], entry.frontman === frontman, entry.role == .forwarding else { return }
         logger.info("frontman retired: the endpoint record has moved on", metadata: ["service": "\(service)"])

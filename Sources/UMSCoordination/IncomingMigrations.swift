@@ -230,7 +230,15 @@ public actor IncomingMigrations {
         }
         try await faults.check(.destination(.receive))
         let allowance = max(0, admission.maxCheckpointBytes - entry.checkpointBytes)
-        let received = try await approach.importFiles(entry.migration, part: part, ByteLimited(chunks, limit: allowance, what: "maxCheckpointBytes"))
+        let bounded = ByteLimited(chunks, limit: allowance, what: "maxCheckpointBytes")
+        let received: StreamSummary
+        if part == .images, await faults.corruptsStream() {
+            // The fault seam: one byte flipped on arrival (the fault matrix's corrupted stream).
+            let damage = StreamDamage()
+            received = try await approach.importFiles(entry.migration, part: part, bounded.map { await damage.apply($0) })
+        } else {
+            received = try await approach.importFiles(entry.migration, part: part, bounded)
+        }
         entries[id]?.checkpointBytes += received.bytes
         return UploadResponse(bytes: received.bytes, digest: received.digest)
     }
@@ -446,5 +454,21 @@ public actor IncomingMigrations {
             logger.warning("incoming migration expired: the source did not ask for the restore in time", metadata: ["migration.id": "\(id)"])
             await undo(id, reason: "expired: the source did not ask for the restore in time")
         }
+    }
+}
+
+/// `incoming.receive=corrupt-stream`: flips one byte, once, in the first large chunk of a stream.
+actor StreamDamage {
+    private var done = false
+
+    func apply(_ buffer: ByteBuffer) -> ByteBuffer {
+        guard !done, buffer.readableBytes > 4096 else { return buffer }
+        done = true
+        var damaged = buffer
+        let index = damaged.readerIndex + damaged.readableBytes / 2
+        if let byte = damaged.getInteger(at: index, as: UInt8.self) {
+            damaged.setInteger(byte ^ 0xFF, at: index)
+        }
+        return damaged
     }
 }

@@ -30,6 +30,8 @@ struct MigrationDriver: Sendable {
     /// Whether the Frontman answers HTTP with `307` to the new location instead of forwarding.
     let redirect: Bool
     let logger: Logger
+    /// Whether the Coordinator is shutting down.
+    var shuttingDown: @Sendable () -> Bool = { false }
     let clock = ContinuousClock()
 
     /// What has been done so far, so that rollback undoes exactly that.
@@ -174,7 +176,8 @@ struct MigrationDriver: Sendable {
         async let imagesSent: Int64 = approach.coordinatorParts.contains(.images)
             ? peer.sendFiles(id, part: .images) { consume in
                 _ = try await approach.exportFiles(
-                    container, part: .images, checkpointDirectory: directory, dumpFinished: { await dump.isFinished }, consume: consume
+                    container, part: .images, checkpointDirectory: directory, dumpFinished: { await dump.isFinished },
+                    consume: consume
                 )
             }.bytes
             : 0
@@ -272,6 +275,11 @@ struct MigrationDriver: Sendable {
     /// seam may fail it.
     func enter(_ step: MigrationStep, _ progress: inout Progress) async throws {
         try Task.checkCancellation()
+        // On shutdown a migration that has not asked for the restore yet rolls back (quickly,
+        // and the source runs again); one that has goes on to its end.
+        if shuttingDown(), step.order <= MigrationStep.restoring.order {
+            throw UMSError(.unavailable, "the coordinator is shutting down; rolled back before \(step.rawValue)")
+        }
         try progress.machine.advance(to: step)
         let state = progress.machine.state
         await records.update(id) { record in

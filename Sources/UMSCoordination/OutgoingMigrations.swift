@@ -327,16 +327,19 @@ public actor OutgoingMigrations {
         )
         record.events.append(.init(at: Date(), step: "requested", message: "migration of \(request.container) to \(destinationURL) accepted"))
         save(record)
-        let driver = MigrationDriver(
+        var driver = MigrationDriver(
             id: record.id, container: request.container, request: approachRequest, system: system, records: self,
             peer: WatchedPeer(peer: connect(destinationURL, request.destinationToken)), frontmen: frontmen, endpoints: endpoints, faults: faults,
             workDirectory: "\(system.stateDirectory)/outgoing/\(record.id)", mode: record.mode,
             redirect: request.frontman == .redirect, logger: logger
         )
+        let background = self.background
+        driver.shuttingDown = { background.isFinishing }
         running.insert(record.id)
+        let migration = driver
         let started = background.spawn {
-            await driver.run()
-            await self.finished(driver.id)
+            await migration.run()
+            await self.finished(migration.id)
         }
         guard started else {
             running.remove(record.id)

@@ -36,6 +36,9 @@ public final class BackgroundTasks: Sendable {
         continuation.finish()
     }
 
+    /// Whether `finish()` was called (a shutdown is under way).
+    public var isFinishing: Bool { finishing.load(ordering: .acquiring) }
+
     /// Waits `duration` (a retry's backoff), or less if the owner is finishing: returns false then,
     /// and the work should end.
     public func pause(_ duration: Duration) async -> Bool {

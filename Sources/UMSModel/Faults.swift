@@ -26,12 +26,43 @@ public enum FaultPoint: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// What a plugged-in fault does at its point.
-public enum FaultAction: String, Sendable, CaseIterable {
+public enum FaultAction: Sendable, Hashable, CustomStringConvertible {
     /// The step throws, as if what it called had failed.
     case fail
     /// The destination's received checkpoint is damaged before its restore, so the real restore
     /// (CRIU's) fails the way a damaged transfer would make it fail.
-    case corruptImages = "corrupt-images"
+    case corruptImages
+    /// One byte of the checkpoint stream is flipped as it arrives at the destination (after the
+    /// TLS connection, so only the stream's own end-to-end digest can notice).
+    case corruptStream
+    /// The step waits this long before it acts: the fault matrix's way to be at a step when it
+    /// kills a Coordinator or cuts the link.
+    case delay(Duration)
+
+    public static let names = ["fail", "corrupt-images", "corrupt-stream", "delay:SECONDS"]
+
+    public init(parsing text: String) throws(UMSError) {
+        switch text {
+        case "fail": self = .fail
+        case "corrupt-images": self = .corruptImages
+        case "corrupt-stream": self = .corruptStream
+        default:
+            if text.hasPrefix("delay:"), let seconds = Double(text.dropFirst("delay:".count)), seconds > 0, seconds <= 3600 {
+                self = .delay(.milliseconds(Int64(seconds * 1000)))
+            } else {
+                throw UMSError(.invalidArgument, "invalid fault action '\(text)': expected one of \(Self.names.joined(separator: ", "))")
+            }
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .fail: "fail"
+        case .corruptImages: "corrupt-images"
+        case .corruptStream: "corrupt-stream"
+        case .delay(let duration): "delay:\(duration.seconds)"
+        }
+    }
 }
 
 /// The fault seam: the migration driver and the approaches ask it at each step whether to fail
@@ -43,9 +74,19 @@ public protocol FaultInjector: Sendable {
 extension FaultInjector {
     /// Throws when a `fail` fault is plugged in at `point`.
     public func check(_ point: FaultPoint) async throws(UMSError) {
-        if await fault(at: point) == .fail {
+        switch await fault(at: point) {
+        case .fail:
             throw UMSError(.internalError, "failed at \(point): fault injected")
+        case .delay(let duration):
+            try? await Task.sleep(for: duration)
+        default:
+            break
         }
+    }
+
+    /// Whether the checkpoint stream is to be damaged in transfer.
+    public func corruptsStream() async -> Bool {
+        await fault(at: .destination(.receive)) == .corruptStream
     }
 
     /// Whether the destination's checkpoint is to be damaged before its restore.
@@ -73,12 +114,16 @@ public struct ScheduledFaults: FaultInjector {
         var faults: [FaultPoint: FaultAction] = [:]
         for entry in entries {
             let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
-            guard parts.count == 2, let action = FaultAction(rawValue: parts[1]) else {
-                throw UMSError(.invalidArgument, "invalid fault '\(entry)': expected POINT=ACTION, ACTION one of \(FaultAction.allCases.map(\.rawValue).joined(separator: ", "))")
+            guard parts.count == 2 else {
+                throw UMSError(.invalidArgument, "invalid fault '\(entry)': expected POINT=ACTION, ACTION one of \(FaultAction.names.joined(separator: ", "))")
             }
+            let action = try FaultAction(parsing: parts[1])
             let point = try FaultPoint(parsing: parts[0])
             if action == .corruptImages && point != .destination(.restore) {
                 throw UMSError(.invalidArgument, "invalid fault '\(entry)': corrupt-images applies only at incoming.restore")
+            }
+            if action == .corruptStream && point != .destination(.receive) {
+                throw UMSError(.invalidArgument, "invalid fault '\(entry)': corrupt-stream applies only at incoming.receive")
             }
             faults[point] = action
         }

@@ -15,7 +15,7 @@ struct UMSD: AsyncParsableCommand {
         discussion: """
             Flags override the same keys of --config (YAML: name, listen, stateDir, orchestrator, tokenFile, \
             advertiseURL, peers[{url, tokenFile}], criuPath, logLevel, hostImage, engineSocket, endpointsFile, endpointHook, \
-            frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger, admission, tlsDir, insecure, \
+            frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger, incomingTimeout, shutdownGrace, admission, tlsDir, insecure, \
             readerTokenFiles). Speaks mutual TLS 1.3: make the system's identity with `ums trust init --dir TLSDIR` and pin \
             each peer with `ums trust add-peer`. Needs root, runc and CRIU >= 4.2 (scripts/setup installs them).
             """
@@ -84,11 +84,17 @@ struct UMSD: AsyncParsableCommand {
     @Option(name: .customLong("frontman-linger"), help: "Seconds a Frontman keeps forwarding after its service left and the endpoint record was updated (default 10).")
     var frontmanLinger: Double?
 
+    @Option(name: .customLong("incoming-timeout"), help: "Seconds an incoming migration may wait for the source's restore before this system removes what it prepared (default 600).")
+    var incomingTimeout: Double?
+
+    @Option(name: .customLong("shutdown-grace"), help: "Seconds SIGTERM lets migrations past their restore finish before cancelling them (default 30); earlier ones roll back.")
+    var shutdownGrace: Double?
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel: String?
 
     @Option(name: .customLong("fault"), help: ArgumentHelp(
-        "Plug a fault into every migration, for testing: POINT=ACTION, e.g. incoming.restore=corrupt-images or checkpointing=fail (repeatable).",
+        "Plug a fault into every migration, for testing: POINT=ACTION, e.g. incoming.restore=corrupt-images, checkpointing=fail, incoming.receive=corrupt-stream, restoring=delay:5 (repeatable).",
         visibility: .hidden
     ))
     var faults: [String] = []
@@ -123,6 +129,8 @@ struct UMSD: AsyncParsableCommand {
         if let frontmanHoldBytes { configuration.frontmanHoldBytes = frontmanHoldBytes }
         if let frontmanHoldSeconds { configuration.frontmanHoldSeconds = frontmanHoldSeconds }
         if let frontmanLinger { configuration.frontmanLinger = frontmanLinger }
+        if let incomingTimeout { configuration.incomingTimeout = incomingTimeout }
+        if let shutdownGrace { configuration.shutdownGrace = shutdownGrace }
         for peer in peers {
             guard let equals = peer.firstIndex(of: "=") else { throw ValidationError("--peer expects URL=TOKENFILE, got '\(peer)'") }
             configuration.peers = (configuration.peers ?? []) + [.init(url: String(peer[..<equals]), tokenFile: String(peer[peer.index(after: equals)...]))]

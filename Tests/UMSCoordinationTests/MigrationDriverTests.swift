@@ -343,6 +343,11 @@ struct MigrationDriverTests {
         #expect(throws: UMSError.self) { try ScheduledFaults(parsing: ["nowhere=fail"]) }
         #expect(throws: UMSError.self) { try ScheduledFaults(parsing: ["checkpointing=explode"]) }
         #expect(throws: UMSError.self) { try ScheduledFaults(parsing: ["checkpointing=corrupt-images"]) }
+        #expect(try ScheduledFaults(parsing: ["restoring=delay:2.5"]).faults == [.source(.restoring): .delay(.milliseconds(2500))])
+        #expect(try ScheduledFaults(parsing: ["incoming.receive=corrupt-stream"]).faults == [.destination(.receive): .corruptStream])
+        for bad in ["restoring=delay:x", "restoring=delay:-1", "restoring=delay:99999", "checkpointing=corrupt-stream"] {
+            #expect(throws: UMSError.self, "\(bad)") { try ScheduledFaults(parsing: [bad]) }
+        }
     }
 }
 
