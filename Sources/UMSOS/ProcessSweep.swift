@@ -27,7 +27,8 @@ public enum ProcessSweep {
                 .split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
             let directory = (try? FileManager.default.destinationOfSymbolicLink(atPath: "\(proc)/\(entry)/cwd")) ?? ""
             let under = { (text: String, list: [String]) in list.contains { text.hasPrefix($0) || text.contains("=\($0)") } }
-            let refers = { (text: String) in under(text, prefixes) && !under(text, kept) }
+            // A directory names itself with or without its trailing slash.
+            let refers = { (text: String) in under(text + "/", prefixes) && !under(text + "/", kept) }
             if arguments.contains(where: refers) || refers(directory) { matched.insert(pid) }
         }
         // Descendants of a matched process (CRIU under runc) go with it.

@@ -118,6 +118,14 @@ struct HostileInputTests {
         Case(name: "not JSON", body: Data("{{{".utf8), status: .badRequest, reason: "malformed request body"),
         Case(name: "an image digest with a path, in the route", method: .put, path: "/v1/peer/images/..%2F..%2Fetc", body: Data("x".utf8), status: .badRequest, reason: "invalid image digest"),
         Case(name: "files for a migration that does not exist", method: .put, path: "/v1/peer/migrations/m-nope/files/images", body: Data("x".utf8), status: .notFound, reason: "no incoming migration"),
+        // Recovery and resolution routes.
+        Case(name: "status of a traversal id", method: .get, path: "/v1/peer/migrations/..%2F..%2Fetc", body: Data(), status: .notFound, reason: "no incoming migration"),
+        Case(name: "status of an unknown migration", method: .get, path: "/v1/peer/migrations/m-nope", body: Data(), status: .notFound, reason: "no incoming migration"),
+        Case(name: "abort of an unknown migration", method: .delete, path: "/v1/peer/migrations/m-nope", body: Data(), status: .notFound, reason: "no incoming migration"),
+        Case(name: "resolve a traversal id", path: "/v1/migrations/..%2Fx/resolve", body: Data(#"{"keep":"source"}"#.utf8), status: .badRequest, reason: "invalid migration id"),
+        Case(name: "resolve keeping neither", path: "/v1/migrations/m-nope/resolve", body: Data(#"{"keep":"both"}"#.utf8), status: .badRequest, reason: "malformed request body"),
+        Case(name: "resolve without a body", path: "/v1/migrations/m-nope/resolve", body: Data(), status: .badRequest, reason: "malformed request body"),
+        Case(name: "resolve an unknown migration", path: "/v1/migrations/m-nope/resolve", body: Data(#"{"keep":"source","dryRun":false}"#.utf8), status: .notFound, reason: "no incoming migration"),
         Case(name: "a wrong token", body: prepare(), status: .unauthorized, reason: "invalid bearer token", authorization: "Bearer wrong"),
         Case(name: "no token", body: prepare(), status: .unauthorized, reason: "missing bearer token", authorization: nil),
     ]

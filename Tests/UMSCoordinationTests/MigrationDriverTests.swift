@@ -336,6 +336,58 @@ struct MigrationDriverTests {
         #expect(moved.source == nil && !moved.resumed)
     }
 
+    @Test("graceful shutdown: a migration before its restore rolls back at its next step, one past it finishes, a new one is refused; past the grace period what runs is cancelled",
+          arguments: [MigrationStep.checkpointing, .confirming])
+    func gracefulShutdown(step: MigrationStep) async throws {
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent("ums-term-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        let orchestrator = InMemoryOrchestrator(["svc", "other"])
+        let peer = FakePeer()
+        let coordinator = try Coordinator(
+            name: "a", url: "http://198.18.0.8:7000", orchestrator: orchestrator, approaches: [InMemoryApproach(orchestrator: orchestrator)],
+            stateDirectory: state, advertiseHost: "198.18.0.8", http: HTTPClient.shared, peerTokens: [:], logger: Logger(label: "test"),
+            faults: ScheduledFaults([.source(step): .delay(.milliseconds(600))]), peers: { _, _ in peer }
+        )
+        async let background: Void = coordinator.runBackground(sweepEvery: .milliseconds(50), grace: .seconds(10))
+        let accepted = try await coordinator.outgoing.migrate(MigrateRequest(container: "svc", destination: peer.baseURL))
+        while try await coordinator.outgoing.record(accepted.id).step != step { try await Task.sleep(for: .milliseconds(20)) }
+        let clock = ContinuousClock()
+        let stopping = clock.now
+        coordinator.finishBackground()
+        let refused = await #expect(throws: UMSError.self) {
+            try await coordinator.outgoing.migrate(MigrateRequest(container: "other", destination: peer.baseURL))
+        }
+        #expect(refused?.code == .unavailable)
+        await background
+        #expect(clock.now - stopping < .seconds(5), "within the bound")
+        let record = try await coordinator.outgoing.record(accepted.id)
+        if step < .restoring {
+            #expect(record.status == .rolledBack)
+            #expect(record.error?.message.contains("shutting down") == true)
+            #expect(await peer.calls.contains(.abort))
+            #expect(try await orchestrator.inspect("svc").migratingIn == nil, "the source runs again, unlocked")
+        } else {
+            #expect(record.status == .completed, "past the restore it finishes")
+        }
+
+        // A migration that does not end within the grace period is cancelled; its journal stays
+        // unfinished for the next start.
+        let slow = try Coordinator(
+            name: "a", url: "http://198.18.0.8:7000", orchestrator: orchestrator, approaches: [InMemoryApproach(orchestrator: orchestrator)],
+            stateDirectory: state + "-slow", advertiseHost: "198.18.0.8", http: HTTPClient.shared, peerTokens: [:], logger: Logger(label: "test"),
+            faults: ScheduledFaults([.source(.confirming): .delay(.seconds(30))]), peers: { _, _ in peer }
+        )
+        defer { try? FileManager.default.removeItem(atPath: state + "-slow") }
+        async let slowBackground: Void = slow.runBackground(sweepEvery: .milliseconds(50), grace: .milliseconds(300))
+        let stuck = try await slow.outgoing.migrate(MigrateRequest(container: "other", destination: peer.baseURL))
+        while try await slow.outgoing.record(stuck.id).step != .confirming { try await Task.sleep(for: .milliseconds(20)) }
+        let begun = clock.now
+        slow.finishBackground()
+        await slowBackground
+        #expect(clock.now - begun < .seconds(5), "the grace period bounds the shutdown")
+        #expect(try await slow.outgoing.record(stuck.id).status.isFinal == false, "left for the next start's recovery")
+    }
+
     @Test("fault points parse from umsd's --fault and refuse what is not one")
     func parsing() throws {
         let faults = try ScheduledFaults(parsing: ["checkpointing=fail", "incoming.restore=corrupt-images"])
