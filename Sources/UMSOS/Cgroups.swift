@@ -15,7 +15,7 @@ public enum Cgroups {
     }
 
     /// The cgroup filesystem roots: each cgroup v1 hierarchy and the unified one, or the single v2 root.
-    static func hierarchies(root: String = "/sys/fs/cgroup") -> [String] {
+    public static func hierarchies(root: String = "/sys/fs/cgroup") -> [String] {
         let entries = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).map { "\(root)/\($0)" }
         let v1 = entries.filter { FileManager.default.fileExists(atPath: "\($0)/cgroup.procs") }
         return FileManager.default.fileExists(atPath: "\(root)/cgroup.procs") ? [root] + v1 : v1

@@ -285,3 +285,29 @@ extension UMSError {
     }
 
 }
+
+extension BundleOrchestrator: LeftoverSweeping {
+    /// At a Coordinator's start-up: network namespaces (`ums-<system>-<name>`) and cgroups
+    /// (`/ums/<system>/<name>`) of containers this system no longer has — what a crash between
+    /// creating and registering, or during a delete, left. Only names of this system's own.
+    public func sweepLeftovers() async {
+        let known = Set(registry.records.keys)
+        let prefix = "ums-\(systemName)-"
+        for namespace in (try? FileSystem.contents(of: "/run/netns")) ?? [] where namespace.hasPrefix(prefix) {
+            let name = String(namespace.dropFirst(prefix.count))
+            guard !known.contains(name), (try? ContainerName.validate(name)) != nil else { continue }
+            _ = try? await runner.run(Command("ip", ["netns", "del", namespace]))
+            logger.notice("start-up sweep: removed the network namespace of a container that no longer exists", metadata: ["namespace": "\(namespace)"])
+        }
+        for hierarchy in Cgroups.hierarchies() {
+            for name in (try? FileSystem.contents(of: "\(hierarchy)/ums/\(systemName)")) ?? [] where !known.contains(name) {
+                guard (try? ContainerName.validate(name)) != nil, FileSystem.isDirectory("\(hierarchy)/ums/\(systemName)/\(name)") else { continue }
+                await runtime.killAndDelete(name, runner: runner)
+                Cgroups.killAndThawDescendants(of: cgroupPath(name))
+                await Cgroups.removeTree(cgroupPath(name))
+                logger.notice("start-up sweep: removed the cgroup of a container that no longer exists", metadata: ["cgroup": "\(cgroupPath(name))"])
+            }
+        }
+    }
+}
+
