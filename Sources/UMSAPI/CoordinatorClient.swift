@@ -125,9 +125,9 @@ public struct CoordinatorClient: Sendable {
 
     // MARK: Peer API
 
-    public func hasImage(_ digest: String) async throws -> Bool {
+    public func hasImage(_ image: ImageReference) async throws -> Bool {
         do {
-            _ = try await sendRaw(request(.GET, Routes.peerImage(digest)))
+            _ = try await sendRaw(request(.GET, Routes.peerImage(image)))
             return true
         } catch let error as UMSError where error.code == .notFound {
             return false

@@ -11,9 +11,9 @@ public protocol PeerCoordinator: Sendable {
     /// The destination's URL, for messages.
     var baseURL: String { get }
     func system() async throws -> SystemInfo
-    func hasImage(_ digest: String) async throws -> Bool
+    func hasImage(_ image: ImageReference) async throws -> Bool
     /// Streams a root filesystem image the destination lacks.
-    func sendImage(_ digest: String, produce: @escaping ChunkProducer) async throws -> UploadResponse
+    func sendImage(_ image: ImageReference, produce: @escaping ChunkProducer) async throws -> UploadResponse
     func prepare(_ body: PrepareRequest) async throws -> PrepareResponse
     /// Streams one part of the checkpoint of migration `id`.
     func sendFiles(_ id: String, part: FilePart, produce: @escaping ChunkProducer) async throws -> UploadResponse
@@ -25,8 +25,8 @@ public protocol PeerCoordinator: Sendable {
 }
 
 extension CoordinatorClient: PeerCoordinator {
-    public func sendImage(_ digest: String, produce: @escaping ChunkProducer) async throws -> UploadResponse {
-        try await upload(Routes.peerImage(digest), produce: produce)
+    public func sendImage(_ image: ImageReference, produce: @escaping ChunkProducer) async throws -> UploadResponse {
+        try await upload(Routes.peerImage(image), produce: produce)
     }
 
     public func sendFiles(_ id: String, part: FilePart, produce: @escaping ChunkProducer) async throws -> UploadResponse {

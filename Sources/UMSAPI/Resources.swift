@@ -16,7 +16,10 @@ public enum Routes {
     public static let metrics = "/metrics"
     public static func migration(_ id: String) -> String { "/v1/migrations/\(id)" }
     // Peer routes: what a source Coordinator calls on a destination.
-    public static func peerImage(_ digest: String) -> String { "/v1/peer/images/\(digest)" }
+    /// An image at the destination; an engine's own image (an adopted container's) says so.
+    public static func peerImage(_ image: ImageReference) -> String {
+        "/v1/peer/images/\(image.digest)" + (image.format == .engine ? "?format=engine" : "")
+    }
     public static let peerMigrations = "/v1/peer/migrations"
     public static func peerMigration(_ id: String) -> String { "/v1/peer/migrations/\(id)" }
     public static func peerFiles(_ id: String, part: String) -> String { "/v1/peer/migrations/\(id)/files/\(part)" }

@@ -175,6 +175,15 @@ extension Parameters {
     }
 }
 
+/// `?format=engine` on the image routes: an engine's own image, not a UMS root filesystem.
+func imageFormat(_ request: Request) throws(UMSError) -> ImageFormat? {
+    guard let text = request.uri.queryParameters["format"].map(String.init) else { return nil }
+    guard let format = ImageFormat(rawValue: text) else {
+        throw UMSError(.invalidArgument, "invalid image format '\(String(text.prefix(32)))': expected rootfs or engine")
+    }
+    return format
+}
+
 /// The Coordinator's routes (the same as `docs/openapi.yaml`).
 public func buildRouter(
     coordinator: Coordinator, token: String, readerTokens: [String] = [], tls: TLSSettings? = nil, metrics: PrometheusCollectorRegistry? = nil
@@ -231,13 +240,13 @@ public func buildRouter(
     }
 
     // Peer routes: the destination side of a migration.
-    router.get("/v1/peer/images/:digest") { _, context in
+    router.get("/v1/peer/images/:digest") { request, context in
         let digest = try context.parameters.require("digest")
-        guard await coordinator.incoming.hasImage(digest) else { throw UMSError(.notFound, "image \(digest) is not on this system") }
+        guard await coordinator.incoming.hasImage(digest, format: try imageFormat(request)) else { throw UMSError(.notFound, "image \(digest) is not on this system") }
         return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(string: "{}")))
     }
     router.put("/v1/peer/images/:digest") { request, context in
-        try JSONAPI.response(try await coordinator.incoming.receiveImage(try context.parameters.require("digest"), request.body))
+        try JSONAPI.response(try await coordinator.incoming.receiveImage(try context.parameters.require("digest"), format: try imageFormat(request), request.body))
     }
     router.post(RouterPath(Routes.peerMigrations)) { request, context in
         let body = try await JSONAPI.decode(PrepareRequest.self, from: request)

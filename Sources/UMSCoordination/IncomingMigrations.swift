@@ -154,18 +154,19 @@ public actor IncomingMigrations {
         entries[id] = entry
     }
 
-    public func hasImage(_ digest: String) async -> Bool {
-        await system.orchestrator.hasImage(ImageReference(digest: digest))
+    public func hasImage(_ digest: String, format: ImageFormat? = nil) async -> Bool {
+        await system.orchestrator.hasImage(ImageReference(digest: digest, format: format))
     }
 
-    public func receiveImage<Chunks: AsyncSequence & Sendable>(_ digest: String, _ chunks: Chunks) async throws -> UploadResponse
+    public func receiveImage<Chunks: AsyncSequence & Sendable>(_ digest: String, format: ImageFormat? = nil, _ chunks: Chunks) async throws -> UploadResponse
         where Chunks.Element == ByteBuffer
     {
-        // The store keeps the image only if the stream's digest is the announced one, so that is
-        // also the digest of what arrived.
-        try ImageReference(digest: digest).validate()
+        // The store keeps the image only if the stream's digest is the announced one (an engine
+        // only if it then holds the announced ID), so that is also the digest of what arrived.
+        let expected = ImageReference(digest: digest, format: format)
+        try expected.validate()
         let bounded = ByteLimited(chunks, limit: admission.maxImageBytes, what: "maxImageBytes")
-        let image = try await system.orchestrator.importImage(bounded, expected: ImageReference(digest: digest))
+        let image = try await system.orchestrator.importImage(bounded, expected: expected)
         return UploadResponse(bytes: image.sizeBytes ?? 0, digest: image.digest)
     }
 
@@ -175,15 +176,16 @@ public actor IncomingMigrations {
         // Decoding checked the request; the id is checked again because it names directories here
         // whoever calls (the orchestrator checks the Specification when it creates the container).
         try MigrationID.validate(request.id)
-        if let existing = entries[request.id] ?? finished[request.id].map({ record in
-            Entry(record: record, approach: nil, machine: IncomingStateMachine(state: record.state), expiresAt: .now, migration: IncomingMigration(id: record.id, specification: record.specification, imagesDirectory: ""))
-        }) {
+        if let existing = entries[request.id] {
             if existing.owner == caller, existing.record.specification == request.specification,
                [.prepared, .receiving].contains(existing.machine.state), let answer = existing.record.prepared
             {
                 return answer
             }
             throw UMSError(.exists, "failed to prepare migration \(request.id): it is already \(existing.machine.state.rawValue) here")
+        }
+        if let ended = finished[request.id] {
+            throw UMSError(.exists, "failed to prepare migration \(request.id): it is already \(ended.state.rawValue) here")
         }
         // The destination's operator decides what a peer may ask for: refused before anything
         // is created.

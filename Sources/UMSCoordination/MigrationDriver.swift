@@ -130,9 +130,9 @@ struct MigrationDriver: Sendable {
         }
 
         try await enter(.creatingDestination, &progress)
-        if try await !peer.hasImage(specification.image.digest) {
+        if try await !peer.hasImage(specification.image) {
             let orchestrator = system.orchestrator
-            let sent = try await peer.sendImage(specification.image.digest) { consume in
+            let sent = try await peer.sendImage(specification.image) { consume in
                 try await orchestrator.exportImage(specification.image, consume: consume)
             }
             progress.bytes += sent.bytes

@@ -37,12 +37,12 @@ struct WatchedPeer: PeerCoordinator {
 
     func system() async throws -> SystemInfo { try await peer.system() }
 
-    func hasImage(_ digest: String) async throws -> Bool {
-        try await watched("ask for image") { try await peer.hasImage(digest) }
+    func hasImage(_ image: ImageReference) async throws -> Bool {
+        try await watched("ask for image") { try await peer.hasImage(image) }
     }
 
-    func sendImage(_ digest: String, produce: @escaping ChunkProducer) async throws -> UploadResponse {
-        try await watched("send image") { try await peer.sendImage(digest, produce: produce) }
+    func sendImage(_ image: ImageReference, produce: @escaping ChunkProducer) async throws -> UploadResponse {
+        try await watched("send image") { try await peer.sendImage(image, produce: produce) }
     }
 
     func prepare(_ body: PrepareRequest) async throws -> PrepareResponse {

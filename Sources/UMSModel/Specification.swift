@@ -18,12 +18,16 @@ public struct Specification: Codable, Sendable, Equatable {
     public var labels: [String: String]
     /// What the container's processes may do beyond the runtime's defaults (nil: the defaults).
     public var security: SecurityOptions?
+    /// A container its engine made outside UMS (`docker run`, `podman run`): what that engine
+    /// records beyond the fields above, so the destination's engine makes the same (nil: UMS made it).
+    public var engine: EngineConfiguration?
 
     public init(
         name: String, image: ImageReference, command: [String], environment: [String] = [],
         workingDirectory: String = "/", ports: [PortMapping] = [], limits: ResourceLimits = .init(),
-        processCount: Int = 1, labels: [String: String] = [:], security: SecurityOptions? = nil
+        processCount: Int = 1, labels: [String: String] = [:], security: SecurityOptions? = nil, engine: EngineConfiguration? = nil
     ) {
+        self.engine = engine
         self.name = name
         self.image = image
         self.command = command
@@ -37,7 +41,7 @@ public struct Specification: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, image, command, environment, workingDirectory, ports, limits, processCount, labels, security
+        case name, image, command, environment, workingDirectory, ports, limits, processCount, labels, security, engine
     }
 
     /// Decodes and validates (`validate()`): what a peer or a file sends is checked here.
@@ -53,7 +57,8 @@ public struct Specification: Codable, Sendable, Equatable {
             limits: try container.decodeIfPresent(ResourceLimits.self, forKey: .limits) ?? ResourceLimits(),
             processCount: try container.decodeIfPresent(Int.self, forKey: .processCount) ?? 1,
             labels: try container.decodeIfPresent([String: String].self, forKey: .labels) ?? [:],
-            security: try container.decodeIfPresent(SecurityOptions.self, forKey: .security)
+            security: try container.decodeIfPresent(SecurityOptions.self, forKey: .security),
+            engine: try container.decodeIfPresent(EngineConfiguration.self, forKey: .engine)
         )
         try validate()
     }
@@ -61,6 +66,36 @@ public struct Specification: Codable, Sendable, Equatable {
     /// The value of `KEY` in the environment, if set.
     public func environmentValue(_ key: String) -> String? {
         environment.last { $0.hasPrefix("\(key)=") }.map { String($0.dropFirst(key.count + 1)) }
+    }
+}
+
+/// What an engine records of a container it made itself (`docker run`, `podman run`) beyond a
+/// Specification's common fields, read from the engine's own description when UMS adopts it.
+public struct EngineConfiguration: Codable, Sendable, Equatable {
+    /// The engine that made the container (`ums ps`: MADE BY).
+    public var madeBy: OrchestratorKind
+    /// The image's entrypoint as the container runs it (`command` follows it).
+    public var entrypoint: [String]
+    /// `user[:group]` the first process runs as (nil: the image's default).
+    public var user: String?
+    public var hostname: String?
+    /// What the engine does when the container exits. UMS turns it off at the source while it
+    /// migrates (the engine must not restart a checkpointed container) and sets it at the
+    /// destination once the restore ran.
+    public var restartPolicy: RestartPolicy
+
+    public enum RestartPolicy: String, Codable, Sendable, CaseIterable {
+        case no, always
+        case unlessStopped = "unless-stopped"
+        case onFailure = "on-failure"
+    }
+
+    public init(madeBy: OrchestratorKind, entrypoint: [String] = [], user: String? = nil, hostname: String? = nil, restartPolicy: RestartPolicy = .no) {
+        self.madeBy = madeBy
+        self.entrypoint = entrypoint
+        self.user = user
+        self.hostname = hostname
+        self.restartPolicy = restartPolicy
     }
 }
 
@@ -105,12 +140,17 @@ public struct SecurityOptions: Codable, Sendable, Equatable {
 public struct ImageReference: Codable, Sendable, Equatable, Hashable {
     /// `sha256:<hex>`.
     public var digest: String
+    /// Nil: a UMS root filesystem (the digest of its canonical tar). `engine`: an engine's own
+    /// image (the digest is the engine's image ID, the SHA-256 of its configuration, which names
+    /// every layer by content), moved with the engines' own save and load.
+    public var format: ImageFormat?
     /// Where it came from on the system that first ran it (informational).
     public var source: String?
     public var sizeBytes: Int64?
 
-    public init(digest: String, source: String? = nil, sizeBytes: Int64? = nil) {
+    public init(digest: String, source: String? = nil, sizeBytes: Int64? = nil, format: ImageFormat? = nil) {
         self.digest = digest
+        self.format = format
         self.source = source
         self.sizeBytes = sizeBytes
     }
@@ -185,4 +225,8 @@ public enum ContainerName {
             throw UMSError(.invalidArgument, "invalid container name '\(name)': use 1-\(maxLength) characters of a-z, 0-9, '-' and '_', not starting with '-'")
         }
     }
+}
+
+public enum ImageFormat: String, Codable, Sendable, CaseIterable {
+    case rootfs, engine
 }

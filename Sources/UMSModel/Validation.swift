@@ -98,7 +98,9 @@ extension Specification {
         typealias Bounds = SpecificationBounds
         try ContainerName.validate(name)
         try image.validate()
-        guard (1...Bounds.maxCommandArguments).contains(command.count),
+        // An adopted container may run its image's entrypoint alone.
+        let minimum = (engine?.entrypoint.isEmpty ?? true) ? 1 : 0
+        guard (minimum...Bounds.maxCommandArguments).contains(command.count),
               command.allSatisfy({ $0.utf8.count <= Bounds.maxArgumentBytes && !$0.unicodeScalars.contains("\0") })
         else {
             throw UMSError(.invalidArgument, "invalid command: 1-\(Bounds.maxCommandArguments) arguments of at most \(Bounds.maxArgumentBytes) bytes, without NUL")
@@ -137,6 +139,26 @@ extension Specification {
             }
         }
         try security?.validate()
+        try engine?.validate()
+    }
+}
+
+extension EngineConfiguration {
+    public func validate() throws(UMSError) {
+        typealias Bounds = SpecificationBounds
+        guard entrypoint.count <= Bounds.maxCommandArguments,
+              entrypoint.allSatisfy({ $0.utf8.count <= Bounds.maxArgumentBytes && !$0.unicodeScalars.contains("\0") })
+        else {
+            throw UMSError(.invalidArgument, "invalid entrypoint: at most \(Bounds.maxCommandArguments) arguments of at most \(Bounds.maxArgumentBytes) bytes, without NUL")
+        }
+        if let user {
+            let parts = user.split(separator: ":", omittingEmptySubsequences: false)
+            let ok = (1...2).contains(parts.count) && parts.allSatisfy { part in
+                (1...64).contains(part.count) && part.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0) }
+            }
+            guard ok else { throw UMSError(.invalidArgument, "invalid user '\(String(user.prefix(48)))': expected NAME or UID[:GROUP]") }
+        }
+        if let hostname { try HostAddress.validate(hostname) }
     }
 }
 

@@ -45,7 +45,7 @@ struct ContainerRegistry<Record: RegisteredContainer> {
     /// Refuses a create that cannot succeed, before anything is made: a bad name, no command,
     /// a name or a host port already taken here, an image this system does not hold.
     func checkCreatable(_ specification: Specification, imageHeld: Bool) throws(UMSError) {
-        guard !specification.command.isEmpty else {
+        guard !specification.command.isEmpty || !(specification.engine?.entrypoint.isEmpty ?? true) else {
             throw UMSError(.invalidArgument, "failed to create container \(specification.name): no command given")
         }
         try specification.validate()  // its name, command, ports, limits, … in range

@@ -82,11 +82,12 @@ struct Ps: AsyncParsableCommand {
             let views = try await coordinator.client().containers()
             if json { return try Output.json(views) }
             Output.table(
-                ["NAME", "STATE", "PID", "ENDPOINTS", "APPROACHES", "MIGRATING"],
+                ["NAME", "STATE", "MADE BY", "PID", "ENDPOINTS", "APPROACHES", "MIGRATING"],
                 views.map { view in
                     let container = view.container
                     return [
-                        container.name, container.state.rawValue, container.pid.map(String.init) ?? "-",
+                        container.name, container.state.rawValue, container.specification.engine?.madeBy.rawValue ?? "ums",
+                        container.pid.map(String.init) ?? "-",
                         container.endpoints.isEmpty ? "-" : container.endpoints.joined(separator: ","),
                         container.approaches.isEmpty ? "none" : container.approaches.map(\.rawValue).joined(separator: ","),
                         container.migratingIn ?? "-",

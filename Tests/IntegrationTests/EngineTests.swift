@@ -94,4 +94,70 @@ struct EngineTests {
         }
         await testbed.cleanUp(name)
     }
+
+    @Test("a container started with docker run, not through UMS, is listed as made by docker and moves to B with its image, state and restart policy; A's Docker does not restart it")
+    func adoptsDockerRun() async throws {
+        let testbed = try Testbed()
+        let (kindA, kindB) = try #require(Testbed.kinds)
+        guard kindA == .docker, kindB == .docker else { return }
+        let directory = Testbed.environment["UMS_TESTBED_DIR"] ?? "/run/ums-testbed"
+        let (engineA, engineB) = ("unix://\(directory)/a/engine.sock", "unix://\(directory)/b/engine.sock")
+        let name = "adopted"
+        _ = try? await command("/usr/bin/docker", ["-H", engineA, "rm", "-f", name])
+        _ = try? await command("/usr/bin/docker", ["-H", engineB, "rm", "-f", name])
+        // The user's own image and container, made with Docker's CLI against A's engine.
+        let tar = FileManager.default.temporaryDirectory.appendingPathComponent("ums-adopt-\(UUID().uuidString).tar").path
+        defer { try? FileManager.default.removeItem(atPath: tar) }
+        _ = try await command("/bin/tar", ["-C", testbed.rootfs, "-cf", tar, "."])
+        _ = try await command("/usr/bin/docker", ["-H", engineA, "import", tar, "localhost/adopt:test"], input: nil)
+        _ = try await command("/usr/bin/docker", [
+            "-H", engineA, "run", "-d", "--name", name, "--restart", "always", "-p", "18110:8080", "-e", "GREETING=hi",
+            "localhost/adopt:test", "/bin/counter", "--port", "8080",
+        ])
+        let before = try await testbed.waitForCount(at: "\(testbed.aHost):18110", atLeast: 10)
+        let listed = try #require(try await testbed.a.containers().first { $0.container.name == name })
+        #expect(listed.container.specification.engine?.madeBy == .docker)
+        #expect(listed.container.specification.engine?.restartPolicy == .always)
+        #expect(listed.container.specification.image.format == .engine)
+        #expect(listed.container.specification.environmentValue("GREETING") == "hi")
+
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+        #expect(record.status == .completed, "\(record.error?.description ?? "")")
+        #expect(record.approach == .orchestrator)
+        let after = try await testbed.count(at: "\(testbed.bHost):18110")
+        #expect(after >= before, "the counter continued at B")
+        // B's Docker runs it, from the same image (by ID), with the same restart policy.
+        let policy = try await command("/usr/bin/docker", ["-H", engineB, "inspect", "-f", "{{.HostConfig.RestartPolicy.Name}} {{.Image}}", name])
+        #expect(policy == "always \(listed.container.specification.image.digest)")
+        // A's Docker no longer has it, and does not bring it back.
+        try await Task.sleep(for: .seconds(2))
+        let left = try await command("/usr/bin/docker", ["-H", engineA, "ps", "-a", "--filter", "name=^\(name)$", "-q"])
+        #expect(left.isEmpty, "A's Docker still has \(name)")
+        _ = try? await command("/usr/bin/docker", ["-H", engineB, "rm", "-f", name])
+    }
+
+    @Test("a docker run container UMS cannot carry (a host directory mounted, host networking) is refused before it freezes, with the reason")
+    func refusesWhatCannotMove() async throws {
+        let testbed = try Testbed()
+        let (kindA, kindB) = try #require(Testbed.kinds)
+        guard kindA == .docker, kindB == .docker else { return }
+        let directory = Testbed.environment["UMS_TESTBED_DIR"] ?? "/run/ums-testbed"
+        let engineA = "unix://\(directory)/a/engine.sock"
+        let name = "unmovable"
+        _ = try? await command("/usr/bin/docker", ["-H", engineA, "rm", "-f", name])
+        let tar = FileManager.default.temporaryDirectory.appendingPathComponent("ums-adopt-\(UUID().uuidString).tar").path
+        defer { try? FileManager.default.removeItem(atPath: tar) }
+        _ = try await command("/bin/tar", ["-C", testbed.rootfs, "-cf", tar, "."])
+        _ = try await command("/usr/bin/docker", ["-H", engineA, "import", tar, "localhost/adopt:test"])
+        _ = try await command("/usr/bin/docker", ["-H", engineA, "run", "-d", "--name", name, "-v", "/tmp:/host-tmp", "localhost/adopt:test", "/bin/counter", "--port", "8080"])
+        let refused = await #expect(throws: UMSError.self) {
+            try await testbed.a.migrate(MigrateRequest(container: name, destination: testbed.bURL))
+        }
+        #expect(refused?.message.contains("mounts volumes or host directories") == true, "\(refused?.message ?? "")")
+        let state = try await command("/usr/bin/docker", ["-H", engineA, "inspect", "-f", "{{.State.Status}} {{.HostConfig.RestartPolicy.Name}}", name])
+        #expect(state.hasPrefix("running"), "untouched: \(state)")
+        #expect(try await testbed.a.container(name).container.migratingIn == nil)
+        _ = try? await command("/usr/bin/docker", ["-H", engineA, "rm", "-f", name])
+    }
 }
+

@@ -169,3 +169,34 @@ struct Testbed {
         try? await b.remove(name)
     }
 }
+
+/// Runs a command (an engine's own CLI, as a user would) on a thread of its own, so the test's
+/// cooperative threads stay free; returns its standard output, or throws with its error output.
+func command(_ executable: String, _ arguments: [String], input: String? = nil) async throws -> String {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = arguments
+            let output = Pipe(), errors = Pipe()
+            process.standardOutput = output
+            process.standardError = errors
+            if let input {
+                process.standardInput = FileHandle(forReadingAtPath: input)
+            }
+            do {
+                try process.run()
+                let out = output.fileHandleForReading.readDataToEndOfFile()
+                let err = errors.fileHandleForReading.readDataToEndOfFile()
+                process.waitUntilExit()
+                guard process.terminationStatus == 0 else {
+                    continuation.resume(throwing: UMSError(.internalError, "\(executable) \(arguments.joined(separator: " ")): \(String(decoding: err, as: UTF8.self))"))
+                    return
+                }
+                continuation.resume(returning: String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+            } catch {
+                continuation.resume(throwing: error)
+            }
+        }.start()
+    }
+}

@@ -44,12 +44,12 @@ actor FakePeer: PeerCoordinator {
         return SystemInfo(name: "b", url: baseURL, version: UMSVersion.current, profile: SystemProfile(capabilities: capabilities, approaches: [.orchestrator]))
     }
 
-    func hasImage(_ digest: String) async throws -> Bool {
+    func hasImage(_ image: ImageReference) async throws -> Bool {
         try call(.hasImage)
         return true
     }
 
-    func sendImage(_ digest: String, produce: @escaping ChunkProducer) async throws -> UploadResponse {
+    func sendImage(_ image: ImageReference, produce: @escaping ChunkProducer) async throws -> UploadResponse {
         try call(.sendImage)
         try await produce { _ in }
         return UploadResponse(bytes: 0, digest: nil)

@@ -25,6 +25,8 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
         var specification: Specification
         var lockedBy: String?
         var createdAt: Date
+        /// Made by the engine outside UMS and adopted for a migration (given back on rollback).
+        var adopted: Bool?
     }
 
     public nonisolated let kind: OrchestratorKind
@@ -73,14 +75,45 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
 
     // MARK: Images
 
+    /// How the engine names an image: a UMS root filesystem as `localhost/ums:<hex>`, the
+    /// engine's own by its ID.
     static func engineImage(_ image: ImageReference) throws -> String {
-        "localhost/ums:\(try ImageStore.hexDigest(image))"
+        if image.format == .engine {
+            try image.validate()
+            return image.digest
+        }
+        return "localhost/ums:\(try ImageStore.hexDigest(image))"
     }
 
-    // hasImage, importImage, exportImage, importDirectory: ImageStoreBacked.
+    // importDirectory: ImageStoreBacked. The others tell UMS's root filesystems (the store) from
+    // the engine's own images (adopted containers).
+
+    public func hasImage(_ image: ImageReference) async -> Bool {
+        image.format == .engine ? await hasEngineImage(image) : images.contains(image)
+    }
+
+    public func importImage<Chunks: AsyncSequence & Sendable>(_ chunks: Chunks, expected: ImageReference) async throws -> ImageReference
+        where Chunks.Element == ByteBuffer
+    {
+        expected.format == .engine ? try await importEngineImage(chunks, expected: expected) : try await images.importStream(chunks, expected: expected)
+    }
+
+    public func exportImage(_ image: ImageReference, consume: @Sendable (ByteBuffer) async throws -> Void) async throws {
+        if image.format == .engine {
+            try await exportEngineImage(image, consume: consume)
+        } else {
+            try await images.export(image, consume: consume)
+        }
+    }
 
     /// Makes the engine hold `image` (imported from the local store as a tar stream, once).
     func ensureEngineImage(_ image: ImageReference) async throws {
+        if image.format == .engine {
+            guard await hasEngineImage(image) else {
+                throw UMSError(.notFound, "failed to use image \(image.digest): the \(kind) engine does not hold it")
+            }
+            return
+        }
         let name = try Self.engineImage(image)
         if (try? await api.request(.GET, "/images/\(name)/json", operation: "inspect image")) != nil { return }
         let collected = Mutex(ByteBuffer())
@@ -104,8 +137,9 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
     func save(_ record: Record) throws { try registry.save(record) }
     func forget(_ name: String) { registry.forget(name) }
 
+    /// Every container of the engine: UMS's own and those the engine made without UMS.
     public func list() async throws -> [ContainerInfo] {
-        await inspectAll(registry.names)
+        await inspectAll(registry.names + foreignNames())
     }
 
     struct EngineState {
@@ -131,7 +165,10 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
     }
 
     public func inspect(_ name: String) async throws -> ContainerInfo {
-        let record = try record(name)
+        // One the engine made without UMS: read from the engine as it is now.
+        let record = registry.contains(name)
+            ? try record(name)
+            : Record(specification: try await adoptedSpecification(name, strict: false), lockedBy: nil, createdAt: Date())
         let engine = await engineState(name)
         var specification = record.specification
         if engine.state == .running, let count = await processCount(name) { specification.processCount = count }
@@ -143,7 +180,7 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
     }
 
     public func specification(of name: String) async throws -> Specification {
-        var specification = try record(name).specification
+        var specification = registry.contains(name) ? try record(name).specification : try await adoptedSpecification(name, strict: true)
         if let count = await processCount(name) { specification.processCount = count }
         return specification
     }
@@ -166,7 +203,10 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
             exposed["\(port.containerPort)/\(port.proto)"] = DockerAPI.Empty()
             host.portBindings["\(port.containerPort)/\(port.proto)"] = [DockerAPI.PortBinding(hostIp: "", hostPort: String(port.hostPort))]
         }
-        if let security = specification.security {
+        if specification.engine != nil {
+            // Adopted: the engine's defaults, as the source's engine made it, plus what it added.
+            host.capAdd = specification.security?.addCapabilities
+        } else if let security = specification.security {
             if security.runsContainers && dialect == .podman {
                 // A runtime inside: what --privileged gives (capabilities, writable cgroups and
                 // /proc/sys, no seccomp filter) is what it needs.
@@ -199,9 +239,10 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
         if let cpus = specification.limits.cpus { host.nanoCpus = try nanoCPUs(cpus) }
         host.pidsLimit = specification.limits.pids.map(Int64.init)
         return DockerAPI.CreateBody(
-            image: try Self.engineImage(specification.image), cmd: specification.command, entrypoint: [],
+            image: try Self.engineImage(specification.image), cmd: specification.command, entrypoint: specification.engine?.entrypoint ?? [],
             env: specification.environment, workingDir: specification.workingDirectory, labels: labels(specification, systemName: systemName),
-            exposedPorts: exposed, hostConfig: host, hostname: specification.name
+            exposedPorts: exposed, hostConfig: host, hostname: specification.engine?.hostname ?? specification.name,
+            user: specification.engine?.user
         )
     }
 
@@ -232,11 +273,13 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
         }
         var body = LibpodAPI.CreateBody(
             name: specification.name, image: try engineImage(specification.image), command: specification.command,
-            entrypoint: [], env: environment, workDir: specification.workingDirectory,
-            hostname: specification.name, labels: labels(specification, systemName: systemName),
+            entrypoint: specification.engine?.entrypoint ?? [], env: environment, workDir: specification.workingDirectory,
+            hostname: specification.engine?.hostname ?? specification.name, labels: labels(specification, systemName: systemName),
             portmappings: specification.ports.map { LibpodAPI.PortMapping(hostPort: $0.hostPort, containerPort: $0.containerPort, protocol: $0.proto) }
         )
-        if let security = specification.security {
+        if specification.engine != nil {
+            body.capAdd = specification.security?.addCapabilities
+        } else if let security = specification.security {
             if security.runsContainers {
                 body.privileged = true
             } else {
@@ -255,7 +298,7 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
     }
 
     public func create(_ specification: Specification, start: Bool, migration: String?) async throws -> ContainerInfo {
-        try registry.checkCreatable(specification, imageHeld: images.contains(specification.image))
+        try registry.checkCreatable(specification, imageHeld: await hasImage(specification.image))
         try save(Record(specification: specification, lockedBy: migration, createdAt: Date()))
         do {
             try await ensureEngineImage(specification.image)
@@ -283,12 +326,16 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
     }
 
     public func restart(_ name: String, migration: String?) async throws {
-        try registry.checkUnlocked(name, migration: migration, operation: "restart")
+        if registry.contains(name) { try registry.checkUnlocked(name, migration: migration, operation: "restart") }
         try await api.request(.POST, "/containers/\(name)/restart?t=1", operation: "restart \(name)")
     }
 
     public func delete(_ name: String, migration: String?) async throws {
-        try registry.checkUnlocked(name, migration: migration, operation: "remove")
+        if registry.contains(name) {
+            try registry.checkUnlocked(name, migration: migration, operation: "remove")
+        } else {
+            _ = try await adoptedSpecification(name, strict: false)  // 404 if the engine has none either
+        }
         await removeEverything(name)
         logger.info("container deleted", metadata: ["container": "\(name)", "engine": "\(kind)"])
     }
@@ -307,11 +354,19 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
     }
 
     public func lock(_ name: String, migration: String) async throws {
+        guard registry.contains(name) else {
+            try await adopt(name, migration: migration)
+            return
+        }
         try registry.lock(name, migration: migration)
     }
 
     public func unlock(_ name: String, migration: String) async throws {
         try registry.unlock(name, migration: migration)
+        // An adopted container that stays (a rollback) goes back to its engine as it was.
+        if let record = try? record(name), record.adopted == true, record.lockedBy == nil {
+            await release(record)
+        }
     }
 
     // MARK: Orchestrator-level checkpoint/restore (the engine's own, between two of a kind)
@@ -457,6 +512,14 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
         let info = try await inspect(name)
         guard info.state == .running else {
             throw UMSError(.internalError, "failed to restore \(name): it is \(info.state.rawValue) after the restore")
+        }
+        // Its engine's own loop from now on, as at the source before the migration.
+        if let policy = record.specification.engine?.restartPolicy, policy != .no {
+            do {
+                try await setRestartPolicy(name, policy)
+            } catch {
+                logger.warning("failed to set the restart policy of a restored container", metadata: ["container": "\(name)", "error": "\(error)"])
+            }
         }
         return info
     }

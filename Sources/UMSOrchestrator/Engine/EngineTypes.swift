@@ -15,11 +15,33 @@ public enum DockerAPI {
         public var exposedPorts: [String: Empty]
         public var hostConfig: HostConfig
         public var hostname: String
+        public var user: String?
 
         enum CodingKeys: String, CodingKey {
             case image = "Image", cmd = "Cmd", entrypoint = "Entrypoint", env = "Env", workingDir = "WorkingDir"
-            case labels = "Labels", exposedPorts = "ExposedPorts", hostConfig = "HostConfig", hostname = "Hostname"
+            case labels = "Labels", exposedPorts = "ExposedPorts", hostConfig = "HostConfig", hostname = "Hostname", user = "User"
         }
+    }
+
+    /// `RestartPolicy` in a create or update body, and in an inspect.
+    public struct RestartPolicy: Codable, Sendable, Equatable {
+        public var name: String?
+        enum CodingKeys: String, CodingKey { case name = "Name" }
+        public init(name: String?) { self.name = name }
+    }
+
+    /// `POST /containers/{id}/update`: only the restart policy.
+    public struct UpdateBody: Codable, Sendable, Equatable {
+        public var restartPolicy: RestartPolicy
+        enum CodingKeys: String, CodingKey { case restartPolicy = "RestartPolicy" }
+    }
+
+    /// `GET /containers/json?all=true`: one row per container.
+    public struct ContainerSummary: Codable, Sendable, Equatable {
+        public var id: String
+        public var names: [String]?
+        public var labels: [String: String]?
+        enum CodingKeys: String, CodingKey { case id = "Id", names = "Names", labels = "Labels" }
     }
 
     /// `{}` in JSON (Docker's way of listing exposed ports).
@@ -36,11 +58,12 @@ public enum DockerAPI {
         public var memory: Int64?
         public var nanoCpus: Int64?
         public var pidsLimit: Int64?
+        public var restartPolicy: RestartPolicy?
 
         enum CodingKeys: String, CodingKey {
             case portBindings = "PortBindings", privileged = "Privileged", capAdd = "CapAdd", capDrop = "CapDrop"
             case securityOpt = "SecurityOpt", maskedPaths = "MaskedPaths", readonlyPaths = "ReadonlyPaths"
-            case memory = "Memory", nanoCpus = "NanoCpus", pidsLimit = "PidsLimit"
+            case memory = "Memory", nanoCpus = "NanoCpus", pidsLimit = "PidsLimit", restartPolicy = "RestartPolicy"
         }
     }
 
@@ -97,11 +120,67 @@ public enum DockerAPI {
             enum CodingKeys: String, CodingKey { case ipAddress = "IPAddress", networks = "Networks" }
         }
 
+        /// What the container was made with (the part UMS reads to adopt it).
+        public struct Config: Codable, Sendable, Equatable {
+            public var cmd: [String]?
+            public var entrypoint: [String]?
+            public var env: [String]?
+            public var workingDir: String?
+            public var user: String?
+            public var labels: [String: String]?
+            public var hostname: String?
+            enum CodingKeys: String, CodingKey {
+                case cmd = "Cmd", entrypoint = "Entrypoint", env = "Env", workingDir = "WorkingDir", user = "User"
+                case labels = "Labels", hostname = "Hostname"
+            }
+        }
+
+        public struct InspectHostConfig: Codable, Sendable, Equatable {
+            public var portBindings: [String: [PortBinding]?]?
+            public var privileged: Bool?
+            public var capAdd: [String]?
+            public var networkMode: String?
+            public var devices: [Device]?
+            public var memory: Int64?
+            public var nanoCpus: Int64?
+            public var pidsLimit: Int64?
+            public var restartPolicy: RestartPolicy?
+            public var pidMode: String?
+            public var ipcMode: String?
+            enum CodingKeys: String, CodingKey {
+                case portBindings = "PortBindings", privileged = "Privileged", capAdd = "CapAdd", networkMode = "NetworkMode"
+                case devices = "Devices", memory = "Memory", nanoCpus = "NanoCpus", pidsLimit = "PidsLimit"
+                case restartPolicy = "RestartPolicy", pidMode = "PidMode", ipcMode = "IpcMode"
+            }
+        }
+
+        public struct Device: Codable, Sendable, Equatable {
+            public var pathOnHost: String?
+            enum CodingKeys: String, CodingKey { case pathOnHost = "PathOnHost" }
+        }
+
+        public struct Mount: Codable, Sendable, Equatable {
+            public var type: String?
+            public var name: String?
+            public var source: String?
+            public var destination: String?
+            enum CodingKeys: String, CodingKey { case type = "Type", name = "Name", source = "Source", destination = "Destination" }
+        }
+
         public var id: String
+        public var name: String?
+        /// The image's ID (`sha256:<hex>`).
+        public var image: String?
         public var state: State?
         public var networkSettings: NetworkSettings?
+        public var config: Config?
+        public var hostConfig: InspectHostConfig?
+        public var mounts: [Mount]?
 
-        enum CodingKeys: String, CodingKey { case id = "Id", state = "State", networkSettings = "NetworkSettings" }
+        enum CodingKeys: String, CodingKey {
+            case id = "Id", name = "Name", image = "Image", state = "State", networkSettings = "NetworkSettings"
+            case config = "Config", hostConfig = "HostConfig", mounts = "Mounts"
+        }
 
         /// The container's address on its engine's network, if it has one.
         public var address: String? {

@@ -1,0 +1,187 @@
+import Foundation
+import NIOCore
+import UMSModel
+import UMSOS
+
+/// Containers the engine made without UMS (`docker run`, `podman run`): listed with the rest,
+/// and adopted when a migration takes their control lock — their Specification read from the
+/// engine's own description, their image the engine's own (moved with its save and load).
+extension EngineOrchestrator {
+    /// Names of the engine's containers UMS did not make (and whose names UMS can carry).
+    func foreignNames() async -> [String] {
+        guard let response = try? await api.request(.GET, "/containers/json?all=true", operation: "list \(kind)'s containers"),
+              let rows = try? response.decode([DockerAPI.ContainerSummary].self, operation: "list \(kind)'s containers")
+        else { return [] }
+        let known = Set(registry.names)
+        return rows.compactMap { row -> String? in
+            // UMS's own (a destination's container between create and restore, say) are in the registry.
+            guard row.labels?["ums.managed"] == nil, let first = row.names?.first else { return nil }
+            let name = first.hasPrefix("/") ? String(first.dropFirst()) : first
+            guard !known.contains(name), (try? ContainerName.validate(name)) != nil else { return nil }
+            return name
+        }.sorted()
+    }
+
+    /// The Specification of a container the engine made, from its inspect. With `strict`, what
+    /// UMS cannot carry is refused with every reason (a migration asks this before it freezes).
+    func adoptedSpecification(_ name: String, strict: Bool) async throws -> Specification {
+        let response = try await api.request(.GET, "/containers/\(name)/json", operation: "inspect \(name)")
+        let inspect = try response.decode(DockerAPI.ContainerInspect.self, operation: "inspect \(name)")
+        return try Self.specification(adopting: inspect, name: name, kind: kind, strict: strict)
+    }
+
+    /// Pure: an engine's inspect → a Specification, or (strict) the reasons it cannot move.
+    public static func specification(adopting inspect: DockerAPI.ContainerInspect, name: String, kind: OrchestratorKind, strict: Bool) throws -> Specification {
+        var refusals: [String] = []
+        let config = inspect.config ?? DockerAPI.ContainerInspect.Config()
+        let host = inspect.hostConfig ?? DockerAPI.ContainerInspect.InspectHostConfig()
+        // The image, by the engine's ID (Podman gives it without the prefix).
+        let id = inspect.image ?? ""
+        let digest = id.hasPrefix("sha256:") ? id : "sha256:" + id
+        let image = ImageReference(digest: digest, source: "\(kind) image", format: .engine)
+        if (try? image.validate()) == nil { refusals.append("its image ID '\(String(id.prefix(80)))' is not a sha256 digest") }
+        if host.privileged == true { refusals.append("it is privileged (every device and capability of its host)") }
+        if let mode = host.networkMode, mode == "host" || mode.hasPrefix("container:") {
+            refusals.append("it shares a network namespace (--network \(mode)), which cannot move to another system")
+        }
+        if host.pidMode == "host" || host.ipcMode == "host" { refusals.append("it shares its host's PID or IPC namespace") }
+        if let devices = host.devices, !devices.isEmpty {
+            refusals.append("it uses host devices (\(devices.compactMap(\.pathOnHost).joined(separator: ", ")))")
+        }
+        if let mounts = inspect.mounts, !mounts.isEmpty {
+            refusals.append("it mounts volumes or host directories (\(mounts.compactMap(\.destination).joined(separator: ", "))), which UMS does not carry yet")
+        }
+        var ports: [PortMapping] = []
+        for (key, bindings) in (host.portBindings ?? [:]).sorted(by: { $0.key < $1.key }) {
+            let parts = key.split(separator: "/")
+            guard let containerPort = parts.first.flatMap({ Int($0) }) else { continue }
+            let proto = parts.count > 1 ? String(parts[1]) : "tcp"
+            for binding in bindings ?? [] {
+                guard let hostPort = Int(binding.hostPort), hostPort > 0 else {
+                    refusals.append("port \(key) is published on a port its engine chose, which another system may not have free")
+                    continue
+                }
+                ports.append(PortMapping(hostPort: hostPort, containerPort: containerPort, proto: proto))
+            }
+        }
+        var limits = ResourceLimits()
+        if let memory = host.memory, memory > 0 { limits.memoryBytes = memory }
+        if let nano = host.nanoCpus, nano > 0 { limits.cpus = Double(nano) / 1e9 }
+        if let pids = host.pidsLimit, pids > 0, pids <= Int64(SpecificationBounds.maxPids) { limits.pids = Int(pids) }
+        let capabilities = (host.capAdd ?? []).map { $0.uppercased().hasPrefix("CAP_") ? $0.uppercased() : "CAP_" + $0.uppercased() }
+        // Labels are informational: those UMS cannot carry (multi-line values, odd keys) stay behind.
+        var labels: [String: String] = [:]
+        for (key, value) in config.labels ?? [:] where labels.count < SpecificationBounds.maxLabels {
+            var probe = Specification(name: "x", image: ImageReference(digest: "sha256:" + String(repeating: "0", count: 64)), command: ["x"])
+            probe.labels = [key: value]
+            if (try? probe.validate()) != nil { labels[key] = value }
+        }
+        let policy = EngineConfiguration.RestartPolicy(rawValue: host.restartPolicy?.name ?? "") ?? .no
+        let user = config.user.flatMap { $0.isEmpty ? nil : $0 }
+        let hostname = config.hostname.flatMap { $0.isEmpty ? nil : $0 }
+        let specification = Specification(
+            name: name, image: image, command: config.cmd ?? [], environment: config.env ?? [],
+            workingDirectory: config.workingDir.flatMap { $0.isEmpty ? nil : $0 } ?? "/", ports: ports, limits: limits,
+            labels: labels, security: capabilities.isEmpty ? nil : SecurityOptions(addCapabilities: capabilities),
+            engine: EngineConfiguration(madeBy: kind, entrypoint: config.entrypoint ?? [], user: user, hostname: hostname, restartPolicy: policy)
+        )
+        do {
+            try specification.validate()
+        } catch {
+            refusals.append(error.message)
+        }
+        if strict, !refusals.isEmpty {
+            throw UMSError(.unsupported, "failed to adopt \(name), made by \(kind) outside UMS: " + refusals.joined(separator: "; "))
+        }
+        return specification
+    }
+
+    /// The control lock on a container the engine made: UMS adopts it (its Specification into the
+    /// registry, checked strictly) and turns its restart policy off, so the engine does not restart
+    /// it once the checkpoint stopped it.
+    func adopt(_ name: String, migration: String) async throws {
+        let specification = try await adoptedSpecification(name, strict: true)
+        try save(Record(specification: specification, lockedBy: migration, createdAt: Date(), adopted: true))
+        if specification.engine?.restartPolicy != EngineConfiguration.RestartPolicy.no {
+            do {
+                try await setRestartPolicy(name, .no)
+            } catch where dialect == .podman {
+                // Podman restarts nothing by itself (its systemd units do): said, not fatal.
+                logger.warning("could not turn the restart policy off for the migration", metadata: ["container": "\(name)", "error": "\(error)"])
+            } catch {
+                forget(name)
+                throw error
+            }
+        }
+        logger.info("container adopted for a migration", metadata: ["container": "\(name)", "madeBy": "\(kind)", "migration.id": "\(migration)"])
+    }
+
+    /// Gives an adopted container back to its engine as it was (a rollback): its restart policy,
+    /// and no registry record.
+    func release(_ record: Record) async {
+        let name = record.specification.name
+        if let policy = record.specification.engine?.restartPolicy, policy != .no {
+            try? await setRestartPolicy(name, policy)
+        }
+        forget(name)
+    }
+
+    func setRestartPolicy(_ name: String, _ policy: EngineConfiguration.RestartPolicy) async throws {
+        try await api.request(
+            .POST, "/containers/\(name)/update", json: DockerAPI.UpdateBody(restartPolicy: .init(name: policy.rawValue)),
+            operation: "set the restart policy of \(name) to \(policy.rawValue)"
+        )
+    }
+
+    // MARK: Engine images (adopted containers' own), by the engine's image ID
+
+    func hasEngineImage(_ image: ImageReference) async -> Bool {
+        (try? await api.request(.GET, "/images/\(image.digest)/json", operation: "inspect image")) != nil
+    }
+
+    /// `GET /images/{id}/get` (docker save / podman's compatible save): the image's layers and
+    /// configuration as one tar, streamed from a file.
+    func exportEngineImage(_ image: ImageReference, consume: @Sendable (ByteBuffer) async throws -> Void) async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("ums-image-\(UUID().uuidString).tar").path
+        defer { FileSystem.remove(file) }
+        try await api.download(.GET, "/images/\(image.digest)/get", to: file, operation: "save image \(image.digest.prefix(19))")
+        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: file))
+        defer { try? handle.close() }
+        while let data = try handle.read(upToCount: 1 << 20), !data.isEmpty {
+            try await consume(ByteBuffer(data: data))
+        }
+    }
+
+    /// `POST /images/load`, then the engine must hold the image under the announced ID — the ID
+    /// is the digest of the image's configuration, which names every layer by its content, so
+    /// that is the check that what arrived is what was sent.
+    func importEngineImage<Chunks: AsyncSequence & Sendable>(_ chunks: Chunks, expected: ImageReference) async throws -> ImageReference
+        where Chunks.Element == ByteBuffer
+    {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("ums-image-\(UUID().uuidString).tar").path
+        defer { FileSystem.remove(file) }
+        guard FileManager.default.createFile(atPath: file, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+            throw UMSError(.internalError, "failed to receive image \(expected.digest): cannot write \(file)")
+        }
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: file))
+        var bytes: Int64 = 0
+        do {
+            for try await chunk in chunks {
+                bytes += Int64(chunk.readableBytes)
+                try handle.write(contentsOf: Data(buffer: chunk))
+            }
+            try handle.close()
+        } catch {
+            try? handle.close()
+            throw error
+        }
+        let data = try FileSystem.read(file)
+        try await api.request(.POST, "/images/load", body: .bytes(ByteBuffer(data: data)), contentType: "application/x-tar", timeout: .seconds(600), operation: "load image \(expected.digest.prefix(19))")
+        guard await hasEngineImage(expected) else {
+            throw UMSError(.invalidArgument, "failed to receive image \(expected.digest): the loaded archive holds another image (corrupted transfer?)")
+        }
+        var received = expected
+        received.sizeBytes = bytes
+        return received
+    }
+}

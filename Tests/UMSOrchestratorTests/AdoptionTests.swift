@@ -1,0 +1,94 @@
+import Foundation
+import Testing
+import UMSModel
+@testable import UMSOrchestrator
+
+/// A container its engine made without UMS (`docker run`), read from the engine's inspect.
+@Suite("Adopting engine containers")
+struct AdoptionTests {
+    static let image = "sha256:" + String(repeating: "ab", count: 32)
+
+    /// Docker 20.10's inspect of `docker run -d --name cache --restart always -p 18110:8080 -e A=1 -u 999 --cap-add NET_ADMIN -m 64m IMAGE /bin/counter --port 8080`, the part UMS reads, and more.
+    static func inspect(_ change: (inout [String: Any]) -> Void = { _ in }) throws -> DockerAPI.ContainerInspect {
+        var json: [String: Any] = [
+            "Id": String(repeating: "c", count: 64), "Name": "/cache", "Image": image,
+            "State": ["Status": "running", "Pid": 4242],
+            "Config": [
+                "Cmd": ["/bin/counter", "--port", "8080"], "Entrypoint": NSNull(), "Env": ["A=1", "PATH=/usr/bin:/bin"],
+                "WorkingDir": "", "User": "999", "Hostname": "c0ffee123456",
+                "Labels": ["team": "x", "bad": "two\nlines"], "ExposedPorts": ["8080/tcp": [String: Any]()],
+            ],
+            "HostConfig": [
+                "PortBindings": ["8080/tcp": [["HostIp": "", "HostPort": "18110"]]], "Privileged": false, "CapAdd": ["NET_ADMIN"],
+                "NetworkMode": "default", "Devices": [Any](), "Memory": 64 << 20, "NanoCpus": 0, "PidsLimit": NSNull(),
+                "RestartPolicy": ["Name": "always", "MaximumRetryCount": 0], "PidMode": "", "IpcMode": "private",
+            ],
+            "Mounts": [Any](),
+            "NetworkSettings": ["IPAddress": "172.17.0.2"],
+        ]
+        change(&json)
+        return try JSONDecoder().decode(DockerAPI.ContainerInspect.self, from: JSONSerialization.data(withJSONObject: json))
+    }
+
+    @Test("what the engine records becomes the Specification: image by ID, command, environment, user, ports, limits, capabilities, restart policy; labels UMS cannot carry stay behind")
+    func specification() throws {
+        let specification = try EngineOrchestrator.specification(adopting: try Self.inspect(), name: "cache", kind: .docker, strict: true)
+        #expect(specification.image == ImageReference(digest: Self.image, source: "docker image", format: .engine))
+        #expect(specification.command == ["/bin/counter", "--port", "8080"])
+        #expect(specification.environment == ["A=1", "PATH=/usr/bin:/bin"])
+        #expect(specification.workingDirectory == "/")
+        #expect(specification.ports == [PortMapping(hostPort: 18110, containerPort: 8080)])
+        #expect(specification.limits.memoryBytes == 64 << 20)
+        #expect(specification.security?.addCapabilities == ["CAP_NET_ADMIN"])
+        #expect(specification.labels == ["team": "x"])
+        #expect(specification.engine == EngineConfiguration(madeBy: .docker, entrypoint: [], user: "999", hostname: "c0ffee123456", restartPolicy: .always))
+        // It goes on the wire to the destination: it passes the peer's checks.
+        let decoded = try JSONDecoder().decode(Specification.self, from: JSONEncoder().encode(specification))
+        #expect(decoded == specification)
+        // The destination's engine gets the same.
+        let body = try EngineOrchestrator.createBody(specification, dialect: .docker, systemName: "b")
+        #expect(body.image == Self.image)
+        #expect(body.user == "999")
+        #expect(body.hostConfig.capAdd == ["CAP_NET_ADMIN"] && body.hostConfig.capDrop == nil, "the engine's defaults, as at the source")
+    }
+
+    @Test("what cannot move to another system is refused with every reason, before anything freezes", arguments: [
+        ("privileged", "privileged"), ("host network", "shares a network namespace"), ("a device", "host devices"),
+        ("a volume", "mounts volumes"), ("a random host port", "a port its engine chose"), ("no image ID", "not a sha256 digest"),
+    ])
+    func refusals(_ what: String, _ reason: String) throws {
+        let inspect = try Self.inspect { json in
+            var host = json["HostConfig"] as! [String: Any]
+            switch what {
+            case "privileged": host["Privileged"] = true
+            case "host network": host["NetworkMode"] = "host"
+            case "a device": host["Devices"] = [["PathOnHost": "/dev/fuse"]]
+            case "a volume": json["Mounts"] = [["Type": "volume", "Name": "data", "Destination": "/data"]]
+            case "a random host port": host["PortBindings"] = ["8080/tcp": [["HostIp": "", "HostPort": ""]]]
+            default: json["Image"] = "../../etc"
+            }
+            json["HostConfig"] = host
+        }
+        let error = #expect(throws: UMSError.self) {
+            try EngineOrchestrator.specification(adopting: inspect, name: "cache", kind: .docker, strict: true)
+        }
+        #expect(error?.code == .unsupported)
+        #expect(error?.message.contains(reason) == true, "\(error?.message ?? "")")
+        // Listed all the same (not strict): `ums ps` shows it, the migration refuses it.
+        #expect((try? EngineOrchestrator.specification(adopting: inspect, name: "cache", kind: .docker, strict: false)) != nil || what == "no image ID")
+    }
+
+    @Test("hostile engine values are refused, never carried: a user with a newline, an entrypoint with NUL")
+    func hostile() throws {
+        for change in [
+            { (json: inout [String: Any]) in var c = json["Config"] as! [String: Any]; c["User"] = "root\n-A INPUT"; json["Config"] = c },
+            { (json: inout [String: Any]) in var c = json["Config"] as! [String: Any]; c["Entrypoint"] = ["/bin/sh\u{0}x"]; json["Config"] = c },
+        ] {
+            let inspect = try Self.inspect(change)
+            #expect(throws: UMSError.self) { try EngineOrchestrator.specification(adopting: inspect, name: "cache", kind: .docker, strict: true) }
+        }
+        var hostile = try EngineOrchestrator.specification(adopting: try Self.inspect(), name: "cache", kind: .docker, strict: true)
+        hostile.engine?.user = "a b"
+        #expect(throws: (any Error).self) { try JSONDecoder().decode(Specification.self, from: JSONEncoder().encode(hostile)) }
+    }
+}
