@@ -221,14 +221,18 @@ public struct CoordinatorClient: Sendable {
 }
 
 /// SHA-256 of everything an upload sent.
-actor StreamHasher {
+/// The SHA-256 of a stream as it passes (`sha256:<hex>`): what an upload's sender and receiver
+/// compare.
+public actor StreamHasher {
     var hasher = SHA256()
 
-    func update(_ buffer: ByteBuffer) {
+    public init() {}
+
+    public func update(_ buffer: ByteBuffer) {
         buffer.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
     }
 
-    func digest() -> String {
+    public func digest() -> String {
         "sha256:" + Array(hasher.finalize()).hex
     }
 }

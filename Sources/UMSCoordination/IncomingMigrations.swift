@@ -166,8 +166,15 @@ public actor IncomingMigrations {
         let expected = ImageReference(digest: digest, format: format)
         try expected.validate()
         let bounded = ByteLimited(chunks, limit: admission.maxImageBytes, what: "maxImageBytes")
-        let image = try await system.orchestrator.importImage(bounded, expected: expected)
-        return UploadResponse(bytes: image.sizeBytes ?? 0, digest: image.digest)
+        guard expected.format == .engine else {
+            let image = try await system.orchestrator.importImage(bounded, expected: expected)
+            return UploadResponse(bytes: image.sizeBytes ?? 0, digest: image.digest)
+        }
+        // An engine's image is named by its configuration, not by the archive's bytes: the answer
+        // carries the archive's own digest for the source to compare.
+        let hasher = StreamHasher()
+        let image = try await system.orchestrator.importImage(bounded.map { await hasher.update($0); return $0 }, expected: expected)
+        return UploadResponse(bytes: image.sizeBytes ?? 0, digest: await hasher.digest())
     }
 
     /// Paper Steps 4-7: create the identical container and get ready to receive. A repeated
