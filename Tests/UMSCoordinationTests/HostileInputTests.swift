@@ -118,6 +118,8 @@ struct HostileInputTests {
         Case(name: "not JSON", body: Data("{{{".utf8), status: .badRequest, reason: "malformed request body"),
         Case(name: "an image digest with a path, in the route", method: .put, path: "/v1/peer/images/..%2F..%2Fetc", body: Data("x".utf8), status: .badRequest, reason: "invalid image digest"),
         Case(name: "files for a migration that does not exist", method: .put, path: "/v1/peer/migrations/m-nope/files/images", body: Data("x".utf8), status: .notFound, reason: "no incoming migration"),
+        Case(name: "an image format that is not one", method: .get, path: "/v1/peer/images/sha256:" + String(repeating: "a", count: 64) + "?format=../x", body: Data(), status: .badRequest, reason: "invalid image format"),
+        Case(name: "an engine image with a path for a digest", method: .put, path: "/v1/peer/images/..%2Fx?format=engine", body: Data("x".utf8), status: .badRequest, reason: "invalid image digest"),
         // Recovery and resolution routes.
         Case(name: "status of a traversal id", method: .get, path: "/v1/peer/migrations/..%2F..%2Fetc", body: Data(), status: .notFound, reason: "no incoming migration"),
         Case(name: "status of an unknown migration", method: .get, path: "/v1/peer/migrations/m-nope", body: Data(), status: .notFound, reason: "no incoming migration"),
