@@ -17,6 +17,8 @@ public protocol PeerCoordinator: Sendable {
     func prepare(_ body: PrepareRequest) async throws -> PrepareResponse
     /// Streams one part of the checkpoint of migration `id`.
     func sendFiles(_ id: String, part: FilePart, produce: @escaping ChunkProducer) async throws -> UploadResponse
+    /// Streams the contents of one of the container's named volumes.
+    func sendVolume(_ id: String, volume: String, produce: @escaping ChunkProducer) async throws -> UploadResponse
     func restore(_ id: String, _ body: PeerRestoreRequest) async throws -> RestoreResponse
     func commit(_ id: String) async throws -> CommitResponse
     func abort(_ id: String) async throws
@@ -27,6 +29,10 @@ public protocol PeerCoordinator: Sendable {
 extension CoordinatorClient: PeerCoordinator {
     public func sendImage(_ image: ImageReference, produce: @escaping ChunkProducer) async throws -> UploadResponse {
         try await upload(Routes.peerImage(image), produce: produce)
+    }
+
+    public func sendVolume(_ id: String, volume: String, produce: @escaping ChunkProducer) async throws -> UploadResponse {
+        try await upload(Routes.peerVolume(id, volume), produce: produce)
     }
 
     public func sendFiles(_ id: String, part: FilePart, produce: @escaping ChunkProducer) async throws -> UploadResponse {

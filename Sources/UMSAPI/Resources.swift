@@ -26,6 +26,7 @@ public enum Routes {
     public static func peerRestore(_ id: String) -> String { "/v1/peer/migrations/\(id)/restore" }
     public static func peerCommit(_ id: String) -> String { "/v1/peer/migrations/\(id)/commit" }
     public static let incoming = "/v1/incoming"
+    public static func peerVolume(_ id: String, _ volume: String) -> String { "/v1/peer/migrations/\(id)/volumes/\(volume)" }
     public static func resolve(_ id: String) -> String { "/v1/migrations/\(id)/resolve" }
 }
 

@@ -259,6 +259,11 @@ public func buildRouter(
         }
         return try JSONAPI.response(try await coordinator.incoming.receiveFiles(try context.parameters.require("id"), part: part, request.body, by: context.caller?.peerName))
     }
+    router.put("/v1/peer/migrations/:id/volumes/:volume") { request, context in
+        try JSONAPI.response(try await coordinator.incoming.receiveVolume(
+            try context.parameters.require("id"), volume: try context.parameters.require("volume"), request.body, by: context.caller?.peerName
+        ))
+    }
     router.post("/v1/peer/migrations/:id/restore") { request, context in
         // The body is optional: an empty one means stop-and-copy.
         let buffer = try await request.body.collect(upTo: 1 << 16)

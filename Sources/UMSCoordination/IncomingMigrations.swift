@@ -6,6 +6,7 @@ import UMSDecision
 import UMSFrontman
 import UMSMigration
 import UMSModel
+import UMSOrchestrator
 import UMSOS
 
 /// The destination part of a Coordinator: one `Entry` per incoming migration, whose
@@ -205,6 +206,15 @@ public actor IncomingMigrations {
         guard let approach = system.approaches[request.approach] else {
             throw UMSError(.unsupported, "failed to prepare migration \(request.id): system \(system.name) does not implement the \(request.approach.rawValue)-level approach")
         }
+        // Volumes arrive under their own names: never into one this system already has.
+        if let volumes = request.specification.volumes, !volumes.isEmpty {
+            guard let carrier = system.orchestrator as? any VolumeCarrying else {
+                throw UMSError(.unsupported, "failed to prepare migration \(request.id): system \(system.name)'s orchestrator does not carry volumes")
+            }
+            for volume in volumes where await carrier.volumeExists(volume.name) {
+                throw UMSError(.exists, "failed to prepare migration \(request.id): a volume named \(volume.name) already exists on system \(system.name)")
+            }
+        }
         let migration = IncomingMigration(id: request.id, specification: request.specification, imagesDirectory: "\(directory(request.id))/images")
         // Entered before the first suspension point: a second prepare of the same id is refused.
         entries[request.id] = Entry(
@@ -248,6 +258,30 @@ public actor IncomingMigrations {
         } else {
             received = try await approach.importFiles(entry.migration, part: part, bounded)
         }
+        entries[id]?.checkpointBytes += received.bytes
+        return UploadResponse(bytes: received.bytes, digest: received.digest)
+    }
+
+    /// The contents of one of the container's named volumes (after the freeze), into the volume of
+    /// the same name here, bounded by what is left of the checkpoint allowance.
+    public func receiveVolume<Chunks: AsyncSequence & Sendable>(_ id: String, volume: String, _ chunks: Chunks, by caller: String? = nil) async throws -> UploadResponse
+        where Chunks.Element == ByteBuffer
+    {
+        try VolumeName.validate(volume)
+        var entry = try entry(id, by: caller)
+        guard entry.migration.specification.volumes?.contains(where: { $0.name == volume }) == true else {
+            throw UMSError(.invalidArgument, "failed to receive volume \(volume): migration \(id) has no such volume")
+        }
+        guard let carrier = system.orchestrator as? any VolumeCarrying else {
+            throw UMSError(.unsupported, "failed to receive volume \(volume): this system's orchestrator does not carry volumes")
+        }
+        let before = entry.machine.state
+        try entry.machine.receive()
+        if before != entry.machine.state {
+            try write(id) { $0.machine = entry.machine }
+        }
+        let allowance = max(0, admission.maxCheckpointBytes - entry.checkpointBytes)
+        let received = try await carrier.importVolume(volume, ByteLimited(chunks, limit: allowance, what: "maxCheckpointBytes"))
         entries[id]?.checkpointBytes += received.bytes
         return UploadResponse(bytes: received.bytes, digest: received.digest)
     }
@@ -382,6 +416,10 @@ public actor IncomingMigrations {
             await approach.abort(entry.migration)
         } else {
             try? await system.orchestrator.delete(entry.migration.specification.name, migration: id)
+        }
+        // Its volumes were made for it (prepare refuses a name that exists here).
+        if let carrier = system.orchestrator as? any VolumeCarrying {
+            for volume in entry.migration.specification.volumes ?? [] { await carrier.removeVolume(volume.name) }
         }
         await frontmen?.remove(entry.migration.specification.name)
         FileSystem.remove(directory(id))

@@ -7,6 +7,7 @@ import UMSFrontman
 import UMSMigration
 import UMSImage
 import UMSModel
+import UMSOrchestrator
 import UMSOS
 import UMSTrust
 
@@ -106,6 +107,9 @@ struct MigrationDriver: Sendable {
         let phaseStart = clock.now
         try await enter(.specification, &progress)
         let specification = try await system.orchestrator.specification(of: container)
+        if !(specification.volumes ?? []).isEmpty, !(system.orchestrator is any VolumeCarrying) {
+            throw UMSError(.unsupported, "failed to migrate \(container): it mounts volumes and the \(system.orchestrator.kind) adapter does not carry them")
+        }
         let sourceProfile = await system.profile()
 
         try await enter(.checkingDestination, &progress)
@@ -205,6 +209,16 @@ struct MigrationDriver: Sendable {
             }
             progress.bytes += changes.bytes
         }
+        // Named volumes, whole, after the freeze (the service cannot change them any more).
+        if let carrier = system.orchestrator as? any VolumeCarrying {
+            for volume in plan.specification.volumes ?? [] {
+                let sent = try await peer.sendVolume(id, volume: volume.name) { consume in
+                    _ = try await carrier.exportVolume(volume.name, consume: consume)
+                }
+                progress.bytes += sent.bytes
+                await records.note(id, "volume \(volume.name) sent (\(sent.bytes) bytes)")
+            }
+        }
         progress.durations.transfer = (clock.now - phaseStart).seconds
 
         phaseStart = clock.now
@@ -258,6 +272,9 @@ struct MigrationDriver: Sendable {
             // The service runs at the destination; the frozen source is retried in the background
             // and the record says so until it is gone.
             await records.retryDeletingSource(id, container: container)
+        } else if let carrier = system.orchestrator as? any VolumeCarrying {
+            // Its data lives at the destination now: no stale copy stays behind.
+            for volume in plan.specification.volumes ?? [] { await carrier.removeVolume(volume.name) }
         }
         // The source is gone with whatever was in flight inside it: the Frontman retries
         // what it safely can at the destination, then stays until clients follow the record.

@@ -53,6 +53,10 @@ struct WatchedPeer: PeerCoordinator {
         try await watched("send \(part.rawValue)") { try await peer.sendFiles(id, part: part, produce: produce) }
     }
 
+    func sendVolume(_ id: String, volume: String, produce: @escaping ChunkProducer) async throws -> UploadResponse {
+        try await watched("send volume \(volume)") { try await peer.sendVolume(id, volume: volume, produce: produce) }
+    }
+
     func restore(_ id: String, _ body: PeerRestoreRequest) async throws -> RestoreResponse {
         try await watched("restore") { try await peer.restore(id, body) }
     }

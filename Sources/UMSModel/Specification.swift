@@ -21,13 +21,17 @@ public struct Specification: Codable, Sendable, Equatable {
     /// A container its engine made outside UMS (`docker run`, `podman run`): what that engine
     /// records beyond the fields above, so the destination's engine makes the same (nil: UMS made it).
     public var engine: EngineConfiguration?
+    /// Named volumes the container mounts: their contents move with it (nil or empty: none).
+    public var volumes: [VolumeMount]?
 
     public init(
         name: String, image: ImageReference, command: [String], environment: [String] = [],
         workingDirectory: String = "/", ports: [PortMapping] = [], limits: ResourceLimits = .init(),
-        processCount: Int = 1, labels: [String: String] = [:], security: SecurityOptions? = nil, engine: EngineConfiguration? = nil
+        processCount: Int = 1, labels: [String: String] = [:], security: SecurityOptions? = nil, engine: EngineConfiguration? = nil,
+        volumes: [VolumeMount]? = nil
     ) {
         self.engine = engine
+        self.volumes = volumes
         self.name = name
         self.image = image
         self.command = command
@@ -41,7 +45,7 @@ public struct Specification: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, image, command, environment, workingDirectory, ports, limits, processCount, labels, security, engine
+        case name, image, command, environment, workingDirectory, ports, limits, processCount, labels, security, engine, volumes
     }
 
     /// Decodes and validates (`validate()`): what a peer or a file sends is checked here.
@@ -58,7 +62,8 @@ public struct Specification: Codable, Sendable, Equatable {
             processCount: try container.decodeIfPresent(Int.self, forKey: .processCount) ?? 1,
             labels: try container.decodeIfPresent([String: String].self, forKey: .labels) ?? [:],
             security: try container.decodeIfPresent(SecurityOptions.self, forKey: .security),
-            engine: try container.decodeIfPresent(EngineConfiguration.self, forKey: .engine)
+            engine: try container.decodeIfPresent(EngineConfiguration.self, forKey: .engine),
+            volumes: try container.decodeIfPresent([VolumeMount].self, forKey: .volumes)
         )
         try validate()
     }
@@ -96,6 +101,22 @@ public struct EngineConfiguration: Codable, Sendable, Equatable {
         self.user = user
         self.hostname = hostname
         self.restartPolicy = restartPolicy
+    }
+}
+
+/// A named volume mounted into a container. Its contents cross with the migration (after the
+/// freeze) and are recreated under the same name at the destination, owners and modes kept.
+public struct VolumeMount: Codable, Sendable, Equatable {
+    /// The engine's volume name (a-z, A-Z, 0-9, `_`, `.`, `-`; what names a directory there).
+    public var name: String
+    /// Where it is mounted in the container (absolute, without `..`).
+    public var destination: String
+    public var readOnly: Bool
+
+    public init(name: String, destination: String, readOnly: Bool = false) {
+        self.name = name
+        self.destination = destination
+        self.readOnly = readOnly
     }
 }
 

@@ -16,6 +16,7 @@ public enum SpecificationBounds {
     public static let maxPids = 4_194_304
     public static let maxProcessCount = 1_000_000
     public static let maxPathBytes = 4096
+    public static let maxVolumes = 32
 }
 
 /// Checks a migration id: it names directories at the destination, so it is kept to `m-` and a
@@ -140,6 +141,33 @@ extension Specification {
         }
         try security?.validate()
         try engine?.validate()
+        let volumes = self.volumes ?? []
+        guard volumes.count <= Bounds.maxVolumes else { throw UMSError(.invalidArgument, "invalid volumes: more than \(Bounds.maxVolumes)") }
+        for volume in volumes { try volume.validate() }
+        guard Set(volumes.map(\.name)).count == volumes.count, Set(volumes.map(\.destination)).count == volumes.count else {
+            throw UMSError(.invalidArgument, "invalid volumes: a name or a mount point twice")
+        }
+    }
+}
+
+extension VolumeMount {
+    public func validate() throws(UMSError) {
+        try VolumeName.validate(name)
+        guard destination.hasPrefix("/"), destination != "/", destination.utf8.count <= SpecificationBounds.maxPathBytes, destination.isSingleLine,
+              !destination.unicodeScalars.contains("\0"), !destination.split(separator: "/").contains(".."), !destination.contains(":")
+        else {
+            throw UMSError(.invalidArgument, "invalid volume mount point '\(String(destination.prefix(64)))': expected an absolute path without '..' or ':'")
+        }
+    }
+}
+
+/// A volume's name: it names a directory and an engine object at the destination.
+public enum VolumeName {
+    public static func validate(_ name: String) throws(UMSError) {
+        let allowed = name.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "_.-".unicodeScalars.contains($0) }
+        guard (1...128).contains(name.utf8.count), allowed, let first = name.unicodeScalars.first, first != ".", first != "-" else {
+            throw UMSError(.invalidArgument, "invalid volume name '\(String(name.prefix(64)))': 1-128 characters of a-z, A-Z, 0-9, '_', '.', '-', not starting with '.' or '-'")
+        }
     }
 }
 

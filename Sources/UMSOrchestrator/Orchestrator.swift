@@ -130,3 +130,17 @@ extension ContainerOrchestrator {
 public protocol LeftoverSweeping: Sendable {
     func sweepLeftovers() async
 }
+
+/// An adapter whose engine keeps named volumes: their contents leave with a migrating container
+/// and arrive under the same name.
+public protocol VolumeCarrying: Sendable {
+    func volumeExists(_ name: String) async -> Bool
+    /// The volume's contents as a tar stream (owners, modes, extended attributes kept).
+    func exportVolume(_ name: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> StreamSummary
+    /// Creates the volume if missing and fills it from a peer's tar stream, checked (no device
+    /// nodes, FIFOs or setuid files; no foreign `trusted.*` attributes).
+    func importVolume<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> StreamSummary
+        where Chunks.Element == ByteBuffer
+    /// Removes it (idempotent; an engine refuses while a container uses it).
+    func removeVolume(_ name: String) async
+}

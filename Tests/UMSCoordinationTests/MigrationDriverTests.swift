@@ -68,6 +68,12 @@ actor FakePeer: PeerCoordinator {
         return UploadResponse(bytes: 1, digest: nil)
     }
 
+    func sendVolume(_ id: String, volume: String, produce: @escaping ChunkProducer) async throws -> UploadResponse {
+        try call(.sendFiles)
+        try await produce { _ in }
+        return UploadResponse(bytes: 1, digest: nil)
+    }
+
     func restore(_ id: String, _ body: PeerRestoreRequest) async throws -> RestoreResponse {
         try call(.restore)
         journal = .restored

@@ -54,7 +54,7 @@ struct AdoptionTests {
 
     @Test("what cannot move to another system is refused with every reason, before anything freezes", arguments: [
         ("privileged", "privileged"), ("host network", "shares a network namespace"), ("a device", "host devices"),
-        ("a volume", "mounts volumes"), ("a random host port", "a port its engine chose"), ("no image ID", "not a sha256 digest"),
+        ("a bind mount", "mounts a host directory"), ("a random host port", "a port its engine chose"), ("no image ID", "not a sha256 digest"),
     ])
     func refusals(_ what: String, _ reason: String) throws {
         let inspect = try Self.inspect { json in
@@ -63,7 +63,7 @@ struct AdoptionTests {
             case "privileged": host["Privileged"] = true
             case "host network": host["NetworkMode"] = "host"
             case "a device": host["Devices"] = [["PathOnHost": "/dev/fuse"]]
-            case "a volume": json["Mounts"] = [["Type": "volume", "Name": "data", "Destination": "/data"]]
+            case "a bind mount": json["Mounts"] = [["Type": "bind", "Source": "/srv", "Destination": "/srv", "RW": true]]
             case "a random host port": host["PortBindings"] = ["8080/tcp": [["HostIp": "", "HostPort": ""]]]
             default: json["Image"] = "../../etc"
             }
@@ -76,6 +76,26 @@ struct AdoptionTests {
         #expect(error?.message.contains(reason) == true, "\(error?.message ?? "")")
         // Listed all the same (not strict): `ums ps` shows it, the migration refuses it.
         #expect((try? EngineOrchestrator.specification(adopting: inspect, name: "cache", kind: .docker, strict: false)) != nil || what == "no image ID")
+    }
+
+    @Test("named volumes are carried: name, mount point, read-only; the destination's engine mounts the same")
+    func volumes() throws {
+        let inspect = try Self.inspect { json in
+            json["Mounts"] = [["Type": "volume", "Name": "cachedata", "Source": "/var/lib/docker/volumes/cachedata/_data", "Destination": "/data", "RW": true],
+                              ["Type": "volume", "Name": "conf", "Destination": "/etc/app", "RW": false]]
+        }
+        let specification = try EngineOrchestrator.specification(adopting: inspect, name: "cache", kind: .docker, strict: true)
+        #expect(specification.volumes == [VolumeMount(name: "cachedata", destination: "/data"), VolumeMount(name: "conf", destination: "/etc/app", readOnly: true)])
+        let body = try EngineOrchestrator.createBody(specification, dialect: .docker, systemName: "b")
+        #expect(body.hostConfig.binds == ["cachedata:/data", "conf:/etc/app:ro"])
+        let podman = try EngineOrchestrator.libpodCreateBody(specification, systemName: "b")
+        #expect(podman.volumes == [.init(name: "cachedata", dest: "/data", options: []), .init(name: "conf", dest: "/etc/app", options: ["ro"])])
+        // A hostile name or mount point never reaches a path or a bind string.
+        for (name, destination) in [("../x", "/data"), ("a/b", "/data"), ("ok", "/data:/etc"), ("ok", "relative"), ("ok", "/a/../../etc")] {
+            var bad = specification
+            bad.volumes = [VolumeMount(name: name, destination: destination)]
+            #expect(throws: UMSError.self, "\(name) \(destination)") { try bad.validate() }
+        }
     }
 
     @Test("hostile engine values are refused, never carried: a user with a newline, an entrypoint with NUL")

@@ -48,8 +48,13 @@ extension EngineOrchestrator {
         if let devices = host.devices, !devices.isEmpty {
             refusals.append("it uses host devices (\(devices.compactMap(\.pathOnHost).joined(separator: ", ")))")
         }
-        if let mounts = inspect.mounts, !mounts.isEmpty {
-            refusals.append("it mounts volumes or host directories (\(mounts.compactMap(\.destination).joined(separator: ", "))), which UMS does not carry yet")
+        var volumes: [VolumeMount] = []
+        for mount in inspect.mounts ?? [] {
+            if mount.type == "volume", let volume = mount.name, let destination = mount.destination {
+                volumes.append(VolumeMount(name: volume, destination: destination, readOnly: mount.rw == false))
+            } else {
+                refusals.append("it mounts \(mount.type == "bind" ? "a host directory" : "a \(mount.type ?? "mount")") at \(mount.destination ?? "?"), which UMS does not carry yet (named volumes it does)")
+            }
         }
         var ports: [PortMapping] = []
         for (key, bindings) in (host.portBindings ?? [:]).sorted(by: { $0.key < $1.key }) {
@@ -83,7 +88,8 @@ extension EngineOrchestrator {
             name: name, image: image, command: config.cmd ?? [], environment: config.env ?? [],
             workingDirectory: config.workingDir.flatMap { $0.isEmpty ? nil : $0 } ?? "/", ports: ports, limits: limits,
             labels: labels, security: capabilities.isEmpty ? nil : SecurityOptions(addCapabilities: capabilities),
-            engine: EngineConfiguration(madeBy: kind, entrypoint: config.entrypoint ?? [], user: user, hostname: hostname, restartPolicy: policy)
+            engine: EngineConfiguration(madeBy: kind, entrypoint: config.entrypoint ?? [], user: user, hostname: hostname, restartPolicy: policy),
+            volumes: volumes.isEmpty ? nil : volumes
         )
         do {
             try specification.validate()

@@ -238,6 +238,9 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
         host.memory = specification.limits.memoryBytes
         if let cpus = specification.limits.cpus { host.nanoCpus = try nanoCPUs(cpus) }
         host.pidsLimit = specification.limits.pids.map(Int64.init)
+        if let volumes = specification.volumes, !volumes.isEmpty {
+            host.binds = volumes.map { "\($0.name):\($0.destination)" + ($0.readOnly ? ":ro" : "") }
+        }
         return DockerAPI.CreateBody(
             image: try Self.engineImage(specification.image), cmd: specification.command, entrypoint: specification.engine?.entrypoint ?? [],
             env: specification.environment, workingDir: specification.workingDirectory, labels: labels(specification, systemName: systemName),
@@ -294,6 +297,9 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
         if let cpus = specification.limits.cpus { limits.cpu = OCI.CPU(quota: try nanoCPUs(cpus) / 10_000, period: 100_000) }
         limits.pids = specification.limits.pids.map { OCI.Pids(limit: Int64($0)) }
         if limits != OCI.Resources() { body.resourceLimits = limits }
+        if let volumes = specification.volumes, !volumes.isEmpty {
+            body.volumes = volumes.map { LibpodAPI.NamedVolume(name: $0.name, dest: $0.destination, options: $0.readOnly ? ["ro"] : []) }
+        }
         return body
     }
 

@@ -59,11 +59,13 @@ public enum DockerAPI {
         public var nanoCpus: Int64?
         public var pidsLimit: Int64?
         public var restartPolicy: RestartPolicy?
+        /// `NAME:/path[:ro]` for named volumes.
+        public var binds: [String]?
 
         enum CodingKeys: String, CodingKey {
             case portBindings = "PortBindings", privileged = "Privileged", capAdd = "CapAdd", capDrop = "CapDrop"
             case securityOpt = "SecurityOpt", maskedPaths = "MaskedPaths", readonlyPaths = "ReadonlyPaths"
-            case memory = "Memory", nanoCpus = "NanoCpus", pidsLimit = "PidsLimit", restartPolicy = "RestartPolicy"
+            case memory = "Memory", nanoCpus = "NanoCpus", pidsLimit = "PidsLimit", restartPolicy = "RestartPolicy", binds = "Binds"
         }
     }
 
@@ -164,7 +166,8 @@ public enum DockerAPI {
             public var name: String?
             public var source: String?
             public var destination: String?
-            enum CodingKeys: String, CodingKey { case type = "Type", name = "Name", source = "Source", destination = "Destination" }
+            public var rw: Bool?
+            enum CodingKeys: String, CodingKey { case type = "Type", name = "Name", source = "Source", destination = "Destination", rw = "RW" }
         }
 
         public var id: String
@@ -220,12 +223,21 @@ public enum LibpodAPI {
         public var noNewPrivileges: Bool?
         public var seccompProfilePath: String?
         public var resourceLimits: OCI.Resources?
+        public var volumes: [NamedVolume]?
 
         enum CodingKeys: String, CodingKey {
-            case name, image, command, entrypoint, env, hostname, labels, portmappings, privileged
+            case name, image, command, entrypoint, env, hostname, labels, portmappings, privileged, volumes
             case workDir = "work_dir", capDrop = "cap_drop", capAdd = "cap_add", noNewPrivileges = "no_new_privileges"
             case seccompProfilePath = "seccomp_profile_path", resourceLimits = "resource_limits"
         }
+    }
+
+    /// A named volume in a SpecGenerator.
+    public struct NamedVolume: Codable, Sendable, Equatable {
+        public var name: String
+        public var dest: String
+        public var options: [String]
+        enum CodingKeys: String, CodingKey { case name = "Name", dest = "Dest", options = "Options" }
     }
 
     public struct PortMapping: Codable, Sendable, Equatable {
