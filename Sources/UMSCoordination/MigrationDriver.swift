@@ -209,8 +209,9 @@ struct MigrationDriver: Sendable {
             }
             progress.bytes += changes.bytes
         }
-        // Named volumes, whole, after the freeze (the service cannot change them any more).
-        if let carrier = system.orchestrator as? any VolumeCarrying {
+        // Named volumes, whole, after the freeze (the service cannot change them any more) —
+        // unless the engine's own checkpoint carried them.
+        if let carrier = system.orchestrator as? any VolumeCarrying, !(approach.approach == .orchestrator && carrier.checkpointCarriesVolumes) {
             for volume in plan.specification.volumes ?? [] {
                 let sent = try await peer.sendVolume(id, volume: volume.name) { consume in
                     _ = try await carrier.exportVolume(volume.name, consume: consume)

@@ -134,6 +134,9 @@ public protocol LeftoverSweeping: Sendable {
 /// An adapter whose engine keeps named volumes: their contents leave with a migrating container
 /// and arrive under the same name.
 public protocol VolumeCarrying: Sendable {
+    /// Whether the engine's own checkpoint (orchestrator-level) already carries the volumes'
+    /// contents (Podman's export does), so UMS does not send them again.
+    var checkpointCarriesVolumes: Bool { get }
     func volumeExists(_ name: String) async -> Bool
     /// The volume's contents as a tar stream (owners, modes, extended attributes kept).
     func exportVolume(_ name: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> StreamSummary

@@ -95,28 +95,27 @@ struct EngineTests {
         await testbed.cleanUp(name)
     }
 
-    @Test("a container started with docker run, not through UMS, is listed as made by docker and moves to B with its image, state and restart policy; A's Docker does not restart it")
+    @Test("a container started with docker/podman run, not through UMS, is listed as made by its engine and moves to B with its image, state and restart policy; A's Docker does not restart it")
     func adoptsDockerRun() async throws {
         let testbed = try Testbed()
         let (kindA, kindB) = try #require(Testbed.kinds)
-        guard kindA == .docker, kindB == .docker else { return }
-        let directory = Testbed.environment["UMS_TESTBED_DIR"] ?? "/run/ums-testbed"
-        let (engineA, engineB) = ("unix://\(directory)/a/engine.sock", "unix://\(directory)/b/engine.sock")
+        guard kindA == kindB, [.docker, .podman].contains(kindA) else { return }
+        let (cliA, cliB) = (EngineCLI(kind: kindA, system: "a"), EngineCLI(kind: kindB, system: "b"))
         let name = "adopted"
-        _ = try? await command("/usr/bin/docker", ["-H", engineA, "rm", "-f", name])
-        _ = try? await command("/usr/bin/docker", ["-H", engineB, "rm", "-f", name])
+        _ = try? await cliA.run(["rm", "-f", name])
+        _ = try? await cliB.run(["rm", "-f", name])
         // The user's own image and container, made with Docker's CLI against A's engine.
         let tar = FileManager.default.temporaryDirectory.appendingPathComponent("ums-adopt-\(UUID().uuidString).tar").path
         defer { try? FileManager.default.removeItem(atPath: tar) }
         _ = try await command("/bin/tar", ["-C", testbed.rootfs, "-cf", tar, "."])
-        _ = try await command("/usr/bin/docker", ["-H", engineA, "import", tar, "localhost/adopt:test"], input: nil)
-        _ = try await command("/usr/bin/docker", [
-            "-H", engineA, "run", "-d", "--name", name, "--restart", "always", "-p", "18110:8080", "-e", "GREETING=hi",
+        _ = try await cliA.run(["import", tar, "localhost/adopt:test"])
+        _ = try await cliA.run([
+            "run", "-d", "--name", name, "--restart", "always", "-p", "18110:8080", "-e", "GREETING=hi",
             "localhost/adopt:test", "/bin/counter", "--port", "8080",
         ])
         let before = try await testbed.waitForCount(at: "\(testbed.aHost):18110", atLeast: 10)
         let listed = try #require(try await testbed.a.containers().first { $0.container.name == name })
-        #expect(listed.container.specification.engine?.madeBy == .docker)
+        #expect(listed.container.specification.engine?.madeBy == kindA)
         #expect(listed.container.specification.engine?.restartPolicy == .always)
         #expect(listed.container.specification.image.format == .engine)
         #expect(listed.container.specification.environmentValue("GREETING") == "hi")
@@ -127,39 +126,40 @@ struct EngineTests {
         let after = try await testbed.count(at: "\(testbed.bHost):18110")
         #expect(after >= before, "the counter continued at B")
         // B's Docker runs it, from the same image (by ID), with the same restart policy.
-        let policy = try await command("/usr/bin/docker", ["-H", engineB, "inspect", "-f", "{{.HostConfig.RestartPolicy.Name}} {{.Image}}", name])
-        #expect(policy == "always \(listed.container.specification.image.digest)")
+        let policy = try await cliB.run(["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}} {{.Image}}", name])
+        let words = policy.split(separator: " ").map(String.init)
+        #expect(words.first == "always", "\(policy)")
+        #expect(words.count == 2 && listed.container.specification.image.digest.hasSuffix(words[1].replacingOccurrences(of: "sha256:", with: "")), "the same image, by ID: \(policy)")
         // A's Docker no longer has it, and does not bring it back.
         try await Task.sleep(for: .seconds(2))
-        let left = try await command("/usr/bin/docker", ["-H", engineA, "ps", "-a", "--filter", "name=^\(name)$", "-q"])
-        #expect(left.isEmpty, "A's Docker still has \(name)")
-        _ = try? await command("/usr/bin/docker", ["-H", engineB, "rm", "-f", name])
+        let left = try await cliA.run(["ps", "-a", "--format", "{{.Names}}"])
+        #expect(!left.split(separator: "\n").contains(Substring(name)), "A's engine still has \(name)")
+        _ = try? await cliB.run(["rm", "-f", name])
     }
 
-    @Test("a docker run container with a named volume moves with the volume's files (owners and modes kept) and the file it writes there; A keeps no stale copy")
+    @Test("a docker/podman run container with a named volume moves with the volume's files (owners and modes kept) and the file it writes there; A keeps no stale copy")
     func adoptsNamedVolume() async throws {
         let testbed = try Testbed()
         let (kindA, kindB) = try #require(Testbed.kinds)
-        guard kindA == .docker, kindB == .docker else { return }
-        let directory = Testbed.environment["UMS_TESTBED_DIR"] ?? "/run/ums-testbed"
-        let (engineA, engineB) = ("unix://\(directory)/a/engine.sock", "unix://\(directory)/b/engine.sock")
+        guard kindA == kindB, [.docker, .podman].contains(kindA) else { return }
+        let (cliA, cliB) = (EngineCLI(kind: kindA, system: "a"), EngineCLI(kind: kindB, system: "b"))
         let (name, volume) = ("cache", "cachedata")
-        for engine in [engineA, engineB] {
-            _ = try? await command("/usr/bin/docker", ["-H", engine, "rm", "-f", name])
-            _ = try? await command("/usr/bin/docker", ["-H", engine, "volume", "rm", "-f", volume])
+        for cli in [cliA, cliB] {
+            _ = try? await cli.run(["rm", "-f", name])
+            _ = try? await cli.run(["volume", "rm", "-f", volume])
         }
         let tar = FileManager.default.temporaryDirectory.appendingPathComponent("ums-adopt-\(UUID().uuidString).tar").path
         defer { try? FileManager.default.removeItem(atPath: tar) }
         _ = try await command("/bin/tar", ["-C", testbed.rootfs, "-cf", tar, "."])
-        _ = try await command("/usr/bin/docker", ["-H", engineA, "import", tar, "localhost/adopt:test"])
+        _ = try await cliA.run(["import", tar, "localhost/adopt:test"])
         // Data already in the volume, owned by someone else than root, with a mode of its own.
-        _ = try await command("/usr/bin/docker", [
-            "-H", engineA, "run", "--rm", "-v", "\(volume):/data", "localhost/adopt:test", "/bin/sh", "-c",
+        _ = try await cliA.run([
+            "run", "--rm", "-v", "\(volume):/data", "localhost/adopt:test", "/bin/sh", "-c",
             "echo kept > /data/keep && chown 999:998 /data/keep && chmod 640 /data/keep",
         ])
         // The service keeps a file open in the volume and appends its count to it every second.
-        _ = try await command("/usr/bin/docker", [
-            "-H", engineA, "run", "-d", "--name", name, "-v", "\(volume):/data", "-p", "18111:8080",
+        _ = try await cliA.run([
+            "run", "-d", "--name", name, "-v", "\(volume):/data", "-p", "18111:8080",
             "localhost/adopt:test", "/bin/counter", "--port", "8080", "--state-file", "/data/count.log",
         ])
         let before = try await testbed.waitForCount(at: "\(testbed.aHost):18111", atLeast: 25)
@@ -171,41 +171,54 @@ struct EngineTests {
         #expect(record.events.contains { $0.message.contains("volume \(volume) sent") })
         let after = try await testbed.waitForCount(at: "\(testbed.bHost):18111", atLeast: before + 2)
         #expect(after > before)
-        let check = try await command("/usr/bin/docker", [
-            "-H", engineB, "exec", name, "/bin/sh", "-c", "stat -c '%u:%g %a' /data/keep; cat /data/keep; wc -l < /data/count.log",
+        let check = try await cliB.run([
+            "exec", name, "/bin/sh", "-c", "stat -c '%u:%g %a' /data/keep; cat /data/keep; wc -l < /data/count.log",
         ])
         let lines = check.split(separator: "\n").map(String.init)
         #expect(lines.first == "999:998 640", "\(check)")
         #expect(lines.dropFirst().first == "kept")
         #expect((lines.last.flatMap { Int($0.trimmingCharacters(in: .whitespaces)) } ?? 0) >= 2, "the state file moved and grows at B: \(check)")
-        let stale = try await command("/usr/bin/docker", ["-H", engineA, "volume", "ls", "-q", "--filter", "name=^\(volume)$"])
-        #expect(stale.isEmpty, "A keeps no stale copy of the volume")
-        _ = try? await command("/usr/bin/docker", ["-H", engineB, "rm", "-f", name])
-        _ = try? await command("/usr/bin/docker", ["-H", engineB, "volume", "rm", "-f", volume])
+        let stale = try await cliA.run(["volume", "ls", "--format", "{{.Name}}"])
+        #expect(!stale.split(separator: "\n").contains(Substring(volume)), "A keeps no stale copy of the volume")
+        _ = try? await cliB.run(["rm", "-f", name])
+        _ = try? await cliB.run(["volume", "rm", "-f", volume])
     }
 
     @Test("a docker run container UMS cannot carry (a host directory mounted, host networking) is refused before it freezes, with the reason")
     func refusesWhatCannotMove() async throws {
         let testbed = try Testbed()
         let (kindA, kindB) = try #require(Testbed.kinds)
-        guard kindA == .docker, kindB == .docker else { return }
-        let directory = Testbed.environment["UMS_TESTBED_DIR"] ?? "/run/ums-testbed"
-        let engineA = "unix://\(directory)/a/engine.sock"
+        guard kindA == kindB, [.docker, .podman].contains(kindA) else { return }
+        let cliA = EngineCLI(kind: kindA, system: "a")
         let name = "unmovable"
-        _ = try? await command("/usr/bin/docker", ["-H", engineA, "rm", "-f", name])
+        _ = try? await cliA.run(["rm", "-f", name])
         let tar = FileManager.default.temporaryDirectory.appendingPathComponent("ums-adopt-\(UUID().uuidString).tar").path
         defer { try? FileManager.default.removeItem(atPath: tar) }
         _ = try await command("/bin/tar", ["-C", testbed.rootfs, "-cf", tar, "."])
-        _ = try await command("/usr/bin/docker", ["-H", engineA, "import", tar, "localhost/adopt:test"])
-        _ = try await command("/usr/bin/docker", ["-H", engineA, "run", "-d", "--name", name, "-v", "/tmp:/host-tmp", "localhost/adopt:test", "/bin/counter", "--port", "8080"])
+        _ = try await cliA.run(["import", tar, "localhost/adopt:test"])
+        _ = try await cliA.run(["run", "-d", "--name", name, "-v", "/tmp:/host-tmp", "localhost/adopt:test", "/bin/counter", "--port", "8080"])
         let refused = await #expect(throws: UMSError.self) {
             try await testbed.a.migrate(MigrateRequest(container: name, destination: testbed.bURL))
         }
         #expect(refused?.message.contains("mounts a host directory at /host-tmp") == true, "\(refused?.message ?? "")")
-        let state = try await command("/usr/bin/docker", ["-H", engineA, "inspect", "-f", "{{.State.Status}} {{.HostConfig.RestartPolicy.Name}}", name])
+        let state = try await cliA.run(["inspect", "-f", "{{.State.Status}} {{.HostConfig.RestartPolicy.Name}}", name])
         #expect(state.hasPrefix("running"), "untouched: \(state)")
         #expect(try await testbed.a.container(name).container.migratingIn == nil)
-        _ = try? await command("/usr/bin/docker", ["-H", engineA, "rm", "-f", name])
+        _ = try? await cliA.run(["rm", "-f", name])
+    }
+}
+
+/// An engine's own CLI against one testbed system's engine socket, as a user would run it.
+struct EngineCLI {
+    let kind: OrchestratorKind
+    let system: String
+
+    var socket: String { "unix://\(Testbed.environment["UMS_TESTBED_DIR"] ?? "/run/ums-testbed")/\(system)/engine.sock" }
+
+    func run(_ arguments: [String]) async throws -> String {
+        kind == .podman
+            ? try await command("/usr/bin/podman", ["--url", socket] + arguments)
+            : try await command("/usr/bin/docker", ["-H", socket] + arguments)
     }
 }
 

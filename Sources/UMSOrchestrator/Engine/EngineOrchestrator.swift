@@ -425,7 +425,7 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
         try FileSystem.makeDirectory(request.imagesDirectory)
         if dialect == .podman {
             try await api.download(
-                .POST, "/libpod/containers/\(name)/checkpoint?export=true&keep=true", to: "\(request.imagesDirectory)/\(Self.exportName)",
+                .POST, "/libpod/containers/\(name)/checkpoint?export=true&keep=true" + ((try record(name).specification.volumes ?? []).isEmpty ? "" : "&ignoreVolumes=true"), to: "\(request.imagesDirectory)/\(Self.exportName)",
                 operation: "checkpoint \(name)"
             )
             return nil
@@ -469,7 +469,7 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
     /// The export names the source's image by Podman's image ID, which differs on every system
     /// that imported the same root filesystem (it hashes the import time): point it at this
     /// system's copy of the same content-addressed image. Returns the archive to import.
-    func retargetImage(_ directory: String, image: ImageReference) async throws -> String {
+    func retargetImage(_ directory: String, image: ImageReference, volumes: [VolumeMount] = []) async throws -> String {
         let staging = "\(directory)/import"
         FileSystem.remove(staging)
         try FileSystem.makeDirectory(staging)
@@ -485,7 +485,31 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
         let id = try local.decode(DockerAPI.ImageInspect.self, operation: "inspect image \(image.digest)").id
         var retargeted = config
         retargeted.rootfsImageID = id.hasPrefix("sha256:") ? String(id.dropFirst(7)) : id
+        if image.format == .engine {
+            // An adopted container's image is known here by its ID only (it was loaded, not
+            // tagged): by its name Podman would try a registry.
+            retargeted.rootfsImageName = retargeted.rootfsImageID
+        }
         try FileSystem.writeAtomically(try JSONEncoder().encode(retargeted), to: configPath)
+        // The runtime spec names each volume by the source's host path: this system's instead.
+        if !volumes.isEmpty {
+            let specPath = "\(staging)/spec.dump"
+            var spec: OCI.Spec
+            do {
+                spec = try JSONDecoder().decode(OCI.Spec.self, from: FileSystem.read(specPath))
+            } catch {
+                throw UMSError(.invalidArgument, "failed to restore: the checkpoint archive has no readable spec.dump", cause: error)
+            }
+            var mounts = spec.mounts ?? []
+            for volume in volumes {
+                let here = try await mountpoint(volume.name)
+                for index in mounts.indices where mounts[index].destination == volume.destination {
+                    mounts[index].source = here
+                }
+            }
+            spec.mounts = mounts
+            try FileSystem.writeAtomically(try JSONEncoder().encode(spec), to: specPath)
+        }
         let archive = "\(directory)/import.tar"
         try await runner.execute("tar", ["-C", staging, "-cf", archive, "."])
         FileSystem.remove(staging)
@@ -502,10 +526,12 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
         let record = try record(name)
         if dialect == .podman {
             try await ensureEngineImage(record.specification.image)
-            let archive = try await retargetImage(request.imagesDirectory, image: record.specification.image)
+            let archive = try await retargetImage(request.imagesDirectory, image: record.specification.image, volumes: record.specification.volumes ?? [])
             let data = try FileSystem.read(archive)
             try await api.request(
-                .POST, "/libpod/containers/\(name)/restore?import=true&name=\(name)", body: .bytes(ByteBuffer(data: data)),
+                // Named volumes arrived on their own, into volumes of this system's.
+                .POST, "/libpod/containers/\(name)/restore?import=true&name=\(name)" + ((record.specification.volumes ?? []).isEmpty ? "" : "&ignoreVolumes=true"),
+                body: .bytes(ByteBuffer(data: data)),
                 contentType: "application/x-tar", timeout: .seconds(300), operation: "restore \(name) from its checkpoint"
             )
         } else {

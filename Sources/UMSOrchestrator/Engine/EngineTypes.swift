@@ -252,8 +252,10 @@ public enum LibpodAPI {
     /// Podman's and goes back as it came.
     public struct CheckpointConfig: KnownFields, Equatable {
         public var rootfsImageID: String?
+        /// The name Podman resolves (and would pull) the image by at the restore.
+        public var rootfsImageName: String?
 
-        enum CodingKeys: String, CodingKey, CaseIterable { case rootfsImageID }
+        enum CodingKeys: String, CodingKey, CaseIterable { case rootfsImageID, rootfsImageName }
         public static let knownKeys = keys(CodingKeys.self)
     }
 }

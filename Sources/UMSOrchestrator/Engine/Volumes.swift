@@ -21,6 +21,11 @@ extension DockerAPI {
 /// Named volumes: their data lives in a directory of the engine's own on this host, which UMS
 /// archives and fills as it does a container's rootfs changes.
 extension EngineOrchestrator: VolumeCarrying {
+    /// Neither engine's checkpoint is relied on for volumes: Docker's leaves them out, and
+    /// Podman's import would mount them at the source's host path; UMS sends them itself (and
+    /// Podman's export leaves them out, `ignoreVolumes`).
+    public nonisolated var checkpointCarriesVolumes: Bool { false }
+
     public func volumeExists(_ name: String) async -> Bool {
         (try? await mountpoint(name)) != nil
     }
