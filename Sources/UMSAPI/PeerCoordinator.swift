@@ -19,6 +19,8 @@ public protocol PeerCoordinator: Sendable {
     func sendFiles(_ id: String, part: FilePart, produce: @escaping ChunkProducer) async throws -> UploadResponse
     /// Streams the contents of one of the container's named volumes.
     func sendVolume(_ id: String, volume: String, produce: @escaping ChunkProducer) async throws -> UploadResponse
+    /// Streams the contents of the container's `index`-th bind-mounted host directory.
+    func sendBind(_ id: String, index: Int, produce: @escaping ChunkProducer) async throws -> UploadResponse
     func restore(_ id: String, _ body: PeerRestoreRequest) async throws -> RestoreResponse
     func commit(_ id: String) async throws -> CommitResponse
     func abort(_ id: String) async throws
@@ -29,6 +31,10 @@ public protocol PeerCoordinator: Sendable {
 extension CoordinatorClient: PeerCoordinator {
     public func sendImage(_ image: ImageReference, produce: @escaping ChunkProducer) async throws -> UploadResponse {
         try await upload(Routes.peerImage(image), produce: produce)
+    }
+
+    public func sendBind(_ id: String, index: Int, produce: @escaping ChunkProducer) async throws -> UploadResponse {
+        try await upload(Routes.peerBind(id, index), produce: produce)
     }
 
     public func sendVolume(_ id: String, volume: String, produce: @escaping ChunkProducer) async throws -> UploadResponse {

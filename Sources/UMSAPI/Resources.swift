@@ -27,6 +27,7 @@ public enum Routes {
     public static func peerCommit(_ id: String) -> String { "/v1/peer/migrations/\(id)/commit" }
     public static let incoming = "/v1/incoming"
     public static func peerVolume(_ id: String, _ volume: String) -> String { "/v1/peer/migrations/\(id)/volumes/\(volume)" }
+    public static func peerBind(_ id: String, _ index: Int) -> String { "/v1/peer/migrations/\(id)/binds/\(index)" }
     public static func resolve(_ id: String) -> String { "/v1/migrations/\(id)/resolve" }
 }
 

@@ -264,6 +264,11 @@ public func buildRouter(
             try context.parameters.require("id"), volume: try context.parameters.require("volume"), request.body, by: context.caller?.peerName
         ))
     }
+    router.put("/v1/peer/migrations/:id/binds/:index") { request, context in
+        try JSONAPI.response(try await coordinator.incoming.receiveBind(
+            try context.parameters.require("id"), index: try context.parameters.require("index"), request.body, by: context.caller?.peerName
+        ))
+    }
     router.post("/v1/peer/migrations/:id/restore") { request, context in
         // The body is optional: an empty one means stop-and-copy.
         let buffer = try await request.body.collect(upTo: 1 << 16)

@@ -215,6 +215,10 @@ public actor IncomingMigrations {
                 throw UMSError(.exists, "failed to prepare migration \(request.id): a volume named \(volume.name) already exists on system \(system.name)")
             }
         }
+        // Host directories likewise (the admission policy allowed where, above).
+        for bind in request.specification.binds ?? [] where FileSystem.exists(bind.hostPath) {
+            throw UMSError(.exists, "failed to prepare migration \(request.id): the host directory \(bind.hostPath) already exists on system \(system.name)")
+        }
         let migration = IncomingMigration(id: request.id, specification: request.specification, imagesDirectory: "\(directory(request.id))/images")
         // Entered before the first suspension point: a second prepare of the same id is refused.
         entries[request.id] = Entry(
@@ -224,6 +228,9 @@ public actor IncomingMigrations {
         do {
             try write(request.id)
             try await faults.check(.destination(.prepare))
+            for bind in request.specification.binds ?? [] {
+                try HostDirectory.create(bind.hostPath, within: admission.allowedBindPaths)
+            }
             let prepared = try await approach.prepare(migration)
             let answer = PrepareResponse(container: prepared.container, intake: prepared.intake)
             try write(request.id) { $0.record.prepared = answer }
@@ -282,6 +289,29 @@ public actor IncomingMigrations {
         }
         let allowance = max(0, admission.maxCheckpointBytes - entry.checkpointBytes)
         let received = try await carrier.importVolume(volume, ByteLimited(chunks, limit: allowance, what: "maxCheckpointBytes"))
+        entries[id]?.checkpointBytes += received.bytes
+        return UploadResponse(bytes: received.bytes, digest: received.digest)
+    }
+
+    /// The contents of one of the container's bind-mounted host directories (`index` in its
+    /// Specification), into the directory prepare made at the same path.
+    public func receiveBind<Chunks: AsyncSequence & Sendable>(_ id: String, index: String, _ chunks: Chunks, by caller: String? = nil) async throws -> UploadResponse
+        where Chunks.Element == ByteBuffer
+    {
+        var entry = try entry(id, by: caller)
+        let binds = entry.migration.specification.binds ?? []
+        guard let position = Int(index), binds.indices.contains(position) else {
+            throw UMSError(.invalidArgument, "failed to receive a host directory: migration \(id) has no bind mount '\(String(index.prefix(16)))'")
+        }
+        let before = entry.machine.state
+        try entry.machine.receive()
+        if before != entry.machine.state {
+            try write(id) { $0.machine = entry.machine }
+        }
+        let directory = binds[position].hostPath
+        let allowance = max(0, admission.maxCheckpointBytes - entry.checkpointBytes)
+        let received = try await Archive.extract(ByteLimited(chunks, limit: allowance, what: "maxCheckpointBytes"), into: directory, untrusted: true)
+        try TreeCheck.verify(directory)
         entries[id]?.checkpointBytes += received.bytes
         return UploadResponse(bytes: received.bytes, digest: received.digest)
     }
@@ -421,6 +451,8 @@ public actor IncomingMigrations {
         if let carrier = system.orchestrator as? any VolumeCarrying {
             for volume in entry.migration.specification.volumes ?? [] { await carrier.removeVolume(volume.name) }
         }
+        // And its host directories (prepare refused a path that existed).
+        for bind in entry.migration.specification.binds ?? [] { FileSystem.remove(bind.hostPath) }
         await frontmen?.remove(entry.migration.specification.name)
         FileSystem.remove(directory(id))
         settle(id)

@@ -220,6 +220,14 @@ struct MigrationDriver: Sendable {
                 await records.note(id, "volume \(volume.name) sent (\(sent.bytes) bytes)")
             }
         }
+        // Bind-mounted host directories, whole, after the freeze; the same path at the destination.
+        for (index, bind) in (plan.specification.binds ?? []).enumerated() {
+            let sent = try await peer.sendBind(id, index: index) { consume in
+                _ = try await Archive.create(directory: bind.hostPath, consume: consume)
+            }
+            progress.bytes += sent.bytes
+            await records.note(id, "host directory \(bind.hostPath) sent (\(sent.bytes) bytes)")
+        }
         progress.durations.transfer = (clock.now - phaseStart).seconds
 
         phaseStart = clock.now

@@ -57,6 +57,10 @@ struct WatchedPeer: PeerCoordinator {
         try await watched("send volume \(volume)") { try await peer.sendVolume(id, volume: volume, produce: produce) }
     }
 
+    func sendBind(_ id: String, index: Int, produce: @escaping ChunkProducer) async throws -> UploadResponse {
+        try await watched("send host directory \(index)") { try await peer.sendBind(id, index: index, produce: produce) }
+    }
+
     func restore(_ id: String, _ body: PeerRestoreRequest) async throws -> RestoreResponse {
         try await watched("restore") { try await peer.restore(id, body) }
     }

@@ -22,6 +22,9 @@ public struct AdmissionPolicy: Codable, Sendable, Equatable {
     public var maxCheckpointBytes: Int64
     /// Incoming migrations at once.
     public var maxConcurrentIncoming: Int
+    /// Host directories under which a peer's container may bring bind mounts (their contents are
+    /// written there); none by default.
+    public var allowedBindPaths: [String] = []
 
     /// What UMS's own approaches need, and generous bounds: the agents' capabilities, nested
     /// containers, unprivileged host ports, 64 GiB of image or checkpoint, 8 at once.
@@ -49,7 +52,7 @@ public struct AdmissionPolicy: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case allowedCapabilities, allowNested, allowSeccompUnconfined, hostPorts, maxMemoryBytes, maxCPUs, maxPids
-        case maxImageBytes, maxCheckpointBytes, maxConcurrentIncoming
+        case maxImageBytes, maxCheckpointBytes, maxConcurrentIncoming, allowedBindPaths
     }
 
     /// Keys left out take the standard values; `hostPorts` is `"LOW-HIGH"`.
@@ -66,6 +69,8 @@ public struct AdmissionPolicy: Codable, Sendable, Equatable {
         maxImageBytes = try container.decodeIfPresent(Int64.self, forKey: .maxImageBytes) ?? standard.maxImageBytes
         maxCheckpointBytes = try container.decodeIfPresent(Int64.self, forKey: .maxCheckpointBytes) ?? standard.maxCheckpointBytes
         maxConcurrentIncoming = try container.decodeIfPresent(Int.self, forKey: .maxConcurrentIncoming) ?? standard.maxConcurrentIncoming
+        allowedBindPaths = try container.decodeIfPresent([String].self, forKey: .allowedBindPaths) ?? []
+        for path in allowedBindPaths { try MountPath.validate(path, what: "allowed bind path") }
         try SecurityOptions(addCapabilities: allowedCapabilities).validate()
         guard maxImageBytes >= 0, maxCheckpointBytes >= 0, maxConcurrentIncoming >= 0, (maxCPUs ?? 1).isFinite else {
             throw UMSError(.invalidArgument, "invalid admission policy: limits must be 0 or more")
@@ -84,6 +89,7 @@ public struct AdmissionPolicy: Codable, Sendable, Equatable {
         try container.encode(maxImageBytes, forKey: .maxImageBytes)
         try container.encode(maxCheckpointBytes, forKey: .maxCheckpointBytes)
         try container.encode(maxConcurrentIncoming, forKey: .maxConcurrentIncoming)
+        try container.encode(allowedBindPaths, forKey: .allowedBindPaths)
     }
 
     static func parsePorts(_ text: String) throws -> ClosedRange<Int> {
@@ -129,6 +135,9 @@ public struct AdmissionPolicy: Codable, Sendable, Equatable {
         }
         if let maxPids, (specification.limits.pids ?? .max) > maxPids {
             return refuse("maxPids", "the container may run more than \(maxPids) processes")
+        }
+        for bind in specification.binds ?? [] where !allowedBindPaths.contains(where: { MountPath.isWithin(bind.hostPath, $0) }) {
+            return refuse("allowedBindPaths", "the host directory \(bind.hostPath) is not under \(allowedBindPaths.isEmpty ? "any allowed path (none are)" : allowedBindPaths.joined(separator: ", "))")
         }
         return nil
     }

@@ -23,15 +23,19 @@ public struct Specification: Codable, Sendable, Equatable {
     public var engine: EngineConfiguration?
     /// Named volumes the container mounts: their contents move with it (nil or empty: none).
     public var volumes: [VolumeMount]?
+    /// Host directories bind-mounted into the container: their contents move with it, to the
+    /// same path at the destination (only where its admission policy allows).
+    public var binds: [BindMount]?
 
     public init(
         name: String, image: ImageReference, command: [String], environment: [String] = [],
         workingDirectory: String = "/", ports: [PortMapping] = [], limits: ResourceLimits = .init(),
         processCount: Int = 1, labels: [String: String] = [:], security: SecurityOptions? = nil, engine: EngineConfiguration? = nil,
-        volumes: [VolumeMount]? = nil
+        volumes: [VolumeMount]? = nil, binds: [BindMount]? = nil
     ) {
         self.engine = engine
         self.volumes = volumes
+        self.binds = binds
         self.name = name
         self.image = image
         self.command = command
@@ -45,7 +49,7 @@ public struct Specification: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, image, command, environment, workingDirectory, ports, limits, processCount, labels, security, engine, volumes
+        case name, image, command, environment, workingDirectory, ports, limits, processCount, labels, security, engine, volumes, binds
     }
 
     /// Decodes and validates (`validate()`): what a peer or a file sends is checked here.
@@ -63,7 +67,8 @@ public struct Specification: Codable, Sendable, Equatable {
             labels: try container.decodeIfPresent([String: String].self, forKey: .labels) ?? [:],
             security: try container.decodeIfPresent(SecurityOptions.self, forKey: .security),
             engine: try container.decodeIfPresent(EngineConfiguration.self, forKey: .engine),
-            volumes: try container.decodeIfPresent([VolumeMount].self, forKey: .volumes)
+            volumes: try container.decodeIfPresent([VolumeMount].self, forKey: .volumes),
+            binds: try container.decodeIfPresent([BindMount].self, forKey: .binds)
         )
         try validate()
     }
@@ -115,6 +120,20 @@ public struct VolumeMount: Codable, Sendable, Equatable {
 
     public init(name: String, destination: String, readOnly: Bool = false) {
         self.name = name
+        self.destination = destination
+        self.readOnly = readOnly
+    }
+}
+
+/// A host directory bind-mounted into a container (`-v /srv/data:/data`).
+public struct BindMount: Codable, Sendable, Equatable {
+    /// The directory on the host (absolute, without `..`); the same path at the destination.
+    public var hostPath: String
+    public var destination: String
+    public var readOnly: Bool
+
+    public init(hostPath: String, destination: String, readOnly: Bool = false) {
+        self.hostPath = hostPath
         self.destination = destination
         self.readOnly = readOnly
     }

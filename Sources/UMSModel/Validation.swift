@@ -147,17 +147,43 @@ extension Specification {
         guard Set(volumes.map(\.name)).count == volumes.count, Set(volumes.map(\.destination)).count == volumes.count else {
             throw UMSError(.invalidArgument, "invalid volumes: a name or a mount point twice")
         }
+        let binds = self.binds ?? []
+        guard binds.count <= Bounds.maxVolumes else { throw UMSError(.invalidArgument, "invalid bind mounts: more than \(Bounds.maxVolumes)") }
+        for bind in binds {
+            try MountPath.validate(bind.hostPath, what: "bind mount host path")
+            try MountPath.validate(bind.destination, what: "bind mount point")
+        }
+        guard Set(binds.map(\.hostPath)).count == binds.count,
+              Set(binds.map(\.destination) + volumes.map(\.destination)).count == binds.count + volumes.count
+        else {
+            throw UMSError(.invalidArgument, "invalid bind mounts: a host path or a mount point twice")
+        }
     }
 }
 
 extension VolumeMount {
     public func validate() throws(UMSError) {
         try VolumeName.validate(name)
-        guard destination.hasPrefix("/"), destination != "/", destination.utf8.count <= SpecificationBounds.maxPathBytes, destination.isSingleLine,
-              !destination.unicodeScalars.contains("\0"), !destination.split(separator: "/").contains(".."), !destination.contains(":")
+        try MountPath.validate(destination, what: "volume mount point")
+    }
+}
+
+/// A path in a mount: absolute, not `/`, without `..`, `.` or `:` (which would split a bind
+/// string), single-line, bounded.
+public enum MountPath {
+    public static func validate(_ path: String, what: String) throws(UMSError) {
+        let parts = path.split(separator: "/")
+        guard path.hasPrefix("/"), !parts.isEmpty, path.utf8.count <= SpecificationBounds.maxPathBytes, path.isSingleLine,
+              !path.unicodeScalars.contains("\0"), !parts.contains(".."), !parts.contains("."), !path.contains(":")
         else {
-            throw UMSError(.invalidArgument, "invalid volume mount point '\(String(destination.prefix(64)))': expected an absolute path without '..' or ':'")
+            throw UMSError(.invalidArgument, "invalid \(what) '\(String(path.prefix(64)))': expected an absolute path other than / without '..', '.' or ':'")
         }
+    }
+
+    /// Whether `path` is `root` or below it, component by component.
+    public static func isWithin(_ path: String, _ root: String) -> Bool {
+        let (p, r) = (path.split(separator: "/"), root.split(separator: "/"))
+        return p.count >= r.count && Array(p.prefix(r.count)) == r
     }
 }
 

@@ -120,6 +120,11 @@ struct HostileInputTests {
         Case(name: "files for a migration that does not exist", method: .put, path: "/v1/peer/migrations/m-nope/files/images", body: Data("x".utf8), status: .notFound, reason: "no incoming migration"),
         Case(name: "an image format that is not one", method: .get, path: "/v1/peer/images/sha256:" + String(repeating: "a", count: 64) + "?format=../x", body: Data(), status: .badRequest, reason: "invalid image format"),
         Case(name: "an engine image with a path for a digest", method: .put, path: "/v1/peer/images/..%2Fx?format=engine", body: Data("x".utf8), status: .badRequest, reason: "invalid image digest"),
+        spec("a bind mount where none is allowed", .forbidden, "rule allowedBindPaths") { $0["binds"] = [["hostPath": "/etc", "destination": "/x", "readOnly": false]] },
+        spec("a bind mount host path with ..", .badRequest, "invalid bind mount host path") { $0["binds"] = [["hostPath": "/srv/../etc", "destination": "/x", "readOnly": false]] },
+        spec("a bind mount point with a colon", .badRequest, "invalid bind mount point") { $0["binds"] = [["hostPath": "/srv/a", "destination": "/x:/etc", "readOnly": false]] },
+        spec("a volume with a traversal name", .badRequest, "invalid volume name") { $0["volumes"] = [["name": "../x", "destination": "/x", "readOnly": false]] },
+        Case(name: "a host directory index that is not one", method: .put, path: "/v1/peer/migrations/m-nope/binds/-1", body: Data("x".utf8), status: .notFound, reason: "no incoming migration"),
         // Recovery and resolution routes.
         Case(name: "status of a traversal id", method: .get, path: "/v1/peer/migrations/..%2F..%2Fetc", body: Data(), status: .notFound, reason: "no incoming migration"),
         Case(name: "status of an unknown migration", method: .get, path: "/v1/peer/migrations/m-nope", body: Data(), status: .notFound, reason: "no incoming migration"),

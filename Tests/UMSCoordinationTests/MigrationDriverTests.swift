@@ -74,6 +74,12 @@ actor FakePeer: PeerCoordinator {
         return UploadResponse(bytes: 1, digest: nil)
     }
 
+    func sendBind(_ id: String, index: Int, produce: @escaping ChunkProducer) async throws -> UploadResponse {
+        try call(.sendFiles)
+        try await produce { _ in }
+        return UploadResponse(bytes: 1, digest: nil)
+    }
+
     func restore(_ id: String, _ body: PeerRestoreRequest) async throws -> RestoreResponse {
         try call(.restore)
         journal = .restored

@@ -54,7 +54,7 @@ struct AdoptionTests {
 
     @Test("what cannot move to another system is refused with every reason, before anything freezes", arguments: [
         ("privileged", "privileged"), ("host network", "shares a network namespace"), ("a device", "host devices"),
-        ("a bind mount", "mounts a host directory"), ("a random host port", "a port its engine chose"), ("no image ID", "not a sha256 digest"),
+        ("a host file", "mounts a host file"), ("a random host port", "a port its engine chose"), ("no image ID", "not a sha256 digest"),
     ])
     func refusals(_ what: String, _ reason: String) throws {
         let inspect = try Self.inspect { json in
@@ -63,7 +63,7 @@ struct AdoptionTests {
             case "privileged": host["Privileged"] = true
             case "host network": host["NetworkMode"] = "host"
             case "a device": host["Devices"] = [["PathOnHost": "/dev/fuse"]]
-            case "a bind mount": json["Mounts"] = [["Type": "bind", "Source": "/srv", "Destination": "/srv", "RW": true]]
+            case "a host file": json["Mounts"] = [["Type": "bind", "Source": "/etc/hostname", "Destination": "/etc/hostname", "RW": true]]
             case "a random host port": host["PortBindings"] = ["8080/tcp": [["HostIp": "", "HostPort": ""]]]
             default: json["Image"] = "../../etc"
             }
@@ -90,6 +90,16 @@ struct AdoptionTests {
         #expect(body.hostConfig.binds == ["cachedata:/data", "conf:/etc/app:ro"])
         let podman = try EngineOrchestrator.libpodCreateBody(specification, systemName: "b")
         #expect(podman.volumes == [.init(name: "cachedata", dest: "/data", options: []), .init(name: "conf", dest: "/etc/app", options: ["ro"])])
+        // A host directory (bind mount) is carried too, to the same path.
+        let directory = FileManager.default.temporaryDirectory.path + "/ums-bind-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let withBind = try EngineOrchestrator.specification(adopting: try Self.inspect { json in
+            json["Mounts"] = [["Type": "bind", "Source": directory, "Destination": "/srv", "RW": false]]
+        }, name: "cache", kind: .docker, strict: true)
+        #expect(withBind.binds == [BindMount(hostPath: directory, destination: "/srv", readOnly: true)])
+        #expect(try EngineOrchestrator.createBody(withBind, dialect: .docker, systemName: "b").hostConfig.binds == ["\(directory):/srv:ro"])
+        #expect(try EngineOrchestrator.libpodCreateBody(withBind, systemName: "b").mounts == [.init(destination: "/srv", type: "bind", source: directory, options: ["rbind", "ro"])])
         // A hostile name or mount point never reaches a path or a bind string.
         for (name, destination) in [("../x", "/data"), ("a/b", "/data"), ("ok", "/data:/etc"), ("ok", "relative"), ("ok", "/a/../../etc")] {
             var bad = specification

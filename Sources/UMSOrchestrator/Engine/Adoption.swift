@@ -49,11 +49,14 @@ extension EngineOrchestrator {
             refusals.append("it uses host devices (\(devices.compactMap(\.pathOnHost).joined(separator: ", ")))")
         }
         var volumes: [VolumeMount] = []
+        var binds: [BindMount] = []
         for mount in inspect.mounts ?? [] {
             if mount.type == "volume", let volume = mount.name, let destination = mount.destination {
                 volumes.append(VolumeMount(name: volume, destination: destination, readOnly: mount.rw == false))
+            } else if mount.type == "bind", let source = mount.source, let destination = mount.destination, FileSystem.isDirectory(source) {
+                binds.append(BindMount(hostPath: source, destination: destination, readOnly: mount.rw == false))
             } else {
-                refusals.append("it mounts \(mount.type == "bind" ? "a host directory" : "a \(mount.type ?? "mount")") at \(mount.destination ?? "?"), which UMS does not carry yet (named volumes it does)")
+                refusals.append("it mounts \(mount.type == "bind" ? "a host file" : "a \(mount.type ?? "mount")") at \(mount.destination ?? "?"), which UMS does not carry (named volumes and host directories it does)")
             }
         }
         var ports: [PortMapping] = []
@@ -89,7 +92,7 @@ extension EngineOrchestrator {
             workingDirectory: config.workingDir.flatMap { $0.isEmpty ? nil : $0 } ?? "/", ports: ports, limits: limits,
             labels: labels, security: capabilities.isEmpty ? nil : SecurityOptions(addCapabilities: capabilities),
             engine: EngineConfiguration(madeBy: kind, entrypoint: config.entrypoint ?? [], user: user, hostname: hostname, restartPolicy: policy),
-            volumes: volumes.isEmpty ? nil : volumes
+            volumes: volumes.isEmpty ? nil : volumes, binds: binds.isEmpty ? nil : binds
         )
         do {
             try specification.validate()

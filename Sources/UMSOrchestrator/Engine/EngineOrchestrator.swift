@@ -238,9 +238,9 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
         host.memory = specification.limits.memoryBytes
         if let cpus = specification.limits.cpus { host.nanoCpus = try nanoCPUs(cpus) }
         host.pidsLimit = specification.limits.pids.map(Int64.init)
-        if let volumes = specification.volumes, !volumes.isEmpty {
-            host.binds = volumes.map { "\($0.name):\($0.destination)" + ($0.readOnly ? ":ro" : "") }
-        }
+        let binds = (specification.volumes ?? []).map { "\($0.name):\($0.destination)" + ($0.readOnly ? ":ro" : "") }
+            + (specification.binds ?? []).map { "\($0.hostPath):\($0.destination)" + ($0.readOnly ? ":ro" : "") }
+        if !binds.isEmpty { host.binds = binds }
         return DockerAPI.CreateBody(
             image: try Self.engineImage(specification.image), cmd: specification.command, entrypoint: specification.engine?.entrypoint ?? [],
             env: specification.environment, workingDir: specification.workingDirectory, labels: labels(specification, systemName: systemName),
@@ -299,6 +299,9 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
         if limits != OCI.Resources() { body.resourceLimits = limits }
         if let volumes = specification.volumes, !volumes.isEmpty {
             body.volumes = volumes.map { LibpodAPI.NamedVolume(name: $0.name, dest: $0.destination, options: $0.readOnly ? ["ro"] : []) }
+        }
+        if let binds = specification.binds, !binds.isEmpty {
+            body.mounts = binds.map { LibpodAPI.BindMountSpec(destination: $0.destination, type: "bind", source: $0.hostPath, options: ["rbind"] + ($0.readOnly ? ["ro"] : [])) }
         }
         return body
     }

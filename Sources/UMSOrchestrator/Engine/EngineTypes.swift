@@ -224,12 +224,21 @@ public enum LibpodAPI {
         public var seccompProfilePath: String?
         public var resourceLimits: OCI.Resources?
         public var volumes: [NamedVolume]?
+        public var mounts: [BindMountSpec]?
 
         enum CodingKeys: String, CodingKey {
-            case name, image, command, entrypoint, env, hostname, labels, portmappings, privileged, volumes
+            case name, image, command, entrypoint, env, hostname, labels, portmappings, privileged, volumes, mounts
             case workDir = "work_dir", capDrop = "cap_drop", capAdd = "cap_add", noNewPrivileges = "no_new_privileges"
             case seccompProfilePath = "seccomp_profile_path", resourceLimits = "resource_limits"
         }
+    }
+
+    /// A bind mount in a SpecGenerator (an OCI mount).
+    public struct BindMountSpec: Codable, Sendable, Equatable {
+        public var destination: String
+        public var type: String
+        public var source: String
+        public var options: [String]
     }
 
     /// A named volume in a SpecGenerator.
