@@ -7,9 +7,19 @@ import UMSOS
 public struct ImageStore: Sendable {
     public let root: String
 
+    /// Opens the store; staging files and directories (`.incoming-*`) an interrupted import left
+    /// are removed (the store is opened at start-up, before anything imports).
     public init(root: String) throws {
         self.root = root
         try FileSystem.makeDirectory(root)
+        for entry in (try? FileSystem.contents(of: root)) ?? [] where entry.hasPrefix(".incoming-") {
+            FileSystem.remove("\(root)/\(entry)")
+        }
+    }
+
+    /// A fresh staging path inside the store (swept at the next start if left behind).
+    public func stagingPath(_ suffix: String = "") -> String {
+        "\(root)/.incoming-\(UUID().uuidString)\(suffix)"
     }
 
     static func hexDigest(_ reference: ImageReference) throws -> String {

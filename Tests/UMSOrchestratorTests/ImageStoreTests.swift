@@ -85,6 +85,18 @@ struct ImageStoreTests {
         #expect(throws: UMSError.self) { try ImageStore.hexDigest(ImageReference(digest: "md5:abc")) }
         #expect(throws: UMSError.self) { try ImageStore.hexDigest(ImageReference(digest: "sha256:../../etc")) }
     }
+
+    @Test("staging an interrupted import left is removed when the store opens again; images stay")
+    func sweepsStaging() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("ums-store-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let store = try ImageStore(root: root)
+        try FileManager.default.createDirectory(atPath: store.stagingPath() + "/rootfs", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: store.stagingPath(".tar"), contents: Data("partial".utf8))
+        try FileManager.default.createDirectory(atPath: "\(root)/\(String(repeating: "a", count: 64))/rootfs", withIntermediateDirectories: true)
+        _ = try ImageStore(root: root)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root) == [String(repeating: "a", count: 64)])
+    }
 }
 
 actor ChunkBox {

@@ -151,7 +151,7 @@ extension EngineOrchestrator {
     /// `GET /images/{id}/get` (docker save / podman's compatible save): the image's layers and
     /// configuration as one tar, streamed from a file.
     func exportEngineImage(_ image: ImageReference, consume: @Sendable (ByteBuffer) async throws -> Void) async throws {
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("ums-image-\(UUID().uuidString).tar").path
+        let file = images.stagingPath(".tar")
         defer { FileSystem.remove(file) }
         try await api.download(.GET, "/images/\(image.digest)/get", to: file, operation: "save image \(image.digest.prefix(19))")
         let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: file))
@@ -167,7 +167,7 @@ extension EngineOrchestrator {
     func importEngineImage<Chunks: AsyncSequence & Sendable>(_ chunks: Chunks, expected: ImageReference) async throws -> ImageReference
         where Chunks.Element == ByteBuffer
     {
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("ums-image-\(UUID().uuidString).tar").path
+        let file = images.stagingPath(".tar")
         defer { FileSystem.remove(file) }
         guard FileManager.default.createFile(atPath: file, contents: nil, attributes: [.posixPermissions: 0o600]) else {
             throw UMSError(.internalError, "failed to receive image \(expected.digest): cannot write \(file)")
