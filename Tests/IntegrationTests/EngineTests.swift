@@ -184,7 +184,7 @@ struct EngineTests {
         _ = try? await cliB.run(["volume", "rm", "-f", volume])
     }
 
-    @Test("a docker run container UMS cannot carry (a host directory mounted, host networking) is refused before it freezes, with the reason")
+    @Test("a container UMS cannot carry (a host file mounted) is refused before it freezes, with the reason; a host directory is refused by a destination that allows none, and the source runs on")
     func refusesWhatCannotMove() async throws {
         let testbed = try Testbed()
         let (kindA, kindB) = try #require(Testbed.kinds)
@@ -196,14 +196,30 @@ struct EngineTests {
         defer { try? FileManager.default.removeItem(atPath: tar) }
         _ = try await command("/bin/tar", ["-C", testbed.rootfs, "-cf", tar, "."])
         _ = try await cliA.run(["import", tar, "localhost/adopt:test"])
-        _ = try await cliA.run(["run", "-d", "--name", name, "-v", "/tmp:/host-tmp", "localhost/adopt:test", "/bin/counter", "--port", "8080"])
+        // A host file bind-mounted: refused at the source, before anything freezes.
+        _ = try await cliA.run(["run", "-d", "--name", name, "-v", "/etc/hostname:/host-name", "localhost/adopt:test", "/bin/counter", "--port", "8080"])
         let refused = await #expect(throws: UMSError.self) {
             try await testbed.a.migrate(MigrateRequest(container: name, destination: testbed.bURL))
         }
-        #expect(refused?.message.contains("mounts a host directory at /host-tmp") == true, "\(refused?.message ?? "")")
-        let state = try await cliA.run(["inspect", "-f", "{{.State.Status}} {{.HostConfig.RestartPolicy.Name}}", name])
+        #expect(refused?.message.contains("mounts a host file at /host-name") == true, "\(refused?.message ?? "")")
+        let state = try await cliA.run(["inspect", "-f", "{{.State.Status}}", name])
         #expect(state.hasPrefix("running"), "untouched: \(state)")
         #expect(try await testbed.a.container(name).container.migratingIn == nil)
+        _ = try? await cliA.run(["rm", "-f", name])
+
+        // A host directory: carried only where the destination allows it; B allows none, so its
+        // admission refuses at prepare and the source keeps running, as it was.
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ums-bind-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        _ = try await cliA.run(["run", "-d", "--name", name, "-v", "\(directory):/srv", "localhost/adopt:test", "/bin/counter", "--port", "8080"])
+        let listed = try #require(try await testbed.a.containers().first { $0.container.name == name })
+        #expect(listed.container.specification.binds == [BindMount(hostPath: directory, destination: "/srv")])
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+        #expect(record.status == .rolledBack)
+        #expect(record.error?.message.contains("rule allowedBindPaths") == true, "\(record.error?.message ?? "")")
+        #expect(try await cliA.run(["inspect", "-f", "{{.State.Status}}", name]).hasPrefix("running"))
+        #expect(try await testbed.a.container(name).container.migratingIn == nil, "given back to its engine")
         _ = try? await cliA.run(["rm", "-f", name])
     }
 }
