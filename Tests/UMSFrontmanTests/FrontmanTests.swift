@@ -71,8 +71,13 @@ import UMSModel
                 return try await group.reduce(into: []) { $0.append($1) }
             }
         }
-        try await Task.sleep(for: .milliseconds(300))
+        // All five arrive (a loaded machine may take a while), then are held a little longer.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while await frontman.gate.stats.holdingNow < 5, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         #expect(await frontman.gate.stats.holdingNow == 5)
+        try await Task.sleep(for: .milliseconds(300))
         await frontman.gate.release(to: FrontmanTarget(host: "127.0.0.1", ports: [80: b.port]))
         #expect(try await answers.value == Array(repeating: "B", count: 5))
         let stats = await frontman.gate.stats
