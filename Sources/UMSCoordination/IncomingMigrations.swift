@@ -244,11 +244,14 @@ public actor IncomingMigrations {
         }
     }
 
-    public func receiveFiles<Chunks: AsyncSequence & Sendable>(_ id: String, part: FilePart, _ chunks: Chunks, by caller: String? = nil) async throws -> UploadResponse
-        where Chunks.Element == ByteBuffer
-    {
+    /// One upload of a migration's data (checkpoint files, a volume, a host directory): the
+    /// migration moves to `receiving` (journaled once), the stream is bounded by what is left of
+    /// the checkpoint allowance, and what arrived counts against it.
+    func receiving<Chunks: AsyncSequence & Sendable>(
+        _ id: String, by caller: String?, _ chunks: Chunks,
+        _ store: (Entry, ByteLimited<Chunks>) async throws -> StreamSummary
+    ) async throws -> UploadResponse where Chunks.Element == ByteBuffer {
         var entry = try entry(id, by: caller)
-        guard let approach = entry.approach else { throw UMSError(.unsupported, "failed to receive \(id): its approach is not configured here") }
         let before = entry.machine.state
         try entry.machine.receive()
         if before != entry.machine.state {
@@ -256,41 +259,39 @@ public actor IncomingMigrations {
         }
         try await faults.check(.destination(.receive))
         let allowance = max(0, admission.maxCheckpointBytes - entry.checkpointBytes)
-        let bounded = ByteLimited(chunks, limit: allowance, what: "maxCheckpointBytes")
-        let received: StreamSummary
-        if part == .images, await faults.corruptsStream() {
-            // The fault seam: one byte flipped on arrival (the fault matrix's corrupted stream).
-            let damage = StreamDamage()
-            received = try await approach.importFiles(entry.migration, part: part, bounded.map { await damage.apply($0) })
-        } else {
-            received = try await approach.importFiles(entry.migration, part: part, bounded)
-        }
+        let received = try await store(entry, ByteLimited(chunks, limit: allowance, what: "maxCheckpointBytes"))
         entries[id]?.checkpointBytes += received.bytes
         return UploadResponse(bytes: received.bytes, digest: received.digest)
     }
 
+    public func receiveFiles<Chunks: AsyncSequence & Sendable>(_ id: String, part: FilePart, _ chunks: Chunks, by caller: String? = nil) async throws -> UploadResponse
+        where Chunks.Element == ByteBuffer
+    {
+        guard let approach = try entry(id, by: caller).approach else {
+            throw UMSError(.unsupported, "failed to receive \(id): its approach is not configured here")
+        }
+        let corrupts = await faults.corruptsStream()
+        let damage = part == .images && corrupts ? StreamDamage() : nil
+        return try await receiving(id, by: caller, chunks) { entry, bounded in
+            guard let damage else { return try await approach.importFiles(entry.migration, part: part, bounded) }
+            // The fault seam: one byte flipped on arrival (the fault matrix's corrupted stream).
+            return try await approach.importFiles(entry.migration, part: part, bounded.map { await damage.apply($0) })
+        }
+    }
+
     /// The contents of one of the container's named volumes (after the freeze), into the volume of
-    /// the same name here, bounded by what is left of the checkpoint allowance.
+    /// the same name here.
     public func receiveVolume<Chunks: AsyncSequence & Sendable>(_ id: String, volume: String, _ chunks: Chunks, by caller: String? = nil) async throws -> UploadResponse
         where Chunks.Element == ByteBuffer
     {
         try VolumeName.validate(volume)
-        var entry = try entry(id, by: caller)
-        guard entry.migration.specification.volumes?.contains(where: { $0.name == volume }) == true else {
+        guard try entry(id, by: caller).migration.specification.volumes?.contains(where: { $0.name == volume }) == true else {
             throw UMSError(.invalidArgument, "failed to receive volume \(volume): migration \(id) has no such volume")
         }
         guard let carrier = system.orchestrator as? any VolumeCarrying else {
             throw UMSError(.unsupported, "failed to receive volume \(volume): this system's orchestrator does not carry volumes")
         }
-        let before = entry.machine.state
-        try entry.machine.receive()
-        if before != entry.machine.state {
-            try write(id) { $0.machine = entry.machine }
-        }
-        let allowance = max(0, admission.maxCheckpointBytes - entry.checkpointBytes)
-        let received = try await carrier.importVolume(volume, ByteLimited(chunks, limit: allowance, what: "maxCheckpointBytes"))
-        entries[id]?.checkpointBytes += received.bytes
-        return UploadResponse(bytes: received.bytes, digest: received.digest)
+        return try await receiving(id, by: caller, chunks) { _, bounded in try await carrier.importVolume(volume, bounded) }
     }
 
     /// The contents of one of the container's bind-mounted host directories (`index` in its
@@ -298,22 +299,16 @@ public actor IncomingMigrations {
     public func receiveBind<Chunks: AsyncSequence & Sendable>(_ id: String, index: String, _ chunks: Chunks, by caller: String? = nil) async throws -> UploadResponse
         where Chunks.Element == ByteBuffer
     {
-        var entry = try entry(id, by: caller)
-        let binds = entry.migration.specification.binds ?? []
+        let binds = try entry(id, by: caller).migration.specification.binds ?? []
         guard let position = Int(index), binds.indices.contains(position) else {
             throw UMSError(.invalidArgument, "failed to receive a host directory: migration \(id) has no bind mount '\(String(index.prefix(16)))'")
         }
-        let before = entry.machine.state
-        try entry.machine.receive()
-        if before != entry.machine.state {
-            try write(id) { $0.machine = entry.machine }
-        }
         let directory = binds[position].hostPath
-        let allowance = max(0, admission.maxCheckpointBytes - entry.checkpointBytes)
-        let received = try await Archive.extract(ByteLimited(chunks, limit: allowance, what: "maxCheckpointBytes"), into: directory, untrusted: true)
-        try TreeCheck.verify(directory)
-        entries[id]?.checkpointBytes += received.bytes
-        return UploadResponse(bytes: received.bytes, digest: received.digest)
+        return try await receiving(id, by: caller, chunks) { _, bounded in
+            let received = try await Archive.extract(bounded, into: directory, untrusted: true)
+            try TreeCheck.verify(directory)
+            return received
+        }
     }
 
     /// Paper Step 11: restore, and confirm the service runs. From here on only the source

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Logging
 import UMSAPI
 import UMSDecision
@@ -163,18 +164,16 @@ public actor OutgoingMigrations {
         }
         guard let record = records[id] else { return }
         let peer = connect(record.destination.url, nil)
-        background.spawn { [weak self] in
-            var delay = Duration.seconds(1)
-            var heard = true
-            while let self, await self.records[id]?.status == .awaitingPeer {
-                do {
-                    if try await self.settleWithPeer(id, peer: peer) { return }
-                } catch {
-                    if heard { await self.note(id, "the destination does not answer (\(error)); asked again with backoff") }
-                    heard = false
+        let heard = Mutex(true)
+        background.retrying(first: .seconds(1), max: .seconds(30)) { [weak self] in
+            guard let self else { return true }
+            do {
+                return try await self.settleWithPeer(id, peer: peer)
+            } catch {
+                if heard.withLock({ let first = $0; $0 = false; return first }) {
+                    await self.note(id, "the destination does not answer (\(error)); asked again with backoff")
                 }
-                guard await self.background.pause(delay) else { return }
-                delay = min(delay * 2, .seconds(30))
+                return false
             }
         }
     }
@@ -210,26 +209,18 @@ public actor OutgoingMigrations {
     func retryAbortingDestination(_ id: String) {
         guard let record = records[id] else { return }
         let peer = connect(record.destination.url, nil)
-        background.spawn { [weak self] in
-            var delay = Duration.milliseconds(500)
-            while let self {
-                do {
-                    try await peer.abort(id)
-                    await self.update(id) { $0.destinationLeft = nil }
-                    return
-                } catch let error as UMSError where error.code == .notFound {
-                    await self.update(id) { $0.destinationLeft = nil }
-                    return
-                } catch let error as UMSError where error.code == .invalidState {
-                    // Already ended there (committed is impossible before the restore).
-                    await self.update(id) { $0.destinationLeft = nil }
-                    return
-                } catch {
-                    await self.update(id) { $0.destinationLeft = "the destination was not told to remove what it prepared (\(error)); told again" }
-                }
-                guard await self.background.pause(delay) else { return }
-                delay = min(delay * 2, .seconds(30))
+        background.retrying(first: .milliseconds(500), max: .seconds(30)) { [weak self] in
+            guard let self else { return true }
+            do {
+                try await peer.abort(id)
+            } catch let error as UMSError where error.code == .notFound || error.code == .invalidState {
+                // Never prepared there, or already ended there (committed is impossible before the restore).
+            } catch {
+                await self.update(id) { $0.destinationLeft = "the destination was not told to remove what it prepared (\(error)); told again" }
+                return false
             }
+            await self.update(id) { $0.destinationLeft = nil }
+            return true
         }
     }
 
@@ -357,25 +348,20 @@ public actor OutgoingMigrations {
     /// A source container that could not be deleted after its service moved: retried with
     /// backoff (1 s doubling to 60 s) until it is gone; the record says so meanwhile.
     func retryDeletingSource(_ id: String, container: String, firstDelay: Duration = .seconds(1)) {
-        let (orchestrator, background) = (system.orchestrator, self.background)
-        background.spawn { [weak self] in
-            var delay = firstDelay
-            // Until it is gone, or the Coordinator stops (a restart retries it again).
-            while await background.pause(delay) {
-                do {
-                    try await orchestrator.delete(container, migration: id)
-                    await self?.update(id) {
-                        $0.sourceLeft = nil
-                        $0.events.append(.init(at: Date(), step: "deletingSource", message: "the source container was deleted on a later attempt"))
-                    }
-                    return
-                } catch let error as UMSError where error.code == .notFound {
-                    await self?.update(id) { $0.sourceLeft = nil }
-                    return
-                } catch {
-                    delay = min(delay * 2, .seconds(60))
+        let orchestrator = system.orchestrator
+        background.retrying(first: firstDelay, max: .seconds(60), waitFirst: true) { [weak self] in
+            do {
+                try await orchestrator.delete(container, migration: id)
+                await self?.update(id) {
+                    $0.sourceLeft = nil
+                    $0.events.append(.init(at: Date(), step: "deletingSource", message: "the source container was deleted on a later attempt"))
                 }
+            } catch let error as UMSError where error.code == .notFound {
+                await self?.update(id) { $0.sourceLeft = nil }
+            } catch {
+                return false
             }
+            return true
         }
     }
 

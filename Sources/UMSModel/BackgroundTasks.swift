@@ -36,6 +36,21 @@ public final class BackgroundTasks: Sendable {
         continuation.finish()
     }
 
+    /// Runs `attempt` as background work until it returns true, waiting `first` (doubling up to
+    /// `max`) after each failed attempt — and before the first with `waitFirst` — and ending early
+    /// when the owner finishes (a restart retries from its own records).
+    @discardableResult
+    public func retrying(first: Duration, max: Duration, waitFirst: Bool = false, _ attempt: @escaping @Sendable () async -> Bool) -> Bool {
+        spawn { [self] in
+            var delay = first
+            if waitFirst, !(await pause(delay)) { return }
+            while !(await attempt()) {
+                guard await pause(delay) else { return }
+                delay = min(delay * 2, max)
+            }
+        }
+    }
+
     /// Whether `finish()` was called (a shutdown is under way).
     public var isFinishing: Bool { finishing.load(ordering: .acquiring) }
 

@@ -132,13 +132,7 @@ extension Specification {
             throw UMSError(.invalidArgument, "invalid process count \(processCount)")
         }
         guard labels.count <= Bounds.maxLabels else { throw UMSError(.invalidArgument, "invalid labels: more than \(Bounds.maxLabels)") }
-        for (key, value) in labels {
-            let keyOK = (1...Bounds.maxLabelKeyBytes).contains(key.utf8.count)
-                && key.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "._-/".unicodeScalars.contains($0) }
-            guard keyOK, value.utf8.count <= Bounds.maxLabelValueBytes, value.isSingleLine else {
-                throw UMSError(.invalidArgument, "invalid label '\(String(key.prefix(48)))': keys of letters, digits and ._-/, single-line values of at most \(Bounds.maxLabelValueBytes) bytes")
-            }
-        }
+        for (key, value) in labels { try Self.validateLabel(key, value) }
         try security?.validate()
         try engine?.validate()
         let volumes = self.volumes ?? []
@@ -193,6 +187,18 @@ public enum VolumeName {
         let allowed = name.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "_.-".unicodeScalars.contains($0) }
         guard (1...128).contains(name.utf8.count), allowed, let first = name.unicodeScalars.first, first != ".", first != "-" else {
             throw UMSError(.invalidArgument, "invalid volume name '\(String(name.prefix(64)))': 1-128 characters of a-z, A-Z, 0-9, '_', '.', '-', not starting with '.' or '-'")
+        }
+    }
+}
+
+extension Specification {
+    /// One label: a key of letters, digits and `._-/`, a single-line value, both bounded.
+    public static func validateLabel(_ key: String, _ value: String) throws(UMSError) {
+        typealias Bounds = SpecificationBounds
+        let keyOK = (1...Bounds.maxLabelKeyBytes).contains(key.utf8.count)
+            && key.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "._-/".unicodeScalars.contains($0) }
+        guard keyOK, value.utf8.count <= Bounds.maxLabelValueBytes, value.isSingleLine else {
+            throw UMSError(.invalidArgument, "invalid label '\(String(key.prefix(48)))': keys of letters, digits and ._-/, single-line values of at most \(Bounds.maxLabelValueBytes) bytes")
         }
     }
 }

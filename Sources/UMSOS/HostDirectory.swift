@@ -24,7 +24,7 @@ public enum HostDirectory {
         while !FileSystem.exists(ancestor) && ancestor != "/" { ancestor = (ancestor as NSString).deletingLastPathComponent }
         let leadsTo = resolved(ancestor)
         // Either already inside an allowed root, or on the way to one that does not exist yet.
-        guard inside(leadsTo) || allowed.contains(where: { MountPath.isWithin($0, leadsTo) || leadsTo == "/" }) else {
+        guard inside(leadsTo) || allowed.contains(where: { MountPath.isWithin($0, leadsTo) }) else {
             throw UMSError(.forbidden, "admission refused (rule allowedBindPaths): \(path) leads outside the allowed paths")
         }
         do {

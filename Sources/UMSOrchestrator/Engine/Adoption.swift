@@ -80,9 +80,7 @@ extension EngineOrchestrator {
         // Labels are informational: those UMS cannot carry (multi-line values, odd keys) stay behind.
         var labels: [String: String] = [:]
         for (key, value) in config.labels ?? [:] where labels.count < SpecificationBounds.maxLabels {
-            var probe = Specification(name: "x", image: ImageReference(digest: "sha256:" + String(repeating: "0", count: 64)), command: ["x"])
-            probe.labels = [key: value]
-            if (try? probe.validate()) != nil { labels[key] = value }
+            if (try? Specification.validateLabel(key, value)) != nil { labels[key] = value }
         }
         let policy = EngineConfiguration.RestartPolicy(rawValue: host.restartPolicy?.name ?? "") ?? .no
         let user = config.user.flatMap { $0.isEmpty ? nil : $0 }
