@@ -224,6 +224,67 @@ struct EngineTests {
     }
 }
 
+extension EngineTests {
+    /// A real service image from scripts/build-image (`UMS_IMAGES_DIR`, which scripts/test sets).
+    static func serviceImage(_ name: String) throws -> String {
+        let directory = try #require(Testbed.environment["UMS_IMAGES_DIR"], "scripts/test builds the service images and sets UMS_IMAGES_DIR")
+        let archive = "\(directory)/\(name).tar"
+        try #require(FileManager.default.fileExists(atPath: archive), "scripts/build-image \(name) makes \(archive)")
+        return archive
+    }
+
+    @Test("redis started with docker/podman run --restart always and a named volume, 10,000 keys saved there and 100 more only in memory, moves to B: every key in memory, the saved file in the volume; A's engine neither keeps nor restarts it")
+    func movesRedisWithItsKeys() async throws {
+        let testbed = try Testbed()
+        let (kindA, kindB) = try #require(Testbed.kinds)
+        guard kindA == kindB, [.docker, .podman].contains(kindA) else { return }
+        let (cliA, cliB) = (EngineCLI(kind: kindA, system: "a"), EngineCLI(kind: kindB, system: "b"))
+        let (name, volume) = ("cache", "cachedata")
+        for cli in [cliA, cliB] {
+            _ = try? await cli.run(["rm", "-f", name])
+            _ = try? await cli.run(["volume", "rm", "-f", volume])
+        }
+        _ = try await cliA.run(["load", "-i", try Self.serviceImage("redis")])
+        _ = try await cliA.run([
+            "run", "-d", "--name", name, "--restart", "always", "-v", "\(volume):/data", "-p", "16379:6379", "localhost/ums/redis:latest",
+        ])
+        var pong = ""
+        for _ in 0..<50 where pong != "PONG" {
+            pong = (try? await cliA.run(["exec", name, "redis-cli", "PING"])) ?? ""
+            if pong != "PONG" { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        #expect(pong == "PONG", "redis answers at A")
+        // 10,000 keys through redis-cli's pipe mode, saved into the volume; then 100 that only
+        // the memory holds.
+        let commands = FileManager.default.temporaryDirectory.appendingPathComponent("ums-redis-\(UUID().uuidString).txt").path
+        defer { try? FileManager.default.removeItem(atPath: commands) }
+        try (1...10_000).map { "SET key\($0) value\($0)\r\n" }.joined().write(toFile: commands, atomically: true, encoding: .utf8)
+        let piped = try await cliA.run(["exec", "-i", name, "redis-cli", "--pipe"], input: commands)
+        #expect(piped.contains("errors: 0, replies: 10000"), "\(piped)")
+        #expect(try await cliA.run(["exec", name, "redis-cli", "SAVE"]) == "OK")
+        for key in 10_001...10_100 { _ = try await cliA.run(["exec", name, "redis-cli", "SET", "key\(key)", "value\(key)"]) }
+        #expect(try await cliA.run(["exec", name, "redis-cli", "DBSIZE"]) == "10100")
+
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+        #expect(record.status == .completed, "\(record.error?.description ?? "")")
+        #expect(record.events.contains { $0.message.contains("volume \(volume)") })
+        // Every key, including those only the memory had, at B; the saved file in B's volume.
+        #expect(try await cliB.run(["exec", name, "redis-cli", "DBSIZE"]) == "10100")
+        #expect(try await cliB.run(["exec", name, "redis-cli", "GET", "key10100"]) == "value10100")
+        #expect(try await cliB.run(["exec", name, "redis-cli", "GET", "key1"]) == "value1")
+        let saved = try await cliB.run(["exec", name, "sh", "-c", "stat -c %s /data/dump.rdb"])
+        #expect((Int(saved) ?? 0) > 100_000, "the saved database is in B's volume: \(saved) bytes")
+        #expect(try await cliB.run(["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", name]) == "always")
+        // And it keeps working there.
+        #expect(try await cliB.run(["exec", name, "redis-cli", "SET", "atB", "yes"]) == "OK")
+        try await Task.sleep(for: .seconds(2))
+        let left = try await cliA.run(["ps", "-a", "--format", "{{.Names}}"])
+        #expect(!left.split(separator: "\n").contains(Substring(name)), "A's engine still has \(name)")
+        _ = try? await cliB.run(["rm", "-f", name])
+        _ = try? await cliB.run(["volume", "rm", "-f", volume])
+    }
+}
+
 /// An engine's own CLI against one testbed system's engine socket, as a user would run it.
 struct EngineCLI {
     let kind: OrchestratorKind
@@ -231,10 +292,10 @@ struct EngineCLI {
 
     var socket: String { "unix://\(Testbed.environment["UMS_TESTBED_DIR"] ?? "/run/ums-testbed")/\(system)/engine.sock" }
 
-    func run(_ arguments: [String]) async throws -> String {
+    func run(_ arguments: [String], input: String? = nil) async throws -> String {
         kind == .podman
-            ? try await command("/usr/bin/podman", ["--url", socket] + arguments)
-            : try await command("/usr/bin/docker", ["-H", socket] + arguments)
+            ? try await command("/usr/bin/podman", ["--url", socket] + arguments, input: input)
+            : try await command("/usr/bin/docker", ["-H", socket] + arguments, input: input)
     }
 }
 
