@@ -272,7 +272,14 @@ public actor OutgoingMigrations {
         guard destinationURL != system.url else {
             throw UMSError(.invalidArgument, "invalid destination '\(request.destination)': it is this system")
         }
-        _ = try await system.orchestrator.inspect(request.container)
+        let container = try await system.orchestrator.inspect(request.container)
+        // CRIU run as root (the orchestrator- and container-level approaches) must be able to
+        // dump every process of the service; asked before anything freezes. The service-level
+        // approach's agent runs CRIU as the service's own user.
+        let hasAgent = container.specification.labels[SpecificationLabels.agent] != nil
+        if request.approach != .specific(.service), !hasAgent, let pid = container.pid, let problem = CheckpointPermission.problem(pid: pid) {
+            throw UMSError(.unsupported, "failed to migrate \(request.container): \(problem); nothing was frozen")
+        }
         return destinationURL
     }
 

@@ -285,6 +285,66 @@ extension EngineTests {
     }
 }
 
+extension EngineTests {
+    /// Whether this machine's root holds CAP_SYS_RESOURCE (without it CRIU cannot dump another
+    /// user's process: ../shared/ENVIRONMENT.md).
+    static var rootHoldsSysResource: Bool {
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("CapEff:") }
+        let mask = line.flatMap { UInt64($0.split(separator: "\t").last ?? "", radix: 16) } ?? 0
+        return mask & (1 << 24) != 0
+    }
+
+    @Test("PostgreSQL, running as its own user with its data directory in a named volume and a table of 5,000 rows: where CRIU may dump another user's process it moves with every row and takes writes at B; where it may not (this machine) it is refused before it freezes, with the reason, and keeps serving at A")
+    func postgresqlAsItsOwnUser() async throws {
+        let testbed = try Testbed()
+        let (kindA, kindB) = try #require(Testbed.kinds)
+        guard kindA == kindB, [.docker, .podman].contains(kindA) else { return }
+        let (cliA, cliB) = (EngineCLI(kind: kindA, system: "a"), EngineCLI(kind: kindB, system: "b"))
+        let (name, volume) = ("db", "pgdata")
+        for cli in [cliA, cliB] {
+            _ = try? await cli.run(["rm", "-f", name])
+            _ = try? await cli.run(["volume", "rm", "-f", volume])
+        }
+        _ = try await cliA.run(["load", "-i", try Self.serviceImage("postgresql")])
+        _ = try await cliA.run(["run", "-d", "--name", name, "-v", "\(volume):/var/lib/postgresql/data", "-p", "15432:5432", "localhost/ums/postgresql:latest"])
+        func sql(_ cli: EngineCLI, _ statement: String) async throws -> String {
+            try await cli.run(["exec", name, "psql", "-U", "postgres", "-tAc", statement])
+        }
+        var ready = false
+        for _ in 0..<60 where !ready {
+            ready = (try? await sql(cliA, "select 1")) == "1"
+            if !ready { try await Task.sleep(for: .milliseconds(250)) }
+        }
+        #expect(ready, "PostgreSQL answers at A")
+        _ = try await sql(cliA, "create table rows (id int primary key, v text); insert into rows select g, 'row ' || g from generate_series(1, 5000) g")
+        #expect(try await cliA.run(["exec", name, "whoami"]) == "postgres", "it runs as its own user")
+
+        if Self.rootHoldsSysResource {
+            let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+            #expect(record.status == .completed, "\(record.error?.description ?? "")")
+            #expect(try await sql(cliB, "select count(*) from rows") == "5000")
+            _ = try await sql(cliB, "insert into rows values (5001, 'written at B')")
+            #expect(try await sql(cliB, "select v from rows where id = 5001") == "written at B")
+            _ = try? await cliB.run(["rm", "-f", name])
+            _ = try? await cliB.run(["volume", "rm", "-f", volume])
+        } else {
+            let refused = await #expect(throws: UMSError.self) {
+                try await testbed.a.migrate(MigrateRequest(container: name, destination: testbed.bURL))
+            }
+            #expect(refused?.message.contains("runs as uid") == true, "\(refused?.message ?? "")")
+            #expect(refused?.message.contains("CAP_SYS_RESOURCE") == true)
+            #expect(refused?.message.contains("nothing was frozen") == true)
+            // Untouched: it answers and takes writes at A, and B got nothing.
+            _ = try await sql(cliA, "insert into rows values (5001, 'written at A')")
+            #expect(try await sql(cliA, "select count(*) from rows") == "5001")
+            #expect(try await cliB.run(["ps", "-a", "--format", "{{.Names}}"]).split(separator: "\n").contains(Substring(name)) == false)
+        }
+        _ = try? await cliA.run(["rm", "-f", name])
+        _ = try? await cliA.run(["volume", "rm", "-f", volume])
+    }
+}
+
 /// An engine's own CLI against one testbed system's engine socket, as a user would run it.
 struct EngineCLI {
     let kind: OrchestratorKind
