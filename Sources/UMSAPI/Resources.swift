@@ -102,11 +102,14 @@ public struct MigrateRequest: Codable, Sendable, Equatable {
     /// What the source's Frontman does with HTTP requests once the destination confirms:
     /// `forward` them (default) or answer `307` to the new location.
     public var frontman: FrontmanMode?
+    /// `copy` the container's volumes and host directories (default) or `skip` them.
+    public var volumes: VolumeHandling?
 
     public init(
         container: String, destination: String, approach: ApproachRequest? = nil, destinationToken: String? = nil,
-        mode: TransferMode? = nil, frontman: FrontmanMode? = nil
+        mode: TransferMode? = nil, frontman: FrontmanMode? = nil, volumes: VolumeHandling? = nil
     ) {
+        self.volumes = volumes
         self.container = container
         self.destination = destination
         self.approach = approach
@@ -154,15 +157,22 @@ public struct PrepareRequest: Codable, Sendable, Equatable {
     public var approach: Approach
     public var specification: Specification
     public var source: SystemRef
+    /// Whether the volumes and host directories come with it (nil: `copy`).
+    public var volumes: VolumeHandling?
+    /// The bytes of volumes and host directories the source will send, measured before the freeze
+    /// (the destination's admission rule maxVolumeBytes weighs it; the streams are bounded anyway).
+    public var volumeBytes: Int64?
 
-    public init(id: String, approach: Approach, specification: Specification, source: SystemRef) {
+    public init(id: String, approach: Approach, specification: Specification, source: SystemRef, volumes: VolumeHandling? = nil, volumeBytes: Int64? = nil) {
         self.id = id
         self.approach = approach
         self.specification = specification
         self.source = source
+        self.volumes = volumes
+        self.volumeBytes = volumeBytes
     }
 
-    enum CodingKeys: String, CodingKey { case id, approach, specification, source }
+    enum CodingKeys: String, CodingKey { case id, approach, specification, source, volumes, volumeBytes }
 
     /// A peer's request: the id names directories here, so it is checked as it is decoded (the
     /// Specification checks itself).
@@ -173,6 +183,9 @@ public struct PrepareRequest: Codable, Sendable, Equatable {
         approach = try container.decode(Approach.self, forKey: .approach)
         specification = try container.decode(Specification.self, forKey: .specification)
         source = try container.decode(SystemRef.self, forKey: .source)
+        volumes = try container.decodeIfPresent(VolumeHandling.self, forKey: .volumes)
+        volumeBytes = try container.decodeIfPresent(Int64.self, forKey: .volumeBytes)
+        guard (volumeBytes ?? 0) >= 0 else { throw UMSError(.invalidArgument, "invalid volume bytes: negative") }
     }
 }
 
@@ -320,6 +333,8 @@ public struct IncomingRecord: Codable, Sendable, Equatable {
     public var pageBytes: Int64?
     /// Why it ended as it did (an abort's or an expiry's reason).
     public var reason: String?
+    /// `skip`: the volumes and host directories were this system's own, never removed by an abort.
+    public var volumes: VolumeHandling?
 
     public init(id: String, approach: Approach, specification: Specification, source: SystemRef, owner: String?, at: Date = Date()) {
         self.id = id

@@ -127,9 +127,10 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     /// Keys left out of a YAML file take the same defaults as the flags.
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        name = try container.decode(String.self, forKey: .name)
+        // name and stateDir may come from umsd's flags instead (checked once both are merged).
+        name = try container.decodeIfPresent(String.self, forKey: .name) ?? ""
         listen = try container.decodeIfPresent(String.self, forKey: .listen) ?? "127.0.0.1:7000"
-        stateDir = try container.decode(String.self, forKey: .stateDir)
+        stateDir = try container.decodeIfPresent(String.self, forKey: .stateDir) ?? ""
         orchestrator = try container.decodeIfPresent(String.self, forKey: .orchestrator) ?? "runc"
         tokenFile = try container.decodeIfPresent(String.self, forKey: .tokenFile)
         advertiseURL = try container.decodeIfPresent(String.self, forKey: .advertiseURL)

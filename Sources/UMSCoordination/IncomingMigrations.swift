@@ -28,6 +28,8 @@ public actor IncomingMigrations {
         var target: FrontmanTarget?
         /// Checkpoint bytes received so far (bounded by the admission policy).
         var checkpointBytes: Int64 = 0
+        /// Bytes of volumes and host directories received (their own allowance).
+        var dataBytes: Int64 = 0
         var migration: IncomingMigration
         var owner: String? { record.owner }
     }
@@ -200,14 +202,16 @@ public actor IncomingMigrations {
         if entries.values.filter({ !$0.machine.state.isTerminal }).count >= admission.maxConcurrentIncoming {
             throw UMSError(.forbidden, "admission refused (rule maxConcurrentIncoming): \(admission.maxConcurrentIncoming) incoming migrations at once already")
         }
-        if let refusal = admission.refusal(of: request.specification, reservedPorts: reservedPorts) {
+        let skipsData = request.volumes == .skip
+        if let refusal = admission.refusal(of: request.specification, reservedPorts: reservedPorts, volumeBytes: skipsData ? nil : request.volumeBytes) {
             throw refusal
         }
         guard let approach = system.approaches[request.approach] else {
             throw UMSError(.unsupported, "failed to prepare migration \(request.id): system \(system.name) does not implement the \(request.approach.rawValue)-level approach")
         }
-        // Volumes arrive under their own names: never into one this system already has.
-        if let volumes = request.specification.volumes, !volumes.isEmpty {
+        // Volumes arrive under their own names: never into one this system already has. Skipped,
+        // the container mounts this system's own (its engine makes a missing one, empty).
+        if let volumes = request.specification.volumes, !volumes.isEmpty, !skipsData {
             guard let carrier = system.orchestrator as? any VolumeCarrying else {
                 throw UMSError(.unsupported, "failed to prepare migration \(request.id): system \(system.name)'s orchestrator does not carry volumes")
             }
@@ -215,9 +219,12 @@ public actor IncomingMigrations {
                 throw UMSError(.exists, "failed to prepare migration \(request.id): a volume named \(volume.name) already exists on system \(system.name)")
             }
         }
-        // Host directories likewise (the admission policy allowed where, above).
-        for bind in request.specification.binds ?? [] where FileSystem.exists(bind.hostPath) {
-            throw UMSError(.exists, "failed to prepare migration \(request.id): the host directory \(bind.hostPath) already exists on system \(system.name)")
+        // Host directories likewise (the admission policy allowed where, above); skipped, they
+        // must be here already.
+        for bind in request.specification.binds ?? [] where FileSystem.exists(bind.hostPath) != skipsData {
+            throw UMSError(skipsData ? .notFound : .exists, skipsData
+                ? "failed to prepare migration \(request.id): the host directory \(bind.hostPath) is not on system \(system.name) (with volumes skipped it must be)"
+                : "failed to prepare migration \(request.id): the host directory \(bind.hostPath) already exists on system \(system.name)")
         }
         let migration = IncomingMigration(id: request.id, specification: request.specification, imagesDirectory: "\(directory(request.id))/images")
         // Entered before the first suspension point: a second prepare of the same id is refused.
@@ -225,10 +232,11 @@ public actor IncomingMigrations {
             record: IncomingRecord(id: request.id, approach: request.approach, specification: request.specification, source: request.source, owner: caller),
             approach: approach, machine: IncomingStateMachine(), expiresAt: .now + timeout, migration: migration
         )
+        entries[request.id]?.record.volumes = request.volumes
         do {
             try write(request.id)
             try await faults.check(.destination(.prepare))
-            for bind in request.specification.binds ?? [] {
+            for bind in request.specification.binds ?? [] where !skipsData {
                 try HostDirectory.create(bind.hostPath, within: admission.allowedBindPaths)
             }
             let prepared = try await approach.prepare(migration)
@@ -248,7 +256,7 @@ public actor IncomingMigrations {
     /// migration moves to `receiving` (journaled once), the stream is bounded by what is left of
     /// the checkpoint allowance, and what arrived counts against it.
     func receiving<Chunks: AsyncSequence & Sendable>(
-        _ id: String, by caller: String?, _ chunks: Chunks,
+        _ id: String, by caller: String?, _ chunks: Chunks, data: Bool = false,
         _ store: (Entry, ByteLimited<Chunks>) async throws -> StreamSummary
     ) async throws -> UploadResponse where Chunks.Element == ByteBuffer {
         var entry = try entry(id, by: caller)
@@ -258,9 +266,16 @@ public actor IncomingMigrations {
             try write(id) { $0.machine = entry.machine }
         }
         try await faults.check(.destination(.receive))
-        let allowance = max(0, admission.maxCheckpointBytes - entry.checkpointBytes)
-        let received = try await store(entry, ByteLimited(chunks, limit: allowance, what: "maxCheckpointBytes"))
-        entries[id]?.checkpointBytes += received.bytes
+        guard !data || entry.record.volumes != .skip else {
+            throw UMSError(.invalidState, "failed to receive migration \(id)'s data: its volumes and host directories were skipped")
+        }
+        // Volumes and host directories have an allowance of their own: twice maxVolumeBytes (the
+        // pass while the service ran and the changes after the freeze).
+        let (limit, used, rule) = data
+            ? (admission.maxVolumeBytes.multipliedReportingOverflow(by: 2).overflow ? Int64.max : admission.maxVolumeBytes * 2, entry.dataBytes, "maxVolumeBytes")
+            : (admission.maxCheckpointBytes, entry.checkpointBytes, "maxCheckpointBytes")
+        let received = try await store(entry, ByteLimited(chunks, limit: max(0, limit - used), what: rule))
+        if data { entries[id]?.dataBytes += received.bytes } else { entries[id]?.checkpointBytes += received.bytes }
         return UploadResponse(bytes: received.bytes, digest: received.digest)
     }
 
@@ -291,7 +306,7 @@ public actor IncomingMigrations {
         guard let carrier = system.orchestrator as? any VolumeCarrying else {
             throw UMSError(.unsupported, "failed to receive volume \(volume): this system's orchestrator does not carry volumes")
         }
-        return try await receiving(id, by: caller, chunks) { _, bounded in try await carrier.importVolume(volume, bounded) }
+        return try await receiving(id, by: caller, chunks, data: true) { _, bounded in try await carrier.importVolume(volume, bounded) }
     }
 
     /// The contents of one of the container's bind-mounted host directories (`index` in its
@@ -304,8 +319,8 @@ public actor IncomingMigrations {
             throw UMSError(.invalidArgument, "failed to receive a host directory: migration \(id) has no bind mount '\(String(index.prefix(16)))'")
         }
         let directory = binds[position].hostPath
-        return try await receiving(id, by: caller, chunks) { _, bounded in
-            let received = try await Archive.extract(bounded, into: directory, untrusted: true)
+        return try await receiving(id, by: caller, chunks, data: true) { _, bounded in
+            let received = try await Archive.extract(bounded, into: directory, untrusted: true, incremental: true)
             try TreeCheck.verify(directory)
             return received
         }
@@ -442,12 +457,15 @@ public actor IncomingMigrations {
         } else {
             try? await system.orchestrator.delete(entry.migration.specification.name, migration: id)
         }
-        // Its volumes were made for it (prepare refuses a name that exists here).
-        if let carrier = system.orchestrator as? any VolumeCarrying {
-            for volume in entry.migration.specification.volumes ?? [] { await carrier.removeVolume(volume.name) }
+        // Its volumes were made for it (prepare refuses a name that exists here), and its host
+        // directories (prepare refused a path that existed) — unless they were skipped: then
+        // they are this system's own.
+        if entry.record.volumes != .skip {
+            if let carrier = system.orchestrator as? any VolumeCarrying {
+                for volume in entry.migration.specification.volumes ?? [] { await carrier.removeVolume(volume.name) }
+            }
+            for bind in entry.migration.specification.binds ?? [] { FileSystem.remove(bind.hostPath) }
         }
-        // And its host directories (prepare refused a path that existed).
-        for bind in entry.migration.specification.binds ?? [] { FileSystem.remove(bind.hostPath) }
         await frontmen?.remove(entry.migration.specification.name)
         FileSystem.remove(directory(id))
         settle(id)

@@ -28,6 +28,8 @@ struct MigrationDriver: Sendable {
     let faults: any FaultInjector
     let workDirectory: String
     let mode: TransferMode
+    /// Whether the container's volumes and host directories move with it.
+    var volumes: VolumeHandling = .copy
     /// Whether the Frontman answers HTTP with `307` to the new location instead of forwarding.
     let redirect: Bool
     let logger: Logger
@@ -133,6 +135,15 @@ struct MigrationDriver: Sendable {
             $0.events.append(.init(at: Date(), step: "checkingDestination", message: "destination \(destination.name) available; approach \(chosen.rawValue)"))
         }
 
+        // What the destination's published policy refuses is refused here, before the image or
+        // anything else crosses (its prepare checks again).
+        let carried = carriesData(specification, approach: approach)
+        let volumeBytes = carried ? try await dataBytes(specification) : nil
+        let reserved = Coordinator.umsPorts.union(URL(string: peer.baseURL)?.port.map { [$0] } ?? [])
+        if let refusal = destination.admission?.refusal(of: specification, reservedPorts: reserved, volumeBytes: volumeBytes) {
+            throw UMSError(refusal.code, "\(refusal.message) (the destination's published policy; nothing was sent)")
+        }
+
         try await enter(.creatingDestination, &progress)
         if try await !peer.hasImage(specification.image) {
             let orchestrator = system.orchestrator
@@ -142,8 +153,15 @@ struct MigrationDriver: Sendable {
             progress.bytes += sent.bytes
             await records.note(id, "rootfs \(specification.image.digest.prefix(19)) sent (\(sent.bytes) bytes)")
         }
-        let prepared = try await peer.prepare(PrepareRequest(id: id, approach: chosen, specification: specification, source: system.ref))
+        let prepared = try await peer.prepare(PrepareRequest(
+            id: id, approach: chosen, specification: specification, source: system.ref, volumes: volumes, volumeBytes: volumeBytes
+        ))
         progress.destinationPrepared = true
+        // The bulk of the volumes and host directories crosses while the service still runs;
+        // after the freeze only what changed since.
+        if carried {
+            progress.bytes += try await sendData(specification, pass: "while the service runs")
+        }
         progress.durations.preMigration = (clock.now - phaseStart).seconds
         return Plan(specification: specification, destination: destination, approach: approach, prepared: prepared)
     }
@@ -167,7 +185,7 @@ struct MigrationDriver: Sendable {
 
         try await enter(.checkpointing, &progress)
         let directory = "\(workDirectory)/images"
-        FileSystem.remove(workDirectory)
+        FileSystem.remove(directory)
         try FileSystem.makeDirectory(directory)
         defer { FileSystem.remove(workDirectory) }
         // Steps 8-9 overlap: the images stream to the destination while CRIU writes them.
@@ -209,24 +227,10 @@ struct MigrationDriver: Sendable {
             }
             progress.bytes += changes.bytes
         }
-        // Named volumes, whole, after the freeze (the service cannot change them any more) —
-        // unless the engine's own checkpoint carried them.
-        if let carrier = system.orchestrator as? any VolumeCarrying, !(approach.approach == .orchestrator && carrier.checkpointCarriesVolumes) {
-            for volume in plan.specification.volumes ?? [] {
-                let sent = try await peer.sendVolume(id, volume: volume.name) { consume in
-                    _ = try await carrier.exportVolume(volume.name, consume: consume)
-                }
-                progress.bytes += sent.bytes
-                await records.note(id, "volume \(volume.name) sent (\(sent.bytes) bytes)")
-            }
-        }
-        // Bind-mounted host directories, whole, after the freeze; the same path at the destination.
-        for (index, bind) in (plan.specification.binds ?? []).enumerated() {
-            let sent = try await peer.sendBind(id, index: index) { consume in
-                _ = try await Archive.create(directory: bind.hostPath, consume: consume)
-            }
-            progress.bytes += sent.bytes
-            await records.note(id, "host directory \(bind.hostPath) sent (\(sent.bytes) bytes)")
+        // What changed in the volumes and host directories since their first pass (the service
+        // cannot change them any more).
+        if carriesData(plan.specification, approach: approach) {
+            progress.bytes += try await sendData(plan.specification, pass: "changes after the freeze")
         }
         progress.durations.transfer = (clock.now - phaseStart).seconds
 
@@ -281,7 +285,7 @@ struct MigrationDriver: Sendable {
             // The service runs at the destination; the frozen source is retried in the background
             // and the record says so until it is gone.
             await records.retryDeletingSource(id, container: container)
-        } else if let carrier = system.orchestrator as? any VolumeCarrying {
+        } else if volumes == .copy, let carrier = system.orchestrator as? any VolumeCarrying {
             // Its data lives at the destination now: no stale copy stays behind.
             for volume in plan.specification.volumes ?? [] { await carrier.removeVolume(volume.name) }
         }
@@ -333,9 +337,63 @@ struct MigrationDriver: Sendable {
         return false
     }
 
+    // MARK: Volumes and host directories
+
+    /// Whether UMS sends the container's volumes and host directories itself (not when they are
+    /// skipped, nor when the engine's own checkpoint carries them).
+    func carriesData(_ specification: Specification, approach: any MigrationApproach) -> Bool {
+        guard volumes == .copy else { return false }
+        let carrier = system.orchestrator as? any VolumeCarrying
+        let volumesSent = !(specification.volumes ?? []).isEmpty
+            && !(approach.approach == .orchestrator && carrier?.checkpointCarriesVolumes == true)
+        return volumesSent || !(specification.binds ?? []).isEmpty
+    }
+
+    /// What the volumes and host directories hold, for the destination's admission.
+    func dataBytes(_ specification: Specification) async throws -> Int64 {
+        try await Self.dataBytes(specification, orchestrator: system.orchestrator)
+    }
+
+    static func dataBytes(_ specification: Specification, orchestrator: any Orchestrator) async throws -> Int64 {
+        var total: Int64 = 0
+        if let carrier = orchestrator as? any VolumeCarrying, !carrier.checkpointCarriesVolumes {
+            for volume in specification.volumes ?? [] { total += try await carrier.volumeBytes(volume.name) }
+        }
+        for bind in specification.binds ?? [] { total += FileSystem.treeBytes(bind.hostPath) }
+        return total
+    }
+
+    /// One pass over the volumes and host directories: the first sends everything, the next what
+    /// changed since (GNU tar's listed-incremental files, one per volume, in the work directory).
+    func sendData(_ specification: Specification, pass: String) async throws -> Int64 {
+        let snapshots = "\(workDirectory)/snapshots"
+        try FileSystem.makeDirectory(snapshots)
+        var bytes: Int64 = 0
+        if let carrier = system.orchestrator as? any VolumeCarrying, !carrier.checkpointCarriesVolumes {
+            for volume in specification.volumes ?? [] {
+                let sent = try await peer.sendVolume(id, volume: volume.name) { consume in
+                    _ = try await carrier.exportVolume(volume.name, snapshot: "\(snapshots)/volume-\(volume.name)", consume: consume)
+                }
+                bytes += sent.bytes
+                await records.note(id, "volume \(volume.name) sent, \(pass) (\(sent.bytes) bytes)")
+            }
+        }
+        // Host directories: the same path at the destination.
+        for (index, bind) in (specification.binds ?? []).enumerated() {
+            let sent = try await peer.sendBind(id, index: index) { consume in
+                _ = try await Archive.create(directory: bind.hostPath, snapshot: "\(snapshots)/bind-\(index)", consume: consume)
+            }
+            bytes += sent.bytes
+            await records.note(id, "host directory \(bind.hostPath) sent, \(pass) (\(sent.bytes) bytes)")
+        }
+        return bytes
+    }
+
     // MARK: Rollback
 
     func rollBack(_ progress: inout Progress, cause: UMSError, total: Duration, logger: Logger) async {
+        // The volumes' snapshot files, if the first pass ran.
+        defer { FileSystem.remove(workDirectory) }
         var problems: [String] = []
         var sourceMayResume = true
         do {

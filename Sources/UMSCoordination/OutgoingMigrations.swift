@@ -302,8 +302,9 @@ public actor OutgoingMigrations {
         // The destination's own check happens at its prepare; this is what its published policy
         // says (its Coordinator's port and UMS's own ranges are reserved there too).
         let reserved = Coordinator.umsPorts.union(URL(string: destinationURL)?.port.map { [$0] } ?? [])
+        let volumeBytes = request.volumes == .skip ? nil : try await MigrationDriver.dataBytes(specification, orchestrator: system.orchestrator)
         let admission = destination.admission.map { policy in
-            policy.refusal(of: specification, reservedPorts: reserved)?.message ?? "admitted"
+            policy.refusal(of: specification, reservedPorts: reserved, volumeBytes: volumeBytes)?.message ?? "admitted"
         }
         return MigrationPlan(
             container: request.container, source: system.ref,
@@ -323,7 +324,7 @@ public actor OutgoingMigrations {
             id: String(id), container: request.container, requestedApproach: approachRequest, mode: request.mode ?? .stopAndCopy,
             source: system.ref, destination: SystemRef(name: "", url: destinationURL), startedAt: Date()
         )
-        record.events.append(.init(at: Date(), step: "requested", message: "migration of \(request.container) to \(destinationURL) accepted"))
+        record.events.append(.init(at: Date(), step: "requested", message: "migration of \(request.container) to \(destinationURL) accepted" + (request.volumes == .skip ? " (volumes and host directories skipped)" : "")))
         save(record)
         var driver = MigrationDriver(
             id: record.id, container: request.container, request: approachRequest, system: system, records: self,
@@ -333,6 +334,7 @@ public actor OutgoingMigrations {
         )
         let background = self.background
         driver.shuttingDown = { background.isFinishing }
+        driver.volumes = request.volumes ?? .copy
         running.insert(record.id)
         let migration = driver
         let started = background.spawn {

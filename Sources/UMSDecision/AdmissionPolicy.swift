@@ -25,6 +25,10 @@ public struct AdmissionPolicy: Codable, Sendable, Equatable {
     /// Host directories under which a peer's container may bring bind mounts (their contents are
     /// written there); none by default.
     public var allowedBindPaths: [String] = []
+    /// Bytes of named volumes and host directories one migration may bring (as the source measured
+    /// them before the freeze; what streams in is bounded by twice this: a pass while the service
+    /// runs and the changes after the freeze).
+    public var maxVolumeBytes: Int64 = 64 << 30
 
     /// What UMS's own approaches need, and generous bounds: the agents' capabilities, nested
     /// containers, unprivileged host ports, 64 GiB of image or checkpoint, 8 at once.
@@ -52,7 +56,7 @@ public struct AdmissionPolicy: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case allowedCapabilities, allowNested, allowSeccompUnconfined, hostPorts, maxMemoryBytes, maxCPUs, maxPids
-        case maxImageBytes, maxCheckpointBytes, maxConcurrentIncoming, allowedBindPaths
+        case maxImageBytes, maxCheckpointBytes, maxConcurrentIncoming, allowedBindPaths, maxVolumeBytes
     }
 
     /// Keys left out take the standard values; `hostPorts` is `"LOW-HIGH"`.
@@ -71,8 +75,9 @@ public struct AdmissionPolicy: Codable, Sendable, Equatable {
         maxConcurrentIncoming = try container.decodeIfPresent(Int.self, forKey: .maxConcurrentIncoming) ?? standard.maxConcurrentIncoming
         allowedBindPaths = try container.decodeIfPresent([String].self, forKey: .allowedBindPaths) ?? []
         for path in allowedBindPaths { try MountPath.validate(path, what: "allowed bind path") }
+        maxVolumeBytes = try container.decodeIfPresent(Int64.self, forKey: .maxVolumeBytes) ?? standard.maxVolumeBytes
         try SecurityOptions(addCapabilities: allowedCapabilities).validate()
-        guard maxImageBytes >= 0, maxCheckpointBytes >= 0, maxConcurrentIncoming >= 0, (maxCPUs ?? 1).isFinite else {
+        guard maxImageBytes >= 0, maxCheckpointBytes >= 0, maxVolumeBytes >= 0, maxConcurrentIncoming >= 0, (maxCPUs ?? 1).isFinite else {
             throw UMSError(.invalidArgument, "invalid admission policy: limits must be 0 or more")
         }
     }
@@ -90,6 +95,7 @@ public struct AdmissionPolicy: Codable, Sendable, Equatable {
         try container.encode(maxCheckpointBytes, forKey: .maxCheckpointBytes)
         try container.encode(maxConcurrentIncoming, forKey: .maxConcurrentIncoming)
         try container.encode(allowedBindPaths, forKey: .allowedBindPaths)
+        try container.encode(maxVolumeBytes, forKey: .maxVolumeBytes)
     }
 
     static func parsePorts(_ text: String) throws -> ClosedRange<Int> {
@@ -101,8 +107,9 @@ public struct AdmissionPolicy: Codable, Sendable, Equatable {
     }
 
     /// The first rule `specification` breaks, as a 403 naming the rule; nil when admitted.
-    /// `reservedPorts` are this system's own (the Coordinator's port and UMS's port ranges).
-    public func refusal(of specification: Specification, reservedPorts: Set<Int>) -> UMSError? {
+    /// `reservedPorts` are this system's own (the Coordinator's port and UMS's port ranges);
+    /// `volumeBytes` what its volumes and host directories hold (nil: not sent).
+    public func refusal(of specification: Specification, reservedPorts: Set<Int>, volumeBytes: Int64? = nil) -> UMSError? {
         func refuse(_ rule: String, _ reason: String) -> UMSError {
             UMSError(.forbidden, "admission refused (rule \(rule)): \(reason)")
         }
@@ -138,6 +145,9 @@ public struct AdmissionPolicy: Codable, Sendable, Equatable {
         }
         for bind in specification.binds ?? [] where !allowedBindPaths.contains(where: { MountPath.isWithin(bind.hostPath, $0) }) {
             return refuse("allowedBindPaths", "the host directory \(bind.hostPath) is not under \(allowedBindPaths.isEmpty ? "any allowed path (none are)" : allowedBindPaths.joined(separator: ", "))")
+        }
+        if let volumeBytes, volumeBytes > maxVolumeBytes {
+            return refuse("maxVolumeBytes", "its volumes and host directories hold \(volumeBytes) bytes, more than the \(maxVolumeBytes) allowed here")
         }
         return nil
     }

@@ -37,29 +37,35 @@ public enum Archive {
     ]
 
     /// Arguments for `tar` creating a stream of `members` under `directory` on standard output.
-    public static func createArguments(directory: String, members: [String], canonical: Bool) -> [String] {
+    /// `snapshot`: GNU tar's listed-incremental file; the first stream made with it holds
+    /// everything, the next one only what changed since (and which names are gone).
+    public static func createArguments(directory: String, members: [String], canonical: Bool, snapshot: String? = nil) -> [String] {
         var arguments = ["-c", "-f", "-", "--sparse"]
         arguments += canonical ? canonicalFlags : ["--xattrs", "--xattrs-include=*"]
+        if let snapshot { arguments.append("--listed-incremental=\(snapshot)") }
         return arguments + ["-C", directory] + members
     }
 
     /// `untrusted`: a peer's stream of a container's changes: of the `trusted.*` extended
     /// attributes only overlayfs' own (opaque directories, redirects) are written.
-    public static func extractArguments(directory: String, untrusted: Bool = false) -> [String] {
+    /// `incremental`: the stream is one of a listed-incremental series; names it says are gone
+    /// are removed from `directory` (only there: GNU tar keeps to the directory).
+    public static func extractArguments(directory: String, untrusted: Bool = false, incremental: Bool = false) -> [String] {
         let xattrs = untrusted
             ? ["--xattrs-include=user.*", "--xattrs-include=security.*", "--xattrs-include=trusted.overlay.*"]
             : ["--xattrs-include=*"]
-        return ["-x", "-f", "-", "--sparse", "--xattrs"] + xattrs + ["--numeric-owner", "-p", "-C", directory]
+        return ["-x", "-f", "-", "--sparse", "--xattrs"] + xattrs + (incremental ? ["--listed-incremental=/dev/null"] : [])
+            + ["--numeric-owner", "-p", "-C", directory]
     }
 
     /// Runs `tar -c` and hands each chunk to `consume` as it is produced; `consume` applies
     /// backpressure by not returning until it has taken the chunk.
     @discardableResult
     public static func create(
-        directory: String, members: [String] = ["."], canonical: Bool = false,
+        directory: String, members: [String] = ["."], canonical: Bool = false, snapshot: String? = nil,
         consume: @Sendable (ByteBuffer) async throws -> Void
     ) async throws -> StreamSummary {
-        let arguments = createArguments(directory: directory, members: members, canonical: canonical)
+        let arguments = createArguments(directory: directory, members: members, canonical: canonical, snapshot: snapshot)
         let result = try await Subprocess.run(
             .name("tar"), arguments: Arguments(arguments), input: .none, output: .sequence, error: .string(limit: 64 << 10)
         ) { execution in
@@ -81,10 +87,10 @@ public enum Archive {
 
     /// Feeds `chunks` into `tar -x` under `directory` (which must exist), hashing them on the way.
     public static func extract<Chunks: AsyncSequence & Sendable>(
-        _ chunks: Chunks, into directory: String, untrusted: Bool = false
+        _ chunks: Chunks, into directory: String, untrusted: Bool = false, incremental: Bool = false
     ) async throws -> StreamSummary where Chunks.Element == ByteBuffer {
         let result = try await Subprocess.run(
-            .name("tar"), arguments: Arguments(extractArguments(directory: directory, untrusted: untrusted)),
+            .name("tar"), arguments: Arguments(extractArguments(directory: directory, untrusted: untrusted, incremental: incremental)),
             input: .inputWriter, output: .discarded, error: .string(limit: 64 << 10)
         ) { execution in
             var hasher = SHA256()

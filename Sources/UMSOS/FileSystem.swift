@@ -37,6 +37,18 @@ public enum FileSystem {
         }
     }
 
+    /// The bytes of the regular files under `path` (symbolic links not followed; 0 when it cannot
+    /// be read).
+    public static func treeBytes(_ path: String) -> Int64 {
+        guard let walker = FileManager.default.enumerator(atPath: path) else { return 0 }
+        var total: Int64 = 0
+        while walker.nextObject() != nil {
+            guard let attributes = walker.fileAttributes, attributes[.type] as? FileAttributeType == .typeRegular else { continue }
+            total += (attributes[.size] as? NSNumber)?.int64Value ?? 0
+        }
+        return total
+    }
+
     public static func contents(of path: String) throws -> [String] {
         (try? FileManager.default.contentsOfDirectory(atPath: path))?.sorted() ?? []
     }

@@ -138,9 +138,14 @@ public protocol VolumeCarrying: Sendable {
     /// contents (Podman's export does), so UMS does not send them again.
     var checkpointCarriesVolumes: Bool { get }
     func volumeExists(_ name: String) async -> Bool
-    /// The volume's contents as a tar stream (owners, modes, extended attributes kept).
-    func exportVolume(_ name: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> StreamSummary
-    /// Creates the volume if missing and fills it from a peer's tar stream, checked (no device
+    /// The volume's contents as a tar stream (owners, modes, extended attributes kept). With a
+    /// `snapshot` file (GNU tar's listed-incremental) the first stream holds everything and the
+    /// next only what changed since, and which names are gone.
+    func exportVolume(_ name: String, snapshot: String?, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> StreamSummary
+    /// The bytes of its files (what `exportVolume` will send, about).
+    func volumeBytes(_ name: String) async throws -> Int64
+    /// Creates the volume if missing and fills it from a peer's tar stream (a whole one, or the
+    /// next of an incremental series: names it says are gone are removed), checked (no device
     /// nodes, FIFOs or setuid files; no foreign `trusted.*` attributes).
     func importVolume<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> StreamSummary
         where Chunks.Element == ByteBuffer

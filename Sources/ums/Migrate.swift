@@ -39,6 +39,12 @@ struct Migrate: AsyncParsableCommand {
     ))
     var frontman: String = FrontmanMode.forward.rawValue
 
+    @Option(help: ArgumentHelp(
+        "copy or skip.",
+        discussion: "copy (default): named volumes and bind-mounted host directories move with the service — the bulk while it still runs, what changed after the freeze — and are removed at the source once it runs at the destination. skip: they stay where they are; the destination mounts its own volumes of the same names (made empty when missing) and host directories that must exist there."
+    ))
+    var volumes: String = VolumeHandling.copy.rawValue
+
     @Flag(help: "Print the final migration record as JSON.")
     var json = false
 
@@ -58,6 +64,9 @@ struct Migrate: AsyncParsableCommand {
         guard FrontmanMode(rawValue: frontman) != nil else {
             throw ValidationError("unknown frontman mode '\(frontman)': expected forward or redirect")
         }
+        guard VolumeHandling(rawValue: volumes) != nil else {
+            throw ValidationError("unknown volume handling '\(volumes)': expected copy or skip")
+        }
     }
 
     func run() async throws {
@@ -67,7 +76,7 @@ struct Migrate: AsyncParsableCommand {
             if dryRun {
                 let plan = try await client.plan(MigrateRequest(
                     container: name, destination: to, approach: ApproachRequest(rawValue: approach), destinationToken: destinationToken,
-                    mode: TransferMode(rawValue: mode)
+                    mode: TransferMode(rawValue: mode), volumes: VolumeHandling(rawValue: volumes)
                 ))
                 if json {
                     try Output.json(plan)
@@ -84,7 +93,7 @@ struct Migrate: AsyncParsableCommand {
             }
             var record = try await client.migrate(MigrateRequest(
                 container: name, destination: to, approach: ApproachRequest(rawValue: approach), destinationToken: destinationToken,
-                mode: TransferMode(rawValue: mode), frontman: FrontmanMode(rawValue: frontman)
+                mode: TransferMode(rawValue: mode), frontman: FrontmanMode(rawValue: frontman), volumes: VolumeHandling(rawValue: volumes)
             ))
             if !detach {
                 record = try await follow(record, client: client)

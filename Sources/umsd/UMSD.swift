@@ -112,6 +112,9 @@ struct UMSD: AsyncParsableCommand {
         if let name { configuration.name = name }
         if let listen { configuration.listen = listen }
         if let stateDir { configuration.stateDir = stateDir }
+        guard !configuration.name.isEmpty, !configuration.stateDir.isEmpty else {
+            throw ValidationError("give the system's name and state directory: --name and --state-dir, or name: and stateDir: in --config")
+        }
         if let orchestrator { configuration.orchestrator = orchestrator }
         if let tokenFile { configuration.tokenFile = tokenFile }
         if let tlsDir { configuration.tlsDir = tlsDir }

@@ -168,7 +168,9 @@ struct EngineTests {
 
         let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
         #expect(record.status == .completed, "\(record.error?.description ?? "")")
-        #expect(record.events.contains { $0.message.contains("volume \(volume) sent") })
+        // The bulk while it ran, what changed after the freeze.
+        #expect(record.events.contains { $0.message.contains("volume \(volume) sent, while the service runs") })
+        #expect(record.events.contains { $0.message.contains("volume \(volume) sent, changes after the freeze") })
         let after = try await testbed.waitForCount(at: "\(testbed.bHost):18111", atLeast: before + 2)
         #expect(after > before)
         let check = try await cliB.run([
@@ -342,6 +344,55 @@ extension EngineTests {
         }
         _ = try? await cliA.run(["rm", "-f", name])
         _ = try? await cliA.run(["volume", "rm", "-f", volume])
+    }
+}
+
+extension EngineTests {
+    @Test("a volume larger than the destination admits is refused before anything moves (the image neither), and the source runs on; with --volumes skip the service moves without it: B mounts a volume of its own, A keeps its volume and its files")
+    func volumeTooLargeOrSkipped() async throws {
+        let testbed = try Testbed()
+        let (kindA, kindB) = try #require(Testbed.kinds)
+        guard kindA == kindB, [.docker, .podman].contains(kindA) else { return }
+        let (cliA, cliB) = (EngineCLI(kind: kindA, system: "a"), EngineCLI(kind: kindB, system: "b"))
+        let limit = try #require(try await testbed.b.system().admission?.maxVolumeBytes)
+        try #require(limit <= 64 << 20, "scripts/test starts B with admission maxVolumeBytes 16 MiB (testbed --config b=FILE)")
+        let (name, volume) = ("bulky", "bulkdata")
+        for cli in [cliA, cliB] {
+            _ = try? await cli.run(["rm", "-f", name])
+            _ = try? await cli.run(["volume", "rm", "-f", volume])
+        }
+        let tar = FileManager.default.temporaryDirectory.appendingPathComponent("ums-adopt-\(UUID().uuidString).tar").path
+        defer { try? FileManager.default.removeItem(atPath: tar) }
+        _ = try await command("/bin/tar", ["-C", testbed.rootfs, "-cf", tar, "."])
+        let image = "localhost/bulky:\(UUID().uuidString.prefix(8).lowercased())"
+        _ = try await cliA.run(["import", tar, image])
+        let megabytes = Int(limit >> 20) + 1
+        _ = try await cliA.run([
+            "run", "--rm", "-v", "\(volume):/data", image, "/bin/sh", "-c", "dd if=/dev/urandom of=/data/big bs=1M count=\(megabytes) 2>/dev/null && echo kept > /data/small",
+        ])
+        _ = try await cliA.run(["run", "-d", "--name", name, "-v", "\(volume):/data", "-p", "18112:8080", image, "/bin/counter", "--port", "8080"])
+        let before = try await testbed.waitForCount(at: "\(testbed.aHost):18112", atLeast: 3)
+
+        let refused = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+        #expect(refused.status == .rolledBack)
+        #expect(refused.error?.message.contains("rule maxVolumeBytes") == true, "\(refused.error?.message ?? "")")
+        #expect(refused.bytesMoved == 0 && !refused.events.contains { $0.message.contains("rootfs") || $0.message.contains("volume \(volume) sent") },
+                "nothing crossed: \(refused.events.map(\.message))")
+        #expect(refused.error?.message.contains("nothing was sent") == true)
+        #expect(try await cliB.run(["images", "-q", image]).isEmpty, "not even the image")
+        #expect(try await testbed.waitForCount(at: "\(testbed.aHost):18112", atLeast: before + 1) > before, "the source runs on")
+
+        // Skipped, the volume stays: the service moves alone and B mounts its own (empty) one.
+        let moved = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL, volumes: .skip), by: testbed.a)
+        #expect(moved.status == .completed, "\(moved.error?.description ?? "")")
+        #expect(!moved.events.contains { $0.message.contains("volume \(volume) sent") })
+        #expect(try await testbed.waitForCount(at: "\(testbed.bHost):18112", atLeast: before + 1) > before)
+        let atB = try await cliB.run(["exec", name, "/bin/sh", "-c", "ls /data"])
+        #expect(atB.isEmpty, "B's own volume, empty: \(atB)")
+        let keptAtA = try await cliA.run(["run", "--rm", "-v", "\(volume):/data", image, "/bin/sh", "-c", "cat /data/small"])
+        #expect(keptAtA == "kept", "A keeps its volume")
+        _ = try? await cliB.run(["rm", "-f", name])
+        for cli in [cliA, cliB] { _ = try? await cli.run(["volume", "rm", "-f", volume]) }
     }
 }
 

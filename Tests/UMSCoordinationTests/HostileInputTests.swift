@@ -124,6 +124,15 @@ struct HostileInputTests {
         spec("a bind mount host path with ..", .badRequest, "invalid bind mount host path") { $0["binds"] = [["hostPath": "/srv/../etc", "destination": "/x", "readOnly": false]] },
         spec("a bind mount point with a colon", .badRequest, "invalid bind mount point") { $0["binds"] = [["hostPath": "/srv/a", "destination": "/x:/etc", "readOnly": false]] },
         spec("a volume with a traversal name", .badRequest, "invalid volume name") { $0["volumes"] = [["name": "../x", "destination": "/x", "readOnly": false]] },
+        Case(name: "negative volume bytes", body: prepare { request, specification in
+            request["volumeBytes"] = -1
+            specification["volumes"] = [["name": "data", "destination": "/data", "readOnly": false]]
+        }, status: .badRequest, reason: "invalid volume bytes"),
+        Case(name: "volumes larger than allowed", body: prepare { request, specification in
+            request["volumeBytes"] = 2 << 20
+            specification["volumes"] = [["name": "data", "destination": "/data", "readOnly": false]]
+        }, status: .forbidden, reason: "rule maxVolumeBytes", policy: { var p = AdmissionPolicy.standard; p.maxVolumeBytes = 1 << 20; return p }()),
+        Case(name: "a volume handling that is not one", body: prepare { request, _ in request["volumes"] = "../x" }, status: .badRequest, reason: "malformed request body"),
         Case(name: "a volume route with a traversal name", method: .put, path: "/v1/peer/migrations/m-nope/volumes/..%2F..%2Fetc", body: Data("x".utf8), status: .badRequest, reason: "invalid volume name"),
         Case(name: "a host directory index that is not one", method: .put, path: "/v1/peer/migrations/m-nope/binds/-1", body: Data("x".utf8), status: .notFound, reason: "no incoming migration"),
         // Recovery and resolution routes.

@@ -138,6 +138,22 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
     func forget(_ name: String) { registry.forget(name) }
 
     /// Every container of the engine: UMS's own and those the engine made without UMS.
+    /// Records of containers someone removed through the engine itself (`docker rm`): the engine
+    /// is the truth, so their names and ports are free again. A container a migration holds is
+    /// kept (Podman's restore makes it anew).
+    func forgetVanished() async {
+        for name in registry.names where (try? record(name))?.lockedBy == nil {
+            do {
+                _ = try await api.request(.GET, "/containers/\(name)/json", operation: "inspect \(name)")
+            } catch let error as UMSError where error.code == .notFound {
+                logger.info("forgetting a container removed through the engine", metadata: ["container": "\(name)"])
+                registry.forget(name)
+            } catch {
+                continue
+            }
+        }
+    }
+
     public func list() async throws -> [ContainerInfo] {
         await inspectAll(registry.names + foreignNames())
     }
@@ -307,6 +323,7 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
     }
 
     public func create(_ specification: Specification, start: Bool, migration: String?) async throws -> ContainerInfo {
+        await forgetVanished()
         try registry.checkCreatable(specification, imageHeld: await hasImage(specification.image))
         try save(Record(specification: specification, lockedBy: migration, createdAt: Date()))
         do {

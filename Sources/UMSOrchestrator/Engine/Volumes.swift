@@ -42,8 +42,12 @@ extension EngineOrchestrator: VolumeCarrying {
         return volume.mountpoint
     }
 
-    public func exportVolume(_ name: String, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> StreamSummary {
-        try await Archive.create(directory: try await mountpoint(name), consume: consume)
+    public func exportVolume(_ name: String, snapshot: String?, consume: @Sendable (ByteBuffer) async throws -> Void) async throws -> StreamSummary {
+        try await Archive.create(directory: try await mountpoint(name), snapshot: snapshot, consume: consume)
+    }
+
+    public func volumeBytes(_ name: String) async throws -> Int64 {
+        FileSystem.treeBytes(try await mountpoint(name))
     }
 
     public func importVolume<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> StreamSummary
@@ -53,7 +57,7 @@ extension EngineOrchestrator: VolumeCarrying {
             try await api.request(.POST, "/volumes/create", json: DockerAPI.VolumeCreate(name: name), operation: "create volume \(name)")
         }
         let directory = try await mountpoint(name)
-        let summary = try await Archive.extract(chunks, into: directory, untrusted: true)
+        let summary = try await Archive.extract(chunks, into: directory, untrusted: true, incremental: true)
         try TreeCheck.verify(directory)
         return summary
     }
