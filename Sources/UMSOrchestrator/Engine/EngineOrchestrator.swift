@@ -522,6 +522,11 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
             }
             var mounts = spec.mounts ?? []
             for volume in volumes {
+                // Skipped volumes were not sent: this system's own, made empty when missing (as
+                // Docker's create makes them).
+                if !(await volumeExists(volume.name)) {
+                    try await api.request(.POST, "/volumes/create", json: DockerAPI.VolumeCreate(name: volume.name), operation: "create volume \(volume.name)")
+                }
                 let here = try await mountpoint(volume.name)
                 for index in mounts.indices where mounts[index].destination == volume.destination {
                     mounts[index].source = here
