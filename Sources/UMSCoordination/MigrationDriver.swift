@@ -145,13 +145,14 @@ struct MigrationDriver: Sendable {
         }
 
         try await enter(.creatingDestination, &progress)
-        if try await !peer.hasImage(specification.image) {
+        // The image, or each image of a pod's containers, that the destination lacks.
+        for image in specification.images where try await !peer.hasImage(image) {
             let orchestrator = system.orchestrator
-            let sent = try await peer.sendImage(specification.image) { consume in
-                try await orchestrator.exportImage(specification.image, consume: consume)
+            let sent = try await peer.sendImage(image) { consume in
+                try await orchestrator.exportImage(image, consume: consume)
             }
             progress.bytes += sent.bytes
-            await records.note(id, "rootfs \(specification.image.digest.prefix(19)) sent (\(sent.bytes) bytes)")
+            await records.note(id, "rootfs \(image.digest.prefix(19)) sent (\(sent.bytes) bytes)")
         }
         let prepared = try await peer.prepare(PrepareRequest(
             id: id, approach: chosen, specification: specification, source: system.ref, volumes: volumes, volumeBytes: volumeBytes

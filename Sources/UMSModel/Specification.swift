@@ -26,6 +26,11 @@ public struct Specification: Codable, Sendable, Equatable {
     /// Host directories bind-mounted into the container: their contents move with it, to the
     /// same path at the destination (only where its admission policy allows).
     public var binds: [BindMount]?
+    /// A pod (Podman) that moves as one unit: its containers, frozen and restored together into
+    /// one pod — one network namespace — at the destination. The fields above then describe the
+    /// pod: its name, its published ports, its first container's image and command, and every
+    /// volume and host directory its containers mount (each member keeps its own).
+    public var pod: PodSpecification?
 
     public init(
         name: String, image: ImageReference, command: [String], environment: [String] = [],
@@ -49,7 +54,7 @@ public struct Specification: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, image, command, environment, workingDirectory, ports, limits, processCount, labels, security, engine, volumes, binds
+        case name, image, command, environment, workingDirectory, ports, limits, processCount, labels, security, engine, volumes, binds, pod
     }
 
     /// Decodes and validates (`validate()`): what a peer or a file sends is checked here.
@@ -70,6 +75,7 @@ public struct Specification: Codable, Sendable, Equatable {
             volumes: try container.decodeIfPresent([VolumeMount].self, forKey: .volumes),
             binds: try container.decodeIfPresent([BindMount].self, forKey: .binds)
         )
+        pod = try container.decodeIfPresent(PodSpecification.self, forKey: .pod)
         try validate()
     }
 
@@ -77,6 +83,34 @@ public struct Specification: Codable, Sendable, Equatable {
     public func environmentValue(_ key: String) -> String? {
         environment.last { $0.hasPrefix("\(key)=") }.map { String($0.dropFirst(key.count + 1)) }
     }
+}
+
+/// The containers of a pod, in the order they are restored (the infra container that holds the
+/// pod's namespaces is the engine's own: made anew at the destination, never moved).
+public struct PodSpecification: Codable, Sendable, Equatable {
+    public var members: [Specification]
+    /// The namespaces its containers share (`podman pod create --share`): a checkpoint restores
+    /// only into a pod that shares the same ones.
+    public var sharedNamespaces: [String]
+
+    /// What `--share` may name.
+    public static let sharable: Set<String> = ["cgroup", "ipc", "net", "pid", "uts"]
+
+    public init(members: [Specification], sharedNamespaces: [String] = ["ipc", "net", "uts"]) {
+        self.members = members
+        self.sharedNamespaces = sharedNamespaces
+    }
+
+    /// Every image the pod's containers run (each once, in order).
+    public var images: [ImageReference] {
+        var seen: Set<String> = []
+        return members.map(\.image).filter { seen.insert($0.digest).inserted }
+    }
+}
+
+extension Specification {
+    /// The images a destination needs: the container's, or every one of a pod's.
+    public var images: [ImageReference] { pod?.images ?? [image] }
 }
 
 /// What an engine records of a container it made itself (`docker run`, `podman run`) beyond a
@@ -93,6 +127,9 @@ public struct EngineConfiguration: Codable, Sendable, Equatable {
     /// migrates (the engine must not restart a checkpointed container) and sets it at the
     /// destination once the restore ran.
     public var restartPolicy: RestartPolicy
+    /// The image's name as the container was made with it (`localhost/app:1`): the destination
+    /// gives its copy (moved by ID) that name, unless it has an image of that name already.
+    public var imageName: String?
 
     public enum RestartPolicy: String, Codable, Sendable, CaseIterable {
         case no, always
@@ -100,7 +137,11 @@ public struct EngineConfiguration: Codable, Sendable, Equatable {
         case onFailure = "on-failure"
     }
 
-    public init(madeBy: OrchestratorKind, entrypoint: [String] = [], user: String? = nil, hostname: String? = nil, restartPolicy: RestartPolicy = .no) {
+    public init(
+        madeBy: OrchestratorKind, entrypoint: [String] = [], user: String? = nil, hostname: String? = nil, restartPolicy: RestartPolicy = .no,
+        imageName: String? = nil
+    ) {
+        self.imageName = imageName
         self.madeBy = madeBy
         self.entrypoint = entrypoint
         self.user = user

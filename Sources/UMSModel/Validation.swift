@@ -17,6 +17,7 @@ public enum SpecificationBounds {
     public static let maxProcessCount = 1_000_000
     public static let maxPathBytes = 4096
     public static let maxVolumes = 32
+    public static let maxPodMembers = 16
 }
 
 /// Checks a migration id: it names directories at the destination, so it is kept to `m-` and a
@@ -147,10 +148,26 @@ extension Specification {
             try MountPath.validate(bind.hostPath, what: "bind mount host path")
             try MountPath.validate(bind.destination, what: "bind mount point")
         }
-        guard Set(binds.map(\.hostPath)).count == binds.count,
-              Set(binds.map(\.destination) + volumes.map(\.destination)).count == binds.count + volumes.count
+        // A pod's own lists gather its members' (each checked on its own, below).
+        guard pod != nil || (Set(binds.map(\.hostPath)).count == binds.count
+              && Set(binds.map(\.destination) + volumes.map(\.destination)).count == binds.count + volumes.count)
         else {
             throw UMSError(.invalidArgument, "invalid bind mounts: a host path or a mount point twice")
+        }
+        if let pod {
+            guard (1...Bounds.maxPodMembers).contains(pod.members.count) else {
+                throw UMSError(.invalidArgument, "invalid pod: 1-\(Bounds.maxPodMembers) containers")
+            }
+            guard pod.sharedNamespaces.allSatisfy(PodSpecification.sharable.contains), Set(pod.sharedNamespaces).count == pod.sharedNamespaces.count else {
+                throw UMSError(.invalidArgument, "invalid pod: shared namespaces are some of \(PodSpecification.sharable.sorted().joined(separator: ", "))")
+            }
+            guard Set(pod.members.map(\.name)).count == pod.members.count else {
+                throw UMSError(.invalidArgument, "invalid pod: a container name twice")
+            }
+            for member in pod.members {
+                guard member.pod == nil else { throw UMSError(.invalidArgument, "invalid pod: a pod inside a pod") }
+                try member.validate()
+            }
         }
     }
 }
@@ -219,6 +236,15 @@ extension EngineConfiguration {
             guard ok else { throw UMSError(.invalidArgument, "invalid user '\(String(user.prefix(48)))': expected NAME or UID[:GROUP]") }
         }
         if let hostname { try HostAddress.validate(hostname) }
+        if let imageName { try Self.validateImageName(imageName) }
+    }
+
+    /// `[registry/]path[:tag]` of letters, digits and `._-/:` (no digest, no leading `-` or `/`),
+    /// at most 255 bytes: what may name an image on an engine.
+    public static func validateImageName(_ name: String) throws(UMSError) {
+        let ok = (1...255).contains(name.utf8.count) && !name.hasPrefix("-") && !name.hasPrefix("/") && !name.contains("..") && !name.contains("//")
+            && name.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "._-/:".unicodeScalars.contains($0) }
+        guard ok else { throw UMSError(.invalidArgument, "invalid image name '\(String(name.prefix(64)))': expected [registry/]path[:tag]") }
     }
 }
 

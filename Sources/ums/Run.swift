@@ -69,7 +69,7 @@ struct Run: AsyncParsableCommand {
 
 struct Ps: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "List the containers of a system, with the approaches that could migrate each."
+        abstract: "List the containers of a system (a Podman pod as one entry: POD OF names its containers), with the approaches that could migrate each."
     )
 
     @OptionGroup var coordinator: CoordinatorOptions
@@ -82,11 +82,12 @@ struct Ps: AsyncParsableCommand {
             let views = try await coordinator.client().containers()
             if json { return try Output.json(views) }
             Output.table(
-                ["NAME", "STATE", "MADE BY", "PID", "ENDPOINTS", "APPROACHES", "MIGRATING"],
+                ["NAME", "STATE", "MADE BY", "POD OF", "PID", "ENDPOINTS", "APPROACHES", "MIGRATING"],
                 views.map { view in
                     let container = view.container
                     return [
                         container.name, container.state.rawValue, container.specification.engine?.madeBy.rawValue ?? "ums",
+                        container.specification.pod.map { $0.members.map(\.name).joined(separator: ",") } ?? "-",
                         container.pid.map(String.init) ?? "-",
                         container.endpoints.isEmpty ? "-" : container.endpoints.joined(separator: ","),
                         container.approaches.isEmpty ? "none" : container.approaches.map(\.rawValue).joined(separator: ","),

@@ -396,6 +396,64 @@ extension EngineTests {
     }
 }
 
+extension EngineTests {
+    /// A Kubernetes Pod: the Flask app, and a sidecar that calls it over localhost twice a second
+    /// (each call counts).
+    static let podYAML = """
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: web
+        spec:
+          containers:
+          - name: app
+            image: localhost/ums/flask:latest
+            imagePullPolicy: Never
+            ports:
+            - containerPort: 8080
+              hostPort: 18300
+          - name: sidecar
+            image: localhost/ums/flask:latest
+            imagePullPolicy: Never
+            command: ["python3", "-c", "import time, urllib.request\\nwhile True:\\n    try: urllib.request.urlopen('http://localhost:8080/').read()\\n    except Exception as e: print(e, flush=True)\\n    time.sleep(0.5)"]
+        """
+
+    @Test("a Podman pod from Kubernetes YAML (a Flask app and a sidecar calling it over localhost) is listed as one entry and moves as one unit: at B both run in one pod, the app's count continues and the sidecar keeps calling it; podman kube generate gives the pod back as YAML; A has it no more")
+    func movesPodFromKubernetesYAML() async throws {
+        let testbed = try Testbed()
+        let (kindA, kindB) = try #require(Testbed.kinds)
+        guard kindA == .podman, kindB == .podman else { return }
+        let (cliA, cliB) = (EngineCLI(kind: kindA, system: "a"), EngineCLI(kind: kindB, system: "b"))
+        for cli in [cliA, cliB] { _ = try? await cli.run(["pod", "rm", "-f", "web"]) }
+        _ = try await cliA.run(["load", "-i", try Self.serviceImage("flask")])
+        let yaml = FileManager.default.temporaryDirectory.appendingPathComponent("ums-pod-\(UUID().uuidString).yaml").path
+        defer { try? FileManager.default.removeItem(atPath: yaml) }
+        try Self.podYAML.write(toFile: yaml, atomically: true, encoding: .utf8)
+        _ = try await cliA.run(["kube", "play", yaml])
+        // The sidecar's calls alone make the count grow.
+        let before = try await testbed.waitForCount(at: "\(testbed.aHost):18300", atLeast: 4, timeout: .seconds(30))
+        let listed = try #require(try await testbed.a.containers().first { $0.container.name == "web" })
+        #expect(listed.container.specification.pod?.members.count == 2, "one entry for the pod, with its two containers")
+        #expect(try await testbed.a.containers().contains { $0.container.name.hasPrefix("web-") } == false, "its containers are not listed on their own")
+
+        let record = try await testbed.migrated(MigrateRequest(container: "web", destination: testbed.bURL), by: testbed.a)
+        #expect(record.status == .completed, "\(record.error?.description ?? "")")
+        #expect(record.approach == .orchestrator)
+        let after = try await testbed.count(at: "\(testbed.bHost):18300")
+        #expect(after >= before, "the app's count continued at B (\(before) → \(after))")
+        // The sidecar still reaches the app over localhost at B: the count grows on its own.
+        #expect(try await testbed.waitForCount(at: "\(testbed.bHost):18300", atLeast: after + 3, timeout: .seconds(20)) >= after + 3)
+        let pods = try await cliB.run(["ps", "--pod", "--format", "{{.Names}} {{.PodName}}"])
+        #expect(pods.split(separator: "\n").filter { $0.hasSuffix(" web") }.count == 3, "infra + two containers in one pod at B: \(pods)")
+        let generated = try await cliB.run(["kube", "generate", "web"])
+        #expect(generated.contains("kind: Pod") && generated.contains("name: web") && generated.contains("localhost/ums/flask"), "\(generated)")
+        #expect(generated.contains("hostPort: 18300"))
+        let left = try await cliA.run(["pod", "ps", "--format", "{{.Name}}"])
+        #expect(!left.split(separator: "\n").contains("web"), "A's Podman has the pod no more")
+        _ = try? await cliB.run(["pod", "rm", "-f", "web"])
+    }
+}
+
 /// An engine's own CLI against one testbed system's engine socket, as a user would run it.
 struct EngineCLI {
     let kind: OrchestratorKind

@@ -132,6 +132,18 @@ struct HostileInputTests {
             request["volumeBytes"] = 2 << 20
             specification["volumes"] = [["name": "data", "destination": "/data", "readOnly": false]]
         }, status: .forbidden, reason: "rule maxVolumeBytes", policy: { var p = AdmissionPolicy.standard; p.maxVolumeBytes = 1 << 20; return p }()),
+        spec("a pod inside a pod", .badRequest, "a pod inside a pod") { specification in
+            var member = specification
+            member["name"] = "inner"
+            member["pod"] = ["members": [specification], "sharedNamespaces": ["net"]]
+            specification["pod"] = ["members": [member], "sharedNamespaces": ["net"]]
+        },
+        spec("a pod sharing a namespace that is not one", .badRequest, "shared namespaces") { specification in
+            specification["pod"] = ["members": [specification], "sharedNamespaces": ["net", "../x"]]
+        },
+        spec("an image name with a traversal", .badRequest, "invalid image name") { $0["engine"] = ["madeBy": "docker", "entrypoint": [], "restartPolicy": "no", "imageName": "../../etc/x"] },
+        spec("an image name that is an option", .badRequest, "invalid image name") { $0["engine"] = ["madeBy": "docker", "entrypoint": [], "restartPolicy": "no", "imageName": "-rm"] },
+        spec("a pod of no containers", .badRequest, "invalid pod") { $0["pod"] = ["members": [], "sharedNamespaces": []] },
         Case(name: "a volume handling that is not one", body: prepare { request, _ in request["volumes"] = "../x" }, status: .badRequest, reason: "malformed request body"),
         Case(name: "a volume route with a traversal name", method: .put, path: "/v1/peer/migrations/m-nope/volumes/..%2F..%2Fetc", body: Data("x".utf8), status: .badRequest, reason: "invalid volume name"),
         Case(name: "a host directory index that is not one", method: .put, path: "/v1/peer/migrations/m-nope/binds/-1", body: Data("x".utf8), status: .notFound, reason: "no incoming migration"),

@@ -12,8 +12,10 @@ extension EngineOrchestrator {
         guard let response = try? await api.request(.GET, "/containers/json?all=true", operation: "list \(kind)'s containers"),
               let rows = try? response.decode([DockerAPI.ContainerSummary].self, operation: "list \(kind)'s containers")
         else { return [] }
-        let known = Set(registry.names)
-        return rows.compactMap { row -> String? in
+        let pods = await pods()
+        let known = Set(registry.names).union(pods.flatMap { ($0.containers ?? []).compactMap(\.names) })
+        let podNames = pods.map(\.name).filter { !registry.names.contains($0) }
+        return podNames + rows.compactMap { row -> String? in
             // UMS's own (a destination's container between create and restore, say) are in the registry.
             guard row.labels?["ums.managed"] == nil, let first = row.names?.first else { return nil }
             let name = first.hasPrefix("/") ? String(first.dropFirst()) : first
@@ -25,13 +27,24 @@ extension EngineOrchestrator {
     /// The Specification of a container the engine made, from its inspect. With `strict`, what
     /// UMS cannot carry is refused with every reason (a migration asks this before it freezes).
     func adoptedSpecification(_ name: String, strict: Bool) async throws -> Specification {
-        let response = try await api.request(.GET, "/containers/\(name)/json", operation: "inspect \(name)")
+        let response: EngineAPI.Response
+        do {
+            response = try await api.request(.GET, "/containers/\(name)/json", operation: "inspect \(name)")
+        } catch let error as UMSError where error.code == .notFound && dialect == .podman {
+            // Not a container: a pod of that name moves as one unit.
+            guard (try? await podInspect(name)) != nil else { throw error }
+            return try await adoptedPodSpecification(name, strict: strict)
+        }
         let inspect = try response.decode(DockerAPI.ContainerInspect.self, operation: "inspect \(name)")
         return try Self.specification(adopting: inspect, name: name, kind: kind, strict: strict)
     }
 
     /// Pure: an engine's inspect → a Specification, or (strict) the reasons it cannot move.
-    public static func specification(adopting inspect: DockerAPI.ContainerInspect, name: String, kind: OrchestratorKind, strict: Bool) throws -> Specification {
+    /// `podInfra`: the container is one of a pod's, whose infra container (that ID) holds the
+    /// namespaces it shares: those move with the pod.
+    public static func specification(
+        adopting inspect: DockerAPI.ContainerInspect, name: String, kind: OrchestratorKind, strict: Bool, podInfra: String? = nil
+    ) throws -> Specification {
         var refusals: [String] = []
         let config = inspect.config ?? DockerAPI.ContainerInspect.Config()
         let host = inspect.hostConfig ?? DockerAPI.ContainerInspect.InspectHostConfig()
@@ -41,7 +54,7 @@ extension EngineOrchestrator {
         let image = ImageReference(digest: digest, source: "\(kind) image", format: .engine)
         if (try? image.validate()) == nil { refusals.append("its image ID '\(String(id.prefix(80)))' is not a sha256 digest") }
         if host.privileged == true { refusals.append("it is privileged (every device and capability of its host)") }
-        if let mode = host.networkMode, mode == "host" || mode.hasPrefix("container:") {
+        if let mode = host.networkMode, mode == "host" || (mode.hasPrefix("container:") && mode != podInfra.map { "container:\($0)" }) {
             refusals.append("it shares a network namespace (--network \(mode)), which cannot move to another system")
         }
         if host.pidMode == "host" || host.ipcMode == "host" { refusals.append("it shares its host's PID or IPC namespace") }
@@ -89,7 +102,13 @@ extension EngineOrchestrator {
             name: name, image: image, command: config.cmd ?? [], environment: config.env ?? [],
             workingDirectory: config.workingDir.flatMap { $0.isEmpty ? nil : $0 } ?? "/", ports: ports, limits: limits,
             labels: labels, security: capabilities.isEmpty ? nil : SecurityOptions(addCapabilities: capabilities),
-            engine: EngineConfiguration(madeBy: kind, entrypoint: config.entrypoint ?? [], user: user, hostname: hostname, restartPolicy: policy),
+            engine: EngineConfiguration(
+                madeBy: kind, entrypoint: config.entrypoint ?? [], user: user, hostname: hostname, restartPolicy: policy,
+                imageName: config.image.flatMap { name in
+                    // A name, not an ID (which the image reference carries already).
+                    (try? EngineConfiguration.validateImageName(name)) != nil && !name.hasPrefix("sha256:") && !id.hasSuffix(name) ? name : nil
+                }
+            ),
             volumes: volumes.isEmpty ? nil : volumes, binds: binds.isEmpty ? nil : binds
         )
         do {
@@ -109,7 +128,14 @@ extension EngineOrchestrator {
     func adopt(_ name: String, migration: String) async throws {
         let specification = try await adoptedSpecification(name, strict: true)
         try save(Record(specification: specification, lockedBy: migration, createdAt: Date(), adopted: true))
-        if specification.engine?.restartPolicy != EngineConfiguration.RestartPolicy.no {
+        for member in specification.pod?.members ?? [] where member.engine?.restartPolicy != EngineConfiguration.RestartPolicy.no {
+            do {
+                try await setRestartPolicy(member.name, .no)
+            } catch {
+                logger.warning("could not turn the restart policy off for the migration", metadata: ["container": "\(member.name)", "pod": "\(name)", "error": "\(error)"])
+            }
+        }
+        if specification.pod == nil, specification.engine?.restartPolicy != EngineConfiguration.RestartPolicy.no {
             do {
                 try await setRestartPolicy(name, .no)
             } catch where dialect == .podman {
@@ -127,7 +153,10 @@ extension EngineOrchestrator {
     /// and no registry record.
     func release(_ record: Record) async {
         let name = record.specification.name
-        if let policy = record.specification.engine?.restartPolicy, policy != .no {
+        for member in record.specification.pod?.members ?? [] {
+            if let policy = member.engine?.restartPolicy, policy != .no { try? await setRestartPolicy(member.name, policy) }
+        }
+        if record.specification.pod == nil, let policy = record.specification.engine?.restartPolicy, policy != .no {
             try? await setRestartPolicy(name, policy)
         }
         forget(name)
@@ -141,6 +170,21 @@ extension EngineOrchestrator {
     }
 
     // MARK: Engine images (adopted containers' own), by the engine's image ID
+
+    /// Gives an engine image (moved by ID) the name the source ran it by — never a name this
+    /// engine already uses for an image of its own. Best effort: the container runs by ID anyway.
+    func nameImage(_ image: ImageReference, as name: String?) async {
+        guard let name, image.format == .engine, (try? EngineConfiguration.validateImageName(name)) != nil else { return }
+        if (try? await api.request(.GET, "/images/\(name)/json", operation: "inspect image \(name)")) != nil { return }
+        let slash = name.lastIndex(of: "/") ?? name.startIndex
+        let colon = name[slash...].lastIndex(of: ":")
+        let (repository, tag) = colon.map { (String(name[..<$0]), String(name[name.index(after: $0)...])) } ?? (name, "latest")
+        do {
+            try await api.request(.POST, "/images/\(image.digest)/tag?repo=\(repository)&tag=\(tag)", operation: "name image \(image.digest.prefix(19)) \(name)")
+        } catch {
+            logger.warning("could not name a moved image as at the source", metadata: ["image": "\(image.digest)", "name": "\(name)", "error": "\(error)"])
+        }
+    }
 
     func hasEngineImage(_ image: ImageReference) async -> Bool {
         (try? await api.request(.GET, "/images/\(image.digest)/json", operation: "inspect image")) != nil

@@ -137,14 +137,14 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
     func save(_ record: Record) throws { try registry.save(record) }
     func forget(_ name: String) { registry.forget(name) }
 
-    /// Every container of the engine: UMS's own and those the engine made without UMS.
     /// Records of containers someone removed through the engine itself (`docker rm`): the engine
     /// is the truth, so their names and ports are free again. A container a migration holds is
     /// kept (Podman's restore makes it anew).
     func forgetVanished() async {
         for name in registry.names where (try? record(name))?.lockedBy == nil {
             do {
-                _ = try await api.request(.GET, "/containers/\(name)/json", operation: "inspect \(name)")
+                let pod = (try? record(name))?.specification.pod != nil
+                _ = try await api.request(.GET, pod ? "/libpod/pods/\(name)/json" : "/containers/\(name)/json", operation: "inspect \(name)")
             } catch let error as UMSError where error.code == .notFound {
                 logger.info("forgetting a container removed through the engine", metadata: ["container": "\(name)"])
                 registry.forget(name)
@@ -154,6 +154,7 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
         }
     }
 
+    /// Every container of the engine: UMS's own and those the engine made without UMS.
     public func list() async throws -> [ContainerInfo] {
         await inspectAll(registry.names + foreignNames())
     }
@@ -185,9 +186,9 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
         let record = registry.contains(name)
             ? try record(name)
             : Record(specification: try await adoptedSpecification(name, strict: false), lockedBy: nil, createdAt: Date())
-        let engine = await engineState(name)
+        let engine = record.specification.pod != nil ? await podState(record.specification) : await engineState(name)
         var specification = record.specification
-        if engine.state == .running, let count = await processCount(name) { specification.processCount = count }
+        if specification.pod == nil, engine.state == .running, let count = await processCount(name) { specification.processCount = count }
         return ContainerInfo(
             name: name, state: engine.state, specification: specification, pid: engine.pid,
             endpoints: engine.state == .running ? record.specification.ports.map { "\(advertiseHost):\($0.hostPort)" } : [],
@@ -197,7 +198,7 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
 
     public func specification(of name: String) async throws -> Specification {
         var specification = registry.contains(name) ? try record(name).specification : try await adoptedSpecification(name, strict: true)
-        if let count = await processCount(name) { specification.processCount = count }
+        if specification.pod == nil, let count = await processCount(name) { specification.processCount = count }
         return specification
     }
 
@@ -327,7 +328,18 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
         try registry.checkCreatable(specification, imageHeld: await hasImage(specification.image))
         try save(Record(specification: specification, lockedBy: migration, createdAt: Date()))
         do {
-            try await ensureEngineImage(specification.image)
+            for image in specification.images { try await ensureEngineImage(image) }
+            // The names the source ran them by (moved by ID, they arrive nameless).
+            for member in specification.pod?.members ?? [specification] { await nameImage(member.image, as: member.engine?.imageName) }
+            if specification.pod != nil {
+                // A pod: made now, with its ports and shared namespaces; its containers come with
+                // the restore (Podman's import makes each into it).
+                guard dialect == .podman, !start else {
+                    throw UMSError(.unsupported, "failed to create pod \(specification.name): pods are made only to restore into, by Podman")
+                }
+                try await createPod(specification)
+                return try await inspect(specification.name)
+            }
             if !start && dialect == .podman {
                 // Ready to be restored into: Podman's import creates the container itself from
                 // the checkpoint (with this Specification's image, which is now here).
@@ -369,6 +381,10 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
     /// Kills and removes the container, and any cgroups a runtime inside it left below its own
     /// (a nested container, possibly frozen). Idempotent.
     func removeEverything(_ name: String) async {
+        if (try? record(name))?.specification.pod != nil {
+            await removePod(name)
+            return
+        }
         let cgroup = await engineState(name).pid.flatMap(Cgroups.path(ofProcess:))
         if let cgroup { Cgroups.killAndThawDescendants(of: cgroup) }
         _ = try? await api.request(.POST, "/containers/\(name)/kill?signal=KILL", operation: "kill \(name)")
@@ -424,6 +440,10 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
     /// Rollback: a checkpointed (exited) container is restored in place from the checkpoint it
     /// kept, with its state; one that runs is left alone.
     public func resume(_ name: String) async throws {
+        if let record = try? record(name), record.specification.pod != nil {
+            try await resumePod(record.specification)
+            return
+        }
         guard await engineState(name).state != .running else { return }
         if dialect == .podman {
             try await api.request(.POST, "/libpod/containers/\(name)/restore?keep=true", timeout: .seconds(120), operation: "restore \(name) in place")
@@ -441,8 +461,12 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
         guard request.lazyPages == nil else {
             throw UMSError(.unsupported, "failed to checkpoint \(name): post-copy through \(kind) is not implemented; use stop-and-copy")
         }
-        _ = try record(name)
+        let specification = try record(name).specification
         try FileSystem.makeDirectory(request.imagesDirectory)
+        if specification.pod != nil {
+            try await checkpointPod(specification, into: request.imagesDirectory)
+            return nil
+        }
         if dialect == .podman {
             try await api.download(
                 .POST, "/libpod/containers/\(name)/checkpoint?export=true&keep=true" + ((try record(name).specification.volumes ?? []).isEmpty ? "" : "&ignoreVolumes=true"), to: "\(request.imagesDirectory)/\(Self.exportName)",
@@ -489,11 +513,13 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
     /// The export names the source's image by Podman's image ID, which differs on every system
     /// that imported the same root filesystem (it hashes the import time): point it at this
     /// system's copy of the same content-addressed image. Returns the archive to import.
-    func retargetImage(_ directory: String, image: ImageReference, volumes: [VolumeMount] = []) async throws -> String {
+    func retargetImage(
+        _ directory: String, image: ImageReference, volumes: [VolumeMount] = [], archive exported: String = exportName, imageName: String? = nil
+    ) async throws -> String {
         let staging = "\(directory)/import"
         FileSystem.remove(staging)
         try FileSystem.makeDirectory(staging)
-        try await runner.execute("tar", ["-C", staging, "-xf", "\(directory)/\(Self.exportName)"])
+        try await runner.execute("tar", ["-C", staging, "-xf", "\(directory)/\(exported)"])
         let configPath = "\(staging)/config.dump"
         let config: Open<LibpodAPI.CheckpointConfig>
         do {
@@ -506,9 +532,15 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
         var retargeted = config
         retargeted.rootfsImageID = id.hasPrefix("sha256:") ? String(id.dropFirst(7)) : id
         if image.format == .engine {
-            // An adopted container's image is known here by its ID only (it was loaded, not
-            // tagged): by its name Podman would try a registry.
+            // An adopted container's image: by the name it ran by at the source where this
+            // system gave that name to this very image (`podman kube generate` shows it), else
+            // by its ID — by a name that is not here Podman would try a registry.
             retargeted.rootfsImageName = retargeted.rootfsImageID
+            if let imageName, let named = try? await api.request(.GET, "/libpod/images/\(imageName)/json", operation: "inspect image \(imageName)"),
+               (try? named.decode(DockerAPI.ImageInspect.self, operation: "inspect image \(imageName)").id) == id
+            {
+                retargeted.rootfsImageName = imageName
+            }
         }
         try FileSystem.writeAtomically(try JSONEncoder().encode(retargeted), to: configPath)
         // The runtime spec names each volume by the source's host path: this system's instead.
@@ -535,7 +567,7 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
             spec.mounts = mounts
             try FileSystem.writeAtomically(try JSONEncoder().encode(spec), to: specPath)
         }
-        let archive = "\(directory)/import.tar"
+        let archive = "\(directory)/import-\(exported)"
         try await runner.execute("tar", ["-C", staging, "-cf", archive, "."])
         FileSystem.remove(staging)
         return archive
@@ -549,9 +581,14 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
             throw UMSError(.unsupported, "failed to restore \(name): post-copy through \(kind) is not implemented")
         }
         let record = try record(name)
-        if dialect == .podman {
+        if record.specification.pod != nil {
+            try await restorePod(record.specification, from: request.imagesDirectory)
+        } else if dialect == .podman {
             try await ensureEngineImage(record.specification.image)
-            let archive = try await retargetImage(request.imagesDirectory, image: record.specification.image, volumes: record.specification.volumes ?? [])
+            let archive = try await retargetImage(
+                request.imagesDirectory, image: record.specification.image, volumes: record.specification.volumes ?? [],
+                imageName: record.specification.engine?.imageName
+            )
             let data = try FileSystem.read(archive)
             try await api.request(
                 // Named volumes arrived on their own, into volumes of this system's.
@@ -571,7 +608,10 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
             throw UMSError(.internalError, "failed to restore \(name): it is \(info.state.rawValue) after the restore")
         }
         // Its engine's own loop from now on, as at the source before the migration.
-        if let policy = record.specification.engine?.restartPolicy, policy != .no {
+        for member in record.specification.pod?.members ?? [] {
+            if let policy = member.engine?.restartPolicy, policy != .no { try? await setRestartPolicy(member.name, policy) }
+        }
+        if record.specification.pod == nil, let policy = record.specification.engine?.restartPolicy, policy != .no {
             do {
                 try await setRestartPolicy(name, policy)
             } catch {

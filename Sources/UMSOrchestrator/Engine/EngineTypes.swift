@@ -131,9 +131,11 @@ public enum DockerAPI {
             public var user: String?
             public var labels: [String: String]?
             public var hostname: String?
+            /// The image's name as the container was made with it (`docker run NAME`).
+            public var image: String?
             enum CodingKeys: String, CodingKey {
                 case cmd = "Cmd", entrypoint = "Entrypoint", env = "Env", workingDir = "WorkingDir", user = "User"
-                case labels = "Labels", hostname = "Hostname"
+                case labels = "Labels", hostname = "Hostname", image = "Image"
             }
         }
 

@@ -1,0 +1,219 @@
+import Foundation
+import NIOCore
+import UMSModel
+import UMSOS
+
+extension LibpodAPI {
+    /// `GET /libpod/pods/{name}/json`, the part UMS reads.
+    public struct PodInspect: Codable, Sendable, Equatable {
+        public var id: String
+        public var name: String
+        public var state: String?
+        public var hostname: String?
+        public var sharedNamespaces: [String]?
+        public var infraContainerID: String?
+        public var infraConfig: InfraConfig?
+        public var containers: [PodContainer]?
+
+        public struct InfraConfig: Codable, Sendable, Equatable {
+            public var portBindings: [String: [DockerAPI.PortBinding]?]?
+            enum CodingKeys: String, CodingKey { case portBindings = "PortBindings" }
+        }
+
+        public struct PodContainer: Codable, Sendable, Equatable {
+            public var id: String
+            public var name: String
+            public var state: String?
+            enum CodingKeys: String, CodingKey { case id = "Id", name = "Name", state = "State" }
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case id = "Id", name = "Name", state = "State", hostname = "Hostname", sharedNamespaces = "SharedNamespaces"
+            case infraContainerID = "InfraContainerID", infraConfig = "InfraConfig", containers = "Containers"
+        }
+    }
+
+    /// A row of `GET /libpod/pods/json`.
+    public struct PodSummary: Codable, Sendable, Equatable {
+        public var name: String
+        public var containers: [Member]?
+
+        public struct Member: Codable, Sendable, Equatable {
+            public var names: String?
+            enum CodingKeys: String, CodingKey { case names = "Names" }
+        }
+
+        enum CodingKeys: String, CodingKey { case name = "Name", containers = "Containers" }
+    }
+
+    /// `POST /libpod/pods/create` (libpod's PodSpecGenerator, the part UMS sets).
+    public struct PodCreateBody: Codable, Sendable, Equatable {
+        public var name: String
+        public var hostname: String?
+        public var portmappings: [PortMapping]
+        public var sharedNamespaces: [String]?
+
+        enum CodingKeys: String, CodingKey { case name, hostname, portmappings, sharedNamespaces = "shared_namespaces" }
+    }
+
+    public struct Created: Codable, Sendable, Equatable {
+        public var id: String
+        enum CodingKeys: String, CodingKey { case id = "Id" }
+    }
+}
+
+/// Podman pods (`podman pod create`, `podman kube play`): listed as one entry, and migrated as one
+/// unit — every container checkpointed (with the TCP connections between them), the pod made
+/// anew at the destination with the same published ports and shared namespaces, and each
+/// container restored into it, so they share one network namespace there as here. The pod's
+/// infra container is Podman's own and is never moved.
+extension EngineOrchestrator {
+    /// The pods of a Podman engine (none for Docker), with the names of their containers.
+    func pods() async -> [LibpodAPI.PodSummary] {
+        guard dialect == .podman,
+              let response = try? await api.request(.GET, "/libpod/pods/json", operation: "list pods"),
+              let rows = try? response.decode([LibpodAPI.PodSummary].self, operation: "list pods")
+        else { return [] }
+        return rows.filter { (try? ContainerName.validate($0.name)) != nil }
+    }
+
+    func podInspect(_ name: String) async throws -> LibpodAPI.PodInspect {
+        try ContainerName.validate(name)
+        let response = try await api.request(.GET, "/libpod/pods/\(name)/json", operation: "inspect pod \(name)")
+        return try response.decode(LibpodAPI.PodInspect.self, operation: "inspect pod \(name)")
+    }
+
+    /// A pod's Specification, from Podman's description of the pod and of each of its containers.
+    /// With `strict`, what UMS cannot carry in any of them is refused with every reason.
+    func adoptedPodSpecification(_ name: String, strict: Bool) async throws -> Specification {
+        let pod = try await podInspect(name)
+        let infra = pod.infraContainerID
+        var members: [Specification] = []
+        var refusals: [String] = []
+        for container in (pod.containers ?? []).prefix(SpecificationBounds.maxPodMembers + 1) where container.id != infra {
+            do {
+                let response = try await api.request(.GET, "/containers/\(container.id)/json", operation: "inspect \(container.name)")
+                let inspect = try response.decode(DockerAPI.ContainerInspect.self, operation: "inspect \(container.name)")
+                var member = try Self.specification(adopting: inspect, name: container.name, kind: kind, strict: strict, podInfra: infra)
+                // The pod publishes the ports; its containers share them.
+                member.ports = []
+                members.append(member)
+            } catch let error as UMSError {
+                refusals.append("its container \(container.name): \(error.message)")
+            }
+        }
+        var ports: [PortMapping] = []
+        for (key, bindings) in (pod.infraConfig?.portBindings ?? [:]).sorted(by: { $0.key < $1.key }) {
+            let parts = key.split(separator: "/")
+            guard let containerPort = parts.first.flatMap({ Int($0) }) else { continue }
+            for binding in bindings ?? [] {
+                guard let hostPort = Int(binding.hostPort), hostPort > 0 else {
+                    refusals.append("port \(key) is published on a port its engine chose, which another system may not have free")
+                    continue
+                }
+                ports.append(PortMapping(hostPort: hostPort, containerPort: containerPort, proto: parts.count > 1 ? String(parts[1]) : "tcp"))
+            }
+        }
+        if members.isEmpty, refusals.isEmpty { refusals.append("it has no container besides its infra container") }
+        if members.count > SpecificationBounds.maxPodMembers { refusals.append("it has more than \(SpecificationBounds.maxPodMembers) containers") }
+        if strict, !refusals.isEmpty {
+            throw UMSError(.unsupported, "failed to adopt pod \(name), made by \(kind) outside UMS: " + refusals.joined(separator: "; "))
+        }
+        guard let first = members.first else {
+            throw UMSError(.unsupported, "failed to adopt pod \(name): " + refusals.joined(separator: "; "))
+        }
+        var volumes: [VolumeMount] = []
+        var binds: [BindMount] = []
+        for member in members {
+            for volume in member.volumes ?? [] where !volumes.contains(where: { $0.name == volume.name }) { volumes.append(volume) }
+            for bind in member.binds ?? [] where !binds.contains(where: { $0.hostPath == bind.hostPath }) { binds.append(bind) }
+        }
+        var specification = Specification(
+            name: name, image: first.image, command: first.command, ports: ports, processCount: members.count,
+            engine: EngineConfiguration(
+                madeBy: kind, entrypoint: first.engine?.entrypoint ?? [],
+                hostname: pod.hostname.flatMap { $0.isEmpty ? nil : $0 }, restartPolicy: .no
+            ),
+            volumes: volumes.isEmpty ? nil : volumes, binds: binds.isEmpty ? nil : binds
+        )
+        specification.pod = PodSpecification(members: members, sharedNamespaces: (pod.sharedNamespaces ?? []).filter(PodSpecification.sharable.contains))
+        try specification.validate()
+        return specification
+    }
+
+    /// A pod's state: running when Podman says so and every container of it runs; its address is
+    /// its infra container's.
+    func podState(_ specification: Specification) async -> EngineState {
+        guard let pod = specification.pod, let inspect = try? await podInspect(specification.name) else { return EngineState(state: .stopped) }
+        var pid: Int?
+        var running = inspect.state?.lowercased() == "running"
+        for member in pod.members {
+            let state = await engineState(member.name)
+            pid = pid ?? state.pid
+            running = running && state.state == .running
+        }
+        // The pod's address is its infra container's (the network namespace its containers share).
+        var address: String?
+        if let infra = inspect.infraContainerID { address = await engineState(infra).address }
+        return EngineState(state: running ? .running : .stopped, pid: pid, address: address)
+    }
+
+    /// Makes the pod at the destination (its containers come with the restore).
+    func createPod(_ specification: Specification) async throws {
+        let shared = specification.pod?.sharedNamespaces ?? []
+        let body = LibpodAPI.PodCreateBody(
+            name: specification.name, hostname: specification.engine?.hostname,
+            portmappings: specification.ports.map { LibpodAPI.PortMapping(hostPort: $0.hostPort, containerPort: $0.containerPort, protocol: $0.proto) },
+            sharedNamespaces: shared.isEmpty ? nil : shared
+        )
+        try await api.request(.POST, "/libpod/pods/create", json: body, operation: "create pod \(specification.name)")
+    }
+
+    static func podArchive(_ member: String) -> String { "pod-\(member).tar" }
+
+    /// Every container's checkpoint export, the sidecars (the later ones) first.
+    func checkpointPod(_ specification: Specification, into directory: String) async throws {
+        for member in (specification.pod?.members ?? []).reversed() {
+            try await api.download(
+                .POST, "/libpod/containers/\(member.name)/checkpoint?export=true&keep=true&tcpEstablished=true"
+                    + ((member.volumes ?? []).isEmpty ? "" : "&ignoreVolumes=true"),
+                to: "\(directory)/\(Self.podArchive(member.name))", operation: "checkpoint \(member.name) of pod \(specification.name)"
+            )
+        }
+    }
+
+    /// Each container restored into the pod made at prepare, with its TCP connections.
+    func restorePod(_ specification: Specification, from directory: String) async throws {
+        let pod = try await podInspect(specification.name)
+        for member in specification.pod?.members ?? [] {
+            try await ensureEngineImage(member.image)
+            let archive = try await retargetImage(
+                directory, image: member.image, volumes: member.volumes ?? [], archive: Self.podArchive(member.name), imageName: member.engine?.imageName
+            )
+            let data = try FileSystem.read(archive)
+            try await api.request(
+                .POST, "/libpod/containers/\(member.name)/restore?import=true&name=\(member.name)&pod=\(pod.id)&tcpEstablished=true"
+                    + ((member.volumes ?? []).isEmpty ? "" : "&ignoreVolumes=true"),
+                body: .bytes(ByteBuffer(data: data)), contentType: "application/x-tar", timeout: .seconds(300),
+                operation: "restore \(member.name) into pod \(specification.name)"
+            )
+            FileSystem.remove(archive)
+        }
+    }
+
+    /// Rollback at the source: each checkpointed container restored in place from what it kept.
+    func resumePod(_ specification: Specification) async throws {
+        for member in specification.pod?.members ?? [] where await engineState(member.name).state != .running {
+            try await api.request(
+                .POST, "/libpod/containers/\(member.name)/restore?keep=true&tcpEstablished=true", timeout: .seconds(120),
+                operation: "restore \(member.name) of pod \(specification.name) in place"
+            )
+        }
+    }
+
+    /// The pod and every container of it. Idempotent.
+    func removePod(_ name: String) async {
+        _ = try? await api.request(.DELETE, "/libpod/pods/\(name)?force=true&timeout=0", operation: "remove pod \(name)")
+        forget(name)
+    }
+}
