@@ -26,6 +26,9 @@ public struct Specification: Codable, Sendable, Equatable {
     /// Host directories bind-mounted into the container: their contents move with it, to the
     /// same path at the destination (only where its admission policy allows).
     public var binds: [BindMount]?
+    /// tmpfs mounts (`--tmpfs /path:size=64m`): made anew at the destination, their contents
+    /// carried by the checkpoint.
+    public var tmpfs: [TmpfsMount]?
     /// A pod (Podman) that moves as one unit: its containers, frozen and restored together into
     /// one pod — one network namespace — at the destination. The fields above then describe the
     /// pod: its name, its published ports, its first container's image and command, and every
@@ -54,7 +57,7 @@ public struct Specification: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, image, command, environment, workingDirectory, ports, limits, processCount, labels, security, engine, volumes, binds, pod
+        case name, image, command, environment, workingDirectory, ports, limits, processCount, labels, security, engine, volumes, binds, pod, tmpfs
     }
 
     /// Decodes and validates (`validate()`): what a peer or a file sends is checked here.
@@ -76,6 +79,7 @@ public struct Specification: Codable, Sendable, Equatable {
             binds: try container.decodeIfPresent([BindMount].self, forKey: .binds)
         )
         pod = try container.decodeIfPresent(PodSpecification.self, forKey: .pod)
+        tmpfs = try container.decodeIfPresent([TmpfsMount].self, forKey: .tmpfs)
         try validate()
     }
 
@@ -163,6 +167,50 @@ public struct VolumeMount: Codable, Sendable, Equatable {
         self.name = name
         self.destination = destination
         self.readOnly = readOnly
+    }
+}
+
+/// A tmpfs mounted into a container: where, and its size and mode (nil: the engine's defaults).
+public struct TmpfsMount: Codable, Sendable, Equatable {
+    public var destination: String
+    public var sizeBytes: Int64?
+    /// Permission bits (e.g. 0o1777).
+    public var mode: Int?
+
+    public init(destination: String, sizeBytes: Int64? = nil, mode: Int? = nil) {
+        self.destination = destination
+        self.sizeBytes = sizeBytes
+        self.mode = mode
+    }
+
+    /// `size=N,mode=O`, as Docker's `--tmpfs` and Podman's mounts take them.
+    public var options: [String] {
+        (sizeBytes.map { ["size=\($0)"] } ?? []) + (mode.map { ["mode=" + String($0, radix: 8)] } ?? [])
+    }
+
+    /// Reads `size=64m,mode=1777,…` (other options are the engine's defaults); nil when a size or
+    /// mode is not one.
+    public static func parse(destination: String, options: String) -> TmpfsMount? {
+        var mount = TmpfsMount(destination: destination)
+        for option in options.split(separator: ",") {
+            let parts = option.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { continue }
+            switch parts[0] {
+            case "size":
+                let units: [Character: Int64] = ["k": 1 << 10, "m": 1 << 20, "g": 1 << 30]
+                let unit = parts[1].last.flatMap { units[Character($0.lowercased())] }
+                guard let number = Int64(unit == nil ? parts[1] : String(parts[1].dropLast())), number >= 0 else { return nil }
+                let (bytes, overflow) = number.multipliedReportingOverflow(by: unit ?? 1)
+                guard !overflow else { return nil }
+                mount.sizeBytes = bytes
+            case "mode":
+                guard let mode = Int(parts[1], radix: 8), (0...0o7777).contains(mode) else { return nil }
+                mount.mode = mode
+            default:
+                continue
+            }
+        }
+        return mount
     }
 }
 

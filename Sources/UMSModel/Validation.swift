@@ -148,6 +148,17 @@ extension Specification {
             try MountPath.validate(bind.hostPath, what: "bind mount host path")
             try MountPath.validate(bind.destination, what: "bind mount point")
         }
+        let tmpfs = self.tmpfs ?? []
+        guard tmpfs.count <= Bounds.maxVolumes else { throw UMSError(.invalidArgument, "invalid tmpfs mounts: more than \(Bounds.maxVolumes)") }
+        for mount in tmpfs {
+            try MountPath.validate(mount.destination, what: "tmpfs mount point")
+            guard (mount.sizeBytes ?? 0) >= 0, (0...0o7777).contains(mount.mode ?? 0) else {
+                throw UMSError(.invalidArgument, "invalid tmpfs mount \(mount.destination): a size of 0 or more bytes, a mode of at most 7777 (octal)")
+            }
+        }
+        guard pod != nil || Set(tmpfs.map(\.destination) + binds.map(\.destination) + volumes.map(\.destination)).count == tmpfs.count + binds.count + volumes.count else {
+            throw UMSError(.invalidArgument, "invalid tmpfs mounts: a mount point twice")
+        }
         // A pod's own lists gather its members' (each checked on its own, below).
         guard pod != nil || (Set(binds.map(\.hostPath)).count == binds.count
               && Set(binds.map(\.destination) + volumes.map(\.destination)).count == binds.count + volumes.count)

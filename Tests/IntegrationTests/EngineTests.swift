@@ -454,6 +454,80 @@ extension EngineTests {
     }
 }
 
+extension EngineTests {
+    @Test("a docker/podman run container with a tmpfs (--tmpfs) moves with what it wrote there: B's engine mounts a tmpfs of the same size, the checkpoint carries its contents")
+    func carriesTmpfs() async throws {
+        let testbed = try Testbed()
+        let (kindA, kindB) = try #require(Testbed.kinds)
+        guard kindA == kindB, [.docker, .podman].contains(kindA) else { return }
+        let (cliA, cliB) = (EngineCLI(kind: kindA, system: "a"), EngineCLI(kind: kindB, system: "b"))
+        let name = "scratchy"
+        for cli in [cliA, cliB] { _ = try? await cli.run(["rm", "-f", name]) }
+        let tar = FileManager.default.temporaryDirectory.appendingPathComponent("ums-adopt-\(UUID().uuidString).tar").path
+        defer { try? FileManager.default.removeItem(atPath: tar) }
+        _ = try await command("/bin/tar", ["-C", testbed.rootfs, "-cf", tar, "."])
+        _ = try await cliA.run(["import", tar, "localhost/adopt:test"])
+        _ = try await cliA.run([
+            "run", "-d", "--name", name, "--tmpfs", "/scratch:size=8m", "-p", "18113:8080", "localhost/adopt:test",
+            "/bin/sh", "-c", "echo only-in-memory > /scratch/note && exec /bin/counter --port 8080",
+        ])
+        let before = try await testbed.waitForCount(at: "\(testbed.aHost):18113", atLeast: 3)
+        let listed = try #require(try await testbed.a.containers().first { $0.container.name == name })
+        #expect(listed.container.specification.tmpfs?.first?.destination == "/scratch")
+
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+        #expect(record.status == .completed, "\(record.error?.description ?? "")")
+        #expect(try await testbed.waitForCount(at: "\(testbed.bHost):18113", atLeast: before + 1) > before)
+        #expect(try await cliB.run(["exec", name, "cat", "/scratch/note"]) == "only-in-memory")
+        let mounted = try await cliB.run(["exec", name, "/bin/sh", "-c", "grep ' /scratch ' /proc/mounts"])
+        #expect(mounted.contains("tmpfs") && mounted.contains("size=8192k"), "\(mounted)")
+        _ = try? await cliB.run(["rm", "-f", name])
+    }
+}
+
+extension EngineTests {
+    @Test("a container with a bind-mounted host directory moves with its files to the same path at B (which B's admission allows, and where B's filesystem is its own): owners, modes and the file it keeps writing, the bulk while it runs and the changes after the freeze; A's directory stays")
+    func carriesHostDirectory() async throws {
+        let testbed = try Testbed()
+        let (kindA, kindB) = try #require(Testbed.kinds)
+        guard kindA == kindB, [.docker, .podman].contains(kindA) else { return }
+        let (cliA, cliB) = (EngineCLI(kind: kindA, system: "a"), EngineCLI(kind: kindB, system: "b"))
+        let allowed = try #require(try await testbed.b.system().admission?.allowedBindPaths.first,
+                                   "scripts/test gives B allowedBindPaths [/srv/ums-tb-binds] and a filesystem of its own there (testbed --private-dir)")
+        let name = "binder"
+        for cli in [cliA, cliB] { _ = try? await cli.run(["rm", "-f", name]) }
+        let directory = "\(allowed)/app-\(UUID().uuidString.prefix(8).lowercased())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try "kept\n".write(toFile: "\(directory)/keep", atomically: true, encoding: .utf8)
+        _ = try await command("/bin/sh", ["-c", "chown 999:998 \(directory)/keep && chmod 640 \(directory)/keep"])
+        let tar = FileManager.default.temporaryDirectory.appendingPathComponent("ums-adopt-\(UUID().uuidString).tar").path
+        defer { try? FileManager.default.removeItem(atPath: tar) }
+        _ = try await command("/bin/tar", ["-C", testbed.rootfs, "-cf", tar, "."])
+        _ = try await cliA.run(["import", tar, "localhost/adopt:test"])
+        _ = try await cliA.run([
+            "run", "-d", "--name", name, "-v", "\(directory):/data", "-p", "18114:8080", "localhost/adopt:test",
+            "/bin/counter", "--port", "8080", "--state-file", "/data/count.log",
+        ])
+        let before = try await testbed.waitForCount(at: "\(testbed.aHost):18114", atLeast: 3)
+
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+        #expect(record.status == .completed, "\(record.error?.description ?? "")")
+        #expect(record.events.contains { $0.message.contains("host directory \(directory) sent, while the service runs") })
+        #expect(record.events.contains { $0.message.contains("host directory \(directory) sent, changes after the freeze") })
+        let after = try await testbed.waitForCount(at: "\(testbed.bHost):18114", atLeast: before + 2)
+        #expect(after > before)
+        let check = try await cliB.run(["exec", name, "/bin/sh", "-c", "stat -c '%u:%g %a' /data/keep; cat /data/keep; wc -l < /data/count.log"])
+        let lines = check.split(separator: "\n").map(String.init)
+        #expect(lines.first == "999:998 640", "\(check)")
+        #expect(lines.dropFirst().first == "kept")
+        #expect((lines.last.flatMap { Int($0.trimmingCharacters(in: .whitespaces)) } ?? 0) >= 2, "the state file moved and grows at B: \(check)")
+        // A's directory is the host's: left where it was.
+        #expect(FileManager.default.fileExists(atPath: "\(directory)/keep"))
+        _ = try? await cliB.run(["rm", "-f", name])
+    }
+}
+
 /// An engine's own CLI against one testbed system's engine socket, as a user would run it.
 struct EngineCLI {
     let kind: OrchestratorKind

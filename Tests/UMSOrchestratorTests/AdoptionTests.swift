@@ -78,6 +78,32 @@ struct AdoptionTests {
         #expect((try? EngineOrchestrator.specification(adopting: inspect, name: "cache", kind: .docker, strict: false)) != nil || what == "no image ID")
     }
 
+    @Test("tmpfs mounts are carried (mount point, size, mode) and made anew at the destination; unreadable options are refused, hostile mount points never carried")
+    func tmpfs() throws {
+        let inspect = try Self.inspect { json in
+            var host = json["HostConfig"] as! [String: Any]
+            host["Tmpfs"] = ["/scratch": "size=64m,mode=1777,noexec", "/run/app": ""]
+            json["HostConfig"] = host
+        }
+        let specification = try EngineOrchestrator.specification(adopting: inspect, name: "cache", kind: .docker, strict: true)
+        #expect(specification.tmpfs == [TmpfsMount(destination: "/run/app"), TmpfsMount(destination: "/scratch", sizeBytes: 64 << 20, mode: 0o1777)])
+        #expect(try EngineOrchestrator.createBody(specification, dialect: .docker, systemName: "b").hostConfig.tmpfs == ["/run/app": "", "/scratch": "size=67108864,mode=1777"])
+        #expect(try EngineOrchestrator.libpodCreateBody(specification, systemName: "b").mounts?.first == .init(destination: "/run/app", type: "tmpfs", source: "tmpfs", options: []))
+        let unreadable = try Self.inspect { json in
+            var host = json["HostConfig"] as! [String: Any]
+            host["Tmpfs"] = ["/scratch": "size=lots"]
+            json["HostConfig"] = host
+        }
+        let error = #expect(throws: UMSError.self) { try EngineOrchestrator.specification(adopting: unreadable, name: "cache", kind: .docker, strict: true) }
+        #expect(error?.message.contains("its tmpfs at /scratch") == true)
+        #expect(TmpfsMount.parse(destination: "/x", options: "size=9999999999999g") == nil, "an overflowing size is not read")
+        for destination in ["relative", "/a/../../etc", "/x:/y"] {
+            var bad = specification
+            bad.tmpfs = [TmpfsMount(destination: destination)]
+            #expect(throws: UMSError.self, "\(destination)") { try bad.validate() }
+        }
+    }
+
     @Test("named volumes are carried: name, mount point, read-only; the destination's engine mounts the same")
     func volumes() throws {
         let inspect = try Self.inspect { json in

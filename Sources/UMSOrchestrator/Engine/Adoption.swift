@@ -63,8 +63,19 @@ extension EngineOrchestrator {
         }
         var volumes: [VolumeMount] = []
         var binds: [BindMount] = []
+        // tmpfs mounts are made anew at the destination; the checkpoint carries their contents.
+        var tmpfs: [TmpfsMount] = []
+        for (destination, options) in (host.tmpfs ?? [:]).sorted(by: { $0.key < $1.key }) {
+            guard let mount = TmpfsMount.parse(destination: destination, options: options) else {
+                refusals.append("its tmpfs at \(destination) has options UMS cannot read (\(String(options.prefix(64))))")
+                continue
+            }
+            tmpfs.append(mount)
+        }
         for mount in inspect.mounts ?? [] {
-            if mount.type == "volume", let volume = mount.name, let destination = mount.destination {
+            if mount.type == "tmpfs", let destination = mount.destination {
+                if !tmpfs.contains(where: { $0.destination == destination }) { tmpfs.append(TmpfsMount(destination: destination)) }
+            } else if mount.type == "volume", let volume = mount.name, let destination = mount.destination {
                 volumes.append(VolumeMount(name: volume, destination: destination, readOnly: mount.rw == false))
             } else if mount.type == "bind", let source = mount.source, let destination = mount.destination, FileSystem.isDirectory(source) {
                 binds.append(BindMount(hostPath: source, destination: destination, readOnly: mount.rw == false))
@@ -98,7 +109,7 @@ extension EngineOrchestrator {
         let policy = EngineConfiguration.RestartPolicy(rawValue: host.restartPolicy?.name ?? "") ?? .no
         let user = config.user.flatMap { $0.isEmpty ? nil : $0 }
         let hostname = config.hostname.flatMap { $0.isEmpty ? nil : $0 }
-        let specification = Specification(
+        var specification = Specification(
             name: name, image: image, command: config.cmd ?? [], environment: config.env ?? [],
             workingDirectory: config.workingDir.flatMap { $0.isEmpty ? nil : $0 } ?? "/", ports: ports, limits: limits,
             labels: labels, security: capabilities.isEmpty ? nil : SecurityOptions(addCapabilities: capabilities),
@@ -111,6 +122,7 @@ extension EngineOrchestrator {
             ),
             volumes: volumes.isEmpty ? nil : volumes, binds: binds.isEmpty ? nil : binds
         )
+        specification.tmpfs = tmpfs.isEmpty ? nil : tmpfs
         do {
             try specification.validate()
         } catch {

@@ -258,6 +258,9 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
         let binds = (specification.volumes ?? []).map { "\($0.name):\($0.destination)" + ($0.readOnly ? ":ro" : "") }
             + (specification.binds ?? []).map { "\($0.hostPath):\($0.destination)" + ($0.readOnly ? ":ro" : "") }
         if !binds.isEmpty { host.binds = binds }
+        if let tmpfs = specification.tmpfs, !tmpfs.isEmpty {
+            host.tmpfs = Dictionary(tmpfs.map { ($0.destination, $0.options.joined(separator: ",")) }, uniquingKeysWith: { first, _ in first })
+        }
         return DockerAPI.CreateBody(
             image: try Self.engineImage(specification.image), cmd: specification.command, entrypoint: specification.engine?.entrypoint ?? [],
             env: specification.environment, workingDir: specification.workingDirectory, labels: labels(specification, systemName: systemName),
@@ -317,8 +320,10 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
         if let volumes = specification.volumes, !volumes.isEmpty {
             body.volumes = volumes.map { LibpodAPI.NamedVolume(name: $0.name, dest: $0.destination, options: $0.readOnly ? ["ro"] : []) }
         }
+        let tmpfs = (specification.tmpfs ?? []).map { LibpodAPI.BindMountSpec(destination: $0.destination, type: "tmpfs", source: "tmpfs", options: $0.options) }
+        if !tmpfs.isEmpty { body.mounts = tmpfs }
         if let binds = specification.binds, !binds.isEmpty {
-            body.mounts = binds.map { LibpodAPI.BindMountSpec(destination: $0.destination, type: "bind", source: $0.hostPath, options: ["rbind"] + ($0.readOnly ? ["ro"] : [])) }
+            body.mounts = tmpfs + binds.map { LibpodAPI.BindMountSpec(destination: $0.destination, type: "bind", source: $0.hostPath, options: ["rbind"] + ($0.readOnly ? ["ro"] : [])) }
         }
         return body
     }

@@ -61,11 +61,13 @@ public enum DockerAPI {
         public var restartPolicy: RestartPolicy?
         /// `NAME:/path[:ro]` for named volumes.
         public var binds: [String]?
+        /// `--tmpfs`: mount point → options.
+        public var tmpfs: [String: String]?
 
         enum CodingKeys: String, CodingKey {
             case portBindings = "PortBindings", privileged = "Privileged", capAdd = "CapAdd", capDrop = "CapDrop"
             case securityOpt = "SecurityOpt", maskedPaths = "MaskedPaths", readonlyPaths = "ReadonlyPaths"
-            case memory = "Memory", nanoCpus = "NanoCpus", pidsLimit = "PidsLimit", restartPolicy = "RestartPolicy", binds = "Binds"
+            case memory = "Memory", nanoCpus = "NanoCpus", pidsLimit = "PidsLimit", restartPolicy = "RestartPolicy", binds = "Binds", tmpfs = "Tmpfs"
         }
     }
 
@@ -151,10 +153,12 @@ public enum DockerAPI {
             public var restartPolicy: RestartPolicy?
             public var pidMode: String?
             public var ipcMode: String?
+            /// `--tmpfs`: mount point → options (`size=64m,mode=1777`).
+            public var tmpfs: [String: String]?
             enum CodingKeys: String, CodingKey {
                 case portBindings = "PortBindings", privileged = "Privileged", capAdd = "CapAdd", networkMode = "NetworkMode"
                 case devices = "Devices", memory = "Memory", nanoCpus = "NanoCpus", pidsLimit = "PidsLimit"
-                case restartPolicy = "RestartPolicy", pidMode = "PidMode", ipcMode = "IpcMode"
+                case restartPolicy = "RestartPolicy", pidMode = "PidMode", ipcMode = "IpcMode", tmpfs = "Tmpfs"
             }
         }
 
