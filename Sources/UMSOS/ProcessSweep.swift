@@ -43,6 +43,19 @@ public enum ProcessSweep {
         return matched.sorted()
     }
 
+    /// Whether a process runs whose command line holds every one of `arguments`, in order (as
+    /// separate arguments).
+    public static func running(arguments: [String], proc: String = "/proc") -> Bool {
+        guard !arguments.isEmpty else { return false }
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: proc)) ?? [] where Int32(entry) != nil {
+            let words = ((try? Data(contentsOf: URL(fileURLWithPath: "\(proc)/\(entry)/cmdline"))) ?? Data())
+                .split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            guard let first = words.firstIndex(of: arguments[0]), words.count - first >= arguments.count else { continue }
+            if Array(words[first..<(first + arguments.count)]) == arguments { return true }
+        }
+        return false
+    }
+
     /// Ends them (SIGKILL: they serve a migration that is over). Returns the PIDs signalled.
     @discardableResult
     public static func kill(referring prefixes: [String], except kept: [String] = []) -> [Int32] {

@@ -509,13 +509,14 @@ extension EngineTests {
             "run", "-d", "--name", name, "-v", "\(directory):/data", "-p", "18114:8080", "localhost/adopt:test",
             "/bin/counter", "--port", "8080", "--state-file", "/data/count.log",
         ])
-        let before = try await testbed.waitForCount(at: "\(testbed.aHost):18114", atLeast: 3)
+        // Long enough for the counter to have appended to its state file (once a second).
+        let before = try await testbed.waitForCount(at: "\(testbed.aHost):18114", atLeast: 25)
 
         let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
         #expect(record.status == .completed, "\(record.error?.description ?? "")")
         #expect(record.events.contains { $0.message.contains("host directory \(directory) sent, while the service runs") })
         #expect(record.events.contains { $0.message.contains("host directory \(directory) sent, changes after the freeze") })
-        let after = try await testbed.waitForCount(at: "\(testbed.bHost):18114", atLeast: before + 2)
+        let after = try await testbed.waitForCount(at: "\(testbed.bHost):18114", atLeast: before + 15)
         #expect(after > before)
         let check = try await cliB.run(["exec", name, "/bin/sh", "-c", "stat -c '%u:%g %a' /data/keep; cat /data/keep; wc -l < /data/count.log"])
         let lines = check.split(separator: "\n").map(String.init)

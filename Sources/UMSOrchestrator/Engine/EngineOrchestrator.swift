@@ -38,6 +38,9 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
     nonisolated let images: ImageStore
     nonisolated let runner: any CommandRunner
     let logger: Logger
+    /// Where a pod's checkpoint exports are kept until its migration ends (a rollback restores
+    /// from them).
+    nonisolated let podCheckpoints: String
     var registry: ContainerRegistry<Record>
     var engineVersion = "unknown"
 
@@ -52,6 +55,7 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
         self.advertiseHost = advertiseHost
         self.criu = criu
         self.images = try ImageStore(root: "\(stateDirectory)/images")
+        self.podCheckpoints = "\(stateDirectory)/pod-checkpoints"
         self.registry = try ContainerRegistry(systemName: systemName, directory: "\(stateDirectory)/engine-containers")
         self.runner = runner
         self.logger = logger

@@ -171,15 +171,50 @@ extension EngineOrchestrator {
 
     static func podArchive(_ member: String) -> String { "pod-\(member).tar" }
 
-    /// Every container's checkpoint export, the sidecars (the later ones) first.
+    /// Every container's checkpoint export, the sidecars (the later ones) first, one at a time:
+    /// each container's exit makes its conmon run `podman container cleanup`, which in a pod
+    /// locks the pod (and, for a pod made by `kube play`, whose exit policy is `stop`, stops it
+    /// once the last container exited); a checkpoint of the next container while that runs
+    /// deadlocked Podman 4.3 (tried: one run in four). So each checkpoint waits for the cleanup of
+    /// the one before.
     func checkpointPod(_ specification: Specification, into directory: String) async throws {
         for member in (specification.pod?.members ?? []).reversed() {
+            let id = try await containerID(member.name)
             try await api.download(
                 .POST, "/libpod/containers/\(member.name)/checkpoint?export=true&keep=true&tcpEstablished=true"
                     + ((member.volumes ?? []).isEmpty ? "" : "&ignoreVolumes=true"),
                 to: "\(directory)/\(Self.podArchive(member.name))", operation: "checkpoint \(member.name) of pod \(specification.name)"
             )
+            await awaitCleanup(id)
+            // Kept for a rollback (the migration's directory goes with the migration).
+            let kept = keptCheckpoints(specification.name)
+            try FileSystem.makeDirectory(kept)
+            try await linkOrCopy(file: "\(directory)/\(Self.podArchive(member.name))", into: kept)
         }
+    }
+
+    func keptCheckpoints(_ pod: String) -> String { "\(podCheckpoints)/\(pod)" }
+
+    func linkOrCopy(file: String, into directory: String) async throws {
+        if (try? await runner.execute("cp", ["-l", file, directory + "/"])) != nil { return }
+        try await runner.execute("cp", [file, directory + "/"])
+    }
+
+    func containerID(_ name: String) async throws -> String {
+        let response = try await api.request(.GET, "/containers/\(name)/json", operation: "inspect \(name)")
+        return try response.decode(DockerAPI.ContainerInspect.self, operation: "inspect \(name)").id
+    }
+
+    /// Waits (at most 30 s) until no `podman container cleanup ID` runs on this host — the
+    /// engine's own exit handling of that container — then until the engine answers for it.
+    func awaitCleanup(_ id: String) async {
+        let deadline = ContinuousClock.now + .seconds(30)
+        // conmon starts it when the container exits: give it a moment to appear.
+        try? await Task.sleep(for: .milliseconds(200))
+        while ContinuousClock.now < deadline, ProcessSweep.running(arguments: ["cleanup", id]) {
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        _ = try? await api.request(.GET, "/containers/\(id)/json", operation: "inspect \(id)")
     }
 
     /// Each container restored into the pod made at prepare, with its TCP connections.
@@ -201,19 +236,37 @@ extension EngineOrchestrator {
         }
     }
 
-    /// Rollback at the source: each checkpointed container restored in place from what it kept.
+    /// Rollback at the source: each checkpointed container restored from the export kept for it,
+    /// into the pod. Not in place: a pod whose exit policy is `stop` (kube play's) stopped its
+    /// infra container once the last container exited, and its network namespace with it, which
+    /// an in-place restore would look for; the infra container is started again, and the
+    /// checkpoints are imported into the pod as at a destination.
     func resumePod(_ specification: Specification) async throws {
+        let pod = try await podInspect(specification.name)
+        if let infra = pod.infraContainerID, await engineState(infra).state != .running {
+            try await api.request(.POST, "/containers/\(infra)/start", operation: "start the infra container of pod \(specification.name)")
+        }
+        let kept = keptCheckpoints(specification.name)
         for member in specification.pod?.members ?? [] where await engineState(member.name).state != .running {
+            let archive = "\(kept)/\(Self.podArchive(member.name))"
+            guard FileSystem.exists(archive) else {
+                throw UMSError(.internalError, "failed to resume \(member.name) of pod \(specification.name): its checkpoint was not kept")
+            }
+            _ = try? await api.request(.DELETE, "/libpod/containers/\(member.name)?force=true&timeout=0", operation: "remove the stopped \(member.name)")
             try await api.request(
-                .POST, "/libpod/containers/\(member.name)/restore?keep=true&tcpEstablished=true", timeout: .seconds(120),
-                operation: "restore \(member.name) of pod \(specification.name) in place"
+                .POST, "/libpod/containers/\(member.name)/restore?import=true&name=\(member.name)&pod=\(pod.id)&tcpEstablished=true"
+                    + ((member.volumes ?? []).isEmpty ? "" : "&ignoreVolumes=true"),
+                body: .bytes(ByteBuffer(data: try FileSystem.read(archive))), contentType: "application/x-tar", timeout: .seconds(120),
+                operation: "restore \(member.name) of pod \(specification.name) from its checkpoint"
             )
         }
+        FileSystem.remove(kept)
     }
 
     /// The pod and every container of it. Idempotent.
     func removePod(_ name: String) async {
         _ = try? await api.request(.DELETE, "/libpod/pods/\(name)?force=true&timeout=0", operation: "remove pod \(name)")
+        FileSystem.remove(keptCheckpoints(name))
         forget(name)
     }
 }
