@@ -137,10 +137,9 @@ struct MigrationDriver: Sendable {
 
         // What the destination's published policy refuses is refused here, before the image or
         // anything else crosses (its prepare checks again).
-        let carried = carriesData(specification, approach: approach)
-        let volumeBytes = carried ? try await dataBytes(specification) : nil
-        let reserved = Coordinator.umsPorts.union(URL(string: peer.baseURL)?.port.map { [$0] } ?? [])
-        if let refusal = destination.admission?.refusal(of: specification, reservedPorts: reserved, volumeBytes: volumeBytes) {
+        let carried = Self.carried(specification, handling: volumes, orchestrator: system.orchestrator, approach: chosen)
+        let volumeBytes = carried.isEmpty ? nil : try await carried.bytes()
+        if let refusal = Self.publishedRefusal(of: specification, by: destination, at: peer.baseURL, volumeBytes: volumeBytes) {
             throw UMSError(refusal.code, "\(refusal.message) (the destination's published policy; nothing was sent)")
         }
 
@@ -160,9 +159,7 @@ struct MigrationDriver: Sendable {
         progress.destinationPrepared = true
         // The bulk of the volumes and host directories crosses while the service still runs;
         // after the freeze only what changed since.
-        if carried {
-            progress.bytes += try await sendData(specification, pass: "while the service runs")
-        }
+        progress.bytes += try await send(carried, pass: "while the service runs")
         progress.durations.preMigration = (clock.now - phaseStart).seconds
         return Plan(specification: specification, destination: destination, approach: approach, prepared: prepared)
     }
@@ -230,9 +227,10 @@ struct MigrationDriver: Sendable {
         }
         // What changed in the volumes and host directories since their first pass (the service
         // cannot change them any more).
-        if carriesData(plan.specification, approach: approach) {
-            progress.bytes += try await sendData(plan.specification, pass: "changes after the freeze")
-        }
+        progress.bytes += try await send(
+            Self.carried(plan.specification, handling: volumes, orchestrator: system.orchestrator, approach: approach.approach),
+            pass: "changes after the freeze"
+        )
         progress.durations.transfer = (clock.now - phaseStart).seconds
 
         phaseStart = clock.now
@@ -340,38 +338,49 @@ struct MigrationDriver: Sendable {
 
     // MARK: Volumes and host directories
 
-    /// Whether UMS sends the container's volumes and host directories itself (not when they are
-    /// skipped, nor when the engine's own checkpoint carries them).
-    func carriesData(_ specification: Specification, approach: any MigrationApproach) -> Bool {
-        guard volumes == .copy else { return false }
-        let carrier = system.orchestrator as? any VolumeCarrying
-        let volumesSent = !(specification.volumes ?? []).isEmpty
-            && !(approach.approach == .orchestrator && carrier?.checkpointCarriesVolumes == true)
-        return volumesSent || !(specification.binds ?? []).isEmpty
-    }
+    /// The volumes and host directories UMS sends itself.
+    struct Carried {
+        var volumes: [VolumeMount] = []
+        var binds: [BindMount] = []
+        var carrier: (any VolumeCarrying)?
 
-    /// What the volumes and host directories hold, for the destination's admission.
-    func dataBytes(_ specification: Specification) async throws -> Int64 {
-        try await Self.dataBytes(specification, orchestrator: system.orchestrator)
-    }
+        var isEmpty: Bool { volumes.isEmpty && binds.isEmpty }
 
-    static func dataBytes(_ specification: Specification, orchestrator: any Orchestrator) async throws -> Int64 {
-        var total: Int64 = 0
-        if let carrier = orchestrator as? any VolumeCarrying, !carrier.checkpointCarriesVolumes {
-            for volume in specification.volumes ?? [] { total += try await carrier.volumeBytes(volume.name) }
+        /// What they hold, for the destination's admission.
+        func bytes() async throws -> Int64 {
+            var total: Int64 = 0
+            for volume in volumes { total += try await carrier?.volumeBytes(volume.name) ?? 0 }
+            for bind in binds { total += FileSystem.treeBytes(bind.hostPath) }
+            return total
         }
-        for bind in specification.binds ?? [] { total += FileSystem.treeBytes(bind.hostPath) }
-        return total
+    }
+
+    /// None when they are skipped; no volumes where the engine's own checkpoint carries them
+    /// (orchestrator-level).
+    static func carried(_ specification: Specification, handling: VolumeHandling, orchestrator: any Orchestrator, approach: Approach?) -> Carried {
+        guard handling == .copy else { return Carried() }
+        let carrier = orchestrator as? any VolumeCarrying
+        let engineCarries = approach == .orchestrator && carrier?.checkpointCarriesVolumes == true
+        return Carried(volumes: carrier == nil || engineCarries ? [] : specification.volumes ?? [], binds: specification.binds ?? [], carrier: carrier)
+    }
+
+    /// What the destination's published admission policy says of `specification` (its
+    /// Coordinator's port and UMS's own ranges are reserved there); nil when admitted or when it
+    /// publishes none.
+    static func publishedRefusal(of specification: Specification, by destination: SystemInfo, at url: String, volumeBytes: Int64?) -> UMSError? {
+        let reserved = Coordinator.umsPorts.union(URL(string: url)?.port.map { [$0] } ?? [])
+        return destination.admission?.refusal(of: specification, reservedPorts: reserved, volumeBytes: volumeBytes)
     }
 
     /// One pass over the volumes and host directories: the first sends everything, the next what
     /// changed since (GNU tar's listed-incremental files, one per volume, in the work directory).
-    func sendData(_ specification: Specification, pass: String) async throws -> Int64 {
+    func send(_ carried: Carried, pass: String) async throws -> Int64 {
+        guard !carried.isEmpty else { return 0 }
         let snapshots = "\(workDirectory)/snapshots"
         try FileSystem.makeDirectory(snapshots)
         var bytes: Int64 = 0
-        if let carrier = system.orchestrator as? any VolumeCarrying, !carrier.checkpointCarriesVolumes {
-            for volume in specification.volumes ?? [] {
+        if let carrier = carried.carrier {
+            for volume in carried.volumes {
                 let sent = try await peer.sendVolume(id, volume: volume.name) { consume in
                     _ = try await carrier.exportVolume(volume.name, snapshot: "\(snapshots)/volume-\(volume.name)", consume: consume)
                 }
@@ -380,7 +389,7 @@ struct MigrationDriver: Sendable {
             }
         }
         // Host directories: the same path at the destination.
-        for (index, bind) in (specification.binds ?? []).enumerated() {
+        for (index, bind) in carried.binds.enumerated() {
             let sent = try await peer.sendBind(id, index: index) { consume in
                 _ = try await Archive.create(directory: bind.hostPath, snapshot: "\(snapshots)/bind-\(index)", consume: consume)
             }

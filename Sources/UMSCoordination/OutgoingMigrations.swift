@@ -300,12 +300,11 @@ public actor OutgoingMigrations {
             infeasible = error.message
         }
         // The destination's own check happens at its prepare; this is what its published policy
-        // says (its Coordinator's port and UMS's own ranges are reserved there too).
-        let reserved = Coordinator.umsPorts.union(URL(string: destinationURL)?.port.map { [$0] } ?? [])
-        let volumeBytes = request.volumes == .skip ? nil : try await MigrationDriver.dataBytes(specification, orchestrator: system.orchestrator)
-        let admission = destination.admission.map { policy in
-            policy.refusal(of: specification, reservedPorts: reserved, volumeBytes: volumeBytes)?.message ?? "admitted"
-        }
+        // says.
+        let carried = MigrationDriver.carried(specification, handling: request.volumes ?? .copy, orchestrator: system.orchestrator, approach: chosen)
+        let volumeBytes = carried.isEmpty ? nil : try await carried.bytes()
+        let refusal = MigrationDriver.publishedRefusal(of: specification, by: destination, at: destinationURL, volumeBytes: volumeBytes)
+        let admission = destination.admission.map { _ in refusal?.message ?? "admitted" }
         return MigrationPlan(
             container: request.container, source: system.ref,
             destination: SystemRef(name: destination.name, url: destinationURL), requestedApproach: approachRequest,

@@ -104,17 +104,17 @@ public struct PodSpecification: Codable, Sendable, Equatable {
         self.members = members
         self.sharedNamespaces = sharedNamespaces
     }
-
-    /// Every image the pod's containers run (each once, in order).
-    public var images: [ImageReference] {
-        var seen: Set<String> = []
-        return members.map(\.image).filter { seen.insert($0.digest).inserted }
-    }
 }
 
 extension Specification {
-    /// The images a destination needs: the container's, or every one of a pod's.
-    public var images: [ImageReference] { pod?.images ?? [image] }
+    /// The containers it stands for: a pod's, or itself.
+    public var containers: [Specification] { pod?.members ?? [self] }
+
+    /// The images a destination needs (each once, in order).
+    public var images: [ImageReference] {
+        var seen: Set<String> = []
+        return containers.map(\.image).filter { seen.insert($0.digest).inserted }
+    }
 }
 
 /// What an engine records of a container it made itself (`docker run`, `podman run`) beyond a

@@ -98,24 +98,19 @@ struct EngineTests {
     @Test("a container started with docker/podman run, not through UMS, is listed as made by its engine and moves to B with its image, state and restart policy; A's Docker does not restart it")
     func adoptsDockerRun() async throws {
         let testbed = try Testbed()
-        let (kindA, kindB) = try #require(Testbed.kinds)
-        guard kindA == kindB, [.docker, .podman].contains(kindA) else { return }
-        let (cliA, cliB) = (EngineCLI(kind: kindA, system: "a"), EngineCLI(kind: kindB, system: "b"))
+        guard let (cliA, cliB) = try EngineCLI.sameKind() else { return }
         let name = "adopted"
         _ = try? await cliA.run(["rm", "-f", name])
         _ = try? await cliB.run(["rm", "-f", name])
         // The user's own image and container, made with Docker's CLI against A's engine.
-        let tar = FileManager.default.temporaryDirectory.appendingPathComponent("ums-adopt-\(UUID().uuidString).tar").path
-        defer { try? FileManager.default.removeItem(atPath: tar) }
-        _ = try await command("/bin/tar", ["-C", testbed.rootfs, "-cf", tar, "."])
-        _ = try await cliA.run(["import", tar, "localhost/adopt:test"])
+        try await cliA.importRootfs(testbed.rootfs, as: "localhost/adopt:test")
         _ = try await cliA.run([
             "run", "-d", "--name", name, "--restart", "always", "-p", "18110:8080", "-e", "GREETING=hi",
             "localhost/adopt:test", "/bin/counter", "--port", "8080",
         ])
         let before = try await testbed.waitForCount(at: "\(testbed.aHost):18110", atLeast: 10)
         let listed = try #require(try await testbed.a.containers().first { $0.container.name == name })
-        #expect(listed.container.specification.engine?.madeBy == kindA)
+        #expect(listed.container.specification.engine?.madeBy == cliA.kind)
         #expect(listed.container.specification.engine?.restartPolicy == .always)
         #expect(listed.container.specification.image.format == .engine)
         #expect(listed.container.specification.environmentValue("GREETING") == "hi")
@@ -140,18 +135,10 @@ struct EngineTests {
     @Test("a docker/podman run container with a named volume moves with the volume's files (owners and modes kept) and the file it writes there; A keeps no stale copy")
     func adoptsNamedVolume() async throws {
         let testbed = try Testbed()
-        let (kindA, kindB) = try #require(Testbed.kinds)
-        guard kindA == kindB, [.docker, .podman].contains(kindA) else { return }
-        let (cliA, cliB) = (EngineCLI(kind: kindA, system: "a"), EngineCLI(kind: kindB, system: "b"))
+        guard let (cliA, cliB) = try EngineCLI.sameKind() else { return }
         let (name, volume) = ("cache", "cachedata")
-        for cli in [cliA, cliB] {
-            _ = try? await cli.run(["rm", "-f", name])
-            _ = try? await cli.run(["volume", "rm", "-f", volume])
-        }
-        let tar = FileManager.default.temporaryDirectory.appendingPathComponent("ums-adopt-\(UUID().uuidString).tar").path
-        defer { try? FileManager.default.removeItem(atPath: tar) }
-        _ = try await command("/bin/tar", ["-C", testbed.rootfs, "-cf", tar, "."])
-        _ = try await cliA.run(["import", tar, "localhost/adopt:test"])
+        await EngineCLI.clear([cliA, cliB], container: name, volume: volume)
+        try await cliA.importRootfs(testbed.rootfs, as: "localhost/adopt:test")
         // Data already in the volume, owned by someone else than root, with a mode of its own.
         _ = try await cliA.run([
             "run", "--rm", "-v", "\(volume):/data", "localhost/adopt:test", "/bin/sh", "-c",
@@ -194,10 +181,7 @@ struct EngineTests {
         let cliA = EngineCLI(kind: kindA, system: "a")
         let name = "unmovable"
         _ = try? await cliA.run(["rm", "-f", name])
-        let tar = FileManager.default.temporaryDirectory.appendingPathComponent("ums-adopt-\(UUID().uuidString).tar").path
-        defer { try? FileManager.default.removeItem(atPath: tar) }
-        _ = try await command("/bin/tar", ["-C", testbed.rootfs, "-cf", tar, "."])
-        _ = try await cliA.run(["import", tar, "localhost/adopt:test"])
+        try await cliA.importRootfs(testbed.rootfs, as: "localhost/adopt:test")
         // A host file bind-mounted: refused at the source, before anything freezes.
         _ = try await cliA.run(["run", "-d", "--name", name, "-v", "/etc/hostname:/host-name", "localhost/adopt:test", "/bin/counter", "--port", "8080"])
         let refused = await #expect(throws: UMSError.self) {
@@ -238,14 +222,9 @@ extension EngineTests {
     @Test("redis started with docker/podman run --restart always and a named volume, 10,000 keys saved there and 100 more only in memory, moves to B: every key in memory, the saved file in the volume; A's engine neither keeps nor restarts it")
     func movesRedisWithItsKeys() async throws {
         let testbed = try Testbed()
-        let (kindA, kindB) = try #require(Testbed.kinds)
-        guard kindA == kindB, [.docker, .podman].contains(kindA) else { return }
-        let (cliA, cliB) = (EngineCLI(kind: kindA, system: "a"), EngineCLI(kind: kindB, system: "b"))
+        guard let (cliA, cliB) = try EngineCLI.sameKind() else { return }
         let (name, volume) = ("cache", "cachedata")
-        for cli in [cliA, cliB] {
-            _ = try? await cli.run(["rm", "-f", name])
-            _ = try? await cli.run(["volume", "rm", "-f", volume])
-        }
+        await EngineCLI.clear([cliA, cliB], container: name, volume: volume)
         _ = try await cliA.run(["load", "-i", try Self.serviceImage("redis")])
         _ = try await cliA.run([
             "run", "-d", "--name", name, "--restart", "always", "-v", "\(volume):/data", "-p", "16379:6379", "localhost/ums/redis:latest",
@@ -300,14 +279,9 @@ extension EngineTests {
     @Test("PostgreSQL, running as its own user with its data directory in a named volume and a table of 5,000 rows: where CRIU may dump another user's process it moves with every row and takes writes at B; where it may not (this machine) it is refused before it freezes, with the reason, and keeps serving at A")
     func postgresqlAsItsOwnUser() async throws {
         let testbed = try Testbed()
-        let (kindA, kindB) = try #require(Testbed.kinds)
-        guard kindA == kindB, [.docker, .podman].contains(kindA) else { return }
-        let (cliA, cliB) = (EngineCLI(kind: kindA, system: "a"), EngineCLI(kind: kindB, system: "b"))
+        guard let (cliA, cliB) = try EngineCLI.sameKind() else { return }
         let (name, volume) = ("db", "pgdata")
-        for cli in [cliA, cliB] {
-            _ = try? await cli.run(["rm", "-f", name])
-            _ = try? await cli.run(["volume", "rm", "-f", volume])
-        }
+        await EngineCLI.clear([cliA, cliB], container: name, volume: volume)
         _ = try await cliA.run(["load", "-i", try Self.serviceImage("postgresql")])
         _ = try await cliA.run(["run", "-d", "--name", name, "-v", "\(volume):/var/lib/postgresql/data", "-p", "15432:5432", "localhost/ums/postgresql:latest"])
         func sql(_ cli: EngineCLI, _ statement: String) async throws -> String {
@@ -351,16 +325,11 @@ extension EngineTests {
     @Test("a volume larger than the destination admits is refused before anything moves (the image neither), and the source runs on; with --volumes skip the service moves without it: B mounts a volume of its own, A keeps its volume and its files")
     func volumeTooLargeOrSkipped() async throws {
         let testbed = try Testbed()
-        let (kindA, kindB) = try #require(Testbed.kinds)
-        guard kindA == kindB, [.docker, .podman].contains(kindA) else { return }
-        let (cliA, cliB) = (EngineCLI(kind: kindA, system: "a"), EngineCLI(kind: kindB, system: "b"))
+        guard let (cliA, cliB) = try EngineCLI.sameKind() else { return }
         let limit = try #require(try await testbed.b.system().admission?.maxVolumeBytes)
         try #require(limit <= 64 << 20, "scripts/test starts B with admission maxVolumeBytes 16 MiB (testbed --config b=FILE)")
         let (name, volume) = ("bulky", "bulkdata")
-        for cli in [cliA, cliB] {
-            _ = try? await cli.run(["rm", "-f", name])
-            _ = try? await cli.run(["volume", "rm", "-f", volume])
-        }
+        await EngineCLI.clear([cliA, cliB], container: name, volume: volume)
         let tar = FileManager.default.temporaryDirectory.appendingPathComponent("ums-adopt-\(UUID().uuidString).tar").path
         defer { try? FileManager.default.removeItem(atPath: tar) }
         _ = try await command("/bin/tar", ["-C", testbed.rootfs, "-cf", tar, "."])
@@ -458,15 +427,10 @@ extension EngineTests {
     @Test("a docker/podman run container with a tmpfs (--tmpfs) moves with what it wrote there: B's engine mounts a tmpfs of the same size, the checkpoint carries its contents")
     func carriesTmpfs() async throws {
         let testbed = try Testbed()
-        let (kindA, kindB) = try #require(Testbed.kinds)
-        guard kindA == kindB, [.docker, .podman].contains(kindA) else { return }
-        let (cliA, cliB) = (EngineCLI(kind: kindA, system: "a"), EngineCLI(kind: kindB, system: "b"))
+        guard let (cliA, cliB) = try EngineCLI.sameKind() else { return }
         let name = "scratchy"
-        for cli in [cliA, cliB] { _ = try? await cli.run(["rm", "-f", name]) }
-        let tar = FileManager.default.temporaryDirectory.appendingPathComponent("ums-adopt-\(UUID().uuidString).tar").path
-        defer { try? FileManager.default.removeItem(atPath: tar) }
-        _ = try await command("/bin/tar", ["-C", testbed.rootfs, "-cf", tar, "."])
-        _ = try await cliA.run(["import", tar, "localhost/adopt:test"])
+        await EngineCLI.clear([cliA, cliB], container: name)
+        try await cliA.importRootfs(testbed.rootfs, as: "localhost/adopt:test")
         _ = try await cliA.run([
             "run", "-d", "--name", name, "--tmpfs", "/scratch:size=8m", "-p", "18113:8080", "localhost/adopt:test",
             "/bin/sh", "-c", "echo only-in-memory > /scratch/note && exec /bin/counter --port 8080",
@@ -489,22 +453,17 @@ extension EngineTests {
     @Test("a container with a bind-mounted host directory moves with its files to the same path at B (which B's admission allows, and where B's filesystem is its own): owners, modes and the file it keeps writing, the bulk while it runs and the changes after the freeze; A's directory stays")
     func carriesHostDirectory() async throws {
         let testbed = try Testbed()
-        let (kindA, kindB) = try #require(Testbed.kinds)
-        guard kindA == kindB, [.docker, .podman].contains(kindA) else { return }
-        let (cliA, cliB) = (EngineCLI(kind: kindA, system: "a"), EngineCLI(kind: kindB, system: "b"))
+        guard let (cliA, cliB) = try EngineCLI.sameKind() else { return }
         let allowed = try #require(try await testbed.b.system().admission?.allowedBindPaths.first,
                                    "scripts/test gives B allowedBindPaths [/srv/ums-tb-binds] and a filesystem of its own there (testbed --private-dir)")
         let name = "binder"
-        for cli in [cliA, cliB] { _ = try? await cli.run(["rm", "-f", name]) }
+        await EngineCLI.clear([cliA, cliB], container: name)
         let directory = "\(allowed)/app-\(UUID().uuidString.prefix(8).lowercased())"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try "kept\n".write(toFile: "\(directory)/keep", atomically: true, encoding: .utf8)
         _ = try await command("/bin/sh", ["-c", "chown 999:998 \(directory)/keep && chmod 640 \(directory)/keep"])
-        let tar = FileManager.default.temporaryDirectory.appendingPathComponent("ums-adopt-\(UUID().uuidString).tar").path
-        defer { try? FileManager.default.removeItem(atPath: tar) }
-        _ = try await command("/bin/tar", ["-C", testbed.rootfs, "-cf", tar, "."])
-        _ = try await cliA.run(["import", tar, "localhost/adopt:test"])
+        try await cliA.importRootfs(testbed.rootfs, as: "localhost/adopt:test")
         _ = try await cliA.run([
             "run", "-d", "--name", name, "-v", "\(directory):/data", "-p", "18114:8080", "localhost/adopt:test",
             "/bin/counter", "--port", "8080", "--state-file", "/data/count.log",
@@ -535,6 +494,30 @@ struct EngineCLI {
     let system: String
 
     var socket: String { "unix://\(Testbed.environment["UMS_TESTBED_DIR"] ?? "/run/ums-testbed")/\(system)/engine.sock" }
+
+    /// A's and B's CLIs when both systems run the same engine, Docker or Podman (what adopting
+    /// containers needs); nil otherwise.
+    static func sameKind() throws -> (EngineCLI, EngineCLI)? {
+        let (kindA, kindB) = try #require(Testbed.kinds)
+        guard kindA == kindB, [.docker, .podman].contains(kindA) else { return nil }
+        return (EngineCLI(kind: kindA, system: "a"), EngineCLI(kind: kindB, system: "b"))
+    }
+
+    /// Removes what an earlier run may have left: the container, and its volume.
+    static func clear(_ clis: [EngineCLI], container: String, volume: String? = nil) async {
+        for cli in clis {
+            _ = try? await cli.run(["rm", "-f", container])
+            if let volume { _ = try? await cli.run(["volume", "rm", "-f", volume]) }
+        }
+    }
+
+    /// The user's own image, imported from a root filesystem with the engine's CLI.
+    func importRootfs(_ rootfs: String, as reference: String) async throws {
+        let tar = FileManager.default.temporaryDirectory.appendingPathComponent("ums-adopt-\(UUID().uuidString).tar").path
+        defer { try? FileManager.default.removeItem(atPath: tar) }
+        _ = try await command("/bin/tar", ["-C", rootfs, "-cf", tar, "."])
+        _ = try await run(["import", tar, reference])
+    }
 
     func run(_ arguments: [String], input: String? = nil) async throws -> String {
         kind == .podman

@@ -143,6 +143,8 @@ struct HostileInputTests {
         },
         spec("an image name with a traversal", .badRequest, "invalid image name") { $0["engine"] = ["madeBy": "docker", "entrypoint": [], "restartPolicy": "no", "imageName": "../../etc/x"] },
         spec("an image name that is an option", .badRequest, "invalid image name") { $0["engine"] = ["madeBy": "docker", "entrypoint": [], "restartPolicy": "no", "imageName": "-rm"] },
+        spec("a tmpfs mount point with ..", .badRequest, "invalid tmpfs mount point") { $0["tmpfs"] = [["destination": "/a/../../etc"]] },
+        spec("a tmpfs of negative size", .badRequest, "invalid tmpfs mount") { $0["tmpfs"] = [["destination": "/scratch", "sizeBytes": -1]] },
         spec("a pod of no containers", .badRequest, "invalid pod") { $0["pod"] = ["members": [], "sharedNamespaces": []] },
         Case(name: "a volume handling that is not one", body: prepare { request, _ in request["volumes"] = "../x" }, status: .badRequest, reason: "malformed request body"),
         Case(name: "a volume route with a traversal name", method: .put, path: "/v1/peer/migrations/m-nope/volumes/..%2F..%2Fetc", body: Data("x".utf8), status: .badRequest, reason: "invalid volume name"),

@@ -83,19 +83,7 @@ extension EngineOrchestrator {
                 refusals.append("it mounts \(mount.type == "bind" ? "a host file" : "a \(mount.type ?? "mount")") at \(mount.destination ?? "?"), which UMS does not carry (named volumes and host directories it does)")
             }
         }
-        var ports: [PortMapping] = []
-        for (key, bindings) in (host.portBindings ?? [:]).sorted(by: { $0.key < $1.key }) {
-            let parts = key.split(separator: "/")
-            guard let containerPort = parts.first.flatMap({ Int($0) }) else { continue }
-            let proto = parts.count > 1 ? String(parts[1]) : "tcp"
-            for binding in bindings ?? [] {
-                guard let hostPort = Int(binding.hostPort), hostPort > 0 else {
-                    refusals.append("port \(key) is published on a port its engine chose, which another system may not have free")
-                    continue
-                }
-                ports.append(PortMapping(hostPort: hostPort, containerPort: containerPort, proto: proto))
-            }
-        }
+        let ports = publishedPorts(host.portBindings, refusals: &refusals)
         var limits = ResourceLimits()
         if let memory = host.memory, memory > 0 { limits.memoryBytes = memory }
         if let nano = host.nanoCpus, nano > 0 { limits.cpus = Double(nano) / 1e9 }
@@ -134,25 +122,36 @@ extension EngineOrchestrator {
         return specification
     }
 
+    /// An engine's `PortBindings` (`"8080/tcp": [{HostPort: "18110"}]`) as port mappings; a port
+    /// the engine chose (no fixed host port) is a refusal.
+    static func publishedPorts(_ bindings: [String: [DockerAPI.PortBinding]?]?, refusals: inout [String]) -> [PortMapping] {
+        var ports: [PortMapping] = []
+        for (key, bindings) in (bindings ?? [:]).sorted(by: { $0.key < $1.key }) {
+            let parts = key.split(separator: "/")
+            guard let containerPort = parts.first.flatMap({ Int($0) }) else { continue }
+            for binding in bindings ?? [] {
+                guard let hostPort = Int(binding.hostPort), hostPort > 0 else {
+                    refusals.append("port \(key) is published on a port its engine chose, which another system may not have free")
+                    continue
+                }
+                ports.append(PortMapping(hostPort: hostPort, containerPort: containerPort, proto: parts.count > 1 ? String(parts[1]) : "tcp"))
+            }
+        }
+        return ports
+    }
+
     /// The control lock on a container the engine made: UMS adopts it (its Specification into the
     /// registry, checked strictly) and turns its restart policy off, so the engine does not restart
     /// it once the checkpoint stopped it.
     func adopt(_ name: String, migration: String) async throws {
         let specification = try await adoptedSpecification(name, strict: true)
         try save(Record(specification: specification, lockedBy: migration, createdAt: Date(), adopted: true))
-        for member in specification.pod?.members ?? [] where member.engine?.restartPolicy != EngineConfiguration.RestartPolicy.no {
+        for container in specification.containers where container.engine?.restartPolicy != EngineConfiguration.RestartPolicy.no {
             do {
-                try await setRestartPolicy(member.name, .no)
-            } catch {
-                logger.warning("could not turn the restart policy off for the migration", metadata: ["container": "\(member.name)", "pod": "\(name)", "error": "\(error)"])
-            }
-        }
-        if specification.pod == nil, specification.engine?.restartPolicy != EngineConfiguration.RestartPolicy.no {
-            do {
-                try await setRestartPolicy(name, .no)
+                try await setRestartPolicy(container.name, .no)
             } catch where dialect == .podman {
                 // Podman restarts nothing by itself (its systemd units do): said, not fatal.
-                logger.warning("could not turn the restart policy off for the migration", metadata: ["container": "\(name)", "error": "\(error)"])
+                logger.warning("could not turn the restart policy off for the migration", metadata: ["container": "\(container.name)", "error": "\(error)"])
             } catch {
                 forget(name)
                 throw error
@@ -165,11 +164,8 @@ extension EngineOrchestrator {
     /// and no registry record.
     func release(_ record: Record) async {
         let name = record.specification.name
-        for member in record.specification.pod?.members ?? [] {
-            if let policy = member.engine?.restartPolicy, policy != .no { try? await setRestartPolicy(member.name, policy) }
-        }
-        if record.specification.pod == nil, let policy = record.specification.engine?.restartPolicy, policy != .no {
-            try? await setRestartPolicy(name, policy)
+        for container in record.specification.containers {
+            if let policy = container.engine?.restartPolicy, policy != .no { try? await setRestartPolicy(container.name, policy) }
         }
         forget(name)
     }

@@ -339,7 +339,7 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
         do {
             for image in specification.images { try await ensureEngineImage(image) }
             // The names the source ran them by (moved by ID, they arrive nameless).
-            for member in specification.pod?.members ?? [specification] { await nameImage(member.image, as: member.engine?.imageName) }
+            for container in specification.containers { await nameImage(container.image, as: container.engine?.imageName) }
             if specification.pod != nil {
                 // A pod: made now, with its ports and shared namespaces; its containers come with
                 // the restore (Podman's import makes each into it).
@@ -565,9 +565,7 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
             for volume in volumes {
                 // Skipped volumes were not sent: this system's own, made empty when missing (as
                 // Docker's create makes them).
-                if !(await volumeExists(volume.name)) {
-                    try await api.request(.POST, "/volumes/create", json: DockerAPI.VolumeCreate(name: volume.name), operation: "create volume \(volume.name)")
-                }
+                try await ensureVolume(volume.name)
                 let here = try await mountpoint(volume.name)
                 for index in mounts.indices where mounts[index].destination == volume.destination {
                     mounts[index].source = here
@@ -617,14 +615,12 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
             throw UMSError(.internalError, "failed to restore \(name): it is \(info.state.rawValue) after the restore")
         }
         // Its engine's own loop from now on, as at the source before the migration.
-        for member in record.specification.pod?.members ?? [] {
-            if let policy = member.engine?.restartPolicy, policy != .no { try? await setRestartPolicy(member.name, policy) }
-        }
-        if record.specification.pod == nil, let policy = record.specification.engine?.restartPolicy, policy != .no {
+        for container in record.specification.containers {
+            guard let policy = container.engine?.restartPolicy, policy != .no else { continue }
             do {
-                try await setRestartPolicy(name, policy)
+                try await setRestartPolicy(container.name, policy)
             } catch {
-                logger.warning("failed to set the restart policy of a restored container", metadata: ["container": "\(name)", "error": "\(error)"])
+                logger.warning("failed to set the restart policy of a restored container", metadata: ["container": "\(container.name)", "error": "\(error)"])
             }
         }
         return info

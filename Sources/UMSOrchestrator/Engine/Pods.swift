@@ -102,18 +102,7 @@ extension EngineOrchestrator {
                 refusals.append("its container \(container.name): \(error.message)")
             }
         }
-        var ports: [PortMapping] = []
-        for (key, bindings) in (pod.infraConfig?.portBindings ?? [:]).sorted(by: { $0.key < $1.key }) {
-            let parts = key.split(separator: "/")
-            guard let containerPort = parts.first.flatMap({ Int($0) }) else { continue }
-            for binding in bindings ?? [] {
-                guard let hostPort = Int(binding.hostPort), hostPort > 0 else {
-                    refusals.append("port \(key) is published on a port its engine chose, which another system may not have free")
-                    continue
-                }
-                ports.append(PortMapping(hostPort: hostPort, containerPort: containerPort, proto: parts.count > 1 ? String(parts[1]) : "tcp"))
-            }
-        }
+        let ports = Self.publishedPorts(pod.infraConfig?.portBindings, refusals: &refusals)
         if members.isEmpty, refusals.isEmpty { refusals.append("it has no container besides its infra container") }
         if members.count > SpecificationBounds.maxPodMembers { refusals.append("it has more than \(SpecificationBounds.maxPodMembers) containers") }
         if strict, !refusals.isEmpty {

@@ -53,13 +53,17 @@ extension EngineOrchestrator: VolumeCarrying {
     public func importVolume<Chunks: AsyncSequence & Sendable>(_ name: String, _ chunks: Chunks) async throws -> StreamSummary
         where Chunks.Element == ByteBuffer
     {
-        if !(await volumeExists(name)) {
-            try await api.request(.POST, "/volumes/create", json: DockerAPI.VolumeCreate(name: name), operation: "create volume \(name)")
-        }
+        try await ensureVolume(name)
         let directory = try await mountpoint(name)
         let summary = try await Archive.extract(chunks, into: directory, untrusted: true, incremental: true)
         try TreeCheck.verify(directory)
         return summary
+    }
+
+    /// Creates the volume, empty, unless the engine has it.
+    func ensureVolume(_ name: String) async throws {
+        if await volumeExists(name) { return }
+        try await api.request(.POST, "/volumes/create", json: DockerAPI.VolumeCreate(name: name), operation: "create volume \(name)")
     }
 
     public func removeVolume(_ name: String) async {
