@@ -81,14 +81,19 @@ public enum ApproachDecision {
             if specification.labels[SpecificationLabels.nested] != nil {
                 return verdict(false, "the service runs nested in an outer container; the container-level approach moves it")
             }
-            guard source.canCheckpoint else {
-                return verdict(false, "the source orchestrator (\(source.orchestrator)) cannot checkpoint containers")
+            // A container its engine made without UMS (adopted) needs only that the engines
+            // checkpoint such containers (containerd: `ctr run` ones, not UMS's bundles).
+            let adopted = specification.engine != nil
+            func checkpoints(_ system: SystemProfile) -> Bool { system.canCheckpoint || (adopted && system.checkpointsAdopted) }
+            func only(_ system: SystemProfile) -> String { system.checkpointsAdopted ? " it did not make itself (only those made with its own tools)" : "" }
+            guard checkpoints(source) else {
+                return verdict(false, "the source orchestrator (\(source.orchestrator)) cannot checkpoint containers\(only(source))")
             }
             guard let destination else {
                 return verdict(true, "the source orchestrator (\(source.orchestrator)) can checkpoint; the destination decides the rest")
             }
-            guard destination.canCheckpoint else {
-                return verdict(false, "the destination orchestrator (\(destination.orchestrator)) cannot restore checkpoints")
+            guard checkpoints(destination) else {
+                return verdict(false, "the destination orchestrator (\(destination.orchestrator)) cannot restore checkpoints\(only(destination))")
             }
             guard destination.orchestrator == source.orchestrator else {
                 return verdict(false, "the orchestrators differ (\(source.orchestrator) → \(destination.orchestrator)); a runtime's checkpoint only restores into the same kind of runtime")

@@ -50,11 +50,11 @@ public enum Archive {
     /// attributes only overlayfs' own (opaque directories, redirects) are written.
     /// `incremental`: the stream is one of a listed-incremental series; names it says are gone
     /// are removed from `directory` (only there: GNU tar keeps to the directory).
-    public static func extractArguments(directory: String, untrusted: Bool = false, incremental: Bool = false) -> [String] {
+    public static func extractArguments(directory: String, untrusted: Bool = false, incremental: Bool = false, gzip: Bool = false) -> [String] {
         let xattrs = untrusted
             ? ["--xattrs-include=user.*", "--xattrs-include=security.*", "--xattrs-include=trusted.overlay.*"]
             : ["--xattrs-include=*"]
-        return ["-x", "-f", "-", "--sparse", "--xattrs"] + xattrs + (incremental ? ["--listed-incremental=/dev/null"] : [])
+        return ["-x", "-f", "-"] + (gzip ? ["-z"] : []) + ["--sparse", "--xattrs"] + xattrs + (incremental ? ["--listed-incremental=/dev/null"] : [])
             + ["--numeric-owner", "-p", "-C", directory]
     }
 
@@ -66,8 +66,17 @@ public enum Archive {
         consume: @Sendable (ByteBuffer) async throws -> Void
     ) async throws -> StreamSummary {
         let arguments = createArguments(directory: directory, members: members, canonical: canonical, snapshot: snapshot)
+        return try await stream("tar", arguments, what: "archive \(directory)", consume: consume)
+    }
+
+    /// Runs a command and hands its standard output to `consume` chunk by chunk as it comes
+    /// (backpressure: the next is read once `consume` returned), hashing it on the way.
+    @discardableResult
+    public static func stream(
+        _ executable: String, _ arguments: [String], what: String, consume: @Sendable (ByteBuffer) async throws -> Void
+    ) async throws -> StreamSummary {
         let result = try await Subprocess.run(
-            .name("tar"), arguments: Arguments(arguments), input: .none, output: .sequence, error: .string(limit: 64 << 10)
+            .name(executable), arguments: Arguments(arguments), input: .none, output: .sequence, error: .string(limit: 64 << 10)
         ) { execution in
             var hasher = SHA256()
             var bytes: Int64 = 0
@@ -81,16 +90,16 @@ public enum Archive {
             }
             return StreamSummary(digest: "sha256:" + hasher.finalize().hex, bytes: bytes)
         }
-        try check(result.terminationStatus, stderr: result.standardError, what: "archive \(directory)")
+        try check(result.terminationStatus, stderr: result.standardError, what: what, program: executable)
         return result.closureResult
     }
 
     /// Feeds `chunks` into `tar -x` under `directory` (which must exist), hashing them on the way.
     public static func extract<Chunks: AsyncSequence & Sendable>(
-        _ chunks: Chunks, into directory: String, untrusted: Bool = false, incremental: Bool = false
+        _ chunks: Chunks, into directory: String, untrusted: Bool = false, incremental: Bool = false, gzip: Bool = false
     ) async throws -> StreamSummary where Chunks.Element == ByteBuffer {
         let result = try await Subprocess.run(
-            .name("tar"), arguments: Arguments(extractArguments(directory: directory, untrusted: untrusted, incremental: incremental)),
+            .name("tar"), arguments: Arguments(extractArguments(directory: directory, untrusted: untrusted, incremental: incremental, gzip: gzip)),
             input: .inputWriter, output: .discarded, error: .string(limit: 64 << 10)
         ) { execution in
             var hasher = SHA256()
@@ -117,10 +126,10 @@ public enum Archive {
         try await create(directory: directory, canonical: true) { _ in }
     }
 
-    private static func check(_ status: TerminationStatus, stderr: String?, what: String) throws {
+    private static func check(_ status: TerminationStatus, stderr: String?, what: String, program: String = "tar") throws {
         if case .exited(0) = status { return }
         let detail = (stderr ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-        throw UMSError(.internalError, "failed to \(what): tar \(status)", cause: detail.isEmpty ? nil : CommandFailure(detail))
+        throw UMSError(.internalError, "failed to \(what): \(program) \(status)", cause: detail.isEmpty ? nil : CommandFailure(detail))
     }
 }
 

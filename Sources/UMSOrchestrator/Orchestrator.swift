@@ -80,6 +80,9 @@ public protocol ContainerOrchestrator: Sendable {
 /// orchestrator-level approach needs. Adapters that cannot do this do not conform, and the
 /// decision reads that from the conformance (`canCheckpoint`).
 public protocol CheckpointingOrchestrator: ContainerOrchestrator {
+    /// Whether it checkpoints the containers UMS made too, not only those its engine made
+    /// without UMS (adopted): containerd checkpoints only `ctr run` containers.
+    var checkpointsOwnContainers: Bool { get }
     func freeze(_ name: String) async throws
     func resume(_ name: String) async throws
     /// Dumps the frozen container. For post-copy it returns once the non-page images are written,
@@ -103,7 +106,8 @@ extension ContainerOrchestrator {
     public func capabilities() async -> OrchestratorCapabilities {
         OrchestratorCapabilities(
             orchestrator: kind, runtimeVersion: await runtimeVersion(), criuVersion: criuVersion,
-            canCheckpoint: self is any CheckpointingOrchestrator, agentCapability: agentCapability
+            canCheckpoint: (self as? any CheckpointingOrchestrator)?.checkpointsOwnContainers ?? false,
+            checkpointsAdopted: self is any CheckpointingOrchestrator, agentCapability: agentCapability
         )
     }
 
@@ -123,6 +127,10 @@ extension ContainerOrchestrator {
         }
         return checkpointing
     }
+}
+
+extension CheckpointingOrchestrator {
+    public var checkpointsOwnContainers: Bool { true }
 }
 
 /// An adapter that keeps host resources of its own per container (network namespaces, cgroups):

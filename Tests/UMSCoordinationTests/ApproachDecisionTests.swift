@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import UMSDecision
 import UMSModel
@@ -67,5 +68,34 @@ struct ApproachDecisionTests {
         }
         #expect(error?.message.contains("no approach is feasible") == true)
         #expect(error?.message.contains("orchestrator:") == true)
+    }
+}
+
+@Suite("Approach decision: containers the engine made (containerd)")
+struct AdoptedDecisionTests {
+    func containerd() -> SystemProfile {
+        SystemProfile(
+            capabilities: .init(orchestrator: .containerd, runtimeVersion: "1.6.20", criuVersion: "4.2.1", canCheckpoint: false, checkpointsAdopted: true),
+            approaches: [.orchestrator, .service, .container]
+        )
+    }
+
+    @Test("between two containerd systems a ctr run container moves orchestrator-level; UMS's own bundles cannot, and the reason says so")
+    func adoptedOnly() throws {
+        var adopted = Specification(name: "c", image: .init(digest: "sha256:x", format: .engine), command: ["/c"])
+        adopted.engine = EngineConfiguration(madeBy: .containerd)
+        #expect(try ApproachDecision.choose(.auto, adopted, source: containerd(), destination: containerd()) == .orchestrator)
+        let own = Specification(name: "c", image: .init(digest: "sha256:x"), command: ["/c"])
+        let verdict = ApproachDecision.evaluate(own, source: containerd(), destination: containerd()).first { $0.approach == .orchestrator }
+        #expect(verdict?.feasible == false)
+        #expect(verdict?.reason.contains("it did not make itself") == true, "\(verdict?.reason ?? "")")
+    }
+
+    @Test("a peer that does not publish checkpointsAdopted is read as its canCheckpoint")
+    func olderPeer() throws {
+        let json = #"{"orchestrator":"podman","runtimeVersion":"4.3.1","canCheckpoint":true,"agentCapability":"CAP_CHECKPOINT_RESTORE"}"#
+        let capabilities = try JSONDecoder().decode(OrchestratorCapabilities.self, from: Data(json.utf8))
+        #expect(capabilities.checkpointsAdopted)
+        #expect(capabilities.criuVersion == nil)
     }
 }

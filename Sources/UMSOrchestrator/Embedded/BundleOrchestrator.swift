@@ -26,8 +26,8 @@ public protocol BundleRuntime: Sendable {
 /// keeps a registry of its containers under its state directory; `Runtime` runs them. With runc
 /// (`RuncOrchestrator`) runc's own checkpoint/restore (through CRIU) makes the
 /// orchestrator-level approach possible between two such systems; with containerd
-/// (`ContainerdOrchestrator`) it is not wired, so that adapter does not conform to
-/// `CheckpointingOrchestrator`.
+/// (`ContainerdBundles`, part of `ContainerdOrchestrator`) it is not wired: containerd's own
+/// checkpoint moves only the containers `ctr run` made.
 ///
 /// Layout under `stateDirectory`:
 /// `images/<hex>/rootfs` (read-only lower layers), `containers/<name>/` (record, bundle with an
@@ -108,6 +108,9 @@ public actor BundleOrchestrator<Runtime: BundleRuntime>: Orchestrator, ImageStor
     // MARK: Containers
 
     func record(_ name: String) throws -> Record { try registry.record(name) }
+    /// Whether the container is one of this orchestrator's bundles.
+    func owns(_ name: String) -> Bool { registry.contains(name) }
+    func names() -> [String] { registry.names }
     func save(_ record: Record) throws { try registry.save(record) }
     func forget(_ name: String) { registry.forget(name) }
 
