@@ -121,6 +121,19 @@ public enum Archive {
         return result.closureResult
     }
 
+    /// A file's SHA-256 (hex) and size, read in 1 MiB pieces.
+    public static func sha256(ofFile file: String) throws -> (hex: String, size: Int64) {
+        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: file))
+        defer { try? handle.close() }
+        var hasher = SHA256()
+        var size: Int64 = 0
+        while let data = try handle.read(upToCount: 1 << 20), !data.isEmpty {
+            hasher.update(data: data)
+            size += Int64(data.count)
+        }
+        return (hasher.finalize().hex, size)
+    }
+
     /// The canonical digest of a directory, without keeping the stream.
     public static func digest(of directory: String) async throws -> StreamSummary {
         try await create(directory: directory, canonical: true) { _ in }

@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import Logging
 import NIOCore
@@ -500,7 +499,7 @@ public actor ContainerdOrchestrator: Orchestrator, CheckpointingOrchestrator, Le
         try FileSystem.makeDirectory("\(layout)/blobs/sha256")
         defer { FileSystem.remove(layout) }
         func blob(_ mediaType: String, from file: String) throws -> CtrContainers.Descriptor {
-            let (digest, size) = try Self.digest(of: file)
+            let (digest, size) = try Archive.sha256(ofFile: file)
             try FileManager.default.moveItem(atPath: file, toPath: "\(layout)/blobs/sha256/\(digest)")
             return CtrContainers.Descriptor(mediaType: mediaType, digest: "sha256:\(digest)", size: size)
         }
@@ -521,18 +520,6 @@ public actor ContainerdOrchestrator: Orchestrator, CheckpointingOrchestrator, Le
         let ref = "localhost/ums-checkpoint:\(UUID().uuidString.lowercased())"
         try await runner.execute(ctr.binary, ctr.importArguments(file: archive, indexName: ref))
         return ref
-    }
-
-    static func digest(of file: String) throws -> (hex: String, size: Int64) {
-        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: file))
-        defer { try? handle.close() }
-        var hasher = SHA256()
-        var size: Int64 = 0
-        while let data = try handle.read(upToCount: 1 << 20), !data.isEmpty {
-            hasher.update(data: data)
-            size += Int64(data.count)
-        }
-        return (hasher.finalize().hex, size)
     }
 }
 
