@@ -1,0 +1,105 @@
+import Foundation
+import UMSModel
+
+/// The tunnel two systems that agree to a migration network share (issue 16): the kernel's VXLAN
+/// between their addresses, so that a service keeps its address wherever it runs and CRIU can
+/// restore its established TCP connections (`--tcp-established`, TCP repair) — packets, never a
+/// user-space relay. Layer 3 over it: no addresses on the tunnel, each side answers ARP for what
+/// it routes (`proxy_arp`).
+///
+/// - The source, once the service left, routes the service's address into the tunnel; its
+///   published port's DNAT and the Frontman's upstream connections keep their conntrack entries
+///   and reach the service at the destination.
+/// - The destination gives the service its address again and sends the replies of connections
+///   that came through the tunnel back through it (a connection mark set on the way in, restored
+///   on the replies, a routing rule on the mark), where the source's conntrack undoes its DNAT.
+///
+/// Tried by hand with the commands below (`docs/connections.md`): an echo client kept one TCP
+/// connection across a CRIU move between two namespaces with no error and its server's state.
+/// Not yet wired into the approaches.
+public struct MigrationTunnel: Sendable, Equatable {
+    /// The VXLAN device (`umsx` and the VNI in hex: at most 15 characters).
+    public var device: String
+    /// The VXLAN network identifier, the same at both ends (derived from the pair of addresses).
+    public var vni: Int
+    public var localAddress: String
+    public var remoteAddress: String
+    public var port: Int
+    /// The connection mark and the routing table of the return path (one per tunnel).
+    public var mark: UInt32
+    public var table: Int
+
+    /// The tunnel between this system's address and the peer's (dotted IPv4, checked), with the
+    /// same VNI computed at both ends.
+    public static func between(local: String, remote: String, port: Int = 4789) throws(UMSError) -> MigrationTunnel {
+        guard let localValue = ipv4(local), let remoteValue = ipv4(remote), localValue != remoteValue else {
+            throw UMSError(.invalidArgument, "invalid tunnel endpoints '\(String(local.prefix(40)))' and '\(String(remote.prefix(40)))': two different IPv4 addresses expected")
+        }
+        guard (1024...65535).contains(port) else { throw UMSError(.invalidArgument, "invalid tunnel port \(port)") }
+        // Order-independent, so both systems derive the same VNI; never 0.
+        let (low, high) = (min(localValue, remoteValue), max(localValue, remoteValue))
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in withUnsafeBytes(of: (UInt64(low) << 32 | UInt64(high)).bigEndian, Array.init) {
+            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
+        }
+        let vni = Int(hash % 0xFF_FFFE) + 1
+        return MigrationTunnel(
+            device: "umsx" + String(vni, radix: 16), vni: vni, localAddress: local, remoteAddress: remote, port: port,
+            mark: 0x0055_0000 | UInt32(vni & 0xFFFF), table: 20000 + vni % 10000
+        )
+    }
+
+    /// The address as a number, or nil if it is not a dotted IPv4 address.
+    static func ipv4(_ text: String) -> UInt32? {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4 else { return nil }
+        var value: UInt32 = 0
+        for part in parts {
+            guard (1...3).contains(part.count), part.allSatisfy(\.isASCII), let byte = UInt8(part), String(byte) == part else { return nil }
+            value = value << 8 | UInt32(byte)
+        }
+        return value
+    }
+
+    /// `ip -batch` lines that make it (idempotent through `tearDown` first).
+    public var setUp: [String] {
+        [
+            "link add \(device) type vxlan id \(vni) local \(localAddress) remote \(remoteAddress) dstport \(port)",
+            "link set \(device) up",
+            "route replace default dev \(device) table \(table)",
+        ]
+    }
+
+    /// sysctl settings: answer ARP for what this side routes, no reverse-path filter on the
+    /// tunnel (replies arrive on it for addresses routed elsewhere).
+    public var sysctls: [String] {
+        ["net.ipv4.conf.\(device).proxy_arp=1", "net.ipv4.conf.\(device).rp_filter=0", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.ip_forward=1"]
+    }
+
+    public var tearDown: [String] { ["link del \(device)"] }
+
+    /// Source: the service's address lives at the peer now.
+    public func routeAway(_ address: String) throws(UMSError) -> [String] {
+        guard Self.ipv4(address) != nil else { throw UMSError(.invalidArgument, "invalid service address '\(String(address.prefix(40)))'") }
+        return ["route replace \(address)/32 dev \(device)"]
+    }
+
+    /// Destination: connections that came through the tunnel to the service behind
+    /// `hostInterface` are marked, and their replies routed back through it. iptables rules
+    /// (without the verb) and `ip -batch` lines.
+    public func returnPath(hostInterface: String) throws(UMSError) -> (iptables: [[String]], ip: [String]) {
+        guard (1...15).contains(hostInterface.utf8.count),
+              hostInterface.unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "-" })
+        else { throw UMSError(.invalidArgument, "invalid interface name '\(String(hostInterface.prefix(20)))'") }
+        let mark = "0x" + String(self.mark, radix: 16)
+        return (
+            [
+                ["-t", "mangle", "PREROUTING", "-i", device, "-j", "CONNMARK", "--set-mark", mark],
+                ["-t", "mangle", "PREROUTING", "-i", hostInterface, "-j", "CONNMARK", "--restore-mark"],
+            ],
+            // Only what comes from the service: the tunnel's own encapsulated packets carry the
+            // mark too, and must not be routed into the tunnel again.
+            ["rule add fwmark \(mark) iif \(hostInterface) lookup \(table)"]
+        )
+    }
+}

@@ -1,0 +1,187 @@
+import Foundation
+import Logging
+import Testing
+import UMSModel
+import UMSOS
+
+@Suite("The migration network's tunnel: commands")
+struct MigrationTunnelTests {
+    @Test("both ends derive the same VNI, device, mark and table from the pair of addresses; the device name fits 15 characters")
+    func symmetric() throws {
+        let a = try MigrationTunnel.between(local: "198.18.0.1", remote: "198.18.0.2")
+        let b = try MigrationTunnel.between(local: "198.18.0.2", remote: "198.18.0.1")
+        #expect(a.vni == b.vni && a.device == b.device && a.mark == b.mark && a.table == b.table)
+        #expect((1...0xFF_FFFF).contains(a.vni))
+        #expect(a.device.count <= 15)
+        #expect(a.setUp.first == "link add \(a.device) type vxlan id \(a.vni) local 198.18.0.1 remote 198.18.0.2 dstport 4789")
+        #expect(b.setUp.first?.hasSuffix("local 198.18.0.2 remote 198.18.0.1 dstport 4789") == true)
+        let other = try MigrationTunnel.between(local: "198.18.0.1", remote: "198.18.0.3")
+        #expect(other.vni != a.vni)
+    }
+
+    @Test("the source routes a moved service's address into the tunnel; the destination marks what comes through it and routes the replies back, and only the service's (never the tunnel's own packets)")
+    func routes() throws {
+        let tunnel = try MigrationTunnel.between(local: "198.18.0.2", remote: "198.18.0.1")
+        #expect(try tunnel.routeAway("198.19.0.2") == ["route replace 198.19.0.2/32 dev \(tunnel.device)"])
+        let path = try tunnel.returnPath(hostInterface: "umsv0")
+        let mark = "0x" + String(tunnel.mark, radix: 16)
+        #expect(path.iptables == [
+            ["-t", "mangle", "PREROUTING", "-i", tunnel.device, "-j", "CONNMARK", "--set-mark", mark],
+            ["-t", "mangle", "PREROUTING", "-i", "umsv0", "-j", "CONNMARK", "--restore-mark"],
+        ])
+        #expect(path.ip == ["rule add fwmark \(mark) iif umsv0 lookup \(tunnel.table)"])
+        #expect(tunnel.setUp.contains("route replace default dev \(tunnel.device) table \(tunnel.table)"))
+    }
+
+    @Test("hostile input: endpoints, addresses and interface names that are not what they claim are refused (they would become ip and iptables arguments)")
+    func hostile() {
+        for (local, remote) in [("198.18.0.1", "198.18.0.1"), ("198.18.0.1", "example.com"), ("1.2.3", "1.2.3.4"), ("01.2.3.4", "1.2.3.4"), ("1.2.3.256", "1.2.3.4"), ("1.2.3.4 dev x", "1.2.3.5"), ("", "1.2.3.4")] {
+            #expect(throws: UMSError.self) { try MigrationTunnel.between(local: local, remote: remote) }
+        }
+        #expect(throws: UMSError.self) { try MigrationTunnel.between(local: "1.2.3.4", remote: "1.2.3.5", port: 80) }
+        let tunnel = try? MigrationTunnel.between(local: "198.18.0.1", remote: "198.18.0.2")
+        #expect(throws: UMSError.self) { try tunnel?.routeAway("198.19.0.2/0") }
+        #expect(throws: UMSError.self) { try tunnel?.routeAway("198.19.0.2 table 1") }
+        for name in ["", "eth0; rm -rf /", "a-very-long-interface-name", "UPPER", "x y"] {
+            #expect(throws: UMSError.self) { try tunnel?.returnPath(hostInterface: name) }
+        }
+    }
+}
+
+/// The tunnel for real: namespaces this test makes (a client, systems A and B joined by an
+/// underlay link, the service's namespace at A and again at B), the commands above, and CRIU
+/// moving an echo server with its established connection (`--tcp-established`) from A to B
+/// while the client keeps writing on it.
+@Suite("The migration network's tunnel: an established connection across a CRIU move", .serialized, .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")))
+struct MigrationTunnelMoveTests {
+    static let server = """
+    import socket
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 9000)); s.listen(4)
+    count = 0
+    while True:
+        c, _ = s.accept(); f = c.makefile("rwb", buffering=0)
+        for line in f:
+            count += 1; f.write(b"%d %s" % (count, line))
+    """
+    /// Writes a line every 10 ms for `seconds` on one connection; prints how many replies, the
+    /// last (the server's count) and the longest wait; exits 1 on any error or a reply out of
+    /// sequence.
+    static let client = """
+    import socket, sys, time
+    c = socket.create_connection((sys.argv[1], 9000), timeout=20); f = c.makefile("rwb", buffering=0)
+    end = time.time() + float(sys.argv[2]); n = 0; worst = 0
+    while time.time() < end:
+        t = time.time(); f.write(b"ping\\n"); r = f.readline()
+        if not r or int(r.split()[0]) != n + 1: print("broken after", n, r); sys.exit(1)
+        worst = max(worst, time.time() - t); n += 1; time.sleep(0.01)
+    print(n, "%.3f" % worst)
+    """
+
+    let runner = SubprocessRunner(logger: Logger(label: "tunnel-test"))
+    let id = String(ProcessInfo.processInfo.processIdentifier % 100_000)
+    var names: (client: String, a: String, b: String, service: String, moved: String) {
+        ("umt\(id)c", "umt\(id)a", "umt\(id)b", "umt\(id)s", "umt\(id)m")
+    }
+
+    func ip(_ namespace: String, _ lines: [String]) async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("ums-tunnel-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        try await runner.execute("ip", ["-n", namespace, "-batch", file])
+    }
+
+    func inside(_ namespace: String, _ command: [String]) -> Command {
+        Command("nsenter", ["--net=/run/netns/\(namespace)"] + command)
+    }
+
+    func sysctl(_ namespace: String, _ settings: [String]) async throws {
+        try await runner.execute("nsenter", ["--net=/run/netns/\(namespace)", "sysctl", "-q", "-w"] + settings)
+    }
+
+    func iptables(_ namespace: String, _ rule: [String]) async throws {
+        // [-t, TABLE, CHAIN, …] → iptables -t TABLE -A CHAIN …
+        try await runner.execute("nsenter", ["--net=/run/netns/\(namespace)", "iptables", rule[0], rule[1], "-A"] + rule.dropFirst(2))
+    }
+
+    func cleanUp() async {
+        let n = names
+        for namespace in [n.client, n.a, n.b, n.service, n.moved] {
+            if let pids = try? await runner.output("ip", ["netns", "pids", namespace]) {
+                for pid in pids.split(separator: "\n") { _ = try? await runner.run(Command("kill", ["-9", String(pid)])) }
+            }
+            _ = try? await runner.run(Command("ip", ["netns", "del", namespace]))
+        }
+    }
+
+    @Test("an echo client's one TCP connection through A's published port survives the server's move to B: no error, every reply in sequence (the server's count carried), A routing the service's address through the tunnel and B the replies back")
+    func connectionSurvives() async throws {
+        await cleanUp()
+        do {
+            try await move()
+        } catch {
+            await cleanUp()
+            throw error
+        }
+        await cleanUp()
+    }
+
+    func move() async throws {
+        let n = names
+        for namespace in [n.client, n.a, n.b, n.service] { try await runner.execute("ip", ["netns", "add", namespace]) }
+        let service = "198.19.250.10"
+        // The client reaches A; A and B share an underlay link; the service sits behind A.
+        try await runner.execute("ip", ["link", "add", "c\(id)", "netns", n.client, "type", "veth", "peer", "name", "ac", "netns", n.a])
+        try await ip(n.client, ["addr add 198.18.250.2/24 dev c\(id)", "link set c\(id) up", "link set lo up"])
+        try await ip(n.a, ["addr add 198.18.250.1/24 dev ac", "link set ac up", "link set lo up"])
+        try await runner.execute("ip", ["link", "add", "ab", "netns", n.a, "type", "veth", "peer", "name", "ba", "netns", n.b])
+        try await ip(n.a, ["addr add 198.18.251.1/24 dev ab", "link set ab up"])
+        try await ip(n.b, ["addr add 198.18.251.2/24 dev ba", "link set ba up", "link set lo up"])
+        let atA = try MigrationTunnel.between(local: "198.18.251.1", remote: "198.18.251.2")
+        let atB = try MigrationTunnel.between(local: "198.18.251.2", remote: "198.18.251.1")
+        try await ip(n.a, atA.setUp)
+        try await ip(n.b, atB.setUp)
+        try await sysctl(n.a, atA.sysctls)
+        try await sysctl(n.b, atB.sysctls)
+        // The service's namespace at a system: its address /32, a gateway every system has.
+        func attach(_ namespace: String, to system: String, interface: String) async throws {
+            try await runner.execute("ip", ["link", "add", "eth0", "netns", namespace, "type", "veth", "peer", "name", interface, "netns", system])
+            try await ip(namespace, ["addr add \(service)/32 dev eth0", "link set eth0 up", "link set lo up", "route add 169.254.1.1 dev eth0", "route add default via 169.254.1.1"])
+            try await ip(system, ["addr add 169.254.1.1/32 dev \(interface)", "link set \(interface) up", "route replace \(service)/32 dev \(interface)"])
+            try await sysctl(system, ["net.ipv4.conf.\(interface).proxy_arp=1"])
+        }
+        try await attach(n.service, to: n.a, interface: "sva")
+        try await iptables(n.a, ["-t", "nat", "PREROUTING", "-d", "198.18.250.1", "-p", "tcp", "--dport", "9000", "-j", "DNAT", "--to-destination", "\(service):9000"])
+
+        // Killed by the dump (its process ends there); restored at B detached from this test.
+        _ = BackgroundProcess(inside(n.service, ["/usr/bin/python3", "-c", Self.server]), logFile: "/dev/null")
+        try await Task.sleep(for: .milliseconds(500))
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("ums-tunnel-client-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: output) }
+        let client = BackgroundProcess(
+            Command("sh", ["-c", "exec nsenter --net=/run/netns/\(n.client) /usr/bin/python3 -c \"$0\" 198.18.250.1 5 > \(output) 2>&1", Self.client]),
+            logFile: output
+        )
+        try await Task.sleep(for: .seconds(1.5))
+
+        // The move: CRIU dumps the server with its connection, B gives the service its address
+        // and the return path, A routes the address into the tunnel, CRIU restores at B.
+        let pid = try #require(try await runner.output("ip", ["netns", "pids", n.service]).split(separator: "\n").first.map(String.init))
+        let images = FileManager.default.temporaryDirectory.appendingPathComponent("ums-tunnel-images-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: images) }
+        try await runner.execute("nsenter", ["--net=/run/netns/\(n.service)", "criu", "dump", "-t", pid, "-D", images, "--tcp-established", "-o", "dump.log"])
+        try await runner.execute("ip", ["netns", "add", n.moved])
+        try await attach(n.moved, to: n.b, interface: "svb")
+        let path = try atB.returnPath(hostInterface: "svb")
+        for rule in path.iptables { try await iptables(n.b, rule) }
+        try await ip(n.b, path.ip)
+        try await ip(n.a, ["link del sva"] + (try atA.routeAway(service)))
+        try await runner.execute("nsenter", ["--net=/run/netns/\(n.moved)", "criu", "restore", "-D", images, "--tcp-established", "-d", "-o", "restore.log"])
+
+        try await client.finish(timeout: .seconds(30))
+        let result = try String(contentsOfFile: output, encoding: .utf8).split(separator: " ")
+        let replies = Int(result.first ?? "") ?? 0
+        #expect(replies > 100, "the client got \(replies) replies in sequence over one connection")
+        #expect(try await runner.output("ip", ["netns", "pids", n.moved]) == pid, "the server runs at B, its PID kept")
+    }
+}
