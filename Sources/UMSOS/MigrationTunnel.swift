@@ -84,13 +84,32 @@ public struct MigrationTunnel: Sendable, Equatable {
         return ["route replace \(address)/32 dev \(device)"]
     }
 
+    /// Destination, before the restore: packets for the service's address are dropped here until
+    /// its sockets exist again — delivered into an empty namespace they would be answered with a
+    /// reset, which ends the very connections being carried (their clients retransmit instead).
+    public func holdArrivals(_ address: String) throws(UMSError) -> [String] {
+        guard Self.ipv4(address) != nil else { throw UMSError(.invalidArgument, "invalid service address '\(String(address.prefix(40)))'") }
+        return ["route replace blackhole \(address)/32"]
+    }
+
+    /// Destination, once restored: the service's address is delivered to its namespace.
+    public func deliver(_ address: String, hostInterface: String) throws(UMSError) -> [String] {
+        guard Self.ipv4(address) != nil else { throw UMSError(.invalidArgument, "invalid service address '\(String(address.prefix(40)))'") }
+        try Self.checkInterface(hostInterface)
+        return ["route replace \(address)/32 dev \(hostInterface)"]
+    }
+
+    static func checkInterface(_ name: String) throws(UMSError) {
+        guard (1...15).contains(name.utf8.count),
+              name.unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "-" })
+        else { throw UMSError(.invalidArgument, "invalid interface name '\(String(name.prefix(20)))'") }
+    }
+
     /// Destination: connections that came through the tunnel to the service behind
     /// `hostInterface` are marked, and their replies routed back through it. iptables rules
     /// (without the verb) and `ip -batch` lines.
     public func returnPath(hostInterface: String) throws(UMSError) -> (iptables: [[String]], ip: [String]) {
-        guard (1...15).contains(hostInterface.utf8.count),
-              hostInterface.unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "-" })
-        else { throw UMSError(.invalidArgument, "invalid interface name '\(String(hostInterface.prefix(20)))'") }
+        try Self.checkInterface(hostInterface)
         let mark = "0x" + String(self.mark, radix: 16)
         return (
             [

@@ -23,6 +23,8 @@ struct MigrationTunnelTests {
     func routes() throws {
         let tunnel = try MigrationTunnel.between(local: "198.18.0.2", remote: "198.18.0.1")
         #expect(try tunnel.routeAway("198.19.0.2") == ["route replace 198.19.0.2/32 dev \(tunnel.device)"])
+        #expect(try tunnel.holdArrivals("198.19.0.2") == ["route replace blackhole 198.19.0.2/32"])
+        #expect(try tunnel.deliver("198.19.0.2", hostInterface: "umsv0") == ["route replace 198.19.0.2/32 dev umsv0"])
         let path = try tunnel.returnPath(hostInterface: "umsv0")
         let mark = "0x" + String(tunnel.mark, radix: 16)
         #expect(path.iptables == [
@@ -42,6 +44,8 @@ struct MigrationTunnelTests {
         let tunnel = try? MigrationTunnel.between(local: "198.18.0.1", remote: "198.18.0.2")
         #expect(throws: UMSError.self) { try tunnel?.routeAway("198.19.0.2/0") }
         #expect(throws: UMSError.self) { try tunnel?.routeAway("198.19.0.2 table 1") }
+        #expect(throws: UMSError.self) { try tunnel?.holdArrivals("default") }
+        #expect(throws: UMSError.self) { try tunnel?.deliver("198.19.0.2", hostInterface: "lo table 5") }
         for name in ["", "eth0; rm -rf /", "a-very-long-interface-name", "UPPER", "x y"] {
             #expect(throws: UMSError.self) { try tunnel?.returnPath(hostInterface: name) }
         }
@@ -146,10 +150,11 @@ struct MigrationTunnelMoveTests {
         func attach(_ namespace: String, to system: String, interface: String) async throws {
             try await runner.execute("ip", ["link", "add", "eth0", "netns", namespace, "type", "veth", "peer", "name", interface, "netns", system])
             try await ip(namespace, ["addr add \(service)/32 dev eth0", "link set eth0 up", "link set lo up", "route add 169.254.1.1 dev eth0", "route add default via 169.254.1.1"])
-            try await ip(system, ["addr add 169.254.1.1/32 dev \(interface)", "link set \(interface) up", "route replace \(service)/32 dev \(interface)"])
+            try await ip(system, ["addr add 169.254.1.1/32 dev \(interface)", "link set \(interface) up"])
             try await sysctl(system, ["net.ipv4.conf.\(interface).proxy_arp=1"])
         }
         try await attach(n.service, to: n.a, interface: "sva")
+        try await ip(n.a, ["route replace \(service)/32 dev sva"])
         try await iptables(n.a, ["-t", "nat", "PREROUTING", "-d", "198.18.250.1", "-p", "tcp", "--dport", "9000", "-j", "DNAT", "--to-destination", "\(service):9000"])
 
         // Killed by the dump (its process ends there); restored at B detached from this test.
@@ -174,14 +179,16 @@ struct MigrationTunnelMoveTests {
         try await attach(n.moved, to: n.b, interface: "svb")
         let path = try atB.returnPath(hostInterface: "svb")
         for rule in path.iptables { try await iptables(n.b, rule) }
-        try await ip(n.b, path.ip)
+        try await ip(n.b, path.ip + (try atB.holdArrivals(service)))
         try await ip(n.a, ["link del sva"] + (try atA.routeAway(service)))
         try await runner.execute("nsenter", ["--net=/run/netns/\(n.moved)", "criu", "restore", "-D", images, "--tcp-established", "-d", "-o", "restore.log"])
+        try await ip(n.b, try atB.deliver(service, hostInterface: "svb"))
 
         try await client.finish(timeout: .seconds(30))
         let result = try String(contentsOfFile: output, encoding: .utf8).split(separator: " ")
         let replies = Int(result.first ?? "") ?? 0
         #expect(replies > 100, "the client got \(replies) replies in sequence over one connection")
+        print("tunnel move: \(replies) replies in sequence, longest wait \(result.dropFirst().first ?? "?") s")
         #expect(try await runner.output("ip", ["netns", "pids", n.moved]) == pid, "the server runs at B, its PID kept")
     }
 }
