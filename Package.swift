@@ -83,6 +83,16 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "UMSDNS",
+            dependencies: [
+                "UMSModel",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "UMSTrust",
             dependencies: [
                 "UMSModel", "UMSOS",
@@ -238,6 +248,11 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "UMSDNSTests",
+            dependencies: ["UMSDNS", "UMSModel", "UMSOS"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

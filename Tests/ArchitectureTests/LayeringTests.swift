@@ -5,6 +5,7 @@ import Testing
 /// layer (two targets on one layer do not import each other); executables may import any.
 let layers: [[String]] = [
     ["UMSModel"],
+    ["UMSDNS"],
     ["UMSOS", "UMSLoad"],
     ["UMSTrust"],
     ["UMSOrchestrator", "UMSImage"],
