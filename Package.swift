@@ -167,7 +167,7 @@ let package = Package(
         .target(
             name: "UMSCoordination",
             dependencies: [
-                "UMSModel", "UMSOS", "UMSOrchestrator", "UMSCheckpoint", "UMSImage", "UMSMigration", "UMSDecision", "UMSAPI", "UMSFrontman", "UMSTrust",
+                "UMSModel", "UMSOS", "UMSOrchestrator", "UMSCheckpoint", "UMSImage", "UMSMigration", "UMSDecision", "UMSAPI", "UMSFrontman", "UMSTrust", "UMSDNS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -231,7 +231,7 @@ let package = Package(
         .testTarget(
             name: "UMSCoordinationTests",
             dependencies: [
-                "UMSCoordination", "UMSAPI", "UMSDecision", "UMSMigration", "UMSCheckpoint", "UMSOS",
+                "UMSCoordination", "UMSAPI", "UMSDecision", "UMSMigration", "UMSCheckpoint", "UMSOS", "UMSDNS",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),

@@ -79,7 +79,7 @@ public func buildApplication(
         admission: configuration.admission ?? .standard,
         reservedPorts: [try configuration.listenAddress().port], hostImage: configuration.hostImage,
         frontman: configuration.frontmanSettings, frontmanHTTP: frontmanHTTP, endpointsFile: configuration.endpointsFile,
-        endpointHook: configuration.endpointHook,
+        endpointHook: configuration.endpointHook, dns: try configuration.dnsPublisher(),
         shutdownGrace: .milliseconds(Int64((configuration.shutdownGrace ?? 30) * 1000))
     )
     await coordinator.recover()

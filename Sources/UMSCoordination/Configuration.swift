@@ -1,4 +1,5 @@
 import Foundation
+import UMSDNS
 import UMSDecision
 import UMSFrontman
 import UMSModel
@@ -65,6 +66,14 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     /// A program run after every change of the endpoint record (UMS_SERVICE, UMS_ADDRESS,
     /// UMS_ENDPOINTS, UMS_SYSTEM, UMS_EVENT, UMS_HOSTS_FILE in its environment).
     public var endpointHook: String?
+    /// The authoritative DNS server the endpoint record also updates (`IP[:PORT]`, port 53 by
+    /// default; RFC 2136 signed with TSIG), its zone, and a file holding the key
+    /// (`hmac-sha256:NAME:BASE64`, not readable by others). All three or none.
+    public var dnsServer: String?
+    public var dnsZone: String?
+    public var dnsKeyFile: String?
+    /// The TTL of the records it writes (seconds, default 5).
+    public var dnsTTL: Int?
     /// Whether services get Frontmen (default true).
     public var frontman: Bool?
     /// How much a Frontman holds while its service is frozen: requests/connections, body bytes, seconds.
@@ -120,7 +129,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case name, listen, stateDir, orchestrator, tokenFile, advertiseURL, peers, criuPath, logLevel, hostImage, engineSocket
-        case endpointsFile, endpointHook, frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger
+        case endpointsFile, endpointHook, dnsServer, dnsZone, dnsKeyFile, dnsTTL, frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger
         case admission, tlsDir, insecure, readerTokenFiles, trustedPeers, incomingTimeout, shutdownGrace
     }
 
@@ -141,6 +150,10 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         engineSocket = try container.decodeIfPresent(String.self, forKey: .engineSocket)
         endpointsFile = try container.decodeIfPresent(String.self, forKey: .endpointsFile)
         endpointHook = try container.decodeIfPresent(String.self, forKey: .endpointHook)
+        dnsServer = try container.decodeIfPresent(String.self, forKey: .dnsServer)
+        dnsZone = try container.decodeIfPresent(String.self, forKey: .dnsZone)
+        dnsKeyFile = try container.decodeIfPresent(String.self, forKey: .dnsKeyFile)
+        dnsTTL = try container.decodeIfPresent(Int.self, forKey: .dnsTTL)
         frontman = try container.decodeIfPresent(Bool.self, forKey: .frontman)
         frontmanHoldCount = try container.decodeIfPresent(Int.self, forKey: .frontmanHoldCount)
         frontmanHoldBytes = try container.decodeIfPresent(Int.self, forKey: .frontmanHoldBytes)
@@ -219,5 +232,33 @@ enum TokenFile {
         let token = text.split(separator: "\n").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
         guard !token.isEmpty else { throw UMSError(.invalidArgument, "token file \(path) is empty") }
         return token
+    }
+}
+
+extension CoordinatorConfiguration {
+    /// The DNS updater the endpoint record calls, from `dnsServer`, `dnsZone` and `dnsKeyFile`
+    /// (checked: all three or none; the key file not readable by others; a TTL of 1 s to a day).
+    public func dnsPublisher() throws -> DNSPublisher? {
+        guard dnsServer != nil || dnsZone != nil || dnsKeyFile != nil else { return nil }
+        guard let dnsServer, let dnsZone, let dnsKeyFile else {
+            throw UMSError(.invalidArgument, "invalid DNS settings: give --dns-server, --dns-zone and --dns-key together")
+        }
+        let parts = dnsServer.split(separator: ":", maxSplits: 1).map(String.init)
+        guard let host = parts.first, let port = parts.count == 2 ? Int(parts[1]) : 53 else {
+            throw UMSError(.invalidArgument, "invalid --dns-server '\(String(dnsServer.prefix(60)))': IP[:PORT] expected")
+        }
+        let ttl = dnsTTL ?? 5
+        guard (1...86400).contains(ttl) else { throw UMSError(.invalidArgument, "invalid --dns-ttl \(ttl): 1 to 86400 seconds") }
+        let attributes = try? FileManager.default.attributesOfItem(atPath: dnsKeyFile)
+        guard let mode = (attributes?[.posixPermissions] as? NSNumber)?.intValue else {
+            throw UMSError(.invalidArgument, "failed to read the DNS key file \(dnsKeyFile)")
+        }
+        guard mode & 0o077 == 0 else {
+            throw UMSError(.invalidArgument, "the DNS key file \(dnsKeyFile) is readable by others (mode \(String(mode, radix: 8))); chmod 600 it")
+        }
+        let text = try String(contentsOfFile: dnsKeyFile, encoding: .utf8)
+        guard text.utf8.count <= 4096 else { throw UMSError(.invalidArgument, "the DNS key file \(dnsKeyFile) is over 4 KiB") }
+        let zone = try DNSName(dnsZone)
+        return DNSPublisher(updater: try DNSUpdater(host: host, port: port, zone: zone, key: try TSIGKey(parsing: text)), ttl: UInt32(ttl))
     }
 }

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import UMSDNS
 import Logging
 import ServiceLifecycle
 import UMSAPI
@@ -58,7 +59,7 @@ public struct Coordinator: Sendable {
         logger: Logger, faults: any FaultInjector = NoFaults(), peers: PeerConnector? = nil,
         incomingTimeout: Duration = .seconds(600), admission: AdmissionPolicy = .standard, reservedPorts: Set<Int> = [], hostImage: String? = nil,
         frontman: FrontmanSettings? = nil, frontmanHTTP: HTTPClient? = nil, endpointsFile: String? = nil, endpointHook: String? = nil,
-        shutdownGrace: Duration = .seconds(30)
+        dns: DNSPublisher? = nil, shutdownGrace: Duration = .seconds(30)
     ) throws {
         self.shutdownGrace = shutdownGrace
         let system = SystemContext(
@@ -70,7 +71,7 @@ public struct Coordinator: Sendable {
         let frontmen = frontman.map { Frontmen(runner: runner, http: frontmanHTTP ?? http, limits: $0.limits, linger: $0.linger, logger: logger) }
         let endpoints = Endpoints(
             system: name,
-            record: try EndpointRecord(stateDirectory: stateDirectory, hostsFile: endpointsFile, hook: endpointHook, system: name, runner: runner, logger: logger)
+            record: try EndpointRecord(stateDirectory: stateDirectory, hostsFile: endpointsFile, hook: endpointHook, dns: dns, system: name, runner: runner, logger: logger)
         )
         let connect: PeerConnector = peers ?? { url, token in
             CoordinatorClient(baseURL: url, token: token ?? peerTokens[url], http: http)

@@ -1,26 +1,32 @@
 import Foundation
 import Logging
 import UMSAPI
+import UMSDNS
 import UMSModel
 import UMSOS
 
 /// Where each service this system knows of is reached (its own, and those that migrated away
 /// from it): kept as JSON under the state directory, written in hosts format to `hostsFile` for a
 /// DNS server or load balancer to follow, and announced to `hook` (run with the entry in its
-/// environment) after every change.
+/// environment) after every change, and — where the operator names an authoritative DNS server —
+/// published there as `SERVICE.ZONE` (RFC 2136, signed with TSIG).
 struct EndpointRecord: Sendable {
     let store: JSONStore<EndpointEntry>
     let hostsFile: String
     let hook: String?
+    let dns: DNSPublisher?
     let system: String
     let runner: any CommandRunner
     let logger: Logger
     static let hookTimeout: Duration = .seconds(10)
 
-    init(stateDirectory: String, hostsFile: String?, hook: String?, system: String, runner: any CommandRunner, logger: Logger) throws {
+    init(
+        stateDirectory: String, hostsFile: String?, hook: String?, dns: DNSPublisher? = nil, system: String, runner: any CommandRunner, logger: Logger
+    ) throws {
         self.store = try JSONStore(directory: "\(stateDirectory)/endpoints")
         self.hostsFile = hostsFile ?? "\(stateDirectory)/endpoints.hosts"
         self.hook = hook
+        self.dns = dns
         self.system = system
         self.runner = runner
         self.logger = logger
@@ -34,8 +40,9 @@ struct EndpointRecord: Sendable {
         store.load(key: service)
     }
 
-    /// Records where `service` is now, rewrites the hosts file and runs the hook. Returns the
-    /// hook's failure, if any (the record itself is updated either way).
+    /// Records where `service` is now, rewrites the hosts file, updates DNS and runs the hook.
+    /// Returns what failed of DNS and the hook, if anything (the record itself is updated either
+    /// way).
     @discardableResult
     func set(_ entry: EndpointEntry) async -> String? {
         do {
@@ -55,7 +62,21 @@ struct EndpointRecord: Sendable {
             logger.error("failed to write the endpoint record", metadata: ["service": "\(entry.service)", "error": "\(error)"])
             return "failed to write the endpoint record: \(error)"
         }
-        return await runHook(entry, removed: false)
+        let problems = [await publish(entry), await runHook(entry, removed: false)].compactMap { $0 }
+        return problems.isEmpty ? nil : problems.joined(separator: "; ")
+    }
+
+    /// The DNS update, if a server is configured: the failure said, never thrown.
+    func publish(_ entry: EndpointEntry) async -> String? {
+        guard let dns else { return nil }
+        do {
+            try await dns.publish(service: entry.service, address: entry.address)
+            logger.info("DNS updated", metadata: ["service": "\(entry.service)", "address": "\(entry.address)"])
+            return nil
+        } catch {
+            logger.warning("DNS update failed", metadata: ["service": "\(entry.service)", "error": "\(error)"])
+            return "DNS update failed: \(error)"
+        }
     }
 
     func remove(_ service: String) async {

@@ -65,3 +65,23 @@ public struct DNSUpdater: Sendable {
         }
     }
 }
+
+/// What the endpoint record publishes: each service as `SERVICE.ZONE`, one A record, a short TTL
+/// (clients follow a move within it).
+public struct DNSPublisher: Sendable {
+    public let updater: DNSUpdater
+    public let ttl: UInt32
+
+    public init(updater: DNSUpdater, ttl: UInt32) {
+        self.updater = updater
+        self.ttl = ttl
+    }
+
+    public func name(of service: String) throws(UMSError) -> DNSName {
+        try DNSName("\(service).\(updater.zone)")
+    }
+
+    public func publish(service: String, address: String) async throws {
+        try await updater.replaceA(try name(of: service), address: address, ttl: ttl)
+    }
+}

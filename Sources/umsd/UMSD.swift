@@ -14,7 +14,7 @@ struct UMSD: AsyncParsableCommand {
         abstract: "The UMS Coordinator of one system: runs containers on its orchestrator and migrates them live to other systems.",
         discussion: """
             Flags override the same keys of --config (YAML: name, listen, stateDir, orchestrator, tokenFile, \
-            advertiseURL, peers[{url, tokenFile}], criuPath, logLevel, hostImage, engineSocket, endpointsFile, endpointHook, \
+            advertiseURL, peers[{url, tokenFile}], criuPath, logLevel, hostImage, engineSocket, endpointsFile, endpointHook, dnsServer, dnsZone, dnsKeyFile, dnsTTL, \
             frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger, incomingTimeout, shutdownGrace, admission, tlsDir, insecure, \
             readerTokenFiles). Speaks mutual TLS 1.3: make the system's identity with `ums trust init --dir TLSDIR` and pin \
             each peer with `ums trust add-peer`. Needs root, runc and CRIU >= 4.2 (scripts/setup installs them).
@@ -68,6 +68,18 @@ struct UMSD: AsyncParsableCommand {
 
     @Option(name: .customLong("endpoint-hook"), help: "A program to run after every change of the endpoint record (UMS_SERVICE, UMS_ADDRESS, UMS_ENDPOINTS, UMS_EVENT in its environment).")
     var endpointHook: String?
+
+    @Option(name: .customLong("dns-server"), help: "An authoritative DNS server (IP[:PORT]) the endpoint record updates: each service as SERVICE.ZONE (RFC 2136, TSIG-signed).")
+    var dnsServer: String?
+
+    @Option(name: .customLong("dns-zone"), help: "The zone the services are published in (with --dns-server).")
+    var dnsZone: String?
+
+    @Option(name: .customLong("dns-key"), help: "A file holding the TSIG key, hmac-sha256:NAME:BASE64 (mode 600; with --dns-server).")
+    var dnsKey: String?
+
+    @Option(name: .customLong("dns-ttl"), help: "The TTL of the published records, seconds (default 5).")
+    var dnsTTL: Int?
 
     @Flag(name: .customLong("no-frontman"), help: "Do not put Frontmen in front of services (clients then see the migration's downtime as refusals).")
     var noFrontman = false
@@ -127,6 +139,10 @@ struct UMSD: AsyncParsableCommand {
         if let engineSocket { configuration.engineSocket = engineSocket }
         if let endpointsFile { configuration.endpointsFile = endpointsFile }
         if let endpointHook { configuration.endpointHook = endpointHook }
+        if let dnsServer { configuration.dnsServer = dnsServer }
+        if let dnsZone { configuration.dnsZone = dnsZone }
+        if let dnsKey { configuration.dnsKeyFile = dnsKey }
+        if let dnsTTL { configuration.dnsTTL = dnsTTL }
         if noFrontman { configuration.frontman = false }
         if let frontmanHoldCount { configuration.frontmanHoldCount = frontmanHoldCount }
         if let frontmanHoldBytes { configuration.frontmanHoldBytes = frontmanHoldBytes }

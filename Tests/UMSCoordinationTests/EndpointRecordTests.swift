@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Testing
 import UMSAPI
+import UMSDNS
 import UMSOS
 @testable import UMSCoordination
 
@@ -55,6 +56,62 @@ struct EndpointRecordTests {
         let record = try record(hook: "/bin/false")
         let problem = await record.set(entry("web", "198.18.0.2"))
         #expect(problem?.contains("endpoint hook failed") == true)
+        #expect(record.entry("web")?.address == "198.18.0.2")
+    }
+}
+
+/// The endpoint record's DNS part: its settings checked, and a server that cannot be reached said
+/// in the record's answer, never thrown (the migration completes; the record is written).
+@Suite("Endpoint record: DNS")
+struct EndpointRecordDNSTests {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ums-endpoints-dns-\(UUID().uuidString)").path
+
+    func configuration(server: String? = "127.0.0.1:1", zone: String? = "ums.test", key: String? = nil, ttl: Int? = nil) -> CoordinatorConfiguration {
+        var configuration = CoordinatorConfiguration(name: "tba", stateDir: directory)
+        configuration.dnsServer = server
+        configuration.dnsZone = zone
+        configuration.dnsKeyFile = key
+        configuration.dnsTTL = ttl
+        return configuration
+    }
+
+    func keyFile(mode: Int = 0o600, text: String = "hmac-sha256:ums-key:" + Data(repeating: 3, count: 32).base64EncodedString()) throws -> String {
+        let path = "\(directory)/dns-\(UUID().uuidString).key"
+        try FileSystem.writeAtomically(Data(text.utf8), to: path)
+        try FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: path)
+        return path
+    }
+
+    @Test("settings: none means no DNS; all three make a publisher naming SERVICE.ZONE; partial, a key others can read, a bad key, a name for a server, a TTL out of range are refused")
+    func settings() throws {
+        try FileSystem.makeDirectory(directory)
+        defer { FileSystem.remove(directory) }
+        #expect(try configuration(server: nil, zone: nil).dnsPublisher() == nil)
+        let publisher = try #require(try configuration(key: try keyFile()).dnsPublisher())
+        #expect(try publisher.name(of: "web").description == "web.ums.test.")
+        #expect(publisher.ttl == 5)
+        #expect(publisher.updater.port == 1)
+        for bad in [
+            configuration(zone: nil, key: try keyFile()), configuration(key: try keyFile(mode: 0o644)),
+            configuration(key: try keyFile(text: "not a key")), configuration(server: "dns.example.com", key: try keyFile()),
+            configuration(server: "127.0.0.1:x", key: try keyFile()), configuration(key: try keyFile(), ttl: 0),
+            configuration(zone: "bad zone", key: try keyFile()), configuration(key: "\(directory)/missing"),
+        ] {
+            #expect(throws: (any Error).self) { try bad.dnsPublisher() }
+        }
+    }
+
+    @Test("a DNS server that does not answer: the entry is recorded and the hosts file written; the answer says the DNS update failed")
+    func unreachable() async throws {
+        try FileSystem.makeDirectory(directory)
+        defer { FileSystem.remove(directory) }
+        let publisher = try configuration(key: try keyFile()).dnsPublisher()
+        let record = try EndpointRecord(
+            stateDirectory: directory, hostsFile: nil, hook: nil, dns: publisher, system: "tba",
+            runner: SubprocessRunner(logger: Logger(label: "test")), logger: Logger(label: "test")
+        )
+        let problem = await record.set(EndpointEntry(service: "web", address: "198.18.0.2", endpoints: ["198.18.0.2:8080"], system: "tbb", updatedAt: Date()))
+        #expect(problem?.contains("DNS update failed") == true, "\(problem ?? "nil")")
         #expect(record.entry("web")?.address == "198.18.0.2")
     }
 }
