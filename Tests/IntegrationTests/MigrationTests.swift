@@ -359,3 +359,30 @@ struct RollbackTests {
         try await testbed.a.remove(name)
     }
 }
+
+/// The testbed's DNS server (`scripts/testbed up --dns`): Knot, authoritative for ums.test only.
+@Suite("The service's name follows it (DNS, RFC 2136 with TSIG)", .serialized, .enabled(if: Testbed.isUp && Testbed.environment["UMS_TESTBED_DNS"] != nil && Testbed.kinds == nil, "needs scripts/testbed up --dns"))
+struct DNSFollowsTests {
+    func resolve(_ name: String) async -> String {
+        let server = Testbed.environment["UMS_TESTBED_DNS"] ?? ""
+        let parts = server.split(separator: ":").map(String.init)
+        guard parts.count == 2 else { return "" }
+        return (try? await command("/usr/bin/kdig", ["@\(parts[0])", "-p", parts[1], "+short", "+tcp", "\(name).ums.test", "A"])) ?? ""
+    }
+
+    @Test("a service started at A is published as NAME.ums.test with A's address; after its migration the name resolves to B's, and the record's endpoint event reports no DNS failure")
+    func nameFollows() async throws {
+        let testbed = try Testbed()
+        let name = "dns-follows"
+        await testbed.cleanUp(name)
+        _ = try await testbed.runCounter(name, port: 18090)
+        _ = try await testbed.waitForCount(at: "\(testbed.aHost):18090", atLeast: 2)
+        #expect(await resolve(name) == testbed.aHost)
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+        #expect(record.status == .completed, "\(record.error?.description ?? "")")
+        #expect(await resolve(name) == testbed.bHost, "the name follows the service")
+        let endpoint = record.events.first { $0.message.hasPrefix("endpoint record:") }?.message ?? ""
+        #expect(!endpoint.contains("DNS update failed"), "\(endpoint)")
+        await testbed.cleanUp(name)
+    }
+}
