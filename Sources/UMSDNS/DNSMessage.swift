@@ -93,16 +93,7 @@ public enum DNSUpdateMessage {
         return message
     }
 
-    static func ipv4(_ text: String) -> [UInt8]? {
-        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4 else { return nil }
-        var octets: [UInt8] = []
-        for part in parts {
-            guard (1...3).contains(part.count), part.allSatisfy(\.isASCII), let byte = UInt8(part), String(byte) == part else { return nil }
-            octets.append(byte)
-        }
-        return octets
-    }
+    static func ipv4(_ text: String) -> [UInt8]? { IPv4.octets(text) }
 
     /// The TSIG variables (RFC 8945 §4.3.3) that the MAC covers after the message.
     static func variables(key: TSIGKey, time: UInt64, error: UInt16 = 0) -> [UInt8] {

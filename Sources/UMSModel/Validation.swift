@@ -275,3 +275,21 @@ public enum HostAddress {
         }
     }
 }
+
+/// A dotted IPv4 address, strictly: four decimal octets without leading zeros or anything else.
+public enum IPv4 {
+    public static func octets(_ text: String) -> [UInt8]? {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4 else { return nil }
+        var octets: [UInt8] = []
+        for part in parts {
+            guard (1...3).contains(part.count), part.allSatisfy(\.isASCII), let byte = UInt8(part), String(byte) == part else { return nil }
+            octets.append(byte)
+        }
+        return octets
+    }
+
+    public static func value(_ text: String) -> UInt32? {
+        octets(text).map { $0.reduce(0) { $0 << 8 | UInt32($1) } }
+    }
+}

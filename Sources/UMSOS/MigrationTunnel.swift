@@ -50,16 +50,7 @@ public struct MigrationTunnel: Sendable, Equatable {
     }
 
     /// The address as a number, or nil if it is not a dotted IPv4 address.
-    static func ipv4(_ text: String) -> UInt32? {
-        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4 else { return nil }
-        var value: UInt32 = 0
-        for part in parts {
-            guard (1...3).contains(part.count), part.allSatisfy(\.isASCII), let byte = UInt8(part), String(byte) == part else { return nil }
-            value = value << 8 | UInt32(byte)
-        }
-        return value
-    }
+    static func ipv4(_ text: String) -> UInt32? { IPv4.value(text) }
 
     /// `ip -batch` lines that make it (idempotent through `tearDown` first).
     public var setUp: [String] {

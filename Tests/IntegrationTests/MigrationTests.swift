@@ -385,4 +385,32 @@ struct DNSFollowsTests {
         #expect(!endpoint.contains("DNS update failed"), "\(endpoint)")
         await testbed.cleanUp(name)
     }
+
+    @Test("with a wrong TSIG key the server refuses A's update: the migration still completes, its record says the DNS update failed (NOTAUTH), and the name keeps its old address")
+    func wrongKey() async throws {
+        let testbed = try Testbed()
+        let name = "dns-wrong-key"
+        await testbed.cleanUp(name)
+        _ = try await testbed.runCounter(name, port: 18091)
+        _ = try await testbed.waitForCount(at: "\(testbed.aHost):18091", atLeast: 2)
+        #expect(await resolve(name) == testbed.aHost)
+        let wrong = FileManager.default.temporaryDirectory.appendingPathComponent("ums-wrong-\(UUID().uuidString).key").path
+        try ("hmac-sha256:ums-key:" + Data(repeating: 5, count: 32).base64EncodedString() + "\n").write(toFile: wrong, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: wrong)
+        defer { try? FileManager.default.removeItem(atPath: wrong) }
+        try await Testbed.restart("a", ["--dns-key", wrong])
+        let record: MigrationRecord
+        do {
+            record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+        } catch {
+            try await Testbed.restart("a", [])
+            throw error
+        }
+        try await Testbed.restart("a", [])
+        #expect(record.status == .completed, "\(record.error?.description ?? "")")
+        let endpoint = record.events.first { $0.message.hasPrefix("endpoint record:") }?.message ?? ""
+        #expect(endpoint.contains("DNS update failed") && endpoint.contains("NOTAUTH"), "\(endpoint)")
+        #expect(await resolve(name) == testbed.aHost, "the server changed nothing")
+        await testbed.cleanUp(name)
+    }
 }
