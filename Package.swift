@@ -140,7 +140,7 @@ let package = Package(
         .target(
             name: "UMSLoad",
             dependencies: [
-                "UMSModel",
+                "UMSModel", "UMSDNS",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

@@ -40,8 +40,14 @@ public struct DNSUpdater: Sendable {
     }
 
     func exchange(_ message: [UInt8]) async throws -> [UInt8] {
-        let (host, port) = (self.host, self.port)
-        return try await withTimeout(timeout, UMSError(.timeout, "DNS server \(host):\(port) did not answer in \(timeout)")) {
+        try await DNSTransport.exchange(message, host: host, port: port, timeout: timeout)
+    }
+}
+
+/// One DNS message to a server over TCP (after its two-byte length) and its answer.
+enum DNSTransport {
+    static func exchange(_ message: [UInt8], host: String, port: Int, timeout: Duration) async throws -> [UInt8] {
+        try await withTimeout(timeout, UMSError(.timeout, "DNS server \(host):\(port) did not answer in \(timeout)")) {
             let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .connect(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }

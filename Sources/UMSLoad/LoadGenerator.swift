@@ -1,25 +1,30 @@
 import AsyncHTTPClient
 import Foundation
 import Synchronization
+import UMSDNS
 import UMSModel
 import NIOCore
 
 /// A bounded, open-loop HTTP load: `count` GET requests at `rate` per second, each sent on time
 /// whatever the ones before are doing (a held request does not slow the next), each timed. With a
 /// hosts file (UMS's endpoint record) the URL's host name is looked up there before every request,
-/// the way a client following DNS would see a migrated service move.
+/// the way a client following DNS would see a migrated service move; with a DNS server, the name
+/// is resolved there (each answer kept for its TTL), as a client following DNS does.
 public struct LoadGenerator: Sendable {
     public var url: String
     public var rate: Double
     public var count: Int
     public var hostsFile: String?
+    /// `IP[:PORT]` of a DNS server to resolve the URL's host name through.
+    public var dnsServer: String?
     public var timeout: TimeAmount
 
-    public init(url: String, rate: Double, count: Int, hostsFile: String? = nil, timeout: TimeAmount = .seconds(30)) {
+    public init(url: String, rate: Double, count: Int, hostsFile: String? = nil, dnsServer: String? = nil, timeout: TimeAmount = .seconds(30)) {
         self.url = url
         self.rate = rate
         self.count = count
         self.hostsFile = hostsFile
+        self.dnsServer = dnsServer
         self.timeout = timeout
     }
 
@@ -72,13 +77,14 @@ public struct LoadGenerator: Sendable {
         }
         guard rate > 0, count > 0 else { throw LoadError("rate and count must be positive") }
         let resolver = HostsResolver(file: hostsFile)
+        let dns = try dnsServer.map { try DNSResolver(server: $0) }
         let clock = ContinuousClock()
         let start = clock.now
         let interval = 1.0 / rate
         let samples = try await withThrowingTaskGroup(of: Sample.self) { group in
             for index in 0..<count {
                 try await clock.sleep(until: start + .microseconds(Int64(Double(index) * interval * 1e6)))
-                let address = try resolver.resolve(host)
+                let address = try await dns?.resolve(host) ?? resolver.resolve(host)
                 var components = parsed
                 components.host = address
                 let target = components.string ?? url

@@ -11,7 +11,8 @@ struct UMSLoadCommand: AsyncParsableCommand {
         abstract: "Send a fixed number of GET requests at a fixed rate and report failures and latency.",
         discussion: """
             Open loop: each request leaves on schedule whatever the earlier ones are doing. With --hosts, the URL's host \
-            name is looked up in that hosts-format file (UMS's endpoint record) before every request.
+            name is looked up in that hosts-format file (UMS's endpoint record) before every request; with --dns-server, \
+            through that DNS server (each answer kept for its TTL).
             """
     )
 
@@ -26,6 +27,9 @@ struct UMSLoadCommand: AsyncParsableCommand {
 
     @Option(help: "A hosts-format file to resolve the URL's host name in before each request.")
     var hosts: String?
+
+    @Option(name: .customLong("dns-server"), help: "IP[:PORT] of a DNS server to resolve the URL's host name through (each answer kept for its TTL).")
+    var dnsServer: String?
 
     @Option(help: "Seconds a request may take before it counts as failed.")
     var timeout: Int64 = 30
@@ -42,7 +46,7 @@ struct UMSLoadCommand: AsyncParsableCommand {
         let http = LoadGenerator.makeClient()
         let report: LoadGenerator.Report
         do {
-            report = try await LoadGenerator(url: url, rate: rate, count: count, hostsFile: hosts, timeout: .seconds(timeout)).run(http: http)
+            report = try await LoadGenerator(url: url, rate: rate, count: count, hostsFile: hosts, dnsServer: dnsServer, timeout: .seconds(timeout)).run(http: http)
         } catch {
             try? await http.shutdown()
             throw error

@@ -370,7 +370,7 @@ struct DNSFollowsTests {
         return (try? await command("/usr/bin/kdig", ["@\(parts[0])", "-p", parts[1], "+short", "+tcp", "\(name).ums.test", "A"])) ?? ""
     }
 
-    @Test("a service started at A is published as NAME.ums.test with A's address; after its migration the name resolves to B's, and the record's endpoint event reports no DNS failure")
+    @Test("a service started at A is published as NAME.ums.test with A's address; after its migration the name resolves to B's, the record's endpoint event reports no DNS failure, and clients resolving the name before every request (TTL kept) move from A to B with no failed request")
     func nameFollows() async throws {
         let testbed = try Testbed()
         let name = "dns-follows"
@@ -378,9 +378,22 @@ struct DNSFollowsTests {
         _ = try await testbed.runCounter(name, port: 18090)
         _ = try await testbed.waitForCount(at: "\(testbed.aHost):18090", atLeast: 2)
         #expect(await resolve(name) == testbed.aHost)
+        // Clients that resolve the name through the DNS server (each answer kept for its 5 s TTL)
+        // while it moves: 800 requests at 100/s.
+        let http = LoadGenerator.makeClient()
+        let load = Task {
+            try await LoadGenerator(
+                url: "http://\(name).ums.test:18090/count", rate: 100, count: 800, dnsServer: Testbed.environment["UMS_TESTBED_DNS"]
+            ).run(http: http)
+        }
+        try await Task.sleep(for: .seconds(1))
         let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+        let report = try await load.value
+        try await http.shutdown()
         #expect(record.status == .completed, "\(record.error?.description ?? "")")
         #expect(await resolve(name) == testbed.bHost, "the name follows the service")
+        #expect(report.failed.isEmpty, "\(report.failed.count) failed: \(report.failed.first?.error ?? report.failed.first?.body ?? "")")
+        #expect(report.perAddress[testbed.aHost] ?? 0 > 0 && report.perAddress[testbed.bHost] ?? 0 > 0, "clients moved from A to B with the name: \(report.perAddress)")
         let endpoint = record.events.first { $0.message.hasPrefix("endpoint record:") }?.message ?? ""
         #expect(!endpoint.contains("DNS update failed"), "\(endpoint)")
         await testbed.cleanUp(name)

@@ -94,6 +94,48 @@ struct DNSUpdateTests {
     }
 }
 
+@Suite("DNS queries for A records")
+struct DNSQueryTests {
+    @Test("a query asks for one name's A records without recursion; an answer's A records and their smallest TTL are read, other types skipped, a compressed name followed")
+    func query() throws {
+        let name = try DNSName("svc.ums.test")
+        let query = DNSQuery.a(name, id: 0x0102)
+        #expect(Array(query[0..<12]) == [1, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0])
+        #expect(Array(query.suffix(4)) == [0, 1, 0, 1])
+        var answer = Array(query)
+        answer[2] = 0x84  // QR, AA
+        answer[7] = 3     // three answers
+        let pointer: [UInt8] = [0xC0, 12]
+        answer += pointer + [0, 5, 0, 1, 0, 0, 0, 60, 0, 2, 0, 0]                // a CNAME-ish record: skipped
+        answer += pointer + [0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 198, 18, 0, 2]       // A 198.18.0.2, TTL 30
+        answer += pointer + [0, 1, 0, 1, 0, 0, 0, 5, 0, 4, 198, 18, 0, 3]        // A 198.18.0.3, TTL 5
+        let (addresses, ttl) = try DNSQuery.addresses(in: answer, id: 0x0102)
+        #expect(addresses == ["198.18.0.2", "198.18.0.3"])
+        #expect(ttl == 5)
+    }
+
+    @Test("hostile answers: another ID, not an answer, NXDOMAIN, no A record, a record longer than the answer, an A record of 5 bytes — errors, never a trap")
+    func hostile() throws {
+        let query = DNSQuery.a(try DNSName("svc.ums.test"), id: 7)
+        var base = Array(query)
+        base[2] = 0x80
+        var nxdomain = base; nxdomain[3] = 3
+        var empty = base
+        empty[7] = 0
+        var long = base; long[7] = 1
+        long += [0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 5, 0xFF, 0xFF, 1, 2]
+        var five = base; five[7] = 1
+        five += [0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 5, 0, 5, 1, 2, 3, 4, 5]
+        for bad in [Array(query), nxdomain, empty, long, five, [], Array(repeating: 0xFF, count: 600)] {
+            #expect(throws: UMSError.self) { try DNSQuery.addresses(in: bad, id: 7) }
+        }
+        #expect(throws: UMSError.self) { try DNSQuery.addresses(in: base, id: 8) }
+        for server in ["dns.example.com", "127.0.0.1:0", "127.0.0.1:99999", ""] {
+            #expect(throws: UMSError.self) { try DNSResolver(server: server) }
+        }
+    }
+}
+
 /// Against a real authoritative server: Knot (from Debian's packages) on loopback, serving a
 /// local test zone only, started and stopped by this test.
 @Suite("DNS updates against a real Knot server", .serialized, .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/sbin/knotd")))
@@ -152,8 +194,12 @@ struct KnotUpdateTests {
 
         let key = try TSIGKey(name: try DNSName("ums-key"), secret: secret)
         let updater = try DNSUpdater(host: "127.0.0.1", port: port, zone: try DNSName("ums.test"), key: key)
+        let resolver = try DNSResolver(server: "127.0.0.1:\(port)")
+        #expect(try await resolver.resolve("svc.ums.test") == "198.18.0.1")
         try await updater.replaceA(try DNSName("svc.ums.test"), address: "198.18.0.2", ttl: 5)
         #expect(await resolve() == "198.18.0.2", "the name follows the service")
+        #expect(try await resolver.resolve("svc.ums.test") == "198.18.0.1", "a resolver keeps an answer for its TTL")
+        #expect(try await DNSResolver(server: "127.0.0.1:\(port)").resolve("svc.ums.test") == "198.18.0.2")
 
         let wrong = try TSIGKey(name: try DNSName("ums-key"), secret: Data(repeating: 9, count: 32))
         let refused = try DNSUpdater(host: "127.0.0.1", port: port, zone: try DNSName("ums.test"), key: wrong)
