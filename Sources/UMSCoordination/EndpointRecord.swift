@@ -40,30 +40,45 @@ struct EndpointRecord: Sendable {
         store.load(key: service)
     }
 
+    /// What one change of the record did: what failed (DNS, the hook), and whether DNS now has
+    /// the new place (with the TTL its records carry).
+    struct Outcome: Sendable {
+        var problem: String?
+        var dnsTTL: Duration?
+    }
+
     /// Records where `service` is now, rewrites the hosts file, updates DNS and runs the hook.
     /// Returns what failed of DNS and the hook, if anything (the record itself is updated either
     /// way).
     @discardableResult
     func set(_ entry: EndpointEntry) async -> String? {
+        await update(entry).problem
+    }
+
+    func update(_ entry: EndpointEntry) async -> Outcome {
         do {
             try HostAddress.validate(entry.address)
             try ContainerName.validate(entry.service)
         } catch {
             logger.error("refused an endpoint entry", metadata: ["service": "\(entry.service.prefix(64))", "error": "\(error)"])
-            return "refused the endpoint entry: \(error)"
+            return Outcome(problem: "refused the endpoint entry: \(error)")
         }
         if let old = store.load(key: entry.service), old.address == entry.address, old.endpoints == entry.endpoints {
-            return nil
+            return Outcome()
         }
         do {
             try store.save(entry, key: entry.service)
             try writeHosts()
         } catch {
             logger.error("failed to write the endpoint record", metadata: ["service": "\(entry.service)", "error": "\(error)"])
-            return "failed to write the endpoint record: \(error)"
+            return Outcome(problem: "failed to write the endpoint record: \(error)")
         }
-        let problems = [await publish(entry), await runHook(entry, removed: false)].compactMap { $0 }
-        return problems.isEmpty ? nil : problems.joined(separator: "; ")
+        let dnsProblem = await publish(entry)
+        let problems = [dnsProblem, await runHook(entry, removed: false)].compactMap { $0 }
+        return Outcome(
+            problem: problems.isEmpty ? nil : problems.joined(separator: "; "),
+            dnsTTL: dns != nil && dnsProblem == nil ? dns.map { .seconds(Int64($0.ttl)) } : nil
+        )
     }
 
     /// The DNS update, if a server is configured: the failure said, never thrown.

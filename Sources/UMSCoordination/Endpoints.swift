@@ -27,9 +27,10 @@ public struct Endpoints: Sendable {
         await record.set(EndpointEntry(service: info.name, address: host, endpoints: endpoints, system: system, updatedAt: Date()))
     }
 
-    /// The record says the service moved to `system` at `host`; returns the hook's failure, if any.
-    func moved(_ service: String, to host: String, endpoints: [String], system: String) async -> String? {
-        await record.set(EndpointEntry(service: service, address: host, endpoints: endpoints, system: system, updatedAt: Date()))
+    /// The record says the service moved to `system` at `host`: what failed (DNS, the hook), and
+    /// the TTL of the DNS record that now has the new place, if DNS was updated.
+    func moved(_ service: String, to host: String, endpoints: [String], system: String) async -> EndpointRecord.Outcome {
+        await record.update(EndpointEntry(service: service, address: host, endpoints: endpoints, system: system, updatedAt: Date()))
     }
 
     func remove(_ service: String) async {

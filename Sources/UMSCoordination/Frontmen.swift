@@ -164,9 +164,13 @@ actor Frontmen {
 
     /// After the endpoint record was updated: stay `linger` for clients still on the old
     /// address, then go.
-    func retire(_ service: String) {
+    /// Lingers, then retires. `dnsTTL`: the name was moved in DNS with this TTL — once every
+    /// cached copy of the old record has expired (the TTL and a second), clients come to the new
+    /// place by themselves, so the Frontman stays no longer than that (nor longer than its linger).
+    func retire(_ service: String, dnsTTL: Duration? = nil) {
         guard let frontman = entries[service]?.frontman else { return }
-        lingering[service] = (frontman, .now + linger)
+        let wait = dnsTTL.map { min($0 + .seconds(1), linger) } ?? linger
+        lingering[service] = (frontman, .now + wait)
     }
 
     /// Retires Frontmen whose linger is over and stops retired ones whose in-flight work had

@@ -276,8 +276,11 @@ struct MigrationDriver: Sendable {
         try await enter(.reportingEndpoint, &progress)
         let endpoints = ServiceEndpoints.of(moved.restored)
         await records.update(id) { $0.endpoints = endpoints }
-        let hookProblem = await self.endpoints.moved(container, to: newHost, endpoints: endpoints, system: plan.destination.name)
-        await records.note(id, "endpoint record: \(container) at \(newHost)" + (hookProblem.map { " (\($0))" } ?? ""))
+        let published = await self.endpoints.moved(container, to: newHost, endpoints: endpoints, system: plan.destination.name)
+        await records.note(
+            id, "endpoint record: \(container) at \(newHost)" + (published.problem.map { " (\($0))" } ?? "")
+                + (published.dnsTTL.map { "; DNS updated, TTL \($0.components.seconds) s" } ?? "")
+        )
 
         try await enter(.deletingSource, &progress)
         if await !deleteSource(logger: logger) {
@@ -291,7 +294,7 @@ struct MigrationDriver: Sendable {
         // The source is gone with whatever was in flight inside it: the Frontman retries
         // what it safely can at the destination, then stays until clients follow the record.
         await frontmen?.cutStale(container)
-        await frontmen?.retire(container)
+        await frontmen?.retire(container, dnsTTL: published.dnsTTL)
         if let stats = await frontmen?.stats(container) {
             let longest = String(format: "%.3f", stats.longestHoldSeconds)
             await records.note(id, "frontman: held \(stats.held) request(s)/connection(s) (longest \(longest) s) and sent them to \(newHost); refused \(stats.rejected), retried \(stats.retried)")

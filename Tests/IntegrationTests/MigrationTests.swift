@@ -394,6 +394,16 @@ struct DNSFollowsTests {
         #expect(await resolve(name) == testbed.bHost, "the name follows the service")
         #expect(report.failed.isEmpty, "\(report.failed.count) failed: \(report.failed.first?.error ?? report.failed.first?.body ?? "")")
         #expect(report.perAddress[testbed.aHost] ?? 0 > 0 && report.perAddress[testbed.bHost] ?? 0 > 0, "clients moved from A to B with the name: \(report.perAddress)")
+        // A's Frontman stays only until every cached copy of the old record expired (TTL 5 s + 1),
+        // not its 30 s linger: clients come to B by themselves by then.
+        let published = record.events.first { $0.message.hasPrefix("endpoint record:") }?.message ?? ""
+        #expect(published.contains("DNS updated, TTL 5 s"), "\(published)")
+        var retired = false
+        for _ in 0..<40 where !retired {
+            retired = try await testbed.a.frontmen().first { $0.service == name } == nil
+            if !retired { try await Task.sleep(for: .milliseconds(500)) }
+        }
+        #expect(retired, "A's Frontman retired once the old record's TTL passed")
         let endpoint = record.events.first { $0.message.hasPrefix("endpoint record:") }?.message ?? ""
         #expect(!endpoint.contains("DNS update failed"), "\(endpoint)")
         await testbed.cleanUp(name)
