@@ -116,14 +116,15 @@ func makeOrchestrator(
         let containerd = try ContainerdOrchestrator(
             systemName: configuration.name, stateDirectory: configuration.stateDir, advertiseHost: advertiseHost,
             criu: criu, runner: runner, logger: logger,
-            ctr: Ctr(address: configuration.resolvedEngineSocket, namespace: "ums-\(configuration.name)")
+            ctr: Ctr(address: configuration.resolvedEngineSocket, namespace: "ums-\(configuration.name)"),
+            block: try configuration.addressBlock()
         )
         try await containerd.prepare()
         return containerd
     case .runc:
         let runc = try RuncOrchestrator(
             systemName: configuration.name, stateDirectory: configuration.stateDir, advertiseHost: advertiseHost,
-            criu: criu, runner: runner, logger: logger
+            criu: criu, runner: runner, logger: logger, block: try configuration.addressBlock()
         )
         try await runc.prepare()
         return runc

@@ -74,6 +74,10 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     public var dnsKeyFile: String?
     /// The TTL of the records it writes (seconds, default 5).
     public var dnsTTL: Int?
+    /// The addresses this system gives its containers (runc, containerd): an aligned block inside
+    /// 198.19.0.0/16, default all of it. Systems that carry each other's connections take
+    /// disjoint blocks.
+    public var containerNetwork: String?
     /// Whether services get Frontmen (default true).
     public var frontman: Bool?
     /// How much a Frontman holds while its service is frozen: requests/connections, body bytes, seconds.
@@ -129,7 +133,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case name, listen, stateDir, orchestrator, tokenFile, advertiseURL, peers, criuPath, logLevel, hostImage, engineSocket
-        case endpointsFile, endpointHook, dnsServer, dnsZone, dnsKeyFile, dnsTTL, frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger
+        case containerNetwork, endpointsFile, endpointHook, dnsServer, dnsZone, dnsKeyFile, dnsTTL, frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger
         case admission, tlsDir, insecure, readerTokenFiles, trustedPeers, incomingTimeout, shutdownGrace
     }
 
@@ -150,6 +154,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         engineSocket = try container.decodeIfPresent(String.self, forKey: .engineSocket)
         endpointsFile = try container.decodeIfPresent(String.self, forKey: .endpointsFile)
         endpointHook = try container.decodeIfPresent(String.self, forKey: .endpointHook)
+        containerNetwork = try container.decodeIfPresent(String.self, forKey: .containerNetwork)
         dnsServer = try container.decodeIfPresent(String.self, forKey: .dnsServer)
         dnsZone = try container.decodeIfPresent(String.self, forKey: .dnsZone)
         dnsKeyFile = try container.decodeIfPresent(String.self, forKey: .dnsKeyFile)
@@ -236,6 +241,12 @@ enum TokenFile {
 }
 
 extension CoordinatorConfiguration {
+    /// The container network's block (`containerNetwork`, checked), or all of 198.19.0.0/16.
+    public func addressBlock() throws(UMSError) -> AddressBlock {
+        guard let containerNetwork else { return .standard }
+        return try AddressBlock(parsing: containerNetwork)
+    }
+
     /// The DNS updater the endpoint record calls, from `dnsServer`, `dnsZone` and `dnsKeyFile`
     /// (checked: all three or none; the key file not readable by others; a TTL of 1 s to a day).
     public func dnsPublisher() throws -> DNSPublisher? {

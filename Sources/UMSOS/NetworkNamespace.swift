@@ -23,17 +23,16 @@ public struct ContainerNetwork: Codable, Sendable, Equatable {
         self.containerAddress = containerAddress
     }
 
-    /// The network for slot `slot` (0-based) of system `system`: addresses from 198.19.0.0/16
-    /// (the benchmark range), a /30 per container, so up to 16384 containers per system.
-    public static func forSlot(_ slot: Int, system: String, container: String) -> ContainerNetwork {
-        let base = slot * 4
-        let third = (base >> 8) & 0xFF
-        let fourth = base & 0xFF
+    /// The network for slot `slot` (0-based) of system `system`: a /30 per container from the
+    /// system's block (by default all of 198.19.0.0/16, 16384 containers). Systems that may carry
+    /// each other's connections take disjoint blocks, so a service keeps its address anywhere.
+    public static func forSlot(_ slot: Int, system: String, container: String, block: AddressBlock = .standard) -> ContainerNetwork {
+        let base = block.base + UInt32(slot * 4)
         return ContainerNetwork(
             namespace: "ums-\(system)-\(container)",
             hostInterface: "umsv\(slot)",
-            hostAddress: "198.19.\(third).\(fourth + 1)",
-            containerAddress: "198.19.\(third).\(fourth + 2)"
+            hostAddress: AddressBlock.dotted(base + 1),
+            containerAddress: AddressBlock.dotted(base + 2)
         )
     }
 
@@ -71,6 +70,39 @@ public struct ContainerNetwork: Codable, Sendable, Equatable {
             ["-t", "nat", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL"] + target,
             ["-t", "nat", "OUTPUT", "-m", "addrtype", "--dst-type", "LOCAL", "!", "-d", "127.0.0.0/8"] + target,
         ]
+    }
+}
+
+/// The addresses a system gives its containers: an aligned block inside 198.19.0.0/16 (the range
+/// every rule of UMS treats as its containers'), a /16 to a /24.
+public struct AddressBlock: Sendable, Equatable, CustomStringConvertible {
+    public let base: UInt32
+    public let prefix: Int
+
+    public static let standard = AddressBlock(uncheckedBase: 0xC613_0000, prefix: 16)
+
+    init(uncheckedBase base: UInt32, prefix: Int) {
+        self.base = base
+        self.prefix = prefix
+    }
+
+    /// `A.B.C.D/N`, checked: inside 198.19.0.0/16, N from 16 to 24, the address the block's first.
+    public init(parsing text: String) throws(UMSError) {
+        let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
+        guard parts.count == 2, let base = IPv4.value(parts[0]), let prefix = Int(parts[1]), (16...24).contains(prefix),
+              base & 0xFFFF_0000 == 0xC613_0000, base & ~(UInt32.max << UInt32(32 - prefix)) == 0
+        else {
+            throw UMSError(.invalidArgument, "invalid container network '\(String(text.prefix(40)))': an aligned block inside 198.19.0.0/16, /16 to /24 (e.g. 198.19.128.0/17)")
+        }
+        self.init(uncheckedBase: base, prefix: prefix)
+    }
+
+    /// How many containers it holds (a /30 each).
+    public var slots: Int { 1 << (32 - prefix - 2) }
+    public var description: String { "\(Self.dotted(base))/\(prefix)" }
+
+    static func dotted(_ value: UInt32) -> String {
+        "\(value >> 24).\((value >> 16) & 0xFF).\((value >> 8) & 0xFF).\(value & 0xFF)"
     }
 }
 

@@ -14,7 +14,7 @@ struct UMSD: AsyncParsableCommand {
         abstract: "The UMS Coordinator of one system: runs containers on its orchestrator and migrates them live to other systems.",
         discussion: """
             Flags override the same keys of --config (YAML: name, listen, stateDir, orchestrator, tokenFile, \
-            advertiseURL, peers[{url, tokenFile}], criuPath, logLevel, hostImage, engineSocket, endpointsFile, endpointHook, dnsServer, dnsZone, dnsKeyFile, dnsTTL, \
+            advertiseURL, peers[{url, tokenFile}], criuPath, logLevel, hostImage, engineSocket, containerNetwork, endpointsFile, endpointHook, dnsServer, dnsZone, dnsKeyFile, dnsTTL, \
             frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger, incomingTimeout, shutdownGrace, admission, tlsDir, insecure, \
             readerTokenFiles). Speaks mutual TLS 1.3: make the system's identity with `ums trust init --dir TLSDIR` and pin \
             each peer with `ums trust add-peer`. Needs root, runc and CRIU >= 4.2 (scripts/setup installs them).
@@ -68,6 +68,9 @@ struct UMSD: AsyncParsableCommand {
 
     @Option(name: .customLong("endpoint-hook"), help: "A program to run after every change of the endpoint record (UMS_SERVICE, UMS_ADDRESS, UMS_ENDPOINTS, UMS_EVENT in its environment).")
     var endpointHook: String?
+
+    @Option(name: .customLong("container-network"), help: "The addresses this system gives its containers (runc, containerd): an aligned block inside 198.19.0.0/16, e.g. 198.19.128.0/17 (default: all of it).")
+    var containerNetwork: String?
 
     @Option(name: .customLong("dns-server"), help: "An authoritative DNS server (IP[:PORT]) the endpoint record updates: each service as SERVICE.ZONE (RFC 2136, TSIG-signed).")
     var dnsServer: String?
@@ -139,6 +142,7 @@ struct UMSD: AsyncParsableCommand {
         if let engineSocket { configuration.engineSocket = engineSocket }
         if let endpointsFile { configuration.endpointsFile = endpointsFile }
         if let endpointHook { configuration.endpointHook = endpointHook }
+        if let containerNetwork { configuration.containerNetwork = containerNetwork }
         if let dnsServer { configuration.dnsServer = dnsServer }
         if let dnsZone { configuration.dnsZone = dnsZone }
         if let dnsKey { configuration.dnsKeyFile = dnsKey }

@@ -93,6 +93,20 @@ struct ContainerNetworkTests {
         #expect(later.hostInterface == "umsv70")
     }
 
+    @Test("a system's own block: slots count from its first address, so two systems with disjoint blocks never give one address twice; blocks outside 198.19.0.0/16, unaligned or of another size are refused")
+    func blocks() throws {
+        let b = try AddressBlock(parsing: "198.19.128.0/17")
+        #expect(b.slots == 8192)
+        #expect(b.description == "198.19.128.0/17")
+        let first = ContainerNetwork.forSlot(0, system: "b", container: "web", block: b)
+        #expect(first.hostAddress == "198.19.128.1" && first.containerAddress == "198.19.128.2")
+        #expect(ContainerNetwork.forSlot(8191, system: "b", container: "x", block: b).containerAddress == "198.19.255.254")
+        #expect(AddressBlock.standard.slots == 16384)
+        for bad in ["198.18.0.0/16", "10.0.0.0/16", "198.19.128.0/16", "198.19.1.0/25", "198.19.0.0/15", "198.19.0.0", "198.19.0.0/x", "", "198.19.0.0/17 x"] {
+            #expect(throws: UMSError.self) { try AddressBlock(parsing: bad) }
+        }
+    }
+
     @Test("published ports are forwarded for other hosts and for the system itself")
     func forwarding() {
         let network = ContainerNetwork.forSlot(0, system: "a", container: "web")

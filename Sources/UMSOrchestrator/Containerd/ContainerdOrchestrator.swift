@@ -41,11 +41,12 @@ public actor ContainerdOrchestrator: Orchestrator, CheckpointingOrchestrator, Le
     var registry: ContainerRegistry<Record>
 
     public init(
-        systemName: String, stateDirectory: String, advertiseHost: String, criu: CRIUInfo, runner: any CommandRunner, logger: Logger, ctr: Ctr
+        systemName: String, stateDirectory: String, advertiseHost: String, criu: CRIUInfo, runner: any CommandRunner, logger: Logger, ctr: Ctr,
+        block: AddressBlock = .standard
     ) throws {
         bundles = try ContainerdBundles(
             systemName: systemName, stateDirectory: stateDirectory, advertiseHost: advertiseHost, criu: criu,
-            runner: runner, logger: logger, runtime: { _ in ContainerdRuntime(ctr: ctr) }
+            runner: runner, logger: logger, block: block, runtime: { _ in ContainerdRuntime(ctr: ctr) }
         )
         self.ctr = ctr.adopted
         self.runner = runner

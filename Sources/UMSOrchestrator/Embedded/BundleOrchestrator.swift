@@ -56,6 +56,8 @@ public actor BundleOrchestrator<Runtime: BundleRuntime>: Orchestrator, ImageStor
     nonisolated let criu: CRIUInfo
     nonisolated let images: ImageStore
     let network: NetworkManager
+    /// The addresses this system gives its containers.
+    let block: AddressBlock
     let logger: Logger
     var registry: ContainerRegistry<Record>
     var runtimeVersionText = "unknown"
@@ -63,8 +65,9 @@ public actor BundleOrchestrator<Runtime: BundleRuntime>: Orchestrator, ImageStor
 
     public init(
         systemName: String, stateDirectory: String, advertiseHost: String, criu: CRIUInfo,
-        runner: any CommandRunner, logger: Logger, runtime makeRuntime: (Runc) -> Runtime
+        runner: any CommandRunner, logger: Logger, block: AddressBlock = .standard, runtime makeRuntime: (Runc) -> Runtime
     ) throws {
+        self.block = block
         self.systemName = systemName
         self.stateDirectory = stateDirectory
         self.advertiseHost = advertiseHost
@@ -151,10 +154,12 @@ public actor BundleOrchestrator<Runtime: BundleRuntime>: Orchestrator, ImageStor
         // Reserve the name and slot before the first suspension point, so that concurrent creates
         // cannot take the same ones.
         let slots = Set(registry.records.values.map(\.slot))
-        let slot = (0...).first { !slots.contains($0) } ?? 0
+        guard let slot = (0..<block.slots).first(where: { !slots.contains($0) }) else {
+            throw UMSError(.exists, "failed to create container \(specification.name): every address of \(block) is taken on system \(systemName)")
+        }
         let record = Record(
             specification: specification,
-            network: .forSlot(slot, system: systemName, container: specification.name),
+            network: .forSlot(slot, system: systemName, container: specification.name, block: block),
             slot: slot, lockedBy: migration, started: false, createdAt: Date()
         )
         try save(record)

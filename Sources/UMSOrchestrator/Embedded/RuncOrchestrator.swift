@@ -55,10 +55,13 @@ public struct RuncRuntime: BundleRuntime {
 }
 
 extension BundleOrchestrator where Runtime == RuncRuntime {
-    public init(systemName: String, stateDirectory: String, advertiseHost: String, criu: CRIUInfo, runner: any CommandRunner, logger: Logger) throws {
+    public init(
+        systemName: String, stateDirectory: String, advertiseHost: String, criu: CRIUInfo, runner: any CommandRunner, logger: Logger,
+        block: AddressBlock = .standard
+    ) throws {
         try self.init(
             systemName: systemName, stateDirectory: stateDirectory, advertiseHost: advertiseHost, criu: criu,
-            runner: runner, logger: logger, runtime: RuncRuntime.init(runc:)
+            runner: runner, logger: logger, block: block, runtime: RuncRuntime.init(runc:)
         )
     }
 }
