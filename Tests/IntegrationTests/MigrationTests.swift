@@ -361,6 +361,7 @@ struct RollbackTests {
 }
 
 /// The testbed's DNS server (`scripts/testbed up --dns`): Knot, authoritative for ums.test only.
+/// Runs alone (scripts/test gives it its own `swift test`): it restarts A's umsd.
 @Suite("The service's name follows it (DNS, RFC 2136 with TSIG)", .serialized, .enabled(if: Testbed.isUp && Testbed.environment["UMS_TESTBED_DNS"] != nil && Testbed.kinds == nil, "needs scripts/testbed up --dns"))
 struct DNSFollowsTests {
     func resolve(_ name: String) async -> String {
@@ -375,15 +376,15 @@ struct DNSFollowsTests {
         let testbed = try Testbed()
         let name = "dns-follows"
         await testbed.cleanUp(name)
-        _ = try await testbed.runCounter(name, port: 18090)
-        _ = try await testbed.waitForCount(at: "\(testbed.aHost):18090", atLeast: 2)
+        _ = try await testbed.runCounter(name, port: 18170)
+        _ = try await testbed.waitForCount(at: "\(testbed.aHost):18170", atLeast: 2)
         #expect(await resolve(name) == testbed.aHost)
         // Clients that resolve the name through the DNS server (each answer kept for its 5 s TTL)
         // while it moves: 800 requests at 100/s.
         let http = LoadGenerator.makeClient()
         let load = Task {
             try await LoadGenerator(
-                url: "http://\(name).ums.test:18090/count", rate: 100, count: 800, dnsServer: Testbed.environment["UMS_TESTBED_DNS"]
+                url: "http://\(name).ums.test:18170/count", rate: 100, count: 800, dnsServer: Testbed.environment["UMS_TESTBED_DNS"]
             ).run(http: http)
         }
         try await Task.sleep(for: .seconds(1))
@@ -414,8 +415,8 @@ struct DNSFollowsTests {
         let testbed = try Testbed()
         let name = "dns-wrong-key"
         await testbed.cleanUp(name)
-        _ = try await testbed.runCounter(name, port: 18091)
-        _ = try await testbed.waitForCount(at: "\(testbed.aHost):18091", atLeast: 2)
+        _ = try await testbed.runCounter(name, port: 18171)
+        _ = try await testbed.waitForCount(at: "\(testbed.aHost):18171", atLeast: 2)
         #expect(await resolve(name) == testbed.aHost)
         let wrong = FileManager.default.temporaryDirectory.appendingPathComponent("ums-wrong-\(UUID().uuidString).key").path
         try ("hmac-sha256:ums-key:" + Data(repeating: 5, count: 32).base64EncodedString() + "\n").write(toFile: wrong, atomically: true, encoding: .utf8)
