@@ -7,6 +7,11 @@ import UMSModel
 public struct DNSName: Sendable, Equatable, CustomStringConvertible {
     public let labels: [String]
 
+    /// Labels known to be valid (this file's constants).
+    private init(checked labels: [String]) {
+        self.labels = labels
+    }
+
     public init(_ text: String) throws(UMSError) {
         let trimmed = text.hasSuffix(".") ? String(text.dropLast()) : text
         let labels = trimmed.split(separator: ".", omittingEmptySubsequences: false).map { $0.lowercased() }
@@ -17,6 +22,9 @@ public struct DNSName: Sendable, Equatable, CustomStringConvertible {
         else { throw UMSError(.invalidArgument, "invalid DNS name '\(String(text.prefix(64)))': labels of a-z, 0-9, '-', '_' (1–63 each, 255 in all) expected") }
         self.labels = labels
     }
+
+    /// The TSIG algorithm's name (RFC 8945).
+    static let hmacSHA256 = DNSName(checked: ["hmac-sha256"])
 
     /// Whether this name is `zone` or below it.
     public func isWithin(_ zone: DNSName) -> Bool { labels.count >= zone.labels.count && Array(labels.suffix(zone.labels.count)) == zone.labels }
@@ -47,7 +55,7 @@ public struct TSIGKey: Sendable {
         try self.init(name: try DNSName(parts[1]), secret: secret)
     }
 
-    static let algorithm = try! DNSName("hmac-sha256")
+    static let algorithm = DNSName.hmacSHA256
 
     func mac(_ data: [UInt8]) -> [UInt8] {
         Array(HMAC<SHA256>.authenticationCode(for: data, using: SymmetricKey(data: secret)))
@@ -66,7 +74,7 @@ public enum DNSUpdateMessage {
     /// RRset, add the one record (one message: the server applies both or neither).
     public static func replaceA(zone: DNSName, name: DNSName, address: String, ttl: UInt32, id: UInt16) throws(UMSError) -> [UInt8] {
         guard name.isWithin(zone) else { throw UMSError(.invalidArgument, "invalid DNS update: \(name) is not in zone \(zone)") }
-        guard let octets = ipv4(address) else { throw UMSError(.invalidArgument, "invalid DNS update: '\(String(address.prefix(40)))' is not an IPv4 address") }
+        guard let octets = IPv4.octets(address) else { throw UMSError(.invalidArgument, "invalid DNS update: '\(String(address.prefix(40)))' is not an IPv4 address") }
         var message: [UInt8] = []
         message.append16(id)
         message.append16(opcodeUpdate)
@@ -92,8 +100,6 @@ public enum DNSUpdateMessage {
         message += octets
         return message
     }
-
-    static func ipv4(_ text: String) -> [UInt8]? { IPv4.octets(text) }
 
     /// The TSIG variables (RFC 8945 §4.3.3) that the MAC covers after the message.
     static func variables(key: TSIGKey, time: UInt64, error: UInt16 = 0) -> [UInt8] {

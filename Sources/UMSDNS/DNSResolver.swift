@@ -54,7 +54,7 @@ public final class DNSResolver: Sendable {
 
     public init(server: String, maxTTL: Duration = .seconds(60), timeout: Duration = .seconds(2)) throws(UMSError) {
         let parts = server.split(separator: ":", maxSplits: 1).map(String.init)
-        guard let host = parts.first, DNSUpdateMessage.ipv4(host) != nil, let port = parts.count == 2 ? Int(parts[1]) : 53, (1...65535).contains(port) else {
+        guard let host = parts.first, IPv4.octets(host) != nil, let port = parts.count == 2 ? Int(parts[1]) : 53, (1...65535).contains(port) else {
             throw UMSError(.invalidArgument, "invalid DNS server '\(String(server.prefix(60)))': IP[:PORT] expected (no name is resolved to reach it)")
         }
         self.host = host

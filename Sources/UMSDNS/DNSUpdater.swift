@@ -13,7 +13,7 @@ public struct DNSUpdater: Sendable {
     public let timeout: Duration
 
     public init(host: String, port: Int, zone: DNSName, key: TSIGKey, timeout: Duration = .seconds(5)) throws(UMSError) {
-        guard DNSUpdateMessage.ipv4(host) != nil, (1...65535).contains(port) else {
+        guard IPv4.octets(host) != nil, (1...65535).contains(port) else {
             throw UMSError(.invalidArgument, "invalid DNS server '\(String(host.prefix(40))):\(port)': an IPv4 address and a port expected (no name is resolved)")
         }
         self.host = host

@@ -32,7 +32,7 @@ public struct MigrationTunnel: Sendable, Equatable {
     /// The tunnel between this system's address and the peer's (dotted IPv4, checked), with the
     /// same VNI computed at both ends.
     public static func between(local: String, remote: String, port: Int = 4789) throws(UMSError) -> MigrationTunnel {
-        guard let localValue = ipv4(local), let remoteValue = ipv4(remote), localValue != remoteValue else {
+        guard let localValue = IPv4.value(local), let remoteValue = IPv4.value(remote), localValue != remoteValue else {
             throw UMSError(.invalidArgument, "invalid tunnel endpoints '\(String(local.prefix(40)))' and '\(String(remote.prefix(40)))': two different IPv4 addresses expected")
         }
         guard (1024...65535).contains(port) else { throw UMSError(.invalidArgument, "invalid tunnel port \(port)") }
@@ -49,8 +49,9 @@ public struct MigrationTunnel: Sendable, Equatable {
         )
     }
 
-    /// The address as a number, or nil if it is not a dotted IPv4 address.
-    static func ipv4(_ text: String) -> UInt32? { IPv4.value(text) }
+    static func checkAddress(_ address: String) throws(UMSError) {
+        guard IPv4.value(address) != nil else { throw UMSError(.invalidArgument, "invalid service address '\(String(address.prefix(40)))'") }
+    }
 
     /// `ip -batch` lines that make it (idempotent through `tearDown` first).
     public var setUp: [String] {
@@ -71,7 +72,7 @@ public struct MigrationTunnel: Sendable, Equatable {
 
     /// Source: the service's address lives at the peer now.
     public func routeAway(_ address: String) throws(UMSError) -> [String] {
-        guard Self.ipv4(address) != nil else { throw UMSError(.invalidArgument, "invalid service address '\(String(address.prefix(40)))'") }
+        try Self.checkAddress(address)
         return ["route replace \(address)/32 dev \(device)"]
     }
 
@@ -79,13 +80,13 @@ public struct MigrationTunnel: Sendable, Equatable {
     /// its sockets exist again — delivered into an empty namespace they would be answered with a
     /// reset, which ends the very connections being carried (their clients retransmit instead).
     public func holdArrivals(_ address: String) throws(UMSError) -> [String] {
-        guard Self.ipv4(address) != nil else { throw UMSError(.invalidArgument, "invalid service address '\(String(address.prefix(40)))'") }
+        try Self.checkAddress(address)
         return ["route replace blackhole \(address)/32"]
     }
 
     /// Destination, once restored: the service's address is delivered to its namespace.
     public func deliver(_ address: String, hostInterface: String) throws(UMSError) -> [String] {
-        guard Self.ipv4(address) != nil else { throw UMSError(.invalidArgument, "invalid service address '\(String(address.prefix(40)))'") }
+        try Self.checkAddress(address)
         try Self.checkInterface(hostInterface)
         return ["route replace \(address)/32 dev \(hostInterface)"]
     }

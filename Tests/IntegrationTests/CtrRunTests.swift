@@ -76,23 +76,6 @@ struct CtrRunTests {
     }
 }
 
-extension Testbed {
-    /// Starts B's umsd again (same state, flags and namespace), with these faults for this run.
-    static func restartB(faults: [String]) async throws {
-        try await restart("b", faults.flatMap { ["--fault", $0] })
-    }
-
-    /// Starts a system's umsd again with `flags` added for this run (`scripts/testbed start`).
-    /// The restarted umsd must not keep any descriptor of this process's (Foundation waits for
-    /// them to close): the script runs with every descriptor above 2 closed and its output to
-    /// /dev/null. (`flags` are the tests' own constants and paths.)
-    static func restart(_ system: String, _ flags: [String]) async throws {
-        let closeAll = #"for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done 2>/dev/null; "#
-        _ = try? await command("/bin/bash", ["-c", closeAll + "exec scripts/testbed kill \(system) >/dev/null 2>&1"])
-        _ = try await command("/bin/bash", ["-c", closeAll + "exec scripts/testbed start \(system) " + flags.joined(separator: " ") + " >/dev/null 2>&1"])
-    }
-}
-
 /// containerd's own CLI against one testbed system's containerd, in the namespace `ctr run` uses.
 struct CtrCLI {
     let system: String

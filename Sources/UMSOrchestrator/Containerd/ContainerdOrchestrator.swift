@@ -316,14 +316,20 @@ public actor ContainerdOrchestrator: Orchestrator, CheckpointingOrchestrator, Le
         FileSystem.remove(kept)
         try FileSystem.makeDirectory(kept)
         try await runner.execute("cp", ["-al", request.imagesDirectory + "/.", kept + "/"])
-        // containerd takes the changes only of a container without a task; the stopped task
-        // holds nothing any more.
+        _ = try await keepChanges(name, &record)
+        return nil
+    }
+
+    /// Takes the container's root filesystem changes as a checkpoint of containerd's (named in
+    /// the record before it is taken). containerd takes them only of a container without a task;
+    /// the task that exited with the dump holds nothing any more.
+    func keepChanges(_ name: String, _ record: inout Record) async throws -> String {
         _ = try? await runner.run(Command(ctr.binary, ctr.deleteStoppedTaskArguments(id: name)))
         let ref = "localhost/ums-changes:\(UUID().uuidString.lowercased())"
         record.changesRef = ref
         try registry.save(record)
         try await runner.execute(ctr.binary, ctr.checkpointChangesArguments(id: name, ref: ref))
-        return nil
+        return ref
     }
 
     /// The layer of the container's root filesystem changes, as containerd wrote it (gzip).
@@ -379,7 +385,8 @@ public actor ContainerdOrchestrator: Orchestrator, CheckpointingOrchestrator, Le
         var record = try await adoptedRecord(name, "restore")
         guard !record.restored else { throw UMSError(.invalidState, "failed to restore '\(name)': it already runs") }
         let specification = record.specification
-        let names = await imageNames(specification.image)
+        let images = Ctr.parseImages((try? await runner.output(ctr.binary, ctr.imagesArguments())) ?? "")
+        let names = images.filter { $0.digest == specification.image.digest }.map(\.name)
         guard let local = names.first else {
             throw UMSError(.notFound, "failed to restore \(name): image \(specification.image.digest) is not on this system")
         }
@@ -387,7 +394,7 @@ public actor ContainerdOrchestrator: Orchestrator, CheckpointingOrchestrator, Le
         if let wanted = specification.engine?.imageName {
             if names.contains(wanted) {
                 imageName = wanted
-            } else if await !hasImageNamed(wanted), (try? await runner.execute(ctr.binary, ctr.tagArguments(local, wanted))) != nil {
+            } else if !images.contains(where: { $0.name == wanted }), (try? await runner.execute(ctr.binary, ctr.tagArguments(local, wanted))) != nil {
                 imageName = wanted  // the name it ran by at the source, free here
             }
         }
@@ -430,21 +437,23 @@ public actor ContainerdOrchestrator: Orchestrator, CheckpointingOrchestrator, Le
         return info
     }
 
-    func hasImageNamed(_ name: String) async -> Bool {
-        Ctr.parseImages((try? await runner.output(ctr.binary, ctr.imagesArguments())) ?? "").contains { $0.name == name }
-    }
-
     /// Rollback at the source: a task that still runs (the dump failed) is left alone; one that
     /// exited with the dump is restored in place from the images kept, its own spec and the
     /// changes checkpoint, as containerd restores any checkpoint.
     public func resume(_ name: String) async throws {
-        let record = try await adoptedRecord(name, "resume")
+        var record = try await adoptedRecord(name, "resume")
         if Ctr.parseTasks((try? await runner.output(ctr.binary, ctr.tasksArguments())) ?? "", id: name)?.0 == .running { return }
-        guard let changesRef = record.changesRef else {
-            throw UMSError(.internalError, "failed to resume \(name): it stopped before its changes were kept")
+        guard FileSystem.isDirectory("\(work(name))/criu") else {
+            throw UMSError(.internalError, "failed to resume \(name): it stopped before its images were kept (the dump's own directory still holds them)")
+        }
+        // A Coordinator killed after the dump, before (or while) the changes were kept: kept now.
+        let layer: CtrContainers.Descriptor
+        if let ref = record.changesRef, let kept = try? await changesLayer(ref) {
+            layer = kept
+        } else {
+            layer = try await changesLayer(try await keepChanges(name, &record))
         }
         let (info, spec) = try await info(name)
-        let layer = try await changesLayer(changesRef)
         let kept = "\(work(name))/changes-kept.tar.gz"
         try await write(digest: layer.digest, to: kept)
         let ref = try await composeCheckpoint(name, images: "\(work(name))/criu", spec: spec, changesLayer: kept, imageName: info.image)
