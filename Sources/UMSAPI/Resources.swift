@@ -39,8 +39,15 @@ public struct SystemInfo: Codable, Sendable, Equatable {
     public var profile: SystemProfile
     /// What this system admits from peers (its operator's policy).
     public var admission: AdmissionPolicy?
+    /// Present when this system shares a migration network with its peers (established
+    /// connections can cross to and from it).
+    public var migrationNetwork: MigrationNetworkInfo?
 
-    public init(name: String, url: String, version: String, profile: SystemProfile, admission: AdmissionPolicy? = nil) {
+    public init(
+        name: String, url: String, version: String, profile: SystemProfile, admission: AdmissionPolicy? = nil,
+        migrationNetwork: MigrationNetworkInfo? = nil
+    ) {
+        self.migrationNetwork = migrationNetwork
         self.name = name
         self.url = url
         self.version = version
@@ -104,11 +111,14 @@ public struct MigrateRequest: Codable, Sendable, Equatable {
     public var frontman: FrontmanMode?
     /// `copy` the container's volumes and host directories (default) or `skip` them.
     public var volumes: VolumeHandling?
+    /// What happens to established connections: `auto` (default), `carry` or `close`.
+    public var connections: ConnectionHandling?
 
     public init(
         container: String, destination: String, approach: ApproachRequest? = nil, destinationToken: String? = nil,
-        mode: TransferMode? = nil, frontman: FrontmanMode? = nil, volumes: VolumeHandling? = nil
+        mode: TransferMode? = nil, frontman: FrontmanMode? = nil, volumes: VolumeHandling? = nil, connections: ConnectionHandling? = nil
     ) {
+        self.connections = connections
         self.volumes = volumes
         self.container = container
         self.destination = destination
@@ -135,6 +145,8 @@ public struct MigrationPlan: Codable, Sendable, Equatable {
     /// What the destination's admission policy says: `admitted`, or the rule that would refuse it
     /// (nil when the destination publishes no policy).
     public var admission: String?
+    /// Whether established connections would be carried, or closed and why.
+    public var connections: ConnectionsSummary?
 
     public init(container: String, source: SystemRef, destination: SystemRef, requestedApproach: ApproachRequest, mode: TransferMode,
                 approach: Approach?, verdicts: [Feasibility], infeasible: String?, admission: String? = nil) {
@@ -162,8 +174,14 @@ public struct PrepareRequest: Codable, Sendable, Equatable {
     /// The bytes of volumes and host directories the source will send, measured before the freeze
     /// (the destination's admission rule maxVolumeBytes weighs it; the streams are bounded anyway).
     public var volumeBytes: Int64?
+    /// The service keeps its address here and its connections cross through the tunnel.
+    public var carry: CarriedConnections?
 
-    public init(id: String, approach: Approach, specification: Specification, source: SystemRef, volumes: VolumeHandling? = nil, volumeBytes: Int64? = nil) {
+    public init(
+        id: String, approach: Approach, specification: Specification, source: SystemRef, volumes: VolumeHandling? = nil, volumeBytes: Int64? = nil,
+        carry: CarriedConnections? = nil
+    ) {
+        self.carry = carry
         self.id = id
         self.approach = approach
         self.specification = specification
@@ -172,7 +190,7 @@ public struct PrepareRequest: Codable, Sendable, Equatable {
         self.volumeBytes = volumeBytes
     }
 
-    enum CodingKeys: String, CodingKey { case id, approach, specification, source, volumes, volumeBytes }
+    enum CodingKeys: String, CodingKey { case id, approach, specification, source, volumes, volumeBytes, carry }
 
     /// A peer's request: the id names directories here, so it is checked as it is decoded (the
     /// Specification checks itself).
@@ -186,6 +204,7 @@ public struct PrepareRequest: Codable, Sendable, Equatable {
         volumes = try container.decodeIfPresent(VolumeHandling.self, forKey: .volumes)
         volumeBytes = try container.decodeIfPresent(Int64.self, forKey: .volumeBytes)
         guard (volumeBytes ?? 0) >= 0 else { throw UMSError(.invalidArgument, "invalid volume bytes: negative") }
+        carry = try container.decodeIfPresent(CarriedConnections.self, forKey: .carry)
     }
 }
 
@@ -246,9 +265,12 @@ public struct PeerRestoreRequest: Codable, Sendable, Equatable {
 /// `POST /v1/peer/migrations/{id}/restore`: the restored container, running.
 public struct RestoreResponse: Codable, Sendable, Equatable {
     public var container: ContainerInfo
+    /// Carried migrations: the established TCP connections restored with the service.
+    public var carriedConnections: Int?
 
-    public init(container: ContainerInfo) {
+    public init(container: ContainerInfo, carriedConnections: Int? = nil) {
         self.container = container
+        self.carriedConnections = carriedConnections
     }
 }
 
@@ -335,6 +357,8 @@ public struct IncomingRecord: Codable, Sendable, Equatable {
     public var reason: String?
     /// `skip`: the volumes and host directories were this system's own, never removed by an abort.
     public var volumes: VolumeHandling?
+    /// The service keeps its address here; its connections cross the tunnel (issue 16).
+    public var carry: CarriedConnections?
 
     public init(id: String, approach: Approach, specification: Specification, source: SystemRef, owner: String?, at: Date = Date()) {
         self.id = id

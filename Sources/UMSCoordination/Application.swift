@@ -76,11 +76,12 @@ public func buildApplication(
         name: configuration.name, url: url, orchestrator: orchestrator, approaches: approaches,
         stateDirectory: stateDirectory, advertiseHost: advertiseHost, http: http, peerTokens: peerTokens,
         logger: logger, faults: faults, incomingTimeout: .milliseconds(Int64((configuration.incomingTimeout ?? 600) * 1000)),
-        admission: configuration.admission ?? .standard,
+        admission: configuration.resolvedAdmission,
         reservedPorts: [try configuration.listenAddress().port], hostImage: configuration.hostImage,
         frontman: configuration.frontmanSettings, frontmanHTTP: frontmanHTTP, endpointsFile: configuration.endpointsFile,
         endpointHook: configuration.endpointHook, dns: try configuration.dnsPublisher(),
-        shutdownGrace: .milliseconds(Int64((configuration.shutdownGrace ?? 30) * 1000))
+        shutdownGrace: .milliseconds(Int64((configuration.shutdownGrace ?? 30) * 1000)),
+        connectionLinger: .milliseconds(Int64((configuration.connectionLinger ?? 300) * 1000))
     )
     await coordinator.recover()
     let (host, port) = try configuration.listenAddress()

@@ -92,6 +92,18 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     /// Seconds a graceful shutdown (SIGTERM) lets migrations past their restore finish before it
     /// cancels them (default 30; the journal lets the next start go on with them).
     public var shutdownGrace: Double?
+    /// Whether this system shares a migration network with its peers (issue 16); sets the
+    /// admission policy's `migrationNetwork`.
+    public var migrationNetwork: Bool?
+    /// Seconds the source keeps a moved service's carried connections routed to it (default 300).
+    public var connectionLinger: Double?
+
+    /// The admission policy, with `migrationNetwork` applied.
+    public var resolvedAdmission: AdmissionPolicy {
+        var policy = admission ?? .standard
+        if let migrationNetwork { policy.migrationNetwork = migrationNetwork }
+        return policy
+    }
 
     /// The Frontmen's settings, or nil when they are switched off.
     public var frontmanSettings: FrontmanSettings? {
@@ -134,7 +146,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case name, listen, stateDir, orchestrator, tokenFile, advertiseURL, peers, criuPath, logLevel, hostImage, engineSocket
         case containerNetwork, endpointsFile, endpointHook, dnsServer, dnsZone, dnsKeyFile, dnsTTL, frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger
-        case admission, tlsDir, insecure, readerTokenFiles, trustedPeers, incomingTimeout, shutdownGrace
+        case admission, tlsDir, insecure, readerTokenFiles, trustedPeers, incomingTimeout, shutdownGrace, migrationNetwork, connectionLinger
     }
 
     /// Keys left out of a YAML file take the same defaults as the flags.
@@ -171,6 +183,8 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         trustedPeers = try container.decodeIfPresent([String: String].self, forKey: .trustedPeers)
         incomingTimeout = try container.decodeIfPresent(Double.self, forKey: .incomingTimeout)
         shutdownGrace = try container.decodeIfPresent(Double.self, forKey: .shutdownGrace)
+        migrationNetwork = try container.decodeIfPresent(Bool.self, forKey: .migrationNetwork)
+        connectionLinger = try container.decodeIfPresent(Double.self, forKey: .connectionLinger)
     }
 
     public static func load(yamlFile path: String) throws -> CoordinatorConfiguration {
@@ -207,6 +221,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         if let seconds = frontmanHoldSeconds, !(seconds >= 0) { throw UMSError(.invalidArgument, "invalid frontman hold time \(seconds): expected 0 or more seconds") }
         if let seconds = frontmanLinger, !(seconds >= 0) { throw UMSError(.invalidArgument, "invalid frontman linger \(seconds): expected 0 or more seconds") }
         if let seconds = incomingTimeout, !(seconds >= 1 && seconds <= 86_400) { throw UMSError(.invalidArgument, "invalid incoming timeout \(seconds): expected 1 to 86400 seconds") }
+        if let seconds = connectionLinger, !(seconds >= 0 && seconds <= 86_400) { throw UMSError(.invalidArgument, "invalid connection linger \(seconds): expected 0 to 86400 seconds") }
         if let seconds = shutdownGrace, !(seconds >= 0 && seconds <= 3600) { throw UMSError(.invalidArgument, "invalid shutdown grace \(seconds): expected 0 to 3600 seconds") }
     }
 

@@ -20,6 +20,12 @@ struct SystemContext: Sendable {
     let stateDirectory: String
     let orchestrator: any Orchestrator
     let approaches: [Approach: any MigrationApproach]
+    /// What this system publishes when it shares a migration network (issue 16): its admission
+    /// policy agrees, its orchestrator restores established connections, and it has an IPv4
+    /// address for the tunnel. Nil otherwise.
+    var migrationNetwork: MigrationNetworkInfo? = nil
+    /// How long the source keeps routing a moved service's carried connections to it.
+    var connectionLinger: Duration = .seconds(300)
 
     func profile() async -> SystemProfile {
         SystemProfile(capabilities: await orchestrator.capabilities(), approaches: approaches.keys.sorted())
@@ -59,13 +65,17 @@ public struct Coordinator: Sendable {
         logger: Logger, faults: any FaultInjector = NoFaults(), peers: PeerConnector? = nil,
         incomingTimeout: Duration = .seconds(600), admission: AdmissionPolicy = .standard, reservedPorts: Set<Int> = [], hostImage: String? = nil,
         frontman: FrontmanSettings? = nil, frontmanHTTP: HTTPClient? = nil, endpointsFile: String? = nil, endpointHook: String? = nil,
-        dns: DNSPublisher? = nil, shutdownGrace: Duration = .seconds(30)
+        dns: DNSPublisher? = nil, shutdownGrace: Duration = .seconds(30), connectionLinger: Duration = .seconds(300)
     ) throws {
         self.shutdownGrace = shutdownGrace
-        let system = SystemContext(
+        var system = SystemContext(
             name: name, url: url, advertiseHost: advertiseHost, stateDirectory: stateDirectory, orchestrator: orchestrator,
             approaches: Dictionary(uniqueKeysWithValues: approaches.map { ($0.approach, $0) })
         )
+        system.connectionLinger = connectionLinger
+        if admission.migrationNetwork, let carrier = orchestrator as? any ConnectionCarrying, IPv4.value(advertiseHost) != nil {
+            system.migrationNetwork = MigrationNetworkInfo(tunnelAddress: advertiseHost, containerNetwork: carrier.containerNetwork)
+        }
         let runner = SubprocessRunner(logger: logger)
         let background = BackgroundTasks()
         let frontmen = frontman.map { Frontmen(runner: runner, http: frontmanHTTP ?? http, limits: $0.limits, linger: $0.linger, logger: logger) }
@@ -96,7 +106,10 @@ public struct Coordinator: Sendable {
     static let umsPorts = Set(27000...27999)
 
     public func systemInfo() async -> SystemInfo {
-        SystemInfo(name: system.name, url: system.url, version: UMSVersion.current, profile: await system.profile(), admission: incoming.admission)
+        SystemInfo(
+            name: system.name, url: system.url, version: UMSVersion.current, profile: await system.profile(), admission: incoming.admission,
+            migrationNetwork: system.migrationNetwork
+        )
     }
 
     public func frontmanViews() async -> [FrontmanView] {

@@ -20,6 +20,9 @@ actor Frontmen {
         var role: Role
         /// The local container, where a rollback sends everything back.
         var local: FrontmanTarget?
+        /// How long what is in flight may finish once it retires: its carried connections'
+        /// linger when its service's connections were carried (issue 16).
+        var inFlightGrace: Duration = .seconds(30)
         var redirected: [(published: Int, listening: Int)] {
             frontman.ports.map { ($0.published, $0.listening) }
         }
@@ -129,7 +132,7 @@ actor Frontmen {
         let frontman = entry.frontman
         if refuseHeld { await frontman.gate.close() }
         await frontman.drain()
-        stopping.append((frontman, .now + .seconds(30)))
+        stopping.append((frontman, .now + entry.inFlightGrace))
     }
 
     /// The service is about to freeze: hold from now on.
@@ -167,8 +170,11 @@ actor Frontmen {
     /// Lingers, then retires. `dnsTTL`: the name was moved in DNS with this TTL — once every
     /// cached copy of the old record has expired (the TTL and a second), clients come to the new
     /// place by themselves, so the Frontman stays no longer than that (nor longer than its linger).
-    func retire(_ service: String, dnsTTL: Duration? = nil) {
+    /// `carried`: its connections to the service were carried; they go on (through the tunnel)
+    /// that long after it retires, not only the usual 30 s.
+    func retire(_ service: String, dnsTTL: Duration? = nil, carried: Duration? = nil) {
         guard let frontman = entries[service]?.frontman else { return }
+        if let carried { entries[service]?.inFlightGrace = max(carried, .seconds(30)) }
         let wait = dnsTTL.map { min($0 + .seconds(1), linger) } ?? linger
         lingering[service] = (frontman, .now + wait)
     }

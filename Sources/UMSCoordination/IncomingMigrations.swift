@@ -95,7 +95,9 @@ public actor IncomingMigrations {
                 if now.timeIntervalSince(record.updatedAt) < Self.keepFinished { finished[record.id] = record } else { journal.delete(key: record.id) }
                 continue
             }
-            let migration = IncomingMigration(id: record.id, specification: record.specification, imagesDirectory: "\(system.stateDirectory)/incoming/\(record.id)/images")
+            let migration = IncomingMigration(
+                id: record.id, specification: record.specification, imagesDirectory: "\(system.stateDirectory)/incoming/\(record.id)/images", carry: record.carry
+            )
             entries[record.id] = Entry(
                 record: record, approach: system.approaches[record.approach], machine: IncomingStateMachine(state: record.state),
                 expiresAt: .now + timeout, target: record.restored.flatMap(Frontmen.target(of:)), migration: migration
@@ -226,13 +228,24 @@ public actor IncomingMigrations {
                 ? "failed to prepare migration \(request.id): the host directory \(bind.hostPath) is not on system \(system.name) (with volumes skipped it must be)"
                 : "failed to prepare migration \(request.id): the host directory \(bind.hostPath) already exists on system \(system.name)")
         }
-        let migration = IncomingMigration(id: request.id, specification: request.specification, imagesDirectory: "\(directory(request.id))/images")
+        if request.carry != nil {
+            // The operator agreed to share a migration network, and only the orchestrator-level
+            // approach restores established sockets here.
+            guard admission.migrationNetwork else {
+                throw UMSError(.forbidden, "admission refused (rule migrationNetwork): this system shares no migration network; established connections cannot be carried here")
+            }
+            guard request.approach == .orchestrator, system.orchestrator is any ConnectionCarrying else {
+                throw UMSError(.unsupported, "failed to prepare migration \(request.id): established connections are carried by the orchestrator-level approach on runc only")
+            }
+        }
+        let migration = IncomingMigration(id: request.id, specification: request.specification, imagesDirectory: "\(directory(request.id))/images", carry: request.carry)
         // Entered before the first suspension point: a second prepare of the same id is refused.
         entries[request.id] = Entry(
             record: IncomingRecord(id: request.id, approach: request.approach, specification: request.specification, source: request.source, owner: caller),
             approach: approach, machine: IncomingStateMachine(), expiresAt: .now + timeout, migration: migration
         )
         entries[request.id]?.record.volumes = request.volumes
+        entries[request.id]?.record.carry = request.carry
         do {
             try write(request.id)
             try await faults.check(.destination(.prepare))
@@ -362,8 +375,10 @@ public actor IncomingMigrations {
         if source != nil, let target {
             await frontmen?.release(info.name, to: target, redirect: false, role: .serving)
         }
-        logger.info("incoming migration restored", metadata: ["migration.id": "\(id)", "container": "\(info.name)"])
-        return RestoreResponse(container: info)
+        // Carried: the established connections CRIU restored (they get their packets at the commit).
+        let carried = entry.migration.carry == nil ? nil : await (system.orchestrator as? any ConnectionCarrying)?.establishedConnections(info.name)
+        logger.info("incoming migration restored", metadata: ["migration.id": "\(id)", "container": "\(info.name)", "carried": "\(carried.map(String.init) ?? "-")"])
+        return RestoreResponse(container: info, carriedConnections: carried)
     }
 
     /// The source saw the restore succeed: once every page is here (post-copy), adopt the
@@ -396,6 +411,16 @@ public actor IncomingMigrations {
     func adopt(_ id: String) async {
         guard let entry = entries[id] else { return }
         let name = entry.migration.specification.name
+        if entry.migration.carry != nil, let carrier = system.orchestrator as? any ConnectionCarrying {
+            // The source gave the service up (the commit is journaled): its kept address reaches
+            // it now, and what it sends leaves. Idempotent: a restart does it again.
+            do {
+                try await carrier.deliver(name)
+            } catch {
+                logger.warning("failed to deliver a carried service's address; retried at the next start", metadata: ["migration.id": "\(id)", "error": "\(error)"])
+                return
+            }
+        }
         do {
             try await system.orchestrator.unlock(name, migration: id)
         } catch let error as UMSError where error.code == .notFound {

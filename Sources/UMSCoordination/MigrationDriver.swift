@@ -32,6 +32,8 @@ struct MigrationDriver: Sendable {
     var volumes: VolumeHandling = .copy
     /// Whether the Frontman answers HTTP with `307` to the new location instead of forwarding.
     let redirect: Bool
+    /// What happens to the established connections (issue 16).
+    var connections: ConnectionHandling = .auto
     let logger: Logger
     /// Whether the Coordinator is shutting down.
     var shuttingDown: @Sendable () -> Bool = { false }
@@ -56,6 +58,11 @@ struct MigrationDriver: Sendable {
         var durations = MigrationRecord.Durations()
         /// From the freeze until the service runs at the destination.
         var downtime: Duration?
+        /// Carried connections: the tunnel to the destination, and whether the service's address
+        /// has been sent there (a rollback brings it back).
+        var carry: CarriedConnections?
+        var tunnel: MigrationTunnel?
+        var sentAway = false
     }
 
     /// What pre-migration found and made.
@@ -143,6 +150,8 @@ struct MigrationDriver: Sendable {
             throw UMSError(refusal.code, "\(refusal.message) (the destination's published policy; nothing was sent)")
         }
 
+        try await decideConnections(specification, approach: chosen, destination: destination, &progress)
+
         try await enter(.creatingDestination, &progress)
         // The image, or each image of a pod's containers, that the destination lacks.
         for image in specification.images where try await !peer.hasImage(image) {
@@ -154,7 +163,8 @@ struct MigrationDriver: Sendable {
             await records.note(id, "rootfs \(image.digest.prefix(19)) sent (\(sent.bytes) bytes)")
         }
         let prepared = try await peer.prepare(PrepareRequest(
-            id: id, approach: chosen, specification: specification, source: system.ref, volumes: volumes, volumeBytes: volumeBytes
+            id: id, approach: chosen, specification: specification, source: system.ref, volumes: volumes, volumeBytes: volumeBytes,
+            carry: progress.carry
         ))
         progress.destinationPrepared = true
         // The bulk of the volumes and host directories crosses while the service still runs;
@@ -162,6 +172,28 @@ struct MigrationDriver: Sendable {
         progress.bytes += try await send(carried, pass: "while the service runs")
         progress.durations.preMigration = (clock.now - phaseStart).seconds
         return Plan(specification: specification, destination: destination, approach: approach, prepared: prepared)
+    }
+
+    /// Whether the established connections are carried (both systems share a migration network,
+    /// the approach and engines restore established sockets) or closed, in the record; carried,
+    /// the tunnel is made and the next checkpoint keeps them.
+    func decideConnections(_ specification: Specification, approach: Approach, destination: SystemInfo, _ progress: inout Progress) async throws {
+        let address = try await system.orchestrator.inspect(container).address
+        let decision = try ConnectionDecision.decide(
+            connections, approach: approach, mode: mode, serviceAddress: address,
+            source: .init(name: system.name, network: system.migrationNetwork), destination: .init(name: destination.name, network: destination.migrationNetwork)
+        )
+        await records.update(id) {
+            $0.connections = decision.summary
+            $0.events.append(.init(at: Date(), step: "checkingDestination", message: "connections: \(decision.summary.mode.rawValue) (\(decision.summary.reason))"))
+        }
+        let carrier = system.orchestrator as? any ConnectionCarrying
+        if approach == .orchestrator { try await carrier?.carryConnections(container, decision.carry != nil) }
+        guard let carry = decision.carry, let carrier, let remote = destination.migrationNetwork?.tunnelAddress else { return }
+        let tunnel = try MigrationTunnel.between(local: carry.tunnelAddress, remote: remote)
+        try await carrier.ensure(tunnel)
+        progress.carry = carry
+        progress.tunnel = tunnel
     }
 
     // MARK: Migration
@@ -180,6 +212,15 @@ struct MigrationDriver: Sendable {
         progress.frozenAt = clock.now
         try await approach.freeze(container)
         progress.frozen = true
+        if let tunnel = progress.tunnel, let carrier = system.orchestrator as? any ConnectionCarrying {
+            // Before the dump: the frozen copy's sockets still live in this kernel (CRIU leaves
+            // them so, for a rollback); nothing from them may reach a client, and what clients
+            // send goes to the destination, which holds it until the commit. Recorded first: a
+            // rollback brings the address back whether or not this finished.
+            await records.note(id, "connections: \(container)'s address routed to \(plan.destination.name) through the tunnel, the frozen copy silenced")
+            progress.sentAway = true
+            try await carrier.sendAway(container, through: tunnel)
+        }
 
         try await enter(.checkpointing, &progress)
         let directory = "\(workDirectory)/images"
@@ -238,6 +279,10 @@ struct MigrationDriver: Sendable {
         progress.restoreRequested = true
         let restored = try await peer.restore(id, PeerRestoreRequest(postCopySource: published?.description))
         progress.durations.restore = (clock.now - phaseStart).seconds
+        if progress.carry != nil {
+            let carried = restored.carriedConnections
+            await records.update(id) { $0.connections?.carried = carried }
+        }
         progress.downtime = progress.frozenAt.map { clock.now - $0 }
         return Moved(restored: restored.container, postCopy: postCopy)
     }
@@ -283,7 +328,7 @@ struct MigrationDriver: Sendable {
         )
 
         try await enter(.deletingSource, &progress)
-        if await !deleteSource(logger: logger) {
+        if await !deleteSource(keepingNetworkFor: progress.tunnel, logger: logger) {
             // The service runs at the destination; the frozen source is retried in the background
             // and the record says so until it is gone.
             await records.retryDeletingSource(id, container: container)
@@ -293,8 +338,9 @@ struct MigrationDriver: Sendable {
         }
         // The source is gone with whatever was in flight inside it: the Frontman retries
         // what it safely can at the destination, then stays until clients follow the record.
-        await frontmen?.cutStale(container)
-        await frontmen?.retire(container, dnsTTL: published.dnsTTL)
+        // Carried connections are not stale: they reach the service at the destination.
+        if progress.carry == nil { await frontmen?.cutStale(container) }
+        await frontmen?.retire(container, dnsTTL: published.dnsTTL, carried: progress.carry == nil ? nil : system.connectionLinger)
         if let stats = await frontmen?.stats(container) {
             let longest = String(format: "%.3f", stats.longestHoldSeconds)
             await records.note(id, "frontman: held \(stats.held) request(s)/connection(s) (longest \(longest) s) and sent them to \(newHost); refused \(stats.rejected), retried \(stats.retried)")
@@ -324,10 +370,17 @@ struct MigrationDriver: Sendable {
     /// Step 15. The service already runs at the destination, so this never rolls back; it retries,
     /// and the source stays frozen (never running twice) if it cannot be removed. Returns whether
     /// it is gone.
-    func deleteSource(logger: Logger) async -> Bool {
+    /// `tunnel`: the connections were carried; the container's network stays (its address routed
+    /// into the tunnel) until the connection linger ends.
+    func deleteSource(keepingNetworkFor tunnel: MigrationTunnel?, logger: Logger) async -> Bool {
         for attempt in 1...3 {
             do {
-                try await system.orchestrator.delete(container, migration: id)
+                if let tunnel, let carrier = system.orchestrator as? any ConnectionCarrying {
+                    let kept = try await carrier.deleteKeepingNetwork(container, migration: id)
+                    await records.releaseCarried(id, kept: kept, tunnel: tunnel, after: system.connectionLinger)
+                } else {
+                    try await system.orchestrator.delete(container, migration: id)
+                }
                 return true
             } catch {
                 logger.warning("failed to delete source container", metadata: ["attempt": "\(attempt)", "error": "\(error)"])
@@ -450,6 +503,18 @@ struct MigrationDriver: Sendable {
             }
         }
         progress.relay?.close()
+        if sourceMayResume, let carrier = system.orchestrator as? any ConnectionCarrying, progress.carry != nil {
+            // The address is the frozen copy's again (its sockets never left this kernel), and
+            // the next checkpoint closes connections unless that migration carries them too.
+            if progress.sentAway, let tunnel = progress.tunnel {
+                do {
+                    try await carrier.bringBack(container, from: tunnel)
+                } catch {
+                    problems.append("failed to route the service's address back: \(error)")
+                }
+            }
+            try? await carrier.carryConnections(container, false)
+        }
         if progress.frozen, sourceMayResume, let approach = progress.approach {
             do {
                 try await approach.resume(container)

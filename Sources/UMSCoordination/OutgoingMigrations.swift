@@ -305,11 +305,22 @@ public actor OutgoingMigrations {
         let volumeBytes = carried.isEmpty ? nil : try await carried.bytes()
         let refusal = MigrationDriver.publishedRefusal(of: specification, by: destination, at: destinationURL, volumeBytes: volumeBytes)
         let admission = destination.admission.map { _ in refusal?.message ?? "admitted" }
-        return MigrationPlan(
+        var plan = MigrationPlan(
             container: request.container, source: system.ref,
             destination: SystemRef(name: destination.name, url: destinationURL), requestedApproach: approachRequest,
             mode: request.mode ?? .stopAndCopy, approach: chosen, verdicts: verdicts, infeasible: infeasible, admission: admission
         )
+        if let chosen {
+            do {
+                plan.connections = try ConnectionDecision.decide(
+                    request.connections ?? .auto, approach: chosen, mode: plan.mode, serviceAddress: try await system.orchestrator.inspect(request.container).address,
+                    source: .init(name: system.name, network: system.migrationNetwork), destination: .init(name: destination.name, network: destination.migrationNetwork)
+                ).summary
+            } catch {
+                plan.infeasible = (error as? UMSError)?.message ?? "\(error)"
+            }
+        }
+        return plan
     }
 
     /// Accepts a migration request: validates it, takes the container's control lock (so a
@@ -334,6 +345,7 @@ public actor OutgoingMigrations {
         let background = self.background
         driver.shuttingDown = { background.isFinishing }
         driver.volumes = request.volumes ?? .copy
+        driver.connections = request.connections ?? .auto
         running.insert(record.id)
         let migration = driver
         let started = background.spawn {
@@ -371,6 +383,28 @@ public actor OutgoingMigrations {
             }
             return true
         }
+    }
+
+    /// Carried connections: the moved service's address stays routed into the tunnel for
+    /// `linger`; then the connections still open are counted into the record and closed (the
+    /// route and the kept network go). On shutdown that happens at once.
+    func releaseCarried(_ id: String, kept: KeptNetwork, tunnel: MigrationTunnel, after linger: Duration) async {
+        guard let carrier = system.orchestrator as? any ConnectionCarrying else { return }
+        let runner = SubprocessRunner(logger: logger)
+        let logger = self.logger
+        let started = background.spawn { [weak self] in
+            try? await Task.sleep(for: linger)
+            // The connections this system itself holds to the address: the Frontman's.
+            let open = (try? await runner.output("ss", ["-H", "-t", "-n", "state", "established", "dst", kept.network.containerAddress]))
+                .map { $0.split(separator: "\n").filter { !$0.allSatisfy(\.isWhitespace) }.count }
+            await carrier.release(kept, tunnel: tunnel)
+            logger.info("carried connections' linger ended", metadata: ["migration.id": "\(id)", "open": "\(open.map(String.init) ?? "?")"])
+            await self?.update(id) {
+                $0.connections?.closedAtLinger = open
+                $0.events.append(.init(at: Date(), step: "connections", message: "connection linger ended: \(open.map(String.init) ?? "?") carried connection(s) still open closed; the address no longer routed to the destination"))
+            }
+        }
+        if !started { await carrier.release(kept, tunnel: tunnel) }
     }
 
     func finished(_ id: String) {

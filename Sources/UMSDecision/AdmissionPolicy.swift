@@ -29,6 +29,10 @@ public struct AdmissionPolicy: Codable, Sendable, Equatable {
     /// them before the freeze; what streams in is bounded by twice this: a pass while the service
     /// runs and the changes after the freeze).
     public var maxVolumeBytes: Int64 = 64 << 30
+    /// Whether this system shares a migration network with its peers: a VXLAN tunnel between the
+    /// two systems, a service keeping its address across them and its established connections
+    /// carried (issue 16). Off unless the operator turns it on (both systems must).
+    public var migrationNetwork = false
 
     /// What UMS's own approaches need, and generous bounds: the agents' capabilities, nested
     /// containers, unprivileged host ports, 64 GiB of image or checkpoint, 8 at once.
@@ -56,7 +60,7 @@ public struct AdmissionPolicy: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case allowedCapabilities, allowNested, allowSeccompUnconfined, hostPorts, maxMemoryBytes, maxCPUs, maxPids
-        case maxImageBytes, maxCheckpointBytes, maxConcurrentIncoming, allowedBindPaths, maxVolumeBytes
+        case maxImageBytes, maxCheckpointBytes, maxConcurrentIncoming, allowedBindPaths, maxVolumeBytes, migrationNetwork
     }
 
     /// Keys left out take the standard values; `hostPorts` is `"LOW-HIGH"`.
@@ -76,6 +80,7 @@ public struct AdmissionPolicy: Codable, Sendable, Equatable {
         allowedBindPaths = try container.decodeIfPresent([String].self, forKey: .allowedBindPaths) ?? []
         for path in allowedBindPaths { try MountPath.validate(path, what: "allowed bind path") }
         maxVolumeBytes = try container.decodeIfPresent(Int64.self, forKey: .maxVolumeBytes) ?? standard.maxVolumeBytes
+        migrationNetwork = try container.decodeIfPresent(Bool.self, forKey: .migrationNetwork) ?? false
         try SecurityOptions(addCapabilities: allowedCapabilities).validate()
         guard maxImageBytes >= 0, maxCheckpointBytes >= 0, maxVolumeBytes >= 0, maxConcurrentIncoming >= 0, (maxCPUs ?? 1).isFinite else {
             throw UMSError(.invalidArgument, "invalid admission policy: limits must be 0 or more")
@@ -96,6 +101,7 @@ public struct AdmissionPolicy: Codable, Sendable, Equatable {
         try container.encode(maxConcurrentIncoming, forKey: .maxConcurrentIncoming)
         try container.encode(allowedBindPaths, forKey: .allowedBindPaths)
         try container.encode(maxVolumeBytes, forKey: .maxVolumeBytes)
+        try container.encode(migrationNetwork, forKey: .migrationNetwork)
     }
 
     static func parsePorts(_ text: String) throws -> ClosedRange<Int> {

@@ -12,8 +12,11 @@ public struct IncomingMigration: Sendable, Equatable {
     public var specification: Specification
     /// The directory the checkpoint images are gathered in.
     public var imagesDirectory: String
+    /// The service keeps the source's address and its connections cross the tunnel.
+    public var carry: CarriedConnections?
 
-    public init(id: String, specification: Specification, imagesDirectory: String) {
+    public init(id: String, specification: Specification, imagesDirectory: String, carry: CarriedConnections? = nil) {
+        self.carry = carry
         self.id = id
         self.specification = specification
         self.imagesDirectory = imagesDirectory

@@ -45,6 +45,14 @@ public struct OrchestratorLevelApproach: MigrationApproach {
 
     public func prepare(_ incoming: IncomingMigration) async throws -> PreparedIncoming {
         try FileSystem.makeDirectory(incoming.imagesDirectory)
+        if let carry = incoming.carry {
+            guard let carrier = orchestrator as? any ConnectionCarrying else {
+                throw UMSError(.unsupported, "failed to prepare migration \(incoming.id): this system's \(orchestrator.kind) orchestrator cannot restore established connections")
+            }
+            let tunnel = try MigrationTunnel.between(local: advertiseHost, remote: carry.tunnelAddress)
+            try await carrier.ensure(tunnel)
+            return PreparedIncoming(container: try await carrier.createKeeping(incoming.specification, address: carry.address, tunnel: tunnel, migration: incoming.id))
+        }
         return PreparedIncoming(container: try await orchestrator.create(incoming.specification, start: false, migration: incoming.id))
     }
 

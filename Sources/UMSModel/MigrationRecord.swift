@@ -65,6 +65,8 @@ public struct MigrationRecord: Codable, Sendable, Equatable {
     /// Set while the destination could not be told to remove what it prepared after a rollback
     /// (the link was cut): why, while the Coordinator keeps telling it. Nil once it confirmed.
     public var destinationLeft: String?
+    /// What happened to the connections established before the migration (carried or closed).
+    public var connections: ConnectionsSummary?
 
     public init(
         id: String, container: String, requestedApproach: ApproachRequest, mode: TransferMode = .stopAndCopy,

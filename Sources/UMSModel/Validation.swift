@@ -293,3 +293,21 @@ public enum IPv4 {
         octets(text).map { $0.reduce(0) { $0 << 8 | UInt32($1) } }
     }
 }
+
+extension IPv4 {
+    /// `A.B.C.D/N` inside 198.19.0.0/16 (UMS's container range), N from 16 to 24, the address
+    /// the block's first: its first address and prefix length; nil otherwise.
+    public static func containerBlock(_ text: String) -> (base: UInt32, prefix: Int)? {
+        let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
+        guard parts.count == 2, let base = value(parts[0]), let prefix = Int(parts[1]), (16...24).contains(prefix),
+              base & 0xFFFF_0000 == 0xC613_0000, base & ~(UInt32.max << UInt32(32 - prefix)) == 0
+        else { return nil }
+        return (base, prefix)
+    }
+
+    /// Whether `address` lies in the block starting at `base` with `prefix` bits.
+    public static func contains(_ block: (base: UInt32, prefix: Int), _ address: UInt32) -> Bool {
+        let mask = block.prefix == 0 ? 0 : UInt32.max << UInt32(32 - block.prefix)
+        return address & mask == block.base
+    }
+}

@@ -14,10 +14,10 @@ import UMSModel
 ///   that came through the tunnel back through it (a connection mark set on the way in, restored
 ///   on the replies, a routing rule on the mark), where the source's conntrack undoes its DNAT.
 ///
-/// Tried by hand with the commands below (`docs/connections.md`): an echo client kept one TCP
-/// connection across a CRIU move between two namespaces with no error and its server's state.
-/// Not yet wired into the approaches.
-public struct MigrationTunnel: Sendable, Equatable {
+/// `MigrationTunnelMoveTests` moves an echo server with CRIU between namespaces with these
+/// commands; `NetworkManager` applies them for the orchestrator-level approach on runc
+/// (`docs/connections.md`).
+public struct MigrationTunnel: Codable, Sendable, Equatable {
     /// The VXLAN device (`umsx` and the VNI in hex: at most 15 characters).
     public var device: String
     /// The VXLAN network identifier, the same at both ends (derived from the pair of addresses).
@@ -97,20 +97,40 @@ public struct MigrationTunnel: Sendable, Equatable {
         else { throw UMSError(.invalidArgument, "invalid interface name '\(String(name.prefix(20)))'") }
     }
 
-    /// Destination: connections that came through the tunnel to the service behind
-    /// `hostInterface` are marked, and their replies routed back through it. iptables rules
-    /// (without the verb) and `ip -batch` lines.
-    public func returnPath(hostInterface: String) throws(UMSError) -> (iptables: [[String]], ip: [String]) {
+    /// Destination: connections to the service at `address` (behind `hostInterface`) that came
+    /// through the tunnel are marked, and their replies routed back through it. A carried
+    /// connection whose first packet here comes from the service (a retransmission of the restored
+    /// socket, before the client sent anything) is new to this system's conntrack without being a
+    /// SYN: marked too. iptables rules (without the verb) and `ip -batch` lines.
+    public func returnPath(address: String, hostInterface: String) throws(UMSError) -> (iptables: [[String]], ip: [String]) {
+        try Self.checkAddress(address)
         try Self.checkInterface(hostInterface)
-        let mark = "0x" + String(self.mark, radix: 16)
+        let mark = markText
         return (
             [
-                ["-t", "mangle", "PREROUTING", "-i", device, "-j", "CONNMARK", "--set-mark", mark],
+                ["-t", "mangle", "PREROUTING", "-i", device, "-d", "\(address)/32", "-j", "CONNMARK", "--set-mark", mark],
+                ["-t", "mangle", "PREROUTING", "-i", hostInterface, "-p", "tcp", "!", "--syn", "-m", "conntrack", "--ctstate", "NEW",
+                 "-j", "CONNMARK", "--set-mark", mark],
                 ["-t", "mangle", "PREROUTING", "-i", hostInterface, "-j", "CONNMARK", "--restore-mark"],
             ],
             // Only what comes from the service: the tunnel's own encapsulated packets carry the
             // mark too, and must not be routed into the tunnel again.
             ["rule add fwmark \(mark) iif \(hostInterface) lookup \(table)"]
         )
+    }
+
+    public var markText: String { "0x" + String(mark, radix: 16) }
+
+    /// Every mark a tunnel uses, as `VALUE/MASK` (a carried connection's replies are never
+    /// masqueraded: the source's conntrack undoes its own NAT).
+    public static let marks = "0x550000/0xffff0000"
+
+    /// Drops everything that leaves a service's namespace through `hostInterface`: at the source
+    /// from the freeze (the frozen copy's sockets still live in its kernel, and a reset from them
+    /// would end the very connections the destination restores), at the destination until the
+    /// commit (nothing from the restored copy reaches a client before the source gave it up).
+    public static func silence(hostInterface: String) throws(UMSError) -> [String] {
+        try checkInterface(hostInterface)
+        return ["-t", "raw", "PREROUTING", "-i", hostInterface, "-j", "DROP"]
     }
 }

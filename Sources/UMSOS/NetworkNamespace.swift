@@ -14,13 +14,23 @@ public struct ContainerNetwork: Codable, Sendable, Equatable {
     public var hostAddress: String
     public var containerAddress: String
 
+    /// Set when the container keeps the address it had at another system (a carried migration's
+    /// destination): the address is the container's alone (`/32`), its gateway `gateway` (the
+    /// same on every system, so the restored process's routes hold anywhere), and until the
+    /// commit nothing reaches it or leaves it (`deliver`).
+    public var tunnel: MigrationTunnel?
+
+    /// The gateway of containers that keep their address across systems.
+    public static let gateway = "169.254.1.1"
+
     public var namespacePath: String { "/run/netns/\(namespace)" }
 
-    public init(namespace: String, hostInterface: String, hostAddress: String, containerAddress: String) {
+    public init(namespace: String, hostInterface: String, hostAddress: String, containerAddress: String, tunnel: MigrationTunnel? = nil) {
         self.namespace = namespace
         self.hostInterface = hostInterface
         self.hostAddress = hostAddress
         self.containerAddress = containerAddress
+        self.tunnel = tunnel
     }
 
     /// The network for slot `slot` (0-based) of system `system`: a /30 per container from the
@@ -36,30 +46,79 @@ public struct ContainerNetwork: Codable, Sendable, Equatable {
         )
     }
 
+    /// The network for slot `slot` of a container that keeps `address` from another system,
+    /// whose connections cross `tunnel`. The address is checked to be outside this system's
+    /// block (it is the peer's).
+    public static func keeping(_ address: String, through tunnel: MigrationTunnel, slot: Int, system: String, container: String, block: AddressBlock) throws(UMSError) -> ContainerNetwork {
+        guard let value = IPv4.value(address), value & 0xFFFF_0000 == 0xC613_0000 else {
+            throw UMSError(.invalidArgument, "invalid carried address '\(String(address.prefix(40)))': inside 198.19.0.0/16 expected")
+        }
+        guard !IPv4.contains((block.base, block.prefix), value) else {
+            throw UMSError(.forbidden, "failed to keep the service's address \(address): it belongs to this system's own container network \(block)")
+        }
+        return ContainerNetwork(
+            namespace: "ums-\(system)-\(container)", hostInterface: "umsv\(slot)", hostAddress: gateway, containerAddress: address, tunnel: tunnel
+        )
+    }
+
     /// `ip` commands that create it, in the system's namespace (after `ip netns add`), as lines
     /// of one `ip -batch`.
     public var hostSetUp: [String] {
-        [
+        guard let tunnel else {
+            return [
+                "link add \(hostInterface) type veth peer name eth0 netns \(namespace)",
+                "addr add \(hostAddress)/30 dev \(hostInterface)",
+                "link set \(hostInterface) up",
+            ]
+        }
+        // Held until the commit: a packet delivered into the namespace before its sockets are
+        // restored would be answered with a reset.
+        return [
             "link add \(hostInterface) type veth peer name eth0 netns \(namespace)",
-            "addr add \(hostAddress)/30 dev \(hostInterface)",
+            "addr add \(hostAddress)/32 dev \(hostInterface)",
             "link set \(hostInterface) up",
-        ]
+        ] + ((try? tunnel.holdArrivals(containerAddress)) ?? []) + ((try? tunnel.returnPath(address: containerAddress, hostInterface: hostInterface).ip) ?? [])
+    }
+
+    /// `ip -batch` lines that undo what `hostSetUp` made outside the namespace (the link goes
+    /// with the namespace); none for an ordinary network.
+    public var hostTearDown: [String] {
+        guard let tunnel, let path = try? tunnel.returnPath(address: containerAddress, hostInterface: hostInterface) else { return [] }
+        return path.ip.map { $0.replacingOccurrences(of: "rule add ", with: "rule del ") } + ["route del \(containerAddress)/32"]
     }
 
     /// `ip` commands that configure the inside, as lines of one `ip -n NAMESPACE -batch`.
     public var namespaceSetUp: [String] {
-        [
+        guard tunnel != nil else {
+            return [
+                "link set lo up",
+                "addr add \(containerAddress)/30 dev eth0",
+                "link set eth0 up",
+                "route add default via \(hostAddress)",
+            ]
+        }
+        return [
             "link set lo up",
-            "addr add \(containerAddress)/30 dev eth0",
+            "addr add \(containerAddress)/32 dev eth0",
             "link set eth0 up",
+            "route add \(hostAddress) dev eth0",
             "route add default via \(hostAddress)",
         ]
+    }
+
+    /// iptables rules (without the verb) a network keeping its address has besides the egress
+    /// rule: the return path's marks, and the silence until the commit.
+    public var carriedRules: [[String]] {
+        guard let tunnel, let path = try? tunnel.returnPath(address: containerAddress, hostInterface: hostInterface) else { return [] }
+        return path.iptables + ((try? MigrationTunnel.silence(hostInterface: hostInterface)).map { [$0] } ?? [])
     }
 
     /// The iptables rule (without the -A/-D verb) that lets the container reach beyond its
     /// system under the system's address, as any host's containers can.
     public var egressRule: [String] {
-        ["-t", "nat", "POSTROUTING", "-s", "\(containerAddress)/32", "!", "-d", "198.19.0.0/16", "-j", "MASQUERADE"]
+        // A carried connection's replies keep the service's address: the source undoes its own NAT.
+        let carried = tunnel == nil ? [] : ["-m", "connmark", "!", "--mark", MigrationTunnel.marks]
+        return ["-t", "nat", "POSTROUTING", "-s", "\(containerAddress)/32", "!", "-d", "198.19.0.0/16"] + carried + ["-j", "MASQUERADE"]
     }
 
     /// iptables rules (without the -A/-D verb) that forward a published port of the system to the
@@ -88,10 +147,7 @@ public struct AddressBlock: Sendable, Equatable, CustomStringConvertible {
 
     /// `A.B.C.D/N`, checked: inside 198.19.0.0/16, N from 16 to 24, the address the block's first.
     public init(parsing text: String) throws(UMSError) {
-        let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
-        guard parts.count == 2, let base = IPv4.value(parts[0]), let prefix = Int(parts[1]), (16...24).contains(prefix),
-              base & 0xFFFF_0000 == 0xC613_0000, base & ~(UInt32.max << UInt32(32 - prefix)) == 0
-        else {
+        guard let (base, prefix) = IPv4.containerBlock(text) else {
             throw UMSError(.invalidArgument, "invalid container network '\(String(text.prefix(40)))': an aligned block inside 198.19.0.0/16, /16 to /24 (e.g. 198.19.128.0/17)")
         }
         self.init(uncheckedBase: base, prefix: prefix)
@@ -127,12 +183,61 @@ public struct NetworkManager: Sendable {
             }
             try await runner.execute("ip", ["netns", "add", network.namespace])
             try await batch(["ip", "-batch"], network.hostSetUp)
+            if network.tunnel != nil {
+                // The namespace reaches its gateway through this end: it answers ARP for it.
+                try NetworkManager.setting("net/ipv4/conf/\(network.hostInterface)/proxy_arp", "1")
+            }
             try await batch(["ip", "-n", network.namespace, "-batch"], network.namespaceSetUp)
-            try await rules("-A", [network.egressRule])
+            try await rules("-A", [network.egressRule] + network.carriedRules)
         } catch {
             await remove(network, ports: ports)
             throw UMSError.wrap(error, .internalError, "failed to prepare network namespace \(network.namespace)")
         }
+    }
+
+    /// Writes a kernel setting of this namespace (`/proc/sys/…`): no command to run.
+    static func setting(_ key: String, _ value: String) throws {
+        try Data((value + "\n").utf8).write(to: URL(fileURLWithPath: "/proc/sys/" + key))
+    }
+
+    /// Makes the tunnel to a peer unless it is there (its name derives from both addresses, so
+    /// the same pair finds the same device). Tunnels stay once made: carried connections of
+    /// several migrations share one.
+    public func ensure(_ tunnel: MigrationTunnel) async throws {
+        if !FileManager.default.fileExists(atPath: "/sys/class/net/\(tunnel.device)") {
+            do {
+                try await batch(["ip", "-batch"], tunnel.setUp)
+            } catch {
+                _ = try? await runner.run(Command("ip", ["link", "del", tunnel.device]))
+                throw UMSError.wrap(error, .internalError, "failed to make the migration tunnel \(tunnel.device) to \(tunnel.remoteAddress)")
+            }
+        }
+        for line in tunnel.sysctls {
+            let parts = line.split(separator: "=", maxSplits: 1).map(String.init)
+            try Self.setting(parts[0].replacingOccurrences(of: ".", with: "/"), parts[1])
+        }
+    }
+
+    /// Destination, at the commit: the kept address reaches the restored service, and what it
+    /// sends leaves.
+    public func deliver(_ network: ContainerNetwork) async throws {
+        guard let tunnel = network.tunnel else { return }
+        try await batch(["ip", "-batch"], try tunnel.deliver(network.containerAddress, hostInterface: network.hostInterface))
+        await removeRules([try MigrationTunnel.silence(hostInterface: network.hostInterface)])
+    }
+
+    /// Source, from the freeze: nothing leaves the frozen copy's namespace any more, and its
+    /// address lives at the peer (packets for it cross the tunnel, where the peer holds them
+    /// until the commit).
+    public func sendAway(_ network: ContainerNetwork, through tunnel: MigrationTunnel) async throws {
+        try await rules("-A", [try MigrationTunnel.silence(hostInterface: network.hostInterface)])
+        try await batch(["ip", "-batch"], try tunnel.routeAway(network.containerAddress))
+    }
+
+    /// Source, on a rollback (or once the linger ended): the address is this system's again.
+    public func bringBack(_ network: ContainerNetwork, from tunnel: MigrationTunnel) async {
+        _ = try? await runner.run(Command("ip", ["route", "del", "\(network.containerAddress)/32", "dev", tunnel.device]))
+        if let rule = try? MigrationTunnel.silence(hostInterface: network.hostInterface) { await removeRules([rule]) }
     }
 
     /// Publishes ports (all rules in one atomic `iptables-restore`).
@@ -146,7 +251,8 @@ public struct NetworkManager: Sendable {
 
     /// Removes the namespace, its link and its rules; never fails (it is cleanup).
     public func remove(_ network: ContainerNetwork, ports: [PortMapping]) async {
-        await removeRules(ports.flatMap(network.forwardingRules(for:)) + [network.egressRule])
+        await removeRules(ports.flatMap(network.forwardingRules(for:)) + [network.egressRule] + network.carriedRules)
+        for line in network.hostTearDown { _ = try? await runner.run(Command("ip", line.split(separator: " ").map(String.init))) }
         // Deleting the namespace deletes the veth pair with it.
         _ = try? await runner.run(Command("ip", ["netns", "del", network.namespace]))
     }

@@ -160,3 +160,45 @@ public protocol VolumeCarrying: Sendable {
     /// Removes it (idempotent; an engine refuses while a container uses it).
     func removeVolume(_ name: String) async
 }
+
+/// A network the source kept after deleting a container whose connections were carried: its
+/// address is routed into the tunnel until `--connection-linger` ends.
+public struct KeptNetwork: Codable, Sendable, Equatable {
+    public var network: ContainerNetwork
+    public var ports: [PortMapping]
+
+    public init(network: ContainerNetwork, ports: [PortMapping]) {
+        self.network = network
+        self.ports = ports
+    }
+}
+
+/// An orchestrator whose checkpoint/restore carries established TCP connections between systems
+/// that share a migration network (issue 16): the service keeps its address, CRIU restores its
+/// sockets with `tcp-established`, and packets for the address cross a `MigrationTunnel`.
+public protocol ConnectionCarrying: Sendable {
+    /// The block this system's containers take their addresses from (`A.B.C.D/N`).
+    var containerNetwork: String { get }
+    /// The tunnel to a peer, made unless it is there.
+    func ensure(_ tunnel: MigrationTunnel) async throws
+    /// Destination: the identical container, not started, keeping `address` (checked to be none
+    /// of this system's and unused here), its connections through `tunnel`; nothing reaches it
+    /// or leaves it until `deliver`.
+    func createKeeping(_ specification: Specification, address: String, tunnel: MigrationTunnel, migration: String) async throws -> ContainerInfo
+    /// Destination, at the commit: the address reaches the restored service.
+    func deliver(_ name: String) async throws
+    /// Established TCP connections in the container's network namespace.
+    func establishedConnections(_ name: String) async -> Int?
+    /// Source: whether the next checkpoint keeps established connections (`tcp-established`,
+    /// the network locked by UMS) or closes them.
+    func carryConnections(_ name: String, _ carry: Bool) async throws
+    /// Source, from the freeze: nothing leaves the frozen copy, its address lives at the peer.
+    func sendAway(_ name: String, through tunnel: MigrationTunnel) async throws
+    /// Source, on a rollback: the address is the frozen copy's again.
+    func bringBack(_ name: String, from tunnel: MigrationTunnel) async throws
+    /// Source, after the commit: deletes the container but keeps its network (the route into the
+    /// tunnel, the host end's address the Frontman's carried connections come from).
+    func deleteKeepingNetwork(_ name: String, migration: String) async throws -> KeptNetwork
+    /// Source, once the linger ended: the kept network goes, and the route into the tunnel.
+    func release(_ kept: KeptNetwork, tunnel: MigrationTunnel) async
+}

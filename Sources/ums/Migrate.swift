@@ -45,6 +45,12 @@ struct Migrate: AsyncParsableCommand {
     ))
     var volumes: String = VolumeHandling.copy.rawValue
 
+    @Option(help: ArgumentHelp(
+        "auto, carry or close.",
+        discussion: "What happens to TCP connections established before the migration. carry: they go on over the same connection at the destination (the service keeps its address; both systems must share a migration network — admission migrationNetwork — and the approach is orchestrator-level on runc, stop-and-copy), or the migration is refused before anything freezes. close: they are cut and their clients reconnect. auto (default): carried when possible, closed otherwise; the record and --dry-run say which and why."
+    ))
+    var connections: String = ConnectionHandling.auto.rawValue
+
     @Flag(help: "Print the final migration record as JSON.")
     var json = false
 
@@ -67,6 +73,9 @@ struct Migrate: AsyncParsableCommand {
         guard VolumeHandling(rawValue: volumes) != nil else {
             throw ValidationError("unknown volume handling '\(volumes)': expected copy or skip")
         }
+        guard ConnectionHandling(rawValue: connections) != nil else {
+            throw ValidationError("unknown connection handling '\(connections)': expected auto, carry or close")
+        }
     }
 
     func run() async throws {
@@ -76,7 +85,7 @@ struct Migrate: AsyncParsableCommand {
             if dryRun {
                 let plan = try await client.plan(MigrateRequest(
                     container: name, destination: to, approach: ApproachRequest(rawValue: approach), destinationToken: destinationToken,
-                    mode: TransferMode(rawValue: mode), volumes: VolumeHandling(rawValue: volumes)
+                    mode: TransferMode(rawValue: mode), volumes: VolumeHandling(rawValue: volumes), connections: ConnectionHandling(rawValue: connections)
                 ))
                 if json {
                     try Output.json(plan)
@@ -87,13 +96,15 @@ struct Migrate: AsyncParsableCommand {
                     })
                     if let infeasible = plan.infeasible { print("infeasible: \(infeasible)") }
                     if let admission = plan.admission { print("destination's admission policy: \(admission)") }
+                    if let carried = plan.connections { print("connections: \(carried.mode == .carried ? "carried" : "closed") — \(carried.reason)") }
                 }
                 if plan.approach == nil || (plan.admission.map { $0 != "admitted" } ?? false) { throw ExitCode(1) }
                 return
             }
             var record = try await client.migrate(MigrateRequest(
                 container: name, destination: to, approach: ApproachRequest(rawValue: approach), destinationToken: destinationToken,
-                mode: TransferMode(rawValue: mode), frontman: FrontmanMode(rawValue: frontman), volumes: VolumeHandling(rawValue: volumes)
+                mode: TransferMode(rawValue: mode), frontman: FrontmanMode(rawValue: frontman), volumes: VolumeHandling(rawValue: volumes),
+                connections: ConnectionHandling(rawValue: connections)
             ))
             if !detach {
                 record = try await follow(record, client: client)
@@ -190,6 +201,10 @@ struct Show: AsyncParsableCommand {
             total         \(Output.seconds(d.total))
             downtime      \(Output.seconds(record.downtime))
             """)
+        if let connections = record.connections {
+            let counts = [connections.carried.map { "\($0) carried" }, connections.closedAtLinger.map { "\($0) closed at the linger's end" }].compactMap { $0 }
+            print("connections   \(connections.mode.rawValue)\(counts.isEmpty ? "" : " (\(counts.joined(separator: ", ")))") — \(connections.reason)")
+        }
         if let left = record.sourceLeft {
             print("source        \(left)")
         }

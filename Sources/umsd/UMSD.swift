@@ -15,7 +15,7 @@ struct UMSD: AsyncParsableCommand {
         discussion: """
             Flags override the same keys of --config (YAML: name, listen, stateDir, orchestrator, tokenFile, \
             advertiseURL, peers[{url, tokenFile}], criuPath, logLevel, hostImage, engineSocket, containerNetwork, endpointsFile, endpointHook, dnsServer, dnsZone, dnsKeyFile, dnsTTL, \
-            frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger, incomingTimeout, shutdownGrace, admission, tlsDir, insecure, \
+            frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger, incomingTimeout, shutdownGrace, migrationNetwork, connectionLinger, admission, tlsDir, insecure, \
             readerTokenFiles). Speaks mutual TLS 1.3: make the system's identity with `ums trust init --dir TLSDIR` and pin \
             each peer with `ums trust add-peer`. Needs root, runc and CRIU >= 4.2 (scripts/setup installs them).
             """
@@ -99,6 +99,15 @@ struct UMSD: AsyncParsableCommand {
     @Option(name: .customLong("frontman-linger"), help: "Seconds a Frontman keeps forwarding after its service left and the endpoint record was updated (default 10).")
     var frontmanLinger: Double?
 
+    @Flag(name: .customLong("migration-network"), help: ArgumentHelp(
+        "Share a migration network with peers that do too: established connections are carried (issue 16).",
+        discussion: "A VXLAN tunnel to the peer, the service keeping its address (give each system its own --container-network), CRIU's tcp-established. Orchestrator-level approach on runc, stop-and-copy. Same as admission: migrationNetwork: true."
+    ))
+    var migrationNetwork = false
+
+    @Option(name: .customLong("connection-linger"), help: "Seconds the source keeps a moved service's carried connections routed to it (default 300); those still open then are closed and counted.")
+    var connectionLinger: Double?
+
     @Option(name: .customLong("incoming-timeout"), help: "Seconds an incoming migration may wait for the source's restore before this system removes what it prepared (default 600).")
     var incomingTimeout: Double?
 
@@ -154,6 +163,8 @@ struct UMSD: AsyncParsableCommand {
         if let frontmanLinger { configuration.frontmanLinger = frontmanLinger }
         if let incomingTimeout { configuration.incomingTimeout = incomingTimeout }
         if let shutdownGrace { configuration.shutdownGrace = shutdownGrace }
+        if migrationNetwork { configuration.migrationNetwork = true }
+        if let connectionLinger { configuration.connectionLinger = connectionLinger }
         for peer in peers {
             guard let equals = peer.firstIndex(of: "=") else { throw ValidationError("--peer expects URL=TOKENFILE, got '\(peer)'") }
             configuration.peers = (configuration.peers ?? []) + [.init(url: String(peer[..<equals]), tokenFile: String(peer[peer.index(after: equals)...]))]

@@ -25,10 +25,11 @@ struct MigrationTunnelTests {
         #expect(try tunnel.routeAway("198.19.0.2") == ["route replace 198.19.0.2/32 dev \(tunnel.device)"])
         #expect(try tunnel.holdArrivals("198.19.0.2") == ["route replace blackhole 198.19.0.2/32"])
         #expect(try tunnel.deliver("198.19.0.2", hostInterface: "umsv0") == ["route replace 198.19.0.2/32 dev umsv0"])
-        let path = try tunnel.returnPath(hostInterface: "umsv0")
+        let path = try tunnel.returnPath(address: "198.19.0.2", hostInterface: "umsv0")
         let mark = "0x" + String(tunnel.mark, radix: 16)
         #expect(path.iptables == [
-            ["-t", "mangle", "PREROUTING", "-i", tunnel.device, "-j", "CONNMARK", "--set-mark", mark],
+            ["-t", "mangle", "PREROUTING", "-i", tunnel.device, "-d", "198.19.0.2/32", "-j", "CONNMARK", "--set-mark", mark],
+            ["-t", "mangle", "PREROUTING", "-i", "umsv0", "-p", "tcp", "!", "--syn", "-m", "conntrack", "--ctstate", "NEW", "-j", "CONNMARK", "--set-mark", mark],
             ["-t", "mangle", "PREROUTING", "-i", "umsv0", "-j", "CONNMARK", "--restore-mark"],
         ])
         #expect(path.ip == ["rule add fwmark \(mark) iif umsv0 lookup \(tunnel.table)"])
@@ -47,7 +48,7 @@ struct MigrationTunnelTests {
         #expect(throws: UMSError.self) { try tunnel?.holdArrivals("default") }
         #expect(throws: UMSError.self) { try tunnel?.deliver("198.19.0.2", hostInterface: "lo table 5") }
         for name in ["", "eth0; rm -rf /", "a-very-long-interface-name", "UPPER", "x y"] {
-            #expect(throws: UMSError.self) { try tunnel?.returnPath(hostInterface: name) }
+            #expect(throws: UMSError.self) { try tunnel?.returnPath(address: "198.19.0.2", hostInterface: name) }
         }
     }
 }
@@ -177,7 +178,7 @@ struct MigrationTunnelMoveTests {
         try await runner.execute("nsenter", ["--net=/run/netns/\(n.service)", "criu", "dump", "-t", pid, "-D", images, "--tcp-established", "-o", "dump.log"])
         try await runner.execute("ip", ["netns", "add", n.moved])
         try await attach(n.moved, to: n.b, interface: "svb")
-        let path = try atB.returnPath(hostInterface: "svb")
+        let path = try atB.returnPath(address: service, hostInterface: "svb")
         for rule in path.iptables { try await iptables(n.b, rule) }
         try await ip(n.b, path.ip + (try atB.holdArrivals(service)))
         try await ip(n.a, ["link del sva"] + (try atA.routeAway(service)))

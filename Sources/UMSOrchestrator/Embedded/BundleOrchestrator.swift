@@ -150,6 +150,12 @@ public actor BundleOrchestrator<Runtime: BundleRuntime>: Orchestrator, ImageStor
     }
 
     public func create(_ specification: Specification, start: Bool, migration: String?) async throws -> ContainerInfo {
+        try await create(specification, start: start, migration: migration, keeping: nil)
+    }
+
+    /// Creates a container; `keeping`: with the address it had at another system, its
+    /// connections through the tunnel (a carried migration's destination).
+    func create(_ specification: Specification, start: Bool, migration: String?, keeping: (address: String, tunnel: MigrationTunnel)?) async throws -> ContainerInfo {
         try registry.checkCreatable(specification, imageHeld: images.contains(specification.image))
         // Reserve the name and slot before the first suspension point, so that concurrent creates
         // cannot take the same ones.
@@ -157,18 +163,21 @@ public actor BundleOrchestrator<Runtime: BundleRuntime>: Orchestrator, ImageStor
         guard let slot = (0..<block.slots).first(where: { !slots.contains($0) }) else {
             throw UMSError(.exists, "failed to create container \(specification.name): every address of \(block) is taken on system \(systemName)")
         }
-        let record = Record(
-            specification: specification,
-            network: .forSlot(slot, system: systemName, container: specification.name, block: block),
-            slot: slot, lockedBy: migration, started: false, createdAt: Date()
-        )
+        var assigned = ContainerNetwork.forSlot(slot, system: systemName, container: specification.name, block: block)
+        if let keeping {
+            assigned = try .keeping(keeping.address, through: keeping.tunnel, slot: slot, system: systemName, container: specification.name, block: block)
+            if registry.records.values.contains(where: { $0.network.containerAddress == keeping.address }) {
+                throw UMSError(.exists, "failed to keep the address \(keeping.address): a container on system \(systemName) has it already")
+            }
+        }
+        let record = Record(specification: specification, network: assigned, slot: slot, lockedBy: migration, started: false, createdAt: Date())
         try save(record)
         do {
             let directory = containerDirectory(specification.name)
             FileSystem.remove(directory)
             for sub in ["bundle/rootfs", "upper", "work"] { try FileSystem.makeDirectory("\(directory)/\(sub)") }
             let criuConfig = "\(directory)/criu.conf"
-            try FileSystem.writeAtomically(Data((Self.criuOptions.joined(separator: "\n") + "\n").utf8), to: criuConfig)
+            try FileSystem.writeAtomically(Data((Self.criuOptions(carrying: keeping != nil).joined(separator: "\n") + "\n").utf8), to: criuConfig)
             let config = try OCIConfig.make(
                 template: try await ociTemplate(), specification: specification,
                 placement: .init(
@@ -199,8 +208,14 @@ public actor BundleOrchestrator<Runtime: BundleRuntime>: Orchestrator, ImageStor
     /// clients: a connection still in the accept queue when the service freezes would fail the
     /// dump (`skip-in-flight` drops it; the client retries), and established connections cannot
     /// follow the service to another host's address (`tcp-close` restores them closed, so their
-    /// clients see a reset instead of a hang).
-    static var criuOptions: [String] { ["tcp-close", "skip-in-flight"] }
+    /// clients see a reset instead of a hang). Unless they are carried (issue 16): then CRIU
+    /// dumps and restores them with their sequence numbers and buffers (`tcp-established`), and
+    /// UMS, not CRIU, keeps packets from them while they move (`network-lock skip`: the source
+    /// silences the frozen copy and routes its address away first, the destination holds the
+    /// address until the commit).
+    static func criuOptions(carrying: Bool = false) -> [String] {
+        carrying ? ["tcp-established", "skip-in-flight", "network-lock skip"] : ["tcp-close", "skip-in-flight"]
+    }
 
     func ociTemplate() async throws -> Data {
         if let template { return template }

@@ -164,3 +164,64 @@ extension BundleOrchestrator: CheckpointingOrchestrator where Runtime == RuncRun
         return info
     }
 }
+
+/// Carrying established connections (issue 16): runc's checkpoint/restore through CRIU with
+/// `tcp-established`, the service's address kept, packets through the migration tunnel.
+extension BundleOrchestrator: ConnectionCarrying where Runtime == RuncRuntime {
+    public nonisolated var containerNetwork: String { block.description }
+
+    public func ensure(_ tunnel: MigrationTunnel) async throws {
+        try await network.ensure(tunnel)
+    }
+
+    public func createKeeping(_ specification: Specification, address: String, tunnel: MigrationTunnel, migration: String) async throws -> ContainerInfo {
+        try await create(specification, start: false, migration: migration, keeping: (address, tunnel))
+    }
+
+    public func deliver(_ name: String) async throws {
+        try await network.deliver(try record(name).network)
+    }
+
+    public func establishedConnections(_ name: String) async -> Int? {
+        guard let record = try? record(name),
+              let text = try? await runner.output("nsenter", ["--net=\(record.network.namespacePath)", "ss", "-H", "-t", "-n", "state", "established"])
+        else { return nil }
+        return text.split(separator: "\n").filter { !$0.allSatisfy(\.isWhitespace) }.count
+    }
+
+    public func carryConnections(_ name: String, _ carry: Bool) async throws {
+        _ = try record(name)
+        let options = Self.criuOptions(carrying: carry).joined(separator: "\n") + "\n"
+        try FileSystem.writeAtomically(Data(options.utf8), to: "\(containerDirectory(name))/criu.conf")
+    }
+
+    public func sendAway(_ name: String, through tunnel: MigrationTunnel) async throws {
+        try await network.sendAway(try record(name).network, through: tunnel)
+    }
+
+    public func bringBack(_ name: String, from tunnel: MigrationTunnel) async throws {
+        await network.bringBack(try record(name).network, from: tunnel)
+    }
+
+    public func deleteKeepingNetwork(_ name: String, migration: String) async throws -> KeptNetwork {
+        try registry.checkUnlocked(name, migration: migration, operation: "remove")
+        let record = try record(name)
+        let cgroup = cgroupPath(name)
+        Cgroups.killAndThawDescendants(of: cgroup)
+        await killAndDelete(name)
+        await Cgroups.removeTree(cgroup)
+        _ = try? await runner.run(Command("umount", ["\(containerDirectory(name))/bundle/rootfs"]))
+        // The published ports' rules go: new clients come through the Frontman (or to the
+        // destination); connections already translated keep their conntrack entries.
+        await network.unpublish(record.network, ports: record.specification.ports)
+        FileSystem.remove(containerDirectory(name))
+        forget(name)
+        logger.info("container deleted; its network kept for its carried connections", metadata: ["container": "\(name)"])
+        return KeptNetwork(network: record.network, ports: record.specification.ports)
+    }
+
+    public func release(_ kept: KeptNetwork, tunnel: MigrationTunnel) async {
+        await network.bringBack(kept.network, from: tunnel)
+        await network.remove(kept.network, ports: kept.ports)
+    }
+}
