@@ -506,9 +506,9 @@ struct MigrationDriver: Sendable {
         if sourceMayResume, let carrier = system.orchestrator as? any ConnectionCarrying, progress.carry != nil {
             // The address is the frozen copy's again (its sockets never left this kernel), and
             // the next checkpoint closes connections unless that migration carries them too.
-            if progress.sentAway, let tunnel = progress.tunnel {
+            if progress.sentAway {
                 do {
-                    try await carrier.bringBack(container, from: tunnel)
+                    try await carrier.bringBack(container)
                 } catch {
                     problems.append("failed to route the service's address back: \(error)")
                 }

@@ -108,6 +108,11 @@ public actor OutgoingMigrations {
     func resumeSource(_ id: String, because reason: String) async {
         guard let record = records[id] else { return }
         var problem: String?
+        if record.connections?.mode == .carried, let carrier = system.orchestrator as? any ConnectionCarrying {
+            // Its address may have been routed to the destination at the freeze.
+            try? await carrier.bringBack(record.container)
+            try? await carrier.carryConnections(record.container, false)
+        }
         do {
             try await (system.orchestrator as? any CheckpointingOrchestrator)?.resume(record.container)
         } catch let error as UMSError where error.code == .notFound || error.code == .invalidState {
@@ -397,14 +402,14 @@ public actor OutgoingMigrations {
             // The connections this system itself holds to the address: the Frontman's.
             let open = (try? await runner.output("ss", ["-H", "-t", "-n", "state", "established", "dst", kept.network.containerAddress]))
                 .map { $0.split(separator: "\n").filter { !$0.allSatisfy(\.isWhitespace) }.count }
-            await carrier.release(kept, tunnel: tunnel)
+            await carrier.release(kept)
             logger.info("carried connections' linger ended", metadata: ["migration.id": "\(id)", "open": "\(open.map(String.init) ?? "?")"])
             await self?.update(id) {
                 $0.connections?.closedAtLinger = open
                 $0.events.append(.init(at: Date(), step: "connections", message: "connection linger ended: \(open.map(String.init) ?? "?") carried connection(s) still open closed; the address no longer routed to the destination"))
             }
         }
-        if !started { await carrier.release(kept, tunnel: tunnel) }
+        if !started { await carrier.release(kept) }
     }
 
     func finished(_ id: String) {

@@ -235,9 +235,33 @@ public struct NetworkManager: Sendable {
     }
 
     /// Source, on a rollback (or once the linger ended): the address is this system's again.
-    public func bringBack(_ network: ContainerNetwork, from tunnel: MigrationTunnel) async {
-        _ = try? await runner.run(Command("ip", ["route", "del", "\(network.containerAddress)/32", "dev", tunnel.device]))
+    public func bringBack(_ network: ContainerNetwork) async {
+        // Only `sendAway` makes a /32 route for a container of this system's (its own route is
+        // the /30 of its link).
+        _ = try? await runner.run(Command("ip", ["route", "del", "\(network.containerAddress)/32"]))
         if let rule = try? MigrationTunnel.silence(hostInterface: network.hostInterface) { await removeRules([rule]) }
+    }
+
+    /// At start-up: what carried migrations left for networks this system no longer has — routes
+    /// of addresses into a tunnel, silences of links — none of `known`'s (addresses and host
+    /// links of the containers it has). Never fails.
+    public func sweepCarried(knownAddresses: Set<String>, knownInterfaces: Set<String>) async {
+        if let routes = try? await runner.output("ip", ["-o", "route", "show"]) {
+            for line in routes.split(separator: "\n") {
+                let words = line.split(separator: " ").map(String.init)
+                guard words.count >= 3, words[1] == "dev", words[2].hasPrefix("umsx"),
+                      let value = IPv4.value(words[0]), value & 0xFFFF_0000 == 0xC613_0000, !knownAddresses.contains(words[0]) else { continue }
+                _ = try? await runner.run(Command("ip", ["route", "del", "\(words[0])/32", "dev", words[2]]))
+            }
+        }
+        if let rules = try? await runner.output("iptables", ["-w", "-t", "raw", "-S", "PREROUTING"]) {
+            for line in rules.split(separator: "\n") {
+                let words = line.split(separator: " ").map(String.init)
+                guard words.count == 6, words[0] == "-A", words[2] == "-i", words[3].hasPrefix("umsv"), words[5] == "DROP",
+                      !knownInterfaces.contains(words[3]), let rule = try? MigrationTunnel.silence(hostInterface: words[3]) else { continue }
+                await removeRules([rule])
+            }
+        }
     }
 
     /// Publishes ports (all rules in one atomic `iptables-restore`).
@@ -251,8 +275,12 @@ public struct NetworkManager: Sendable {
 
     /// Removes the namespace, its link and its rules; never fails (it is cleanup).
     public func remove(_ network: ContainerNetwork, ports: [PortMapping]) async {
-        await removeRules(ports.flatMap(network.forwardingRules(for:)) + [network.egressRule] + network.carriedRules)
-        for line in network.hostTearDown { _ = try? await runner.run(Command("ip", line.split(separator: " ").map(String.init))) }
+        // A source's network may still be silenced and its address routed away (a carried
+        // migration's commit, or the linger's end).
+        let silence = network.tunnel == nil ? ((try? MigrationTunnel.silence(hostInterface: network.hostInterface)).map { [$0] } ?? []) : []
+        await removeRules(ports.flatMap(network.forwardingRules(for:)) + [network.egressRule] + network.carriedRules + silence)
+        let teardown = network.tunnel == nil ? ["route del \(network.containerAddress)/32"] : network.hostTearDown
+        for line in teardown { _ = try? await runner.run(Command("ip", line.split(separator: " ").map(String.init))) }
         // Deleting the namespace deletes the veth pair with it.
         _ = try? await runner.run(Command("ip", ["netns", "del", network.namespace]))
     }

@@ -194,11 +194,12 @@ public protocol ConnectionCarrying: Sendable {
     func carryConnections(_ name: String, _ carry: Bool) async throws
     /// Source, from the freeze: nothing leaves the frozen copy, its address lives at the peer.
     func sendAway(_ name: String, through tunnel: MigrationTunnel) async throws
-    /// Source, on a rollback: the address is the frozen copy's again.
-    func bringBack(_ name: String, from tunnel: MigrationTunnel) async throws
+    /// Source, on a rollback (also after a restart): the address is the frozen copy's again.
+    /// Idempotent.
+    func bringBack(_ name: String) async throws
     /// Source, after the commit: deletes the container but keeps its network (the route into the
     /// tunnel, the host end's address the Frontman's carried connections come from).
     func deleteKeepingNetwork(_ name: String, migration: String) async throws -> KeptNetwork
     /// Source, once the linger ended: the kept network goes, and the route into the tunnel.
-    func release(_ kept: KeptNetwork, tunnel: MigrationTunnel) async
+    func release(_ kept: KeptNetwork) async
 }

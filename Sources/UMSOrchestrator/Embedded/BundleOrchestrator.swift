@@ -61,6 +61,9 @@ public actor BundleOrchestrator<Runtime: BundleRuntime>: Orchestrator, ImageStor
     let logger: Logger
     var registry: ContainerRegistry<Record>
     var runtimeVersionText = "unknown"
+    /// Slots of networks kept after their container was deleted (carried connections), by
+    /// namespace: not given to new containers until released.
+    var keptSlots: [String: Int] = [:]
     var template: Data?
 
     public init(
@@ -159,7 +162,7 @@ public actor BundleOrchestrator<Runtime: BundleRuntime>: Orchestrator, ImageStor
         try registry.checkCreatable(specification, imageHeld: images.contains(specification.image))
         // Reserve the name and slot before the first suspension point, so that concurrent creates
         // cannot take the same ones.
-        let slots = Set(registry.records.values.map(\.slot))
+        let slots = Set(registry.records.values.map(\.slot)).union(keptSlots.values)
         guard let slot = (0..<block.slots).first(where: { !slots.contains($0) }) else {
             throw UMSError(.exists, "failed to create container \(specification.name): every address of \(block) is taken on system \(systemName)")
         }
@@ -315,6 +318,10 @@ extension BundleOrchestrator: LeftoverSweeping {
     /// creating and registering, or during a delete, left. Only names of this system's own.
     public func sweepLeftovers() async {
         let known = Set(registry.records.keys)
+        await network.sweepCarried(
+            knownAddresses: Set(registry.records.values.map(\.network.containerAddress)),
+            knownInterfaces: Set(registry.records.values.map(\.network.hostInterface))
+        )
         let prefix = "ums-\(systemName)-"
         for namespace in (try? FileSystem.contents(of: "/run/netns")) ?? [] where namespace.hasPrefix(prefix) {
             let name = String(namespace.dropFirst(prefix.count))

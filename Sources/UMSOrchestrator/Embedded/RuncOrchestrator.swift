@@ -199,8 +199,8 @@ extension BundleOrchestrator: ConnectionCarrying where Runtime == RuncRuntime {
         try await network.sendAway(try record(name).network, through: tunnel)
     }
 
-    public func bringBack(_ name: String, from tunnel: MigrationTunnel) async throws {
-        await network.bringBack(try record(name).network, from: tunnel)
+    public func bringBack(_ name: String) async throws {
+        await network.bringBack(try record(name).network)
     }
 
     public func deleteKeepingNetwork(_ name: String, migration: String) async throws -> KeptNetwork {
@@ -216,12 +216,17 @@ extension BundleOrchestrator: ConnectionCarrying where Runtime == RuncRuntime {
         await network.unpublish(record.network, ports: record.specification.ports)
         FileSystem.remove(containerDirectory(name))
         forget(name)
+        // Its slot (the host link's name) stays taken while the network is kept.
+        keptSlots[record.network.namespace] = record.slot
         logger.info("container deleted; its network kept for its carried connections", metadata: ["container": "\(name)"])
         return KeptNetwork(network: record.network, ports: record.specification.ports)
     }
 
-    public func release(_ kept: KeptNetwork, tunnel: MigrationTunnel) async {
-        await network.bringBack(kept.network, from: tunnel)
+    public func release(_ kept: KeptNetwork) async {
+        keptSlots[kept.network.namespace] = nil
+        await network.bringBack(kept.network)
+        // A container of the same name made here since has a namespace of that name: its own.
+        guard !registry.records.values.contains(where: { $0.network.namespace == kept.network.namespace }) else { return }
         await network.remove(kept.network, ports: kept.ports)
     }
 }

@@ -1,0 +1,265 @@
+import Foundation
+import Testing
+import UMSAPI
+import UMSModel
+
+/// Issue 16: established TCP connections survive the move. redis from the Debian-built image
+/// (scripts/build-image) runs on A under runc; one client connection through A's published port
+/// keeps a selected database and a transaction open across the migration.
+@Suite(
+    "Established connections carried between systems that share a migration network", .serialized,
+    .enabled(if: Testbed.isUp && Testbed.environment["UMS_TESTBED_MIGRATION_NETWORK"] == "1" && Testbed.kinds == nil, "needs scripts/testbed up --migration-network")
+)
+struct ConnectionTests {
+    let testbed: Testbed
+
+    init() throws {
+        testbed = try Testbed()
+    }
+
+    @Test("one redis connection sending INCR every 10 ms across A → B: no error, no reconnect (the same CLIENT ID), its selected database kept, a MULTI opened before the freeze EXEC'd after with every queued command; the record says carried and counts it; B's redis holds the last value")
+    func carriedAcrossTheMove() async throws {
+        let (name, port) = ("rdscarry", 18120)
+        await testbed.cleanUp(name)
+        try await runRedis(name, port: port)
+        let plan = try await testbed.a.plan(MigrateRequest(container: name, destination: testbed.bURL))
+        #expect(plan.connections?.mode == .carried, "dry run: \(plan.connections?.reason ?? "no answer")")
+
+        let session = try RedisSession(host: testbed.aHost, port: port, seconds: 8, multiAt: 2, execAt: 5.5)
+        try await session.waitFor("multi")
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+        #expect(record.status == .completed, "\(record.error.map { "\($0)" } ?? "")")
+        #expect(record.connections?.mode == .carried)
+        #expect((record.connections?.carried ?? 0) >= 1, "B restored the established connection")
+        let result = try await session.result()
+        #expect(result.error == nil, "the client saw \(result.error ?? "")")
+        #expect(result.sameClient == true, "the same connection, never reconnected")
+        #expect(result.db == "7", "its selected database kept")
+        #expect(result.queued > 0 && result.exec == result.queued && result.execConsecutive == true, "the transaction opened before the freeze ran every queued INCR at EXEC after it")
+        print("carried redis connection: \(result.replies) replies, longest wait \(String(format: "%.2f", result.maxStall)) s, downtime \(record.downtime ?? -1) s")
+        let atB = try await RedisSession.get("n", database: 7, host: testbed.bHost, port: port)
+        #expect(atB == result.final.map(String.init), "B's redis has the last value")
+        #expect(try await testbed.names(on: testbed.a).contains(name) == false)
+        await testbed.cleanUp(name)
+    }
+
+    @Test("asked to close them (--connections close), the same client's connection is cut at the move and the record says closed — what carrying avoids")
+    func closedWhenAsked() async throws {
+        let (name, port) = ("rdsclose", 18121)
+        await testbed.cleanUp(name)
+        try await runRedis(name, port: port)
+        let session = try RedisSession(host: testbed.aHost, port: port, seconds: 6, multiAt: 100, execAt: 100)
+        try await session.waitFor("ready")
+        try await Task.sleep(for: .seconds(1))
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL, connections: .close), by: testbed.a)
+        #expect(record.status == .completed)
+        #expect(record.connections?.mode == .closed)
+        let result = try await session.result()
+        #expect(result.error != nil, "a closed connection ends the client's session")
+        await testbed.cleanUp(name)
+    }
+
+    @Test("a rollback (B's restore fails) returns the carried connection to A, unbroken: the client goes on with its transaction")
+    func rollbackKeepsTheConnection() async throws {
+        let (name, port) = ("rdsback", 18122)
+        await testbed.cleanUp(name)
+        try await Testbed.restartB(faults: ["incoming.restore=corrupt-images"])
+        do {
+            try await runRedis(name, port: port)
+            let session = try RedisSession(host: testbed.aHost, port: port, seconds: 8, multiAt: 2, execAt: 5.5)
+            try await session.waitFor("multi")
+            let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+            #expect(record.status == .rolledBack)
+            let result = try await session.result()
+            #expect(result.error == nil, "the client saw \(result.error ?? "")")
+            #expect(result.sameClient == true && result.db == "7" && result.execConsecutive == true)
+            #expect(try await testbed.names(on: testbed.b).contains(name) == false)
+        } catch {
+            try? await Testbed.restartB(faults: [])
+            await testbed.cleanUp(name)
+            throw error
+        }
+        try await Testbed.restartB(faults: [])
+        await testbed.cleanUp(name)
+    }
+
+    /// redis under runc at A (its root filesystem unpacked from the image archive), published on
+    /// `port`, answering PING.
+    func runRedis(_ name: String, port: Int) async throws {
+        _ = try await testbed.a.run(RunRequest(
+            name: name, rootfs: try Self.redisRootfs(), command: ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--dir", "/data"],
+            publish: ["\(port):6379"]
+        ))
+        let deadline = ContinuousClock.now + .seconds(15)
+        while (try? await RedisSession.ping(host: testbed.aHost, port: port)) != true {
+            guard ContinuousClock.now < deadline else { throw UMSError(.timeout, "redis did not answer at A") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// The redis image's one layer unpacked once per archive (scripts/build-image).
+    static func redisRootfs() throws -> String {
+        let archive = try EngineTests.serviceImage("redis")
+        let stamp = try runSync("/usr/bin/sha256sum", [archive]).split(separator: " ").first.map(String.init) ?? ""
+        let directory = "\(FileManager.default.temporaryDirectory.path)/ums-redis-rootfs-\(stamp.prefix(16))"
+        if FileManager.default.fileExists(atPath: "\(directory)/usr/bin/redis-server") { return directory }
+        let manifest = try runSync("/usr/bin/tar", ["-xOf", archive, "./manifest.json"])
+        let layer = try #require(manifest.split(separator: "\"").first(where: { $0.hasSuffix("/layer.tar") }).map(String.init))
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        _ = try runSync("/bin/sh", ["-c", "tar -xOf \"$0\" \"./$1\" | tar --numeric-owner -xf - -C \"$2\"", archive, layer, directory])
+        return directory
+    }
+}
+
+/// Runs `executable` and returns its output (synchronously, for the tests' small helpers).
+func runSync(_ executable: String, _ arguments: [String]) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let output = Pipe()
+    process.standardOutput = output
+    try process.run()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else { throw UMSError(.internalError, "\(executable) failed (\(process.terminationStatus))") }
+    return String(decoding: data, as: UTF8.self)
+}
+
+/// A python3 client (`RedisSession.script`) holding one redis connection: SELECT 7, INCR n every
+/// 10 ms, MULTI at `multiAt` s (INCRs answer QUEUED), EXEC at `execAt` s, for `seconds` s; any
+/// error or reset ends it. Its progress lines go to a file, its result is one JSON line.
+final class RedisSession {
+    struct Result: Decodable {
+        var replies: Int
+        var queued: Int
+        var maxStall: Double
+        var error: String?
+        var exec: Int?
+        var execConsecutive: Bool?
+        var sameClient: Bool?
+        var db: String?
+        var final: Int?
+    }
+
+    let process: Process
+    let output: String
+    let progress: String
+
+    init(host: String, port: Int, seconds: Double, multiAt: Double, execAt: Double) throws {
+        let base = "\(FileManager.default.temporaryDirectory.path)/ums-redis-session-\(UUID().uuidString.prefix(8))"
+        (output, progress) = ("\(base).json", "\(base).log")
+        FileManager.default.createFile(atPath: output, contents: nil)
+        FileManager.default.createFile(atPath: progress, contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.arguments = ["-c", Self.script, host, String(port), String(seconds), String(multiAt), String(execAt)]
+        process.standardOutput = FileHandle(forWritingAtPath: output)
+        process.standardError = FileHandle(forWritingAtPath: progress)
+        try process.run()
+        self.process = process
+    }
+
+    func waitFor(_ line: String, timeout: Duration = .seconds(15)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while !((try? String(contentsOfFile: progress, encoding: .utf8)) ?? "").split(separator: "\n").contains(Substring(line)) {
+            guard ContinuousClock.now < deadline, process.isRunning else {
+                throw UMSError(.timeout, "the redis client never said '\(line)': \((try? String(contentsOfFile: progress, encoding: .utf8)) ?? "")")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    func result(timeout: Duration = .seconds(60)) async throws -> Result {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            guard ContinuousClock.now < deadline else {
+                process.terminate()
+                throw UMSError(.timeout, "the redis client did not finish")
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        defer {
+            try? FileManager.default.removeItem(atPath: output)
+            try? FileManager.default.removeItem(atPath: progress)
+        }
+        return try JSONDecoder().decode(Result.self, from: Data(contentsOf: URL(fileURLWithPath: output)))
+    }
+
+    /// One short connection: PING answered PONG.
+    static func ping(host: String, port: Int) throws -> Bool {
+        try runSync("/usr/bin/python3", ["-c", oneShot, host, String(port), "0", "PING"]).trimmingCharacters(in: .whitespacesAndNewlines) == "PONG"
+    }
+
+    /// One short connection: GET key in database.
+    static func get(_ key: String, database: Int, host: String, port: Int) throws -> String? {
+        let value = try runSync("/usr/bin/python3", ["-c", oneShot, host, String(port), String(database), "GET", key]).trimmingCharacters(in: .whitespacesAndNewlines)
+        return value == "(nil)" ? nil : value
+    }
+
+    static let oneShot = #"""
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+f = s.makefile('rb')
+def cmd(*words):
+    s.sendall(b''.join([b'*%d\r\n' % len(words)] + [b'$%d\r\n%s\r\n' % (len(w), w) for w in (x.encode() for x in words)]))
+    line = f.readline()
+    if line[:1] == b'$':
+        n = int(line[1:-2])
+        return '(nil)' if n < 0 else f.read(n + 2)[:-2].decode()
+    return line[1:-2].decode()
+if sys.argv[3] != '0': cmd('SELECT', sys.argv[3])
+print(cmd(*sys.argv[4:]))
+"""#
+
+    static let script = #"""
+import json, socket, sys, time
+host, port, seconds, multi_at, exec_at = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+s = socket.create_connection((host, port), timeout=30)
+f = s.makefile('rb')
+def cmd(*words):
+    s.sendall(b''.join([b'*%d\r\n' % len(words)] + [b'$%d\r\n%s\r\n' % (len(w), w) for w in (x.encode() for x in words)]))
+    return reply()
+def reply():
+    line = f.readline()
+    if not line: raise ConnectionError('connection closed')
+    kind, rest = line[:1], line[1:-2]
+    if kind == b'-': raise RuntimeError(rest.decode())
+    if kind in (b'+', b':'): return rest.decode()
+    if kind == b'$':
+        n = int(rest)
+        return None if n < 0 else f.read(n + 2)[:-2].decode()
+    if kind == b'*': return [reply() for _ in range(int(rest))]
+    raise RuntimeError('bad reply %r' % line)
+result = {"replies": 0, "queued": 0, "maxStall": 0.0, "error": None}
+try:
+    client_id = cmd('CLIENT', 'ID')
+    cmd('SELECT', '7'); cmd('SET', 'n', '0')
+    start = time.monotonic(); state = 'plain'; last = 0
+    print('ready', flush=True, file=sys.stderr)
+    while time.monotonic() - start < seconds:
+        t = time.monotonic() - start
+        if state == 'plain' and t >= multi_at:
+            cmd('MULTI'); state = 'multi'; print('multi', flush=True, file=sys.stderr)
+        elif state == 'multi' and t >= exec_at:
+            answers = [int(a) for a in cmd('EXEC')]; state = 'done'; result['exec'] = len(answers)
+            result['execConsecutive'] = answers == list(range(last + 1, last + 1 + len(answers)))
+            if answers: last = answers[-1]
+        began = time.monotonic()
+        answer = cmd('INCR', 'n')
+        result['maxStall'] = max(result['maxStall'], time.monotonic() - began)
+        if state == 'multi':
+            if answer != 'QUEUED': raise RuntimeError('expected QUEUED, got %r' % answer)
+            result['queued'] += 1
+        else:
+            if int(answer) != last + 1: raise RuntimeError('counter jumped %s -> %s' % (last, answer))
+            last = int(answer)
+        result['replies'] += 1
+        time.sleep(0.01)
+    result['sameClient'] = cmd('CLIENT', 'ID') == client_id
+    result['db'] = cmd('CLIENT', 'INFO').split(' db=')[1].split(' ')[0]
+    result['final'] = last
+except Exception as error:
+    result['error'] = '%s: %s' % (type(error).__name__, error)
+print(json.dumps(result), flush=True)
+"""#
+}
