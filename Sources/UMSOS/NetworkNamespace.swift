@@ -204,7 +204,9 @@ public struct NetworkManager: Sendable {
     /// the same pair finds the same device). Tunnels stay once made: carried connections of
     /// several migrations share one.
     public func ensure(_ tunnel: MigrationTunnel) async throws {
-        if !FileManager.default.fileExists(atPath: "/sys/class/net/\(tunnel.device)") {
+        // Asked of `ip` in this process's network namespace: /sys/class/net shows the namespace
+        // that mounted /sys, which need not be this one.
+        if (try? await runner.output("ip", ["-o", "link", "show", "dev", tunnel.device])) == nil {
             do {
                 try await batch(["ip", "-batch"], tunnel.setUp)
             } catch {
