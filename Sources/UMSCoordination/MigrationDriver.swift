@@ -212,6 +212,11 @@ struct MigrationDriver: Sendable {
         progress.frozenAt = clock.now
         try await approach.freeze(container)
         progress.frozen = true
+        if progress.carry == nil, approach.approach == .orchestrator, let carrier = system.orchestrator as? any ConnectionCarrying,
+           let open = await carrier.establishedConnections(container) {
+            // What the move will close (its clients reconnect).
+            await records.update(id) { $0.connections?.closed = open }
+        }
         if let tunnel = progress.tunnel, let carrier = system.orchestrator as? any ConnectionCarrying {
             // Before the dump: the frozen copy's sockets still live in this kernel (CRIU leaves
             // them so, for a rollback); nothing from them may reach a client, and what clients
@@ -282,6 +287,7 @@ struct MigrationDriver: Sendable {
         if progress.carry != nil {
             let carried = restored.carriedConnections
             await records.update(id) { $0.connections?.carried = carried }
+            ConnectionMetrics.carried(container).increment(by: carried ?? 0)
         }
         progress.downtime = progress.frozenAt.map { clock.now - $0 }
         return Moved(restored: restored.container, postCopy: postCopy)
@@ -341,7 +347,11 @@ struct MigrationDriver: Sendable {
         // Carried connections are not stale: they reach the service at the destination.
         if progress.carry == nil { await frontmen?.cutStale(container) }
         await frontmen?.retire(container, dnsTTL: published.dnsTTL, carried: progress.carry == nil ? nil : system.connectionLinger)
+        if let closed = try? await records.record(id).connections?.closed, closed > 0 {
+            ConnectionMetrics.closed(container, when: "migration").increment(by: closed)
+        }
         if let stats = await frontmen?.stats(container) {
+            await records.update(id) { $0.connections?.held = stats.held }
             let longest = String(format: "%.3f", stats.longestHoldSeconds)
             await records.note(id, "frontman: held \(stats.held) request(s)/connection(s) (longest \(longest) s) and sent them to \(newHost); refused \(stats.rejected), retried \(stats.retried)")
         }
@@ -377,7 +387,7 @@ struct MigrationDriver: Sendable {
             do {
                 if let tunnel, let carrier = system.orchestrator as? any ConnectionCarrying {
                     let kept = try await carrier.deleteKeepingNetwork(container, migration: id)
-                    await records.releaseCarried(id, kept: kept, tunnel: tunnel, after: system.connectionLinger)
+                    await records.releaseCarried(id, service: container, kept: kept, after: system.connectionLinger)
                 } else {
                     try await system.orchestrator.delete(container, migration: id)
                 }

@@ -393,16 +393,16 @@ public actor OutgoingMigrations {
     /// Carried connections: the moved service's address stays routed into the tunnel for
     /// `linger`; then the connections still open are counted into the record and closed (the
     /// route and the kept network go). On shutdown that happens at once.
-    func releaseCarried(_ id: String, kept: KeptNetwork, tunnel: MigrationTunnel, after linger: Duration) async {
+    func releaseCarried(_ id: String, service: String, kept: KeptNetwork, after linger: Duration) async {
         guard let carrier = system.orchestrator as? any ConnectionCarrying else { return }
-        let runner = SubprocessRunner(logger: logger)
         let logger = self.logger
         let started = background.spawn { [weak self] in
             try? await Task.sleep(for: linger)
-            // The connections this system itself holds to the address: the Frontman's.
-            let open = (try? await runner.output("ss", ["-H", "-t", "-n", "state", "established", "dst", kept.network.containerAddress]))
-                .map { $0.split(separator: "\n").filter { !$0.allSatisfy(\.isWhitespace) }.count }
+            // Connections to the address still tracked here: the Frontman's and those a published
+            // port translated.
+            let open = ConnectionMetrics.established(to: kept.network.containerAddress)
             await carrier.release(kept)
+            if let open { ConnectionMetrics.closed(service, when: "linger").increment(by: open) }
             logger.info("carried connections' linger ended", metadata: ["migration.id": "\(id)", "open": "\(open.map(String.init) ?? "?")"])
             await self?.update(id) {
                 $0.connections?.closedAtLinger = open

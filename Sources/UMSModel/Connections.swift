@@ -76,11 +76,17 @@ public struct ConnectionsSummary: Codable, Sendable, Equatable {
     public var carried: Int?
     /// Connections still open through the tunnel when `--connection-linger` ended, closed then.
     public var closedAtLinger: Int?
+    /// Established connections the service had at the freeze, closed by the move (closed mode).
+    public var closed: Int?
+    /// New requests and connections the Frontman held during the freeze.
+    public var held: Int?
 
-    public init(mode: Mode, reason: String, carried: Int? = nil, closedAtLinger: Int? = nil) {
+    public init(mode: Mode, reason: String, carried: Int? = nil, closedAtLinger: Int? = nil, closed: Int? = nil, held: Int? = nil) {
         self.mode = mode
         self.reason = reason
         self.carried = carried
         self.closedAtLinger = closedAtLinger
+        self.closed = closed
+        self.held = held
     }
 }

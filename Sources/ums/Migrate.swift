@@ -202,7 +202,10 @@ struct Show: AsyncParsableCommand {
             downtime      \(Output.seconds(record.downtime))
             """)
         if let connections = record.connections {
-            let counts = [connections.carried.map { "\($0) carried" }, connections.closedAtLinger.map { "\($0) closed at the linger's end" }].compactMap { $0 }
+            let counts = [
+                connections.carried.map { "\($0) carried" }, connections.closed.map { "\($0) closed" }, connections.held.map { "\($0) held" },
+                connections.closedAtLinger.map { "\($0) closed at the linger's end" },
+            ].compactMap { $0 }
             print("connections   \(connections.mode.rawValue)\(counts.isEmpty ? "" : " (\(counts.joined(separator: ", ")))") — \(connections.reason)")
         }
         if let left = record.sourceLeft {
