@@ -250,7 +250,14 @@ public func buildRouter(
     }
     router.post(RouterPath(Routes.peerMigrations)) { request, context in
         let body = try await JSONAPI.decode(PrepareRequest.self, from: request)
-        return try JSONAPI.response(try await coordinator.incoming.prepare(body, by: context.caller?.peerName), status: .created)
+        return try JSONAPI.response(
+            try await coordinator.incoming.prepare(
+                body, by: context.caller?.peerName,
+                // An IPv4 peer on a dual-stack listener shows as ::ffff:A.B.C.D.
+                from: context.channel.remoteAddress?.ipAddress.map { $0.hasPrefix("::ffff:") ? String($0.dropFirst(7)) : $0 }
+            ),
+            status: .created
+        )
     }
     router.put("/v1/peer/migrations/:id/files/:part") { request, context in
         let partName = try context.parameters.require("part")

@@ -184,7 +184,9 @@ public actor IncomingMigrations {
 
     /// Paper Steps 4-7: create the identical container and get ready to receive. A repeated
     /// prepare of the same migration by the same peer gets the first answer.
-    public func prepare(_ request: PrepareRequest, by caller: String? = nil) async throws -> PrepareResponse {
+    /// `address`: where the request came from (the HTTP layer's peer address); a carried
+    /// migration's tunnel may only end there.
+    public func prepare(_ request: PrepareRequest, by caller: String? = nil, from address: String? = nil) async throws -> PrepareResponse {
         // Decoding checked the request; the id is checked again because it names directories here
         // whoever calls (the orchestrator checks the Specification when it creates the container).
         try MigrationID.validate(request.id)
@@ -233,6 +235,10 @@ public actor IncomingMigrations {
             // approach restores established sockets here.
             guard admission.migrationNetwork else {
                 throw UMSError(.forbidden, "admission refused (rule migrationNetwork): this system shares no migration network; established connections cannot be carried here")
+            }
+            // The tunnel ends where the peer is: never at a third host a peer names.
+            if let address, let carry = request.carry, carry.tunnelAddress != address {
+                throw UMSError(.forbidden, "failed to prepare migration \(request.id): the tunnel must end at the peer's own address \(address), not \(carry.tunnelAddress)")
             }
             guard request.approach == .orchestrator, system.orchestrator is any ConnectionCarrying else {
                 throw UMSError(.unsupported, "failed to prepare migration \(request.id): established connections are carried by the orchestrator-level approach on runc only")

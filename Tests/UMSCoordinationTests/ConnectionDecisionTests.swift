@@ -5,6 +5,7 @@ import Testing
 import UMSAPI
 @testable import UMSCoordination
 import UMSDecision
+import UMSMigration
 import UMSModel
 import UMSOS
 
@@ -104,6 +105,22 @@ struct ConnectionDecisionTests {
             _ = try await coordinator.incoming.prepare(request)
         } catch let error as UMSError {
             #expect(error.code == .forbidden && error.message.contains("migrationNetwork"))
+        }
+        #expect(try await orchestrator.list().isEmpty)
+
+        // With the operator's consent: the tunnel may only end where the request came from.
+        var policy = AdmissionPolicy.standard
+        policy.migrationNetwork = true
+        let consenting = try Coordinator(
+            name: "b", url: "http://127.0.0.1:2", orchestrator: orchestrator, approaches: [InMemoryApproach(orchestrator: orchestrator)],
+            stateDirectory: state + "-2", advertiseHost: "127.0.0.1", http: HTTPClient.shared, peerTokens: [:], logger: Logger(label: "test"), admission: policy
+        )
+        defer { try? FileManager.default.removeItem(atPath: state + "-2") }
+        do {
+            _ = try await consenting.incoming.prepare(request, from: "198.18.0.9")
+            Issue.record("a tunnel to a third host was accepted")
+        } catch let error as UMSError {
+            #expect(error.code == .forbidden && error.message.contains("tunnel must end at the peer's own address"), "\(error)")
         }
         #expect(try await orchestrator.list().isEmpty)
     }
