@@ -189,6 +189,11 @@ struct MigrationDriver: Sendable {
         }
         let carrier = system.orchestrator as? any ConnectionCarrying
         if approach == .orchestrator { try await carrier?.carryConnections(container, decision.carry != nil) }
+        if decision.carry == nil, let open = await carrier?.establishedConnections(container) {
+            // What the move will close (counted here, off the freeze's path: those opened until
+            // the freeze are closed too).
+            await records.update(id) { $0.connections?.closed = open }
+        }
         guard let carry = decision.carry, let carrier, let remote = destination.migrationNetwork?.tunnelAddress else { return }
         let tunnel = try MigrationTunnel.between(local: carry.tunnelAddress, remote: remote)
         try await carrier.ensure(tunnel)
@@ -212,11 +217,6 @@ struct MigrationDriver: Sendable {
         progress.frozenAt = clock.now
         try await approach.freeze(container)
         progress.frozen = true
-        if progress.carry == nil, approach.approach == .orchestrator, let carrier = system.orchestrator as? any ConnectionCarrying,
-           let open = await carrier.establishedConnections(container) {
-            // What the move will close (its clients reconnect).
-            await records.update(id) { $0.connections?.closed = open }
-        }
         if let tunnel = progress.tunnel, let carrier = system.orchestrator as? any ConnectionCarrying {
             // Before the dump: the frozen copy's sockets still live in this kernel (CRIU leaves
             // them so, for a rollback); nothing from them may reach a client, and what clients
