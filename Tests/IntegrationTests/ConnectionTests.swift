@@ -166,7 +166,7 @@ print(json.dumps(result))
     /// `port`, answering PING.
     func runRedis(_ name: String, port: Int) async throws {
         _ = try await testbed.a.run(RunRequest(
-            name: name, rootfs: try Self.redisRootfs(), command: ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--dir", "/data"],
+            name: name, rootfs: try await Self.redisRootfs(), command: ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--dir", "/data"],
             publish: ["\(port):6379"]
         ))
         let deadline = ContinuousClock.now + .seconds(15)
@@ -177,31 +177,17 @@ print(json.dumps(result))
     }
 
     /// The redis image's one layer unpacked once per archive (scripts/build-image).
-    static func redisRootfs() throws -> String {
+    static func redisRootfs() async throws -> String {
         let archive = try EngineTests.serviceImage("redis")
-        let stamp = try runSync("/usr/bin/sha256sum", [archive]).split(separator: " ").first.map(String.init) ?? ""
+        let stamp = try await command("/usr/bin/sha256sum", [archive]).split(separator: " ").first.map(String.init) ?? ""
         let directory = "\(FileManager.default.temporaryDirectory.path)/ums-redis-rootfs-\(stamp.prefix(16))"
         if FileManager.default.fileExists(atPath: "\(directory)/usr/bin/redis-server") { return directory }
-        let manifest = try runSync("/usr/bin/tar", ["-xOf", archive, "./manifest.json"])
+        let manifest = try await command("/usr/bin/tar", ["-xOf", archive, "./manifest.json"])
         let layer = try #require(manifest.split(separator: "\"").first(where: { $0.hasSuffix("/layer.tar") }).map(String.init))
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        _ = try runSync("/bin/sh", ["-c", "tar -xOf \"$0\" \"./$1\" | tar --numeric-owner -xf - -C \"$2\"", archive, layer, directory])
+        _ = try await command("/bin/sh", ["-c", "tar -xOf \"$0\" \"./$1\" | tar --numeric-owner -xf - -C \"$2\"", archive, layer, directory])
         return directory
     }
-}
-
-/// Runs `executable` and returns its output (synchronously, for the tests' small helpers).
-func runSync(_ executable: String, _ arguments: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let output = Pipe()
-    process.standardOutput = output
-    try process.run()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else { throw UMSError(.internalError, "\(executable) failed (\(process.terminationStatus))") }
-    return String(decoding: data, as: UTF8.self)
 }
 
 /// A python3 client (`RedisSession.script`) holding one redis connection: SELECT 7, INCR n every
@@ -265,13 +251,13 @@ final class RedisSession {
     }
 
     /// One short connection: PING answered PONG.
-    static func ping(host: String, port: Int) throws -> Bool {
-        try runSync("/usr/bin/python3", ["-c", oneShot, host, String(port), "0", "PING"]).trimmingCharacters(in: .whitespacesAndNewlines) == "PONG"
+    static func ping(host: String, port: Int) async throws -> Bool {
+        try await command("/usr/bin/python3", ["-c", oneShot, host, String(port), "0", "PING"]).trimmingCharacters(in: .whitespacesAndNewlines) == "PONG"
     }
 
     /// One short connection: GET key in database.
-    static func get(_ key: String, database: Int, host: String, port: Int) throws -> String? {
-        let value = try runSync("/usr/bin/python3", ["-c", oneShot, host, String(port), String(database), "GET", key]).trimmingCharacters(in: .whitespacesAndNewlines)
+    static func get(_ key: String, database: Int, host: String, port: Int) async throws -> String? {
+        let value = try await command("/usr/bin/python3", ["-c", oneShot, host, String(port), String(database), "GET", key]).trimmingCharacters(in: .whitespacesAndNewlines)
         return value == "(nil)" ? nil : value
     }
 
