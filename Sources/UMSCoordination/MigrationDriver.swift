@@ -77,6 +77,8 @@ struct MigrationDriver: Sendable {
     struct Moved {
         var restored: ContainerInfo
         var postCopy: PageServerAddress?
+        /// Carried migrations: the established connections the destination restored.
+        var carriedConnections: Int?
     }
 
     func run() async {
@@ -284,13 +286,8 @@ struct MigrationDriver: Sendable {
         progress.restoreRequested = true
         let restored = try await peer.restore(id, PeerRestoreRequest(postCopySource: published?.description))
         progress.durations.restore = (clock.now - phaseStart).seconds
-        if progress.carry != nil {
-            let carried = restored.carriedConnections
-            await records.update(id) { $0.connections?.carried = carried }
-            ConnectionMetrics.carried(container).increment(by: carried ?? 0)
-        }
         progress.downtime = progress.frozenAt.map { clock.now - $0 }
-        return Moved(restored: restored.container, postCopy: postCopy)
+        return Moved(restored: restored.container, postCopy: postCopy, carriedConnections: restored.carriedConnections)
     }
 
     // MARK: Post-migration
@@ -299,7 +296,6 @@ struct MigrationDriver: Sendable {
     /// service's endpoints at the destination.
     func postMigration(_ plan: Plan, _ moved: Moved, _ progress: inout Progress, logger: Logger) async throws -> [String] {
         let phaseStart = clock.now
-        try await enter(.confirming, &progress)
         guard moved.restored.state == .running else {
             throw UMSError(.internalError, "failed to confirm: the restored container is \(moved.restored.state.rawValue)")
         }
@@ -313,7 +309,10 @@ struct MigrationDriver: Sendable {
             ?? (URL(string: peer.baseURL)?.host ?? "")
         // It goes into the hosts file and the hook's environment: an address or a name, checked.
         try HostAddress.validate(newHost)
+        // Released before the step is recorded (a durable write): every held client waits for
+        // this, and the destination's Frontman holds them until the commit anyway.
         await frontmen?.release(container, to: Frontmen.target(host: newHost, specification: plan.specification), redirect: redirect, role: .forwarding)
+        try await enter(.confirming, &progress)
         // With post-copy the destination answers once every page has crossed; by then this
         // side's page-serving dump has ended too.
         progress.bytes += try await peer.commit(id).pageBytes
@@ -323,6 +322,11 @@ struct MigrationDriver: Sendable {
         }
         progress.relay?.close()
         progress.relay = nil
+        if progress.carry != nil {
+            let carried = moved.carriedConnections
+            await records.update(id) { $0.connections?.carried = carried }
+            ConnectionMetrics.carried(container).increment(by: carried ?? 0)
+        }
 
         try await enter(.reportingEndpoint, &progress)
         let endpoints = ServiceEndpoints.of(moved.restored)
