@@ -417,9 +417,14 @@ public actor IncomingMigrations {
     func adopt(_ id: String) async {
         guard let entry = entries[id] else { return }
         let name = entry.migration.specification.name
+        // The service is this system's now (the commit is journaled): what was held here goes to
+        // it, at once (the source's Frontman already sends its clients here) — first, since
+        // every held client waits for it.
+        let target = entry.target
+        if let target { await frontmen?.release(name, to: target, redirect: false, role: .serving) }
         if entry.migration.carry != nil, let carrier = system.orchestrator as? any ConnectionCarrying {
-            // The source gave the service up (the commit is journaled): its kept address reaches
-            // it now, and what it sends leaves. Idempotent: a restart does it again.
+            // Its kept address reaches it now, and what it sends leaves. Idempotent: a restart
+            // does it again.
             do {
                 try await carrier.deliver(name)
             } catch {
@@ -434,10 +439,6 @@ public actor IncomingMigrations {
             logger.warning("failed to unlock an adopted container; retried at the next start", metadata: ["migration.id": "\(id)", "error": "\(error)"])
             return
         }
-        // The service is this system's now: what was held here goes to it, at once (the
-        // source's Frontman already sends its clients here).
-        let target = entry.target
-        if let target { await frontmen?.release(name, to: target, redirect: false, role: .serving) }
         settle(id)
         FileSystem.remove(directory(id))
         // The endpoint record after answering: the source waits for none of it.
