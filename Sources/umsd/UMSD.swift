@@ -100,7 +100,7 @@ struct UMSD: AsyncParsableCommand {
     var frontmanLinger: Double?
 
     @Flag(name: .customLong("migration-network"), help: ArgumentHelp(
-        "Share a migration network with peers that do too: established connections are carried (issue 16).",
+        "Share a migration network with peers that do too: established TCP connections are carried across migrations.",
         discussion: "A VXLAN tunnel to the peer, the service keeping its address (give each system its own --container-network), CRIU's tcp-established. Orchestrator-level approach on runc, stop-and-copy. Same as admission: migrationNetwork: true."
     ))
     var migrationNetwork = false
