@@ -43,6 +43,15 @@ public enum Cgroups {
         thawDescendants(of: path, root: root)
     }
 
+    /// Sends `signal` to every process in `path` and below (e.g. SIGCONT to a restored service
+    /// CRIU left stopped).
+    public static func signal(_ signal: Int32, tree path: String, root: String = "/sys/fs/cgroup") {
+        for directory in hierarchies(root: root).map({ $0 + path }) + descendants(of: path, root: root) {
+            let pids = ((try? String(contentsOfFile: "\(directory)/cgroup.procs", encoding: .utf8)) ?? "").split(separator: "\n").compactMap { Int32($0) }
+            for pid in pids where pid > 1 { kill(pid, signal) }
+        }
+    }
+
     /// Removes every cgroup below `path`, and `path` itself, deepest first; waits up to `timeout`
     /// for their processes to be gone. Never fails: it is cleanup.
     public static func removeTree(_ path: String, root: String = "/sys/fs/cgroup", timeout: Duration = .seconds(2)) async {

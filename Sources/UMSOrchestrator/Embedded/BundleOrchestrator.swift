@@ -180,7 +180,7 @@ public actor BundleOrchestrator<Runtime: BundleRuntime>: Orchestrator, ImageStor
             FileSystem.remove(directory)
             for sub in ["bundle/rootfs", "upper", "work"] { try FileSystem.makeDirectory("\(directory)/\(sub)") }
             let criuConfig = "\(directory)/criu.conf"
-            try FileSystem.writeAtomically(Data((Self.criuOptions(carrying: keeping != nil).joined(separator: "\n") + "\n").utf8), to: criuConfig)
+            try FileSystem.writeAtomically(Data((Self.criuOptions(carrying: keeping != nil, restoring: keeping != nil).joined(separator: "\n") + "\n").utf8), to: criuConfig)
             let config = try OCIConfig.make(
                 template: try await ociTemplate(), specification: specification,
                 placement: .init(
@@ -216,8 +216,13 @@ public actor BundleOrchestrator<Runtime: BundleRuntime>: Orchestrator, ImageStor
     /// UMS, not CRIU, keeps packets from them while they move (`network-lock skip`: the source
     /// silences the frozen copy and routes its address away first, the destination holds the
     /// address until the commit).
-    static func criuOptions(carrying: Bool = false) -> [String] {
-        carrying ? ["tcp-established", "skip-in-flight", "network-lock skip"] : ["tcp-close", "skip-in-flight"]
+    /// A carried migration's destination also restores the service stopped (`leave-stopped`) and
+    /// lets it go on at the commit (`deliver`): a reply it would send before then is held back
+    /// (its link silenced), and the restored socket would resend it only after its initial
+    /// retransmission timeout (1 s) — sent after the commit, it goes out at once.
+    static func criuOptions(carrying: Bool = false, restoring: Bool = false) -> [String] {
+        guard carrying else { return ["tcp-close", "skip-in-flight"] }
+        return ["tcp-established", "skip-in-flight", "network-lock skip"] + (restoring ? ["leave-stopped"] : [])
     }
 
     func ociTemplate() async throws -> Data {

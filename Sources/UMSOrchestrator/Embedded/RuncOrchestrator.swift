@@ -180,6 +180,9 @@ extension BundleOrchestrator: ConnectionCarrying where Runtime == RuncRuntime {
 
     public func deliver(_ name: String) async throws {
         try await network.deliver(try record(name).network)
+        // CRIU left the restored service stopped (criuOptions): it goes on now, its replies
+        // leaving at once.
+        Cgroups.signal(SIGCONT, tree: cgroupPath(name))
     }
 
     public func establishedConnections(_ name: String) async -> Int? {
