@@ -147,6 +147,12 @@ struct HostileInputTests {
         spec("a tmpfs of negative size", .badRequest, "invalid tmpfs mount") { $0["tmpfs"] = [["destination": "/scratch", "sizeBytes": -1]] },
         spec("a pod of no containers", .badRequest, "invalid pod") { $0["pod"] = ["members": [], "sharedNamespaces": []] },
         Case(name: "a volume handling that is not one", body: prepare { request, _ in request["volumes"] = "../x" }, status: .badRequest, reason: "malformed request body"),
+        // Carried connections (issue 16): the address and the tunnel's end are checked as decoded.
+        Case(name: "a carried address with an ip argument in it", body: prepare { request, _ in request["carry"] = ["address": "198.19.0.2 table 5", "tunnelAddress": "198.18.0.1"] }, status: .badRequest, reason: "invalid carried service address"),
+        Case(name: "a carried address outside UMS's container range", body: prepare { request, _ in request["carry"] = ["address": "10.0.0.2", "tunnelAddress": "198.18.0.1"] }, status: .badRequest, reason: "invalid carried service address"),
+        Case(name: "a tunnel ending on loopback", body: prepare { request, _ in request["carry"] = ["address": "198.19.0.2", "tunnelAddress": "127.0.0.1"] }, status: .badRequest, reason: "invalid tunnel address"),
+        Case(name: "a carry refused by an operator who shares no migration network", body: prepare { request, _ in request["carry"] = ["address": "198.19.0.2", "tunnelAddress": "198.18.0.1"] }, status: .forbidden, reason: "rule migrationNetwork"),
+        Case(name: "a connection handling that is not one", path: "/v1/migrations", body: Data(#"{"container":"x","destination":"https://198.18.0.2:7000","connections":"sometimes"}"#.utf8), status: .badRequest, reason: "malformed request body"),
         Case(name: "a volume route with a traversal name", method: .put, path: "/v1/peer/migrations/m-nope/volumes/..%2F..%2Fetc", body: Data("x".utf8), status: .badRequest, reason: "invalid volume name"),
         Case(name: "a host directory index that is not one", method: .put, path: "/v1/peer/migrations/m-nope/binds/-1", body: Data("x".utf8), status: .notFound, reason: "no incoming migration"),
         // Recovery and resolution routes.
