@@ -246,9 +246,13 @@ public struct ErrorBody: Codable, Sendable {
 public struct CommitResponse: Codable, Sendable, Equatable {
     /// Post-copy: bytes of memory pages that crossed after the restore (0 for stop-and-copy).
     public var pageBytes: Int64
+    /// Carried migrations: the established TCP connections the restored service has (counted
+    /// after the commit, off the downtime's path).
+    public var carriedConnections: Int?
 
-    public init(pageBytes: Int64) {
+    public init(pageBytes: Int64, carriedConnections: Int? = nil) {
         self.pageBytes = pageBytes
+        self.carriedConnections = carriedConnections
     }
 }
 
@@ -265,12 +269,9 @@ public struct PeerRestoreRequest: Codable, Sendable, Equatable {
 /// `POST /v1/peer/migrations/{id}/restore`: the restored container, running.
 public struct RestoreResponse: Codable, Sendable, Equatable {
     public var container: ContainerInfo
-    /// Carried migrations: the established TCP connections restored with the service.
-    public var carriedConnections: Int?
 
-    public init(container: ContainerInfo, carriedConnections: Int? = nil) {
+    public init(container: ContainerInfo) {
         self.container = container
-        self.carriedConnections = carriedConnections
     }
 }
 

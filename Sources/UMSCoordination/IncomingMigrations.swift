@@ -381,10 +381,8 @@ public actor IncomingMigrations {
         if source != nil, let target {
             await frontmen?.release(info.name, to: target, redirect: false, role: .serving)
         }
-        // Carried: the established connections CRIU restored (they get their packets at the commit).
-        let carried = entry.migration.carry == nil ? nil : await (system.orchestrator as? any ConnectionCarrying)?.establishedConnections(info.name)
-        logger.info("incoming migration restored", metadata: ["migration.id": "\(id)", "container": "\(info.name)", "carried": "\(carried.map(String.init) ?? "-")"])
-        return RestoreResponse(container: info, carriedConnections: carried)
+        logger.info("incoming migration restored", metadata: ["migration.id": "\(id)", "container": "\(info.name)"])
+        return RestoreResponse(container: info)
     }
 
     /// The source saw the restore succeed: once every page is here (post-copy), adopt the
@@ -410,7 +408,11 @@ public actor IncomingMigrations {
             $0.record.pageBytes = pageBytes
         }
         await adopt(id)
-        return CommitResponse(pageBytes: pageBytes)
+        // Carried: the connections the service has now that it goes on (counted after its clients
+        // were let through, for the record).
+        let carried = entry.migration.carry == nil ? nil
+            : await (system.orchestrator as? any ConnectionCarrying)?.establishedConnections(entry.migration.specification.name)
+        return CommitResponse(pageBytes: pageBytes, carriedConnections: carried)
     }
 
     /// After the commit: the container is an ordinary one of this system's, fronted and recorded.

@@ -77,8 +77,6 @@ struct MigrationDriver: Sendable {
     struct Moved {
         var restored: ContainerInfo
         var postCopy: PageServerAddress?
-        /// Carried migrations: the established connections the destination restored.
-        var carriedConnections: Int?
     }
 
     func run() async {
@@ -287,7 +285,7 @@ struct MigrationDriver: Sendable {
         let restored = try await peer.restore(id, PeerRestoreRequest(postCopySource: published?.description))
         progress.durations.restore = (clock.now - phaseStart).seconds
         progress.downtime = progress.frozenAt.map { clock.now - $0 }
-        return Moved(restored: restored.container, postCopy: postCopy, carriedConnections: restored.carriedConnections)
+        return Moved(restored: restored.container, postCopy: postCopy)
     }
 
     // MARK: Post-migration
@@ -315,17 +313,18 @@ struct MigrationDriver: Sendable {
         try await enter(.confirming, &progress)
         // With post-copy the destination answers once every page has crossed; by then this
         // side's page-serving dump has ended too.
-        progress.bytes += try await peer.commit(id).pageBytes
+        let committed = try await peer.commit(id)
+        progress.bytes += committed.pageBytes
         if let pageServing = progress.pageServing {
             try await pageServing.finish(timeout: .seconds(30))
             progress.pageServing = nil
         }
         progress.relay?.close()
         progress.relay = nil
-        if progress.carry != nil {
-            let carried = moved.carriedConnections
+        // The peer's count: a number it sends, bounded before it reaches the record and a metric.
+        if progress.carry != nil, let carried = committed.carriedConnections, (0...1_000_000).contains(carried) {
             await records.update(id) { $0.connections?.carried = carried }
-            ConnectionMetrics.carried(container).increment(by: carried ?? 0)
+            ConnectionMetrics.carried(container).increment(by: carried)
         }
 
         try await enter(.reportingEndpoint, &progress)
@@ -338,7 +337,7 @@ struct MigrationDriver: Sendable {
         )
 
         try await enter(.deletingSource, &progress)
-        if await !deleteSource(keepingNetworkFor: progress.tunnel, logger: logger) {
+        if await !deleteSource(keepingNetwork: progress.carry != nil, logger: logger) {
             // The service runs at the destination; the frozen source is retried in the background
             // and the record says so until it is gone.
             await records.retryDeletingSource(id, container: container)
@@ -384,12 +383,12 @@ struct MigrationDriver: Sendable {
     /// Step 15. The service already runs at the destination, so this never rolls back; it retries,
     /// and the source stays frozen (never running twice) if it cannot be removed. Returns whether
     /// it is gone.
-    /// `tunnel`: the connections were carried; the container's network stays (its address routed
-    /// into the tunnel) until the connection linger ends.
-    func deleteSource(keepingNetworkFor tunnel: MigrationTunnel?, logger: Logger) async -> Bool {
+    /// `keepingNetwork`: the connections were carried; the container's network stays (its address
+    /// routed into the tunnel) until the connection linger ends.
+    func deleteSource(keepingNetwork: Bool, logger: Logger) async -> Bool {
         for attempt in 1...3 {
             do {
-                if let tunnel, let carrier = system.orchestrator as? any ConnectionCarrying {
+                if keepingNetwork, let carrier = system.orchestrator as? any ConnectionCarrying {
                     let kept = try await carrier.deleteKeepingNetwork(container, migration: id)
                     await records.releaseCarried(id, service: container, kept: kept, after: system.connectionLinger)
                 } else {

@@ -51,7 +51,7 @@ public struct CarriedConnections: Codable, Sendable, Equatable {
     }
 
     func validate() throws(UMSError) {
-        guard let service = IPv4.value(address), service & 0xFFFF_0000 == 0xC613_0000, service & 0xFF != 0, service & 0xFF != 0xFF else {
+        guard let service = IPv4.containerAddress(address), service & 0xFF != 0, service & 0xFF != 0xFF else {
             throw UMSError(.invalidArgument, "invalid carried service address '\(String(address.prefix(40)))': an address inside 198.19.0.0/16 expected")
         }
         guard let tunnel = IPv4.value(tunnelAddress), tunnel != 0, tunnel >> 24 != 127, tunnel >> 28 != 0xE, tunnel != .max else {

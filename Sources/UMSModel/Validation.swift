@@ -297,10 +297,18 @@ public enum IPv4 {
 extension IPv4 {
     /// `A.B.C.D/N` inside 198.19.0.0/16 (UMS's container range), N from 16 to 24, the address
     /// the block's first: its first address and prefix length; nil otherwise.
+    /// 198.19.0.0/16: the range every rule of UMS treats as its containers'.
+    public static let containerRange: (base: UInt32, prefix: Int) = (0xC613_0000, 16)
+
+    /// Whether `address` (dotted, strict) lies in UMS's container range; its value if so.
+    public static func containerAddress(_ address: String) -> UInt32? {
+        value(address).flatMap { contains(containerRange, $0) ? $0 : nil }
+    }
+
     public static func containerBlock(_ text: String) -> (base: UInt32, prefix: Int)? {
         let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
         guard parts.count == 2, let base = value(parts[0]), let prefix = Int(parts[1]), (16...24).contains(prefix),
-              base & 0xFFFF_0000 == 0xC613_0000, base & ~(UInt32.max << UInt32(32 - prefix)) == 0
+              contains(containerRange, base), base & ~(UInt32.max << UInt32(32 - prefix)) == 0
         else { return nil }
         return (base, prefix)
     }

@@ -50,7 +50,7 @@ public struct ContainerNetwork: Codable, Sendable, Equatable {
     /// whose connections cross `tunnel`. The address is checked to be outside this system's
     /// block (it is the peer's).
     public static func keeping(_ address: String, through tunnel: MigrationTunnel, slot: Int, system: String, container: String, block: AddressBlock) throws(UMSError) -> ContainerNetwork {
-        guard let value = IPv4.value(address), value & 0xFFFF_0000 == 0xC613_0000 else {
+        guard let value = IPv4.containerAddress(address) else {
             throw UMSError(.invalidArgument, "invalid carried address '\(String(address.prefix(40)))': inside 198.19.0.0/16 expected")
         }
         guard !IPv4.contains((block.base, block.prefix), value) else {
@@ -138,7 +138,7 @@ public struct AddressBlock: Sendable, Equatable, CustomStringConvertible {
     public let base: UInt32
     public let prefix: Int
 
-    public static let standard = AddressBlock(uncheckedBase: 0xC613_0000, prefix: 16)
+    public static let standard = AddressBlock(uncheckedBase: IPv4.containerRange.base, prefix: IPv4.containerRange.prefix)
 
     init(uncheckedBase base: UInt32, prefix: Int) {
         self.base = base
@@ -252,7 +252,7 @@ public struct NetworkManager: Sendable {
             for line in routes.split(separator: "\n") {
                 let words = line.split(separator: " ").map(String.init)
                 guard words.count >= 3, words[1] == "dev", words[2].hasPrefix("umsx"),
-                      let value = IPv4.value(words[0]), value & 0xFFFF_0000 == 0xC613_0000, !knownAddresses.contains(words[0]) else { continue }
+                      IPv4.containerAddress(words[0]) != nil, !knownAddresses.contains(words[0]) else { continue }
                 _ = try? await runner.run(Command("ip", ["route", "del", "\(words[0])/32", "dev", words[2]]))
             }
         }
