@@ -23,6 +23,10 @@ actor Frontmen {
         /// How long what is in flight may finish once it retires: its carried connections'
         /// linger when its service's connections were carried (issue 16).
         var inFlightGrace: Duration = .seconds(30)
+        /// The epoch of a release to the destination before its restore: what went out in it
+        /// waits in the destination's Frontman until the commit, so on a rollback none of it
+        /// reached a service.
+        var sentAhead: Int?
         var redirected: [(published: Int, listening: Int)] {
             frontman.ports.map { ($0.published, $0.listening) }
         }
@@ -152,17 +156,34 @@ actor Frontmen {
         await entry.frontman.gate.release(to: target, redirect: redirect)
     }
 
-    /// Rollback: back to the service here, which runs again.
+    /// Before the restore: what is held goes to the destination's Frontman, which holds it until
+    /// the commit (HTTP only: on a rollback it comes back and is sent here again).
+    func sendAhead(_ service: String, to target: FrontmanTarget) async {
+        guard var entry = entries[service] else { return }
+        let gate = entry.frontman.gate
+        await gate.release(to: target)
+        entry.sentAhead = await gate.epoch
+        entries[service] = entry
+    }
+
+    /// Rollback: back to the service here, which runs again. What was sent ahead to the
+    /// destination's Frontman and is still unanswered (refusals come back by themselves; this is
+    /// what the destination's kernel may have dropped with its listener) never reached a
+    /// service, so it is sent here again whatever its method.
     func resume(_ service: String) async {
         guard var entry = entries[service], let local = entry.local else { return }
         entry.role = .serving
+        let ahead = entry.sentAhead
+        entry.sentAhead = nil
         entries[service] = entry
         await entry.frontman.gate.release(to: local)
+        if let ahead { await entry.frontman.gate.resendUndelivered(epoch: ahead) }
     }
 
     /// The old instance is gone: what was in flight to it will never be answered.
     func cutStale(_ service: String) async {
-        await entries[service]?.frontman.gate.cutStale()
+        guard let entry = entries[service] else { return }
+        await entry.frontman.gate.cutStale(sparing: entry.sentAhead)
     }
 
     /// After the endpoint record was updated: stay `linger` for clients still on the old

@@ -281,11 +281,31 @@ struct MigrationDriver: Sendable {
 
         phaseStart = clock.now
         try await enter(.restoring, &progress)
+        // An HTTP-only service's held requests cross to the destination's Frontman now, while it
+        // restores: it holds them until the commit (nothing reaches the restored service before
+        // the source confirmed), and on a rollback refuses them as `closed` before they reached
+        // any service, so they come back here. That takes the A → B leg off the downtime's path.
+        // Not for TCP ports: a byte stream refused there could not be sent again.
+        // Stop-and-copy only: with post-copy the destination's Frontman lets requests through at
+        // the restore, so a rollback after it could not say what had reached the service.
+        if !redirect, mode == .stopAndCopy, Frontmen.ports(of: plan.specification).allSatisfy({ $0.kind == .http }),
+           let host = try? Self.destinationHost(plan.prepared.container, peer: peer) {
+            await frontmen?.sendAhead(container, to: Frontmen.target(host: host, specification: plan.specification))
+        }
         progress.restoreRequested = true
         let restored = try await peer.restore(id, PeerRestoreRequest(postCopySource: published?.description))
         progress.durations.restore = (clock.now - phaseStart).seconds
         progress.downtime = progress.frozenAt.map { clock.now - $0 }
         return Moved(restored: restored.container, postCopy: postCopy)
+    }
+
+    /// Where the service is reached at the destination: its published endpoints' host, else the
+    /// peer's. It goes into the hosts file and the hook's environment: an address or a name, checked.
+    static func destinationHost(_ container: ContainerInfo, peer: any PeerCoordinator) throws -> String {
+        let host = container.endpoints.first.flatMap { endpoint in endpoint.lastIndex(of: ":").map { String(endpoint[..<$0]) } }
+            ?? (URL(string: peer.baseURL)?.host ?? "")
+        try HostAddress.validate(host)
+        return host
     }
 
     // MARK: Post-migration
@@ -303,10 +323,7 @@ struct MigrationDriver: Sendable {
         // crosses meanwhile is the A → B leg, overlapped with the commit. (On a rollback the
         // destination's Frontman refuses what it held as `closed`, and this one sends it back
         // to the resumed source.)
-        let newHost = moved.restored.endpoints.first.flatMap { endpoint in endpoint.lastIndex(of: ":").map { String(endpoint[..<$0]) } }
-            ?? (URL(string: peer.baseURL)?.host ?? "")
-        // It goes into the hosts file and the hook's environment: an address or a name, checked.
-        try HostAddress.validate(newHost)
+        let newHost = try Self.destinationHost(moved.restored, peer: peer)
         // Released before the step is recorded (a durable write): every held client waits for
         // this, and the destination's Frontman holds them until the commit anyway.
         await frontmen?.release(container, to: Frontmen.target(host: newHost, specification: plan.specification), redirect: redirect, role: .forwarding)

@@ -113,8 +113,8 @@ public actor FrontmanGate {
     private var reservedBytes = 0
     private var heldBytes = 0
     private var nextID = 0
-    /// In-flight work per epoch, with how to cut it.
-    private var inFlight: [Int: (epoch: Int, cut: @Sendable () -> Void)] = [:]
+    /// In-flight work per epoch, with how to cut it (`true`: it never reached a service).
+    private var inFlight: [Int: (epoch: Int, cut: @Sendable (_ undelivered: Bool) -> Void)] = [:]
 
     /// Wakes `expireHeld` when the first request is held.
     private let held: AsyncStream<Void>.Continuation
@@ -231,11 +231,22 @@ public actor FrontmanGate {
     }
 
     /// Cuts what is still in flight to targets before the current one: their service is gone
-    /// (the migrated source was deleted), so nothing will ever answer them.
-    public func cutStale() {
-        for (id, entry) in inFlight where entry.epoch < epoch {
+    /// (the migrated source was deleted), so nothing will ever answer them. `sparing`: an earlier
+    /// epoch that went to where the service now runs (sent ahead before its restore).
+    public func cutStale(sparing spared: Int? = nil) {
+        for (id, entry) in inFlight where entry.epoch < epoch && entry.epoch != spared {
             inFlight[id] = nil
-            entry.cut()
+            entry.cut(false)
+        }
+    }
+
+    /// Cuts what is still in flight to `epoch`'s target, which is known never to have passed it
+    /// to a service (another Frontman held it and has gone): it is sent again to the current
+    /// target whatever its method — the same request, still delivered once.
+    public func resendUndelivered(epoch undelivered: Int) {
+        for (id, entry) in inFlight where entry.epoch == undelivered {
+            inFlight[id] = nil
+            entry.cut(true)
         }
     }
 
@@ -250,12 +261,12 @@ public actor FrontmanGate {
 
     /// Cuts everything in flight.
     public func cutAll() {
-        for entry in inFlight.values { entry.cut() }
+        for entry in inFlight.values { entry.cut(false) }
         inFlight = [:]
     }
 
     /// Registers in-flight work; returns its key for `finished`.
-    public func started(epoch: Int, cut: @escaping @Sendable () -> Void) -> Int {
+    public func started(epoch: Int, cut: @escaping @Sendable (_ undelivered: Bool) -> Void) -> Int {
         let id = nextID
         nextID += 1
         inFlight[id] = (epoch, cut)

@@ -131,8 +131,8 @@ struct HTTPFrontmanResponder: HTTPResponder {
         let http = self.http
         let timeout = requestTimeout
         let attempt = Task { try await http.execute(outgoing, timeout: timeout) }
-        let key = await gate.started(epoch: epoch) {
-            cut.set()
+        let key = await gate.started(epoch: epoch) { undelivered in
+            cut.set(undelivered: undelivered)
             attempt.cancel()
         }
         let upstream: HTTPClientResponse
@@ -145,7 +145,11 @@ struct HTTPFrontmanResponder: HTTPResponder {
             await gate.finished(key)
         } catch {
             await gate.finished(key)
-            if cut.isSet { return .cut(error, byMigration: true) }
+            switch cut.state {
+            case .undelivered: return .notSent(error)
+            case .cut: return .cut(error, byMigration: true)
+            case .none: break
+            }
             return Self.isConnectFailure(error) ? .notSent(error) : .cut(error, byMigration: false)
         }
         var headers = HTTPFields()
@@ -182,15 +186,17 @@ struct HTTPFrontmanResponder: HTTPResponder {
     }
 }
 
-/// Set once the gate cut a request, so its error reads as the migration's doing.
+/// Set once the gate cut a request, so its error reads as the migration's doing — or, when the
+/// gate knows it never reached a service, as not sent at all.
 final class CutFlag: Sendable {
-    private let value = Atomic<Bool>(false)
+    enum State: UInt8 { case none, cut, undelivered }
+    private let value = Atomic<UInt8>(State.none.rawValue)
 
-    func set() {
-        value.store(true, ordering: .releasing)
+    func set(undelivered: Bool = false) {
+        value.store((undelivered ? State.undelivered : .cut).rawValue, ordering: .releasing)
     }
 
-    var isSet: Bool {
-        value.load(ordering: .acquiring)
+    var state: State {
+        State(rawValue: value.load(ordering: .acquiring)) ?? .none
     }
 }

@@ -88,7 +88,7 @@ struct TCPFrontman: Sendable {
             }
             await gate.count(.forwarded)
             let (clientChannel, upstreamChannel) = (client.channel, upstream.channel)
-            let key = await gate.started(epoch: route.epoch) {
+            let key = await gate.started(epoch: route.epoch) { _ in
                 clientChannel.close(promise: nil)
                 upstreamChannel.close(promise: nil)
             }

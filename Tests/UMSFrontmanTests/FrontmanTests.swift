@@ -150,6 +150,33 @@ import UMSModel
         #expect(answer.status == 503 && answer.headers["Retry-After"].first == "1")
     }
 
+    @Test func whatWasSentAheadAndNeverDeliveredIsSentAgainWhateverItsMethod() async throws {
+        // "B" stands for the destination's Frontman holding what was sent ahead: it never answers.
+        let a = try await Self.service("A")
+        let b = try await Self.service("B", delay: .seconds(30))
+        defer { a.task.cancel(); b.task.cancel() }
+        let frontman = try await Self.frontman(to: a.port)
+        defer { Task { await frontman.stop() } }
+        let local = FrontmanTarget(host: "127.0.0.1", ports: [80: a.port])
+        await frontman.gate.hold()
+        let post = Task { try await Self.get(frontman, "/slow", method: .POST) }
+        try await Task.sleep(for: .milliseconds(200))
+        await frontman.gate.release(to: FrontmanTarget(host: "127.0.0.1", ports: [80: b.port]))
+        let ahead = await frontman.gate.epoch
+        try await Task.sleep(for: .milliseconds(300))
+        // The restore failed: hold, then back to the source; what went ahead is sent here again.
+        await frontman.gate.hold()
+        await frontman.gate.release(to: local)
+        await frontman.gate.cutStale(sparing: ahead)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(await frontman.gate.stats.retried == 0, "cutStale spares what was sent ahead")
+        await frontman.gate.resendUndelivered(epoch: ahead)
+        let answered = try await post.value
+        #expect(answered.status == 200 && answered.body == "A", "\(answered)")
+        let stats = await frontman.gate.stats
+        #expect(stats.retried == 1 && stats.failedInFlight == 0)
+    }
+
     @Test func inFlightRequestsCutByTheMigrationAreRetriedOnlyWhenIdempotent() async throws {
         let a = try await Self.service("A", delay: .seconds(30))
         let b = try await Self.service("B")
