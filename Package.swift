@@ -6,6 +6,7 @@
 //   UMSCoordination  inter-system coordination: the Coordinator, its HTTP API, the three-phase driver
 //   UMSMigration     migration interface: one `MigrationApproach` per level (orchestrator/service/container)
 //   UMSCheckpoint    core checkpoint/restore and synchronization: CRIU probing, streaming images while written
+//                    (zero pages elided, compressed with zstd or lz4 through CZstd/CLZ4 where it pays)
 //   UMSOrchestrator  orchestrator adapters: the `Orchestrator` protocol and its backends (runc, ...);
 //                    engines that checkpoint through CRIU use UMSCheckpoint's probe
 //   UMSFrontman      the Frontman: holds and forwards a service's clients while it migrates
@@ -72,10 +73,14 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // zstd and lz4 for the image stream's compression, from Debian's libzstd-dev and
+        // liblz4-dev (scripts/setup installs them).
+        .systemLibrary(name: "CZstd", path: "Sources/CZstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CLZ4", path: "Sources/CLZ4", providers: [.apt(["liblz4-dev"])]),
         .target(
             name: "UMSCheckpoint",
             dependencies: [
-                "UMSModel", "UMSOS",
+                "UMSModel", "UMSOS", "CZstd", "CLZ4",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),

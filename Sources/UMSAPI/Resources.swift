@@ -42,11 +42,15 @@ public struct SystemInfo: Codable, Sendable, Equatable {
     /// Present when this system shares a migration network with its peers (established
     /// connections can cross to and from it).
     public var migrationNetwork: MigrationNetworkInfo?
+    /// The image stream versions it reads: 2 = zero pages elided, zstd and lz4 (issue 17). Absent:
+    /// version 1 only, so a source sends it every byte as read.
+    public var imageStreamVersions: [Int]?
 
     public init(
         name: String, url: String, version: String, profile: SystemProfile, admission: AdmissionPolicy? = nil,
-        migrationNetwork: MigrationNetworkInfo? = nil
+        migrationNetwork: MigrationNetworkInfo? = nil, imageStreamVersions: [Int]? = [1, 2]
     ) {
+        self.imageStreamVersions = imageStreamVersions
         self.migrationNetwork = migrationNetwork
         self.name = name
         self.url = url
@@ -113,11 +117,15 @@ public struct MigrateRequest: Codable, Sendable, Equatable {
     public var volumes: VolumeHandling?
     /// What happens to established connections: `auto` (default), `carry` or `close`.
     public var connections: ConnectionHandling?
+    /// How the checkpoint images are compressed: `auto` (default), `off`, `zstd` or `lz4`.
+    public var compress: ImageCompression?
 
     public init(
         container: String, destination: String, approach: ApproachRequest? = nil, destinationToken: String? = nil,
-        mode: TransferMode? = nil, frontman: FrontmanMode? = nil, volumes: VolumeHandling? = nil, connections: ConnectionHandling? = nil
+        mode: TransferMode? = nil, frontman: FrontmanMode? = nil, volumes: VolumeHandling? = nil, connections: ConnectionHandling? = nil,
+        compress: ImageCompression? = nil
     ) {
+        self.compress = compress
         self.connections = connections
         self.volumes = volumes
         self.container = container

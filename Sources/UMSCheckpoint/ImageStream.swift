@@ -21,16 +21,26 @@ import Glibc
 ///
 /// Stream format: `"UMSI" u8(version)` then frames `u8(kind) u16(nameLength) name u64(offset)
 /// u32(length) bytes`, kind 1 = data, 2 = truncate to `offset`, 0 = end (name empty, offset = data
-/// bytes sent, length = files).
+/// bytes sent, length = files). Version 2 (issue 17) adds kind 3 = `length` zero bytes at
+/// `offset` (no payload: whole zero pages never cross), 4 = zstd and 5 = lz4 (payload:
+/// `u32(rawLength)` then the compressed bytes, which must expand to exactly `rawLength`).
 public enum ImageStream {
     public struct Summary: Sendable, Equatable {
+        /// The images' bytes (as written at the destination).
         public var bytes: Int64
         public var files: Int
         /// `sha256:<hex>` of the framed stream.
         public var digest: String
+        /// Of `bytes`: announced as zero pages, and sent compressed.
+        public var zeroBytes: Int64 = 0
+        public var compressedBytes: Int64 = 0
+        /// The framed stream's size.
+        public var wireBytes: Int64 = 0
     }
 
-    static let magic: [UInt8] = Array("UMSI".utf8) + [1]
+    static func magic(version: UInt8) -> [UInt8] { Array("UMSI".utf8) + [version] }
+    /// The page size CRIU dumps in; zero runs are found in whole pages.
+    static let pageSize = 4096
     /// The largest payload of one frame (both writers send at most this).
     static let chunkSize = 1 << 20
     /// The largest offset a frame may name: no image file is a tebibyte.
@@ -39,19 +49,58 @@ public enum ImageStream {
     static let maxFiles = 4096
 
     enum Kind: UInt8 {
-        case end = 0, data = 1, truncate = 2
+        case end = 0, data = 1, truncate = 2, zeros = 3, zstd = 4, lz4 = 5
     }
 
     /// Streams `directory` until `isFinished()` is true and a last pass has sent everything.
+    /// `compression` nil: version 1, every byte as read (a destination that reads nothing else);
+    /// otherwise version 2: zero pages announced, the rest compressed as the policy says.
     public static func send(
-        directory: String, isFinished: @Sendable () async -> Bool, consume: @Sendable (ByteBuffer) async throws -> Void
+        directory: String, isFinished: @Sendable () async -> Bool, compression: ImageCompression? = nil,
+        consume: @Sendable (ByteBuffer) async throws -> Void
     ) async throws -> Summary {
         var hasher = SHA256()
+        var wire: Int64 = 0
         func emit(_ buffer: ByteBuffer) async throws {
             buffer.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+            wire += Int64(buffer.readableBytes)
             try await consume(buffer)
         }
-        try await emit(ByteBuffer(bytes: magic))
+        try await emit(ByteBuffer(bytes: magic(version: compression == nil ? 1 : 2)))
+        let codec = compression.map { ChunkCodec(policy: $0, chunkSize: chunkSize) }
+        var zeroBytes: Int64 = 0
+        var compressedBytes: Int64 = 0
+        /// One run of bytes read at `offset` of `name`: as zero-page runs and data (compressed
+        /// where that pays) in version 2, as one data frame in version 1.
+        func emitRun(_ name: String, _ offset: Int64, _ bytes: ArraySlice<UInt8>) async throws {
+            guard let codec else {
+                try await emit(frame(.data, name: name, offset: offset, payload: bytes))
+                return
+            }
+            var start = bytes.startIndex
+            while start < bytes.endIndex {
+                func zero(_ at: Int) -> Bool {
+                    bytes[at..<min(at + pageSize, bytes.endIndex)].withUnsafeBytes { ChunkCodec.isZero($0) }
+                }
+                let zeros = zero(start)
+                var end = min(start + pageSize, bytes.endIndex)
+                while end < bytes.endIndex, zero(end) == zeros { end = min(end + pageSize, bytes.endIndex) }
+                let at = offset + Int64(start - bytes.startIndex)
+                if zeros {
+                    try await emit(frame(.zeros, name: name, offset: at, payload: nil, length: UInt32(end - start)))
+                    zeroBytes += Int64(end - start)
+                } else if let (kind, packed) = bytes[start..<end].withUnsafeBytes({ codec.compress($0) }) {
+                    let raw = UInt32(end - start)
+                    var payload = [UInt8(raw >> 24), UInt8((raw >> 16) & 0xFF), UInt8((raw >> 8) & 0xFF), UInt8(raw & 0xFF)]
+                    payload.append(contentsOf: packed)
+                    try await emit(frame(kind == .zstd ? .zstd : .lz4, name: name, offset: at, payload: payload[...]))
+                    compressedBytes += Int64(end - start)
+                } else {
+                    try await emit(frame(.data, name: name, offset: at, payload: bytes[start..<end]))
+                }
+                start = end
+            }
+        }
         var offsets: [String: Int64] = [:]
         var sent: Int64 = 0
         var scratch = [UInt8](repeating: 0, count: chunkSize)
@@ -78,7 +127,7 @@ public enum ImageStream {
                     let want = Int(min(Int64(chunkSize), size - offset))
                     let got = scratch.withUnsafeMutableBytes { pread(fd, $0.baseAddress, want, off_t(offset)) }
                     guard got > 0 else { break }
-                    try await emit(frame(.data, name: name, offset: offset, payload: scratch[0..<got]))
+                    try await emitRun(name, offset, scratch[0..<got])
                     offset += Int64(got)
                     sent += Int64(got)
                     progressed = true
@@ -89,18 +138,21 @@ public enum ImageStream {
             if !progressed { try await Task.sleep(for: .milliseconds(2)) }
         }
         try await emit(frame(.end, name: "", offset: sent, payload: nil, length: UInt32(offsets.count)))
-        return Summary(bytes: sent, files: offsets.count, digest: "sha256:" + hasher.finalize().hex)
+        return Summary(
+            bytes: sent, files: offsets.count, digest: "sha256:" + hasher.finalize().hex, zeroBytes: zeroBytes, compressedBytes: compressedBytes,
+            wireBytes: wire
+        )
     }
 
     static func frame(_ kind: Kind, name: String, offset: Int64, payload: ArraySlice<UInt8>?, length: UInt32? = nil) -> ByteBuffer {
         let nameBytes = Array(name.utf8)
         var buffer = ByteBuffer()
-        buffer.reserveCapacity(15 + nameBytes.count + (payload?.count ?? 0))
+        buffer.reserveCapacity(15 + nameBytes.count + (payload.map { $0.count } ?? 0))
         buffer.writeInteger(kind.rawValue)
         buffer.writeInteger(UInt16(nameBytes.count))
         buffer.writeBytes(nameBytes)
         buffer.writeInteger(UInt64(offset))
-        buffer.writeInteger(length ?? UInt32(payload?.count ?? 0))
+        buffer.writeInteger(length ?? UInt32(payload.map { $0.count } ?? 0))
         if let payload { buffer.writeBytes(payload) }
         return buffer
     }
@@ -116,20 +168,27 @@ public enum ImageStream {
         var files: [String: Int32] = [:]
         defer { for fd in files.values { close(fd) } }
         var received: Int64 = 0
-        var headerSeen = false
+        var version: UInt8 = 0
         var ended = false
+        var zeroBytes: Int64 = 0
+        var compressedBytes: Int64 = 0
+        var wire: Int64 = 0
+        var codec: ChunkCodec?
+        var expanded: [UInt8] = []
         func corrupt(_ reason: String) -> UMSError {
             UMSError(.invalidArgument, "failed to receive checkpoint images: \(reason) (corrupted or truncated transfer)")
         }
         for try await chunk in chunks {
             guard !ended else { throw corrupt("data after the end of the stream") }
             chunk.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+            wire += Int64(chunk.readableBytes)
             var incoming = chunk
             pending.writeBuffer(&incoming)
-            if !headerSeen {
-                guard pending.readableBytes >= magic.count else { continue }
-                guard pending.readBytes(length: magic.count) == magic else { throw corrupt("not a UMS image stream") }
-                headerSeen = true
+            if version == 0 {
+                guard pending.readableBytes >= 5 else { continue }
+                let header = pending.readBytes(length: 5) ?? []
+                guard header == magic(version: 1) || header == magic(version: 2) else { throw corrupt("not a UMS image stream") }
+                version = header[4]
             }
             while true {
                 let start = pending.readerIndex
@@ -137,12 +196,14 @@ public enum ImageStream {
                       let nameBytes = pending.readBytes(length: Int(nameLength)),
                       let offset: UInt64 = pending.readInteger(), let length: UInt32 = pending.readInteger()
                 else { pending.moveReaderIndex(to: start); break }
-                guard let kind = Kind(rawValue: kindByte) else { throw corrupt("unknown frame kind \(kindByte)") }
+                guard let kind = Kind(rawValue: kindByte), version >= 2 || kind.rawValue <= Kind.truncate.rawValue else {
+                    throw corrupt("unknown frame kind \(kindByte) in a version \(version) stream")
+                }
                 // Bounded before anything is buffered or converted: no value from the wire can
                 // make this side wait for gigabytes or trap.
                 guard length <= chunkSize else { throw corrupt("a frame of \(length) bytes is larger than \(chunkSize)") }
                 guard kind == .end || offset <= maxOffset else { throw corrupt("a frame at offset \(offset) is beyond \(maxOffset)") }
-                let payloadLength = kind == .data ? Int(length) : 0
+                let payloadLength = [.data, .zstd, .lz4].contains(kind) ? Int(length) : 0
                 guard pending.readableBytes >= payloadLength else { pending.moveReaderIndex(to: start); break }
                 let name = String(decoding: nameBytes, as: UTF8.self)
                 if kind == .end {
@@ -162,25 +223,66 @@ public enum ImageStream {
                     guard fd >= 0 else { throw UMSError(.internalError, "failed to write checkpoint image \(name): errno \(errno)") }
                     files[name] = fd
                 }
-                if kind == .truncate {
-                    guard ftruncate(fd, off_t(offset)) == 0 else { throw UMSError(.internalError, "failed to truncate \(name)") }
-                    continue
-                }
-                var written = 0
-                try pending.withUnsafeReadableBytes { raw in
-                    guard let base = raw.baseAddress else { return }
-                    while written < payloadLength {
-                        let n = pwrite(fd, base + written, payloadLength - written, off_t(Int(offset) + written))
+                func write(_ bytes: UnsafeRawBufferPointer, at position: Int) throws {
+                    guard let base = bytes.baseAddress else { return }
+                    var written = 0
+                    while written < bytes.count {
+                        let n = pwrite(fd, base + written, bytes.count - written, off_t(position + written))
                         guard n > 0 else { throw UMSError(.internalError, "failed to write checkpoint image \(name): errno \(errno)") }
                         written += n
                     }
                 }
+                switch kind {
+                case .end:
+                    break
+                case .truncate:
+                    guard ftruncate(fd, off_t(offset)) == 0 else { throw UMSError(.internalError, "failed to truncate \(name)") }
+                case .data:
+                    try pending.withUnsafeReadableBytes { try write(UnsafeRawBufferPointer(rebasing: $0[0..<payloadLength]), at: Int(offset)) }
+                    received += Int64(payloadLength)
+                case .zeros:
+                    // Beyond the file's end a hole reads as zeros; below it, zeros are written.
+                    guard length > 0 else { throw corrupt("an empty run of zero pages") }
+                    var info = stat()
+                    guard fstat(fd, &info) == 0 else { throw UMSError(.internalError, "failed to read the size of \(name)") }
+                    let (start, end) = (Int(offset), Int(offset) + Int(length))
+                    if start < Int(info.st_size) {
+                        let zeros = [UInt8](repeating: 0, count: min(end, Int(info.st_size)) - start)
+                        try zeros.withUnsafeBytes { try write($0, at: start) }
+                    }
+                    if end > Int(info.st_size) {
+                        guard ftruncate(fd, off_t(end)) == 0 else { throw UMSError(.internalError, "failed to extend \(name)") }
+                    }
+                    received += Int64(length)
+                    zeroBytes += Int64(length)
+                case .zstd, .lz4:
+                    guard payloadLength > 4 else { throw corrupt("a compressed frame without its data") }
+                    let raw = Int(pending.getInteger(at: pending.readerIndex, as: UInt32.self) ?? 0)
+                    guard raw > 0, raw <= chunkSize else { throw corrupt("a compressed frame that expands to \(raw) bytes (at most \(chunkSize))") }
+                    let expander = codec ?? ChunkCodec(policy: .off, chunkSize: chunkSize)
+                    codec = expander
+                    if expanded.count < raw { expanded = [UInt8](repeating: 0, count: chunkSize) }
+                    let ok = pending.withUnsafeReadableBytes { packed in
+                        expanded.withUnsafeMutableBytes { out in
+                            expander.decompress(
+                                UnsafeRawBufferPointer(rebasing: packed[4..<payloadLength]), codec: kind == .zstd ? .zstd : .lz4,
+                                into: UnsafeMutableRawBufferPointer(rebasing: out[0..<raw])
+                            )
+                        }
+                    }
+                    guard ok else { throw corrupt("a compressed frame that does not expand to the \(raw) bytes it announced") }
+                    try expanded.withUnsafeBytes { try write(UnsafeRawBufferPointer(rebasing: $0[0..<raw]), at: Int(offset)) }
+                    received += Int64(raw)
+                    compressedBytes += Int64(raw)
+                }
                 pending.moveReaderIndex(forwardBy: payloadLength)
-                received += Int64(payloadLength)
             }
             pending.discardReadBytes()
         }
         guard ended else { throw corrupt("the stream ended before its end frame") }
-        return Summary(bytes: received, files: files.count, digest: "sha256:" + hasher.finalize().hex)
+        return Summary(
+            bytes: received, files: files.count, digest: "sha256:" + hasher.finalize().hex, zeroBytes: zeroBytes, compressedBytes: compressedBytes,
+            wireBytes: wire
+        )
     }
 }

@@ -1,3 +1,4 @@
+import Synchronization
 import Foundation
 import Logging
 import NIOCore
@@ -34,6 +35,8 @@ struct MigrationDriver: Sendable {
     let redirect: Bool
     /// What happens to the established connections (issue 16).
     var connections: ConnectionHandling = .auto
+    /// How the images are compressed when the destination reads the compressed stream.
+    var compression: ImageCompression = .auto
     let logger: Logger
     /// Whether the Coordinator is shutting down.
     var shuttingDown: @Sendable () -> Bool = { false }
@@ -239,12 +242,16 @@ struct MigrationDriver: Sendable {
         // Where the destination fetches the pages (the approach may put a relay in front).
         var published = postCopy
         let (container, peer, id) = (container, peer, id)
+        // Compressed (and zero pages elided) only for a destination that reads that stream.
+        let compression = plan.destination.imageStreamVersions?.contains(2) == true ? self.compression : nil
+        let crossed = Mutex<ImageTransferSummary?>(nil)
         async let imagesSent: Int64 = approach.coordinatorParts.contains(.images)
             ? peer.sendFiles(id, part: .images) { consume in
-                _ = try await approach.exportFiles(
+                let exported = try await approach.exportFiles(
                     container, part: .images, checkpointDirectory: directory, dumpFinished: { await dump.isFinished },
-                    consume: consume
+                    compression: compression, consume: consume
                 )
+                crossed.withLock { $0 = exported.images }
             }.bytes
             : 0
         do {
@@ -265,9 +272,14 @@ struct MigrationDriver: Sendable {
         phaseStart = clock.now
         try await enter(.transferring, &progress)
         progress.bytes += try await imagesSent
+        if let images = crossed.withLock({ $0 }) {
+            await records.update(id) { $0.images = images }
+        }
         if approach.coordinatorParts.contains(.changes) {
             let changes = try await peer.sendFiles(id, part: .changes) { consume in
-                _ = try await approach.exportFiles(container, part: .changes, checkpointDirectory: directory, dumpFinished: { true }, consume: consume)
+                _ = try await approach.exportFiles(
+                    container, part: .changes, checkpointDirectory: directory, dumpFinished: { true }, compression: nil, consume: consume
+                )
             }
             progress.bytes += changes.bytes
         }

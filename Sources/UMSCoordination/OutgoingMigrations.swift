@@ -351,6 +351,7 @@ public actor OutgoingMigrations {
         driver.shuttingDown = { background.isFinishing }
         driver.volumes = request.volumes ?? .copy
         driver.connections = request.connections ?? .auto
+        driver.compression = request.compress ?? .auto
         running.insert(record.id)
         let migration = driver
         let started = background.spawn {

@@ -98,10 +98,24 @@ public protocol MigrationApproach: Sendable {
     /// destination), keeping it frozen. With `postCopy`, dumps all but the pages and returns the
     /// process serving them there (it exits once all are served).
     func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?, intake: CheckpointIntake?) async throws -> CheckpointResult
-    /// Streams one part; for `.images`, while the dump writes them, until `dumpFinished()`.
+    /// Streams one part; for `.images`, while the dump writes them, until `dumpFinished()`,
+    /// compressed as `compression` says (nil: the destination reads only the plain stream).
     func exportFiles(
         _ name: String, part: FilePart, checkpointDirectory: String, dumpFinished: @escaping @Sendable () async -> Bool,
-        consume: @Sendable (ByteBuffer) async throws -> Void
-    ) async throws -> Int64
+        compression: ImageCompression?, consume: @Sendable (ByteBuffer) async throws -> Void
+    ) async throws -> ExportedFiles
     func resume(_ name: String) async throws
+}
+
+/// What `exportFiles` sent.
+public struct ExportedFiles: Sendable, Equatable {
+    /// The part's own bytes (before compression).
+    public var bytes: Int64
+    /// For images through the Coordinators: how they crossed.
+    public var images: ImageTransferSummary?
+
+    public init(bytes: Int64, images: ImageTransferSummary? = nil) {
+        self.bytes = bytes
+        self.images = images
+    }
 }

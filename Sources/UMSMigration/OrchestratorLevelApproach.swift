@@ -134,13 +134,17 @@ public struct OrchestratorLevelApproach: MigrationApproach {
 
     public func exportFiles(
         _ name: String, part: FilePart, checkpointDirectory: String, dumpFinished: @escaping @Sendable () async -> Bool,
-        consume: @Sendable (ByteBuffer) async throws -> Void
-    ) async throws -> Int64 {
+        compression: ImageCompression?, consume: @Sendable (ByteBuffer) async throws -> Void
+    ) async throws -> ExportedFiles {
         switch part {
         case .images:
-            return try await ImageStream.send(directory: checkpointDirectory, isFinished: dumpFinished, consume: consume).bytes
+            let sent = try await ImageStream.send(directory: checkpointDirectory, isFinished: dumpFinished, compression: compression, consume: consume)
+            return ExportedFiles(bytes: sent.bytes, images: ImageTransferSummary(
+                compression: compression ?? .off, rawBytes: sent.bytes, zeroBytes: sent.zeroBytes, compressedBytes: sent.compressedBytes,
+                wireBytes: sent.wireBytes
+            ))
         case .changes:
-            return try await orchestrator.checkpointing("send rootfs changes").exportChanges(name, consume: consume)
+            return ExportedFiles(bytes: try await orchestrator.checkpointing("send rootfs changes").exportChanges(name, consume: consume))
         }
     }
 

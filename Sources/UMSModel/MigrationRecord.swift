@@ -67,6 +67,8 @@ public struct MigrationRecord: Codable, Sendable, Equatable {
     public var destinationLeft: String?
     /// What happened to the connections established before the migration (carried or closed).
     public var connections: ConnectionsSummary?
+    /// How the checkpoint images crossed (through the Coordinators; nil when an agent streamed them).
+    public var images: ImageTransferSummary?
 
     public init(
         id: String, container: String, requestedApproach: ApproachRequest, mode: TransferMode = .stopAndCopy,

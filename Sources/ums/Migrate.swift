@@ -51,6 +51,12 @@ struct Migrate: AsyncParsableCommand {
     ))
     var connections: String = ConnectionHandling.auto.rawValue
 
+    @Option(help: ArgumentHelp(
+        "auto, off, zstd or lz4.",
+        discussion: "How the checkpoint images cross (orchestrator-level; the agents stream their own). Whole zero pages never cross, whatever this says. auto (default): zstd at its fast level where a run of pages shrinks by a tenth or more, judged on a 64 KiB sample first; random or already compressed data goes as it is. zstd, lz4: that codec on every chunk, kept where smaller. off: no compression. The record's images line shows the images' size and what crossed."
+    ))
+    var compress: String = ImageCompression.auto.rawValue
+
     @Flag(help: "Print the final migration record as JSON.")
     var json = false
 
@@ -75,6 +81,9 @@ struct Migrate: AsyncParsableCommand {
         }
         guard ConnectionHandling(rawValue: connections) != nil else {
             throw ValidationError("unknown connection handling '\(connections)': expected auto, carry or close")
+        }
+        guard ImageCompression(rawValue: compress) != nil else {
+            throw ValidationError("unknown compression '\(compress)': expected auto, off, zstd or lz4")
         }
     }
 
@@ -104,7 +113,7 @@ struct Migrate: AsyncParsableCommand {
             var record = try await client.migrate(MigrateRequest(
                 container: name, destination: to, approach: ApproachRequest(rawValue: approach), destinationToken: destinationToken,
                 mode: TransferMode(rawValue: mode), frontman: FrontmanMode(rawValue: frontman), volumes: VolumeHandling(rawValue: volumes),
-                connections: ConnectionHandling(rawValue: connections)
+                connections: ConnectionHandling(rawValue: connections), compress: ImageCompression(rawValue: compress)
             ))
             if !detach {
                 record = try await follow(record, client: client)
@@ -207,6 +216,10 @@ struct Show: AsyncParsableCommand {
                 connections.closedAtLinger.map { "\($0) closed at the linger's end" },
             ].compactMap { $0 }
             print("connections   \(connections.mode.rawValue)\(counts.isEmpty ? "" : " (\(counts.joined(separator: ", ")))") — \(connections.reason)")
+        }
+        if let images = record.images {
+            let mib = { (bytes: Int64) in String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
+            print("images        \(mib(images.rawBytes)) crossed as \(mib(images.wireBytes)) (compression \(images.compression.rawValue); \(mib(images.zeroBytes)) in zero pages not sent, \(mib(images.compressedBytes)) compressed)")
         }
         if let left = record.sourceLeft {
             print("source        \(left)")

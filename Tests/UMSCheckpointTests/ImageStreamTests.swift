@@ -74,6 +74,132 @@ struct ImageStreamTests {
     }
 }
 
+/// Version 2 of the stream (issue 17): zero pages announced, the rest compressed where it pays.
+@Suite("Image stream: zero pages and compression")
+struct CompressedImageStreamTests {
+    let base = ImageStreamTests()
+
+    /// 1 MiB of random bytes, 1 MiB of zero pages, 2 MiB of text-like pages, a short odd tail.
+    static func content() -> Data {
+        var random = SystemRandomNumberGenerator()
+        var data = Data((0..<(1 << 20)).map { _ in UInt8.random(in: 0...255, using: &random) })
+        data.append(Data(count: 1 << 20))
+        let line = Array("key:12345 value:the quick brown fox jumps over the lazy dog\n".utf8)
+        data.append(Data((0..<(2 << 20)).map { line[$0 % line.count] }))
+        data.append(Data([1, 2, 3, 0, 0, 7]))
+        return data
+    }
+
+    func roundTrip(_ compression: ImageCompression?, _ content: Data) async throws -> (ImageStream.Summary, ImageStream.Summary) {
+        let source = try base.temporaryDirectory()
+        let target = try base.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: source); try? FileManager.default.removeItem(atPath: target) }
+        try content.write(to: URL(fileURLWithPath: source + "/pages-1.img"))
+        try Data("inventory".utf8).write(to: URL(fileURLWithPath: source + "/inventory.img"))
+        let box = Chunks()
+        let sent = try await ImageStream.send(directory: source, isFinished: { true }, compression: compression) { await box.append($0) }
+        let received = try await ImageStream.receive(await box.all.async, into: target)
+        #expect(FileManager.default.contents(atPath: target + "/pages-1.img") == content)
+        #expect(FileManager.default.contents(atPath: target + "/inventory.img") == Data("inventory".utf8))
+        #expect(received == sent)
+        return (sent, received)
+    }
+
+    @Test("every policy delivers the same bytes; zero pages never cross; compression shrinks what compresses", arguments: ImageCompression.allCases)
+    func policies(_ compression: ImageCompression) async throws {
+        let content = Self.content()
+        let (sent, _) = try await roundTrip(compression, content)
+        #expect(sent.bytes == Int64(content.count) + 9)
+        #expect(sent.zeroBytes == 1 << 20, "the zero pages are announced, not sent")
+        if compression == .off {
+            #expect(sent.compressedBytes == 0)
+            #expect(sent.wireBytes > Int64(content.count) - (1 << 20))
+        } else {
+            #expect(sent.compressedBytes >= 2 << 20, "the text-like pages go compressed")
+            #expect(sent.wireBytes < Int64(content.count) / 3, "\(sent.wireBytes) bytes crossed for \(content.count)")
+        }
+    }
+
+    @Test("auto sends random data as it is, and the plain (version 1) stream is what it always was")
+    func randomAndPlain() async throws {
+        var random = SystemRandomNumberGenerator()
+        let content = Data((0..<(3 << 20)).map { _ in UInt8.random(in: 0...255, using: &random) })
+        let (auto, _) = try await roundTrip(.auto, content)
+        #expect(auto.compressedBytes == 0 && auto.zeroBytes == 0)
+        #expect(auto.wireBytes < Int64(content.count) + 1024)
+        let (plain, _) = try await roundTrip(nil, Self.content())
+        #expect(plain.zeroBytes == 0 && plain.compressedBytes == 0)
+    }
+
+    /// One frame by hand: kind, name, offset, length field, payload.
+    static func frame(_ kind: UInt8, _ name: String, offset: UInt64, length: UInt32, payload: [UInt8] = []) -> [UInt8] {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(kind)
+        buffer.writeInteger(UInt16(name.utf8.count))
+        buffer.writeString(name)
+        buffer.writeInteger(offset)
+        buffer.writeInteger(length)
+        buffer.writeBytes(payload)
+        return Array(buffer.readableBytesView)
+    }
+
+    static func compressedPayload(raw: UInt32, _ bytes: [UInt8]) -> [UInt8] {
+        [UInt8(raw >> 24), UInt8((raw >> 16) & 0xFF), UInt8((raw >> 8) & 0xFF), UInt8(raw & 0xFF)] + bytes
+    }
+
+    /// A zstd frame of `count` bytes of 0x41, made by the stream's own sender.
+    func zstdFrame(count: Int) async throws -> [UInt8] {
+        let source = try base.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: source) }
+        try Data(repeating: 0x41, count: count).write(to: URL(fileURLWithPath: source + "/a.img"))
+        let box = Chunks()
+        _ = try await ImageStream.send(directory: source, isFinished: { true }, compression: .zstd) { await box.append($0) }
+        let all = await box.all
+        var frame = all[1]  // after the header
+        #expect(frame.getInteger(at: 0, as: UInt8.self) == 4, "a zstd frame")
+        return frame.readBytes(length: frame.readableBytes) ?? []
+    }
+
+    @Test("hostile version 2 frames are refused before anything is written past what they may")
+    func hostile() async throws {
+        let v1 = Array("UMSI".utf8) + [1]
+        let v2 = Array("UMSI".utf8) + [2]
+        let packed = try await zstdFrame(count: 100_000)
+        // The compressed bytes of that frame, to re-announce with lies.
+        let name = "a.img"
+        let body = Array(packed[(1 + 2 + name.utf8.count + 8 + 4 + 4)...])
+        // Each ends as an honest stream of what it announces would, so only the check named fails.
+        func end(_ announced: UInt64) -> [UInt8] { Self.frame(0, "", offset: announced, length: 1) }
+        let cases: [(String, [UInt8])] = [
+            ("zero pages in a version 1 stream", v1 + Self.frame(3, name, offset: 0, length: 4096) + end(4096)),
+            ("an empty run of zero pages", v2 + Self.frame(3, name, offset: 0, length: 0) + end(0)),
+            ("a run of zero pages longer than a chunk", v2 + Self.frame(3, name, offset: 0, length: (1 << 20) + 1) + end((1 << 20) + 1)),
+            ("zero pages beyond the largest offset", v2 + Self.frame(3, name, offset: 1 << 41, length: 4096) + end(4096)),
+            ("a frame expanding beyond a chunk", v2 + Self.frame(4, name, offset: 0, length: UInt32(4 + body.count), payload: Self.compressedPayload(raw: (1 << 20) + 1, body)) + end((1 << 20) + 1)),
+            ("a frame expanding to less than it says", v2 + Self.frame(4, name, offset: 0, length: UInt32(4 + body.count), payload: Self.compressedPayload(raw: 200_000, body)) + end(200_000)),
+            ("a frame expanding to more than it says", v2 + Self.frame(4, name, offset: 0, length: UInt32(4 + body.count), payload: Self.compressedPayload(raw: 50_000, body)) + end(50_000)),
+            ("lz4 bytes that are zstd's", v2 + Self.frame(5, name, offset: 0, length: UInt32(4 + body.count), payload: Self.compressedPayload(raw: 100_000, body)) + end(100_000)),
+            ("a compressed frame without data", v2 + Self.frame(4, name, offset: 0, length: 4, payload: Self.compressedPayload(raw: 10, [])) + end(10)),
+            ("garbage to expand", v2 + Self.frame(4, name, offset: 0, length: 14, payload: Self.compressedPayload(raw: 4096, Array(repeating: 0xFF, count: 10))) + end(4096)),
+            ("an unknown kind", v2 + Self.frame(6, name, offset: 0, length: 0) + end(0)),
+            ("an unknown version", Array("UMSI".utf8) + [3] + end(0)),
+        ]
+        for (what, bytes) in cases {
+            let target = try base.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: target) }
+            let error = await #expect(throws: UMSError.self, "\(what)") { try await ImageStream.receive([ByteBuffer(bytes: bytes)].async, into: target) }
+            #expect(error?.code == .invalidArgument, "\(what)")
+            let size = (try? FileManager.default.attributesOfItem(atPath: target + "/a.img")[.size] as? Int) ?? 0
+            #expect(size <= 1 << 20, "\(what): \(size) bytes written")
+        }
+        // The honest frame itself is accepted.
+        let target = try base.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: target) }
+        let received = try await ImageStream.receive([ByteBuffer(bytes: v2 + packed + Self.frame(0, "", offset: 100_000, length: 1))].async, into: target)
+        #expect(received.bytes == 100_000 && received.compressedBytes == 100_000)
+    }
+}
+
 actor Flag {
     var value = false
     func set() { value = true }

@@ -124,10 +124,10 @@ struct InMemoryApproach: MigrationApproach {
     /// One byte per part, so that every upload carries something.
     func exportFiles(
         _ name: String, part: FilePart, checkpointDirectory: String, dumpFinished: @escaping @Sendable () async -> Bool,
-        consume: @Sendable (ByteBuffer) async throws -> Void
-    ) async throws -> Int64 {
+        compression: ImageCompression?, consume: @Sendable (ByteBuffer) async throws -> Void
+    ) async throws -> ExportedFiles {
         try await consume(ByteBuffer(string: "x"))
-        return 1
+        return ExportedFiles(bytes: 1)
     }
     func resume(_ name: String) async throws { await log.add("resume") }
 }

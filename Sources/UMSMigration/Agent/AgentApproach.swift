@@ -210,9 +210,9 @@ public struct AgentApproach: MigrationApproach {
 
     public func exportFiles(
         _ name: String, part: FilePart, checkpointDirectory: String, dumpFinished: @escaping @Sendable () async -> Bool,
-        consume: @Sendable (ByteBuffer) async throws -> Void
-    ) async throws -> Int64 {
-        0
+        compression: ImageCompression?, consume: @Sendable (ByteBuffer) async throws -> Void
+    ) async throws -> ExportedFiles {
+        ExportedFiles(bytes: 0)
     }
 
     public func resume(_ name: String) async throws {
