@@ -62,7 +62,8 @@ public struct OrchestratorLevelApproach: MigrationApproach {
         switch part {
         case .images:
             let summary = try await ImageStream.receive(chunks, into: incoming.imagesDirectory)
-            return StreamSummary(digest: summary.digest, bytes: summary.bytes)
+            // What crossed (the framed, compressed stream), not the images' size it expands to.
+            return StreamSummary(digest: summary.digest, bytes: summary.wireBytes)
         case .changes:
             return try await orchestrator.checkpointing("receive rootfs changes").importChanges(incoming.specification.name, chunks)
         }

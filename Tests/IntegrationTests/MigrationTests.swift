@@ -84,6 +84,40 @@ struct MigrationTests {
         await testbed.cleanUp(name)
     }
 
+    @Test("memory that compresses crosses compressed, zero pages not at all, and arrives intact", arguments: [ImageCompression.auto, .lz4, .off])
+    func compressed(compression: ImageCompression) async throws {
+        let testbed = try Testbed()
+        let rootfs = try #require(Testbed.environment["UMS_MEMHOG_ROOTFS"], "scripts/test sets UMS_MEMHOG_ROOTFS")
+        let name = "memhog-compress-\(compression.rawValue)"
+        await testbed.cleanUp(name)
+        _ = try await testbed.a.run(RunRequest(
+            name: name, rootfs: rootfs, command: ["/bin/memhog", "--mib", "32", "--compressible", "75", "--port", "8080"], publish: ["18126:8080"]
+        ))
+        let endpointA = "\(testbed.aHost):18126"
+        _ = try await testbed.waitForCount(at: endpointA, atLeast: 5)
+        let checksumA = try await testbed.checksum(at: endpointA)
+
+        let record = try await testbed.migrated(
+            MigrateRequest(container: name, destination: testbed.bURL, approach: .specific(.orchestrator), compress: compression), by: testbed.a
+        )
+        #expect(record.status == .completed, "\(record.error?.description ?? "")")
+        let images = try #require(record.images, "the record says how the images crossed")
+        #expect(images.compression == compression)
+        #expect(images.rawBytes > 32 << 20)
+        if compression == .off {
+            #expect(images.compressedBytes == 0)
+            #expect(images.wireBytes >= images.rawBytes - images.zeroBytes)
+        } else {
+            #expect(images.compressedBytes > 24 << 20, "the text-like three quarters of every page compress: \(images)")
+            #expect(Double(images.wireBytes) < Double(images.rawBytes) * 0.6, "\(images)")
+            #expect(record.bytesMoved < images.rawBytes, "what crossed is counted, not the images' size")
+        }
+
+        let checksumB = try await testbed.checksum(at: "\(testbed.bHost):18126")
+        #expect(checksumB.now == checksumA.initial, "every page arrived with its contents")
+        await testbed.cleanUp(name)
+    }
+
     @Test("a service under client load migrates: connections in flight or open at the freeze do not fail the dump")
     func underLoad() async throws {
         let testbed = try Testbed()

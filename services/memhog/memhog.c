@@ -6,6 +6,10 @@
  * measures downtime as the largest gap between heartbeats, minus the interval.
  *
  *   memhog --mib 128 [--children K] [--interval-ms 10] [--heartbeat 198.18.0.254:9999] [--port P]
+ *          [--compressible PERCENT]
+ *
+ * With --compressible PERCENT that share of every page is text-like instead (memory that
+ * compresses, as real services' does; issue 17).
  *
  * With --port P it also answers `GET /count` (the counter) and `GET /checksum` (a sum over the
  * allocated memory, computed at start-up and on demand, to show the memory crossed intact).
@@ -86,7 +90,7 @@ static int listen_on(int port) {
 
 int main(int argc, char **argv) {
     long mib = 0;
-    int children = 0, interval_ms = 10, port = 0, line_port = 0;
+    int children = 0, interval_ms = 10, port = 0, line_port = 0, compressible = 0;
     const char *heartbeat = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--mib") && i + 1 < argc) mib = atol(argv[++i]);
@@ -95,13 +99,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--heartbeat") && i + 1 < argc) heartbeat = argv[++i];
         else if (!strcmp(argv[i], "--port") && i + 1 < argc) port = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--line-port") && i + 1 < argc) line_port = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--compressible") && i + 1 < argc) compressible = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: memhog --mib N [--children K] [--interval-ms MS] [--heartbeat HOST:PORT] [--port P] [--line-port P]\n");
+            fprintf(stderr, "usage: memhog --mib N [--children K] [--interval-ms MS] [--heartbeat HOST:PORT] [--port P] [--line-port P] [--compressible PERCENT]\n");
             return 2;
         }
     }
-    if (mib < 0 || mib > 1024 || children < 0 || children > 64 || interval_ms < 1) {
-        fprintf(stderr, "memhog: --mib 0-1024, --children 0-64, --interval-ms >= 1\n");
+    if (mib < 0 || mib > 1024 || children < 0 || children > 64 || interval_ms < 1 || compressible < 0 || compressible > 100) {
+        fprintf(stderr, "memhog: --mib 0-1024, --children 0-64, --interval-ms >= 1, --compressible 0-100\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -113,6 +118,17 @@ int main(int argc, char **argv) {
         if (memory == MAP_FAILED) { perror("memhog: mmap"); return 1; }
         uint64_t x = 0x9E3779B97F4A7C15ULL ^ (uint64_t)getpid() ^ (uint64_t)now_ms();
         for (size_t i = 0; i < words; i++) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; memory[i] = x; }
+        if (compressible > 0) {
+            /* The last PERCENT of every 4 KiB page becomes text-like (a record repeated with a
+             * changing number), the rest stays random: memory that compresses about that much. */
+            const size_t page_words = 4096 / sizeof(uint64_t), text_words = page_words * compressible / 100;
+            char record[64];
+            for (size_t page = 0; page + page_words <= words; page += page_words) {
+                int n = snprintf(record, sizeof record, "user:%08zu name=memhog state=active score=%06zu;\n", page / page_words, page % 997);
+                char *text = (char *)&memory[page + page_words - text_words];
+                for (size_t b = 0; b < text_words * sizeof(uint64_t); b++) text[b] = record[b % (size_t)n];
+            }
+        }
     }
     uint64_t initial = words ? checksum() : 0;
 
