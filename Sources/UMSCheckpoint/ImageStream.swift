@@ -21,8 +21,8 @@ import Glibc
 ///
 /// Stream format: `"UMSI" u8(version)` then frames `u8(kind) u16(nameLength) name u64(offset)
 /// u32(length) bytes`, kind 1 = data, 2 = truncate to `offset`, 0 = end (name empty, offset = data
-/// bytes sent, length = files). Version 2 (issue 17) adds kind 3 = `length` zero bytes at
-/// `offset` (no payload: whole zero pages never cross), 4 = zstd and 5 = lz4 (payload:
+/// bytes sent, length = files). Version 2 (issue 17) adds kind 5 = `length` zero bytes at
+/// `offset` (no payload: whole zero pages never cross), 6 = zstd and 7 = lz4 (payload:
 /// `u32(rawLength)` then the compressed bytes, which must expand to exactly `rawLength`).
 public enum ImageStream {
     public struct Summary: Sendable, Equatable {
@@ -49,7 +49,8 @@ public enum ImageStream {
     static let maxFiles = 4096
 
     enum Kind: UInt8 {
-        case end = 0, data = 1, truncate = 2, zeros = 3, zstd = 4, lz4 = 5
+        // 3 and 4 are the C agent's (its open files and metadata, version 1): not used here.
+        case end = 0, data = 1, truncate = 2, zeros = 5, zstd = 6, lz4 = 7
     }
 
     /// Streams `directory` until `isFinished()` is true and a last pass has sent everything.
@@ -196,7 +197,7 @@ public enum ImageStream {
                       let nameBytes = pending.readBytes(length: Int(nameLength)),
                       let offset: UInt64 = pending.readInteger(), let length: UInt32 = pending.readInteger()
                 else { pending.moveReaderIndex(to: start); break }
-                guard let kind = Kind(rawValue: kindByte), version >= 2 || kind.rawValue <= Kind.truncate.rawValue else {
+                guard let kind = Kind(rawValue: kindByte), version >= 2 || [.end, .data, .truncate].contains(kind) else {
                     throw corrupt("unknown frame kind \(kindByte) in a version \(version) stream")
                 }
                 // Bounded before anything is buffered or converted: no value from the wire can

@@ -156,7 +156,7 @@ struct CompressedImageStreamTests {
         _ = try await ImageStream.send(directory: source, isFinished: { true }, compression: .zstd) { await box.append($0) }
         let all = await box.all
         var frame = all[1]  // after the header
-        #expect(frame.getInteger(at: 0, as: UInt8.self) == 4, "a zstd frame")
+        #expect(frame.getInteger(at: 0, as: UInt8.self) == 6, "a zstd frame")
         return frame.readBytes(length: frame.readableBytes) ?? []
     }
 
@@ -171,17 +171,18 @@ struct CompressedImageStreamTests {
         // Each ends as an honest stream of what it announces would, so only the check named fails.
         func end(_ announced: UInt64) -> [UInt8] { Self.frame(0, "", offset: announced, length: 1) }
         let cases: [(String, [UInt8])] = [
-            ("zero pages in a version 1 stream", v1 + Self.frame(3, name, offset: 0, length: 4096) + end(4096)),
-            ("an empty run of zero pages", v2 + Self.frame(3, name, offset: 0, length: 0) + end(0)),
-            ("a run of zero pages longer than a chunk", v2 + Self.frame(3, name, offset: 0, length: (1 << 20) + 1) + end((1 << 20) + 1)),
-            ("zero pages beyond the largest offset", v2 + Self.frame(3, name, offset: 1 << 41, length: 4096) + end(4096)),
-            ("a frame expanding beyond a chunk", v2 + Self.frame(4, name, offset: 0, length: UInt32(4 + body.count), payload: Self.compressedPayload(raw: (1 << 20) + 1, body)) + end((1 << 20) + 1)),
-            ("a frame expanding to less than it says", v2 + Self.frame(4, name, offset: 0, length: UInt32(4 + body.count), payload: Self.compressedPayload(raw: 200_000, body)) + end(200_000)),
-            ("a frame expanding to more than it says", v2 + Self.frame(4, name, offset: 0, length: UInt32(4 + body.count), payload: Self.compressedPayload(raw: 50_000, body)) + end(50_000)),
-            ("lz4 bytes that are zstd's", v2 + Self.frame(5, name, offset: 0, length: UInt32(4 + body.count), payload: Self.compressedPayload(raw: 100_000, body)) + end(100_000)),
-            ("a compressed frame without data", v2 + Self.frame(4, name, offset: 0, length: 4, payload: Self.compressedPayload(raw: 10, [])) + end(10)),
-            ("garbage to expand", v2 + Self.frame(4, name, offset: 0, length: 14, payload: Self.compressedPayload(raw: 4096, Array(repeating: 0xFF, count: 10))) + end(4096)),
-            ("an unknown kind", v2 + Self.frame(6, name, offset: 0, length: 0) + end(0)),
+            ("zero pages in a version 1 stream", v1 + Self.frame(5, name, offset: 0, length: 4096) + end(4096)),
+            ("an empty run of zero pages", v2 + Self.frame(5, name, offset: 0, length: 0) + end(0)),
+            ("a run of zero pages longer than a chunk", v2 + Self.frame(5, name, offset: 0, length: (1 << 20) + 1) + end((1 << 20) + 1)),
+            ("zero pages beyond the largest offset", v2 + Self.frame(5, name, offset: 1 << 41, length: 4096) + end(4096)),
+            ("a frame expanding beyond a chunk", v2 + Self.frame(6, name, offset: 0, length: UInt32(4 + body.count), payload: Self.compressedPayload(raw: (1 << 20) + 1, body)) + end((1 << 20) + 1)),
+            ("a frame expanding to less than it says", v2 + Self.frame(6, name, offset: 0, length: UInt32(4 + body.count), payload: Self.compressedPayload(raw: 200_000, body)) + end(200_000)),
+            ("a frame expanding to more than it says", v2 + Self.frame(6, name, offset: 0, length: UInt32(4 + body.count), payload: Self.compressedPayload(raw: 50_000, body)) + end(50_000)),
+            ("lz4 bytes that are zstd's", v2 + Self.frame(7, name, offset: 0, length: UInt32(4 + body.count), payload: Self.compressedPayload(raw: 100_000, body)) + end(100_000)),
+            ("a compressed frame without data", v2 + Self.frame(6, name, offset: 0, length: 4, payload: Self.compressedPayload(raw: 10, [])) + end(10)),
+            ("garbage to expand", v2 + Self.frame(6, name, offset: 0, length: 14, payload: Self.compressedPayload(raw: 4096, Array(repeating: 0xFF, count: 10))) + end(4096)),
+            ("an unknown kind", v2 + Self.frame(9, name, offset: 0, length: 0) + end(0)),
+            ("the agent's open-file kind between Coordinators", v2 + Self.frame(3, name, offset: 0, length: 0) + end(0)),
             ("an unknown version", Array("UMSI".utf8) + [3] + end(0)),
         ]
         for (what, bytes) in cases {
