@@ -33,7 +33,9 @@
  *   "<token> STATUS"                       -> "OK mode=run pid=1001 processes=3 frozen=0 version=1"
  *   "<token> RECEIVE <secret>"             -> "OK"      (restore mode: accept one image stream)
  *   "<token> RESTORE [seconds]"            -> "OK pid=N restore_ms=M" once the stream is in and CRIU restored
- *   "<token> DUMP <host> <port> <secret>"  -> "OK bytes=N files=M dump_ms=D" (the tree stays frozen)
+ *   "<token> DUMP <host> <port> <secret> [compress=off|auto|zstd|lz4]"
+ *                                          -> "OK bytes=N files=M dump_ms=D wire=W zeros=Z packed=P" (the tree
+ *                                             stays frozen; with compress= the stream is version 2)
  *   "<token> RESUME"                       -> "OK"      (rollback: the frozen tree runs again)
  * Errors: "ERR <message>". The token comes from UMS_AGENT_TOKEN; without one, control is refused.
  * Image stream (TCP, from the source agent): "IMAGES <secret>\n", then the UMSI frames of
@@ -63,8 +65,10 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <lz4.h>
+#include <zstd.h>
 
-#define AGENT_VERSION "1"
+#define AGENT_VERSION "2"  /* 2: DUMP ... compress=, the image stream's version 2 */
 #define DEFAULT_PORT 7079
 #define WORK "/.ums/work"
 #define DUMP_DIR WORK "/dump"
@@ -77,7 +81,36 @@
 #define CHUNK (1 << 20)
 #define PID_FLOOR 1000
 
-enum { K_END = 0, K_DATA = 1, K_TRUNCATE = 2, K_FILE = 3, K_META = 4 };
+enum { K_END = 0, K_DATA = 1, K_TRUNCATE = 2, K_FILE = 3, K_META = 4, K_ZEROS = 5, K_ZSTD = 6, K_LZ4 = 7 };
+#define PAGE 4096
+#define SAMPLE (64 << 10)
+
+/* Version 2 of the stream (docs/image-stream.md): zero pages announced, runs of other pages
+ * compressed where that pays. The policy is the DUMP's (`compress=`); 0 = version 1. */
+enum { C_PLAIN = 0, C_OFF, C_AUTO, C_ZSTD, C_LZ4 };
+struct packer { int policy; ZSTD_CCtx *zstd; char *out; size_t cap; long long zeros, packed; };
+
+static int policy_named(const char *name) {
+    return !strcmp(name, "off") ? C_OFF : !strcmp(name, "auto") ? C_AUTO : !strcmp(name, "zstd") ? C_ZSTD : !strcmp(name, "lz4") ? C_LZ4 : -1;
+}
+
+static int packer_open(struct packer *pk, int policy) {
+    memset(pk, 0, sizeof *pk);
+    pk->policy = policy;
+    if (policy == C_PLAIN) return 0;
+    size_t zb = ZSTD_compressBound(CHUNK), lb = (size_t)LZ4_compressBound(CHUNK);
+    pk->cap = zb > lb ? zb : lb;
+    pk->out = malloc(pk->cap + 8);
+    pk->zstd = ZSTD_createCCtx();
+    return pk->out && pk->zstd ? 0 : -1;
+}
+
+static void packer_close(struct packer *pk) {
+    free(pk->out);
+    if (pk->zstd) ZSTD_freeCCtx(pk->zstd);
+    pk->out = NULL;
+    pk->zstd = NULL;
+}
 
 static struct {
     int port;
@@ -196,9 +229,11 @@ static void sha256_final_hex(sha256_ctx *c, char *out) {
 /* The stream being hashed on this thread: every byte written to or read from `hashed_fd`. */
 static __thread sha256_ctx *hashed;
 static __thread int hashed_fd = -1;
+/* ... and how many bytes that stream has carried (what crossed the wire). */
+static __thread long long hashed_bytes;
 
 static int write_all(int fd, const void *buf, size_t len) {
-    if (hashed && fd == hashed_fd) sha256_update(hashed, buf, len);
+    if (hashed && fd == hashed_fd) { sha256_update(hashed, buf, len); hashed_bytes += (long long)len; }
     const char *p = buf;
     while (len > 0) {
         ssize_t n = write(fd, p, len);
@@ -714,7 +749,64 @@ static int connect_peer(const char *host, const char *port, char *error, size_t 
 struct tailed { char name[256]; uint64_t offset; };
 
 /* One pass over `from`: sends every new range of every file. Returns bytes sent or -1. */
-static long long stream_pass(int fd, const char *from, struct tailed *files, int *nfiles, char *buf) {
+static int all_zero(const char *p, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) { uint64_t w; memcpy(&w, p + i, 8); if (w) return 0; }
+    for (; i < n; i++) if (p[i]) return 0;
+    return 1;
+}
+
+/* Compressed `in` into pk->out when that pays (90 % or less); returns its size or 0. */
+static size_t pack(struct packer *pk, int codec, const char *in, size_t n) {
+    size_t size = 0;
+    if (codec == C_LZ4) {
+        int got = LZ4_compress_default(in, pk->out, (int)n, (int)pk->cap);
+        size = got > 0 ? (size_t)got : 0;
+    } else {
+        size_t got = ZSTD_compressCCtx(pk->zstd, pk->out, pk->cap, in, n, 1);
+        size = ZSTD_isError(got) ? 0 : got;
+    }
+    return size > 0 && (double)size <= (double)n * 0.9 ? size : 0;
+}
+
+/* Sends `n` bytes read at `offset` of `name`: one data frame in version 1; in version 2 runs of
+ * zero pages as kind 5, other runs compressed (kind 6/7) where that pays, as data otherwise. */
+static int send_range(int fd, struct packer *pk, const char *name, uint64_t offset, const char *buf, size_t n) {
+    if (!pk || pk->policy == C_PLAIN) return send_frame(fd, K_DATA, name, offset, buf, (uint32_t)n, (uint32_t)n);
+    size_t start = 0;
+    while (start < n) {
+        size_t end = start + PAGE < n ? start + PAGE : n;
+        int zero = all_zero(buf + start, end - start);
+        while (end < n) {
+            size_t next = end + PAGE < n ? end + PAGE : n;
+            if (all_zero(buf + end, next - end) != zero) break;
+            end = next;
+        }
+        size_t len = end - start;
+        if (zero) {
+            if (send_frame(fd, K_ZEROS, name, offset + start, NULL, 0, (uint32_t)len) < 0) return -1;
+            pk->zeros += (long long)len;
+        } else {
+            int codec = pk->policy == C_LZ4 ? C_LZ4 : C_ZSTD;
+            size_t size = 0;
+            if (pk->policy != C_OFF && (pk->policy != C_AUTO || len <= 2 * SAMPLE || pack(pk, codec, buf + start, SAMPLE) > 0))
+                size = pack(pk, codec, buf + start, len);
+            if (size > 0) {
+                /* u32(rawLength) then the compressed bytes, written in place before them. */
+                memmove(pk->out + 4, pk->out, size);
+                put_u32((unsigned char *)pk->out, (uint32_t)len);
+                if (send_frame(fd, codec == C_LZ4 ? K_LZ4 : K_ZSTD, name, offset + start, pk->out, (uint32_t)size + 4, (uint32_t)size + 4) < 0) return -1;
+                pk->packed += (long long)len;
+            } else if (send_frame(fd, K_DATA, name, offset + start, buf + start, (uint32_t)len, (uint32_t)len) < 0) {
+                return -1;
+            }
+        }
+        start = end;
+    }
+    return 0;
+}
+
+static long long stream_pass(int fd, const char *from, struct tailed *files, int *nfiles, char *buf, struct packer *pk) {
     long long sent = 0;
     DIR *dir = opendir(from);
     if (!dir) return -1;
@@ -745,7 +837,7 @@ static long long stream_pass(int fd, const char *from, struct tailed *files, int
             size_t want = size - t->offset > CHUNK ? CHUNK : (size_t)(size - t->offset);
             ssize_t got = pread(in, buf, want, (off_t)t->offset);
             if (got <= 0) break;
-            if (send_frame(fd, K_DATA, t->name, t->offset, buf, (uint32_t)got, (uint32_t)got) < 0) { close(in); closedir(dir); return -1; }
+            if (send_range(fd, pk, t->name, t->offset, buf, (size_t)got) < 0) { close(in); closedir(dir); return -1; }
             t->offset += (uint64_t)got;
             sent += got;
         }
@@ -779,7 +871,7 @@ static long long send_file(int fd, const char *path, char *buf) {
     return sent;
 }
 
-static void do_dump(int client, const char *host, const char *port, const char *secret) {
+static void do_dump(int client, const char *host, const char *port, const char *secret, int policy) {
     char error[1024] = "";
     pthread_mutex_lock(&mu);
     pid_t root = service_pid;
@@ -799,11 +891,13 @@ static void do_dump(int client, const char *host, const char *port, const char *
     char *buf = malloc(CHUNK);
     struct tailed *files = calloc(4096, sizeof *files);
     int nfiles = 0, dumped = 0;
-    long long bytes = 0;
+    long long bytes = 0, wire = 0;
+    struct packer pk;
+    if (packer_open(&pk, policy) < 0) { snprintf(error, sizeof error, "cannot set up compression"); goto done; }
     if (peer < 0) goto done;
     char hello[256];
     int hlen = snprintf(hello, sizeof hello, "IMAGES %s\n", secret);
-    const unsigned char magic[5] = { 'U', 'M', 'S', 'I', 1 };
+    const unsigned char magic[5] = { 'U', 'M', 'S', 'I', policy == C_PLAIN ? 1 : 2 };
     char ino[32];
     /* Everything after the hello line is hashed, as the receiver hashes what it reads: its
      * answer names its digest, which must be ours (end to end, like the Coordinators' stream). */
@@ -812,6 +906,7 @@ static void do_dump(int client, const char *host, const char *port, const char *
     if (write_all(peer, hello, (size_t)hlen) < 0) goto lost;
     hashed = &sent_hash;
     hashed_fd = peer;
+    hashed_bytes = 0;
     if (write_all(peer, magic, 5) < 0) goto lost;
     snprintf(ino, sizeof ino, "%llu", pipe_ino[0]);
     if (send_frame(peer, K_META, "pipe:stdout", 0, ino, (uint32_t)strlen(ino), (uint32_t)strlen(ino)) < 0) goto lost;
@@ -846,7 +941,7 @@ static void do_dump(int client, const char *host, const char *port, const char *
     int status = 0;
     for (;;) {
         int finished = child_done(slot, 0, &status);  /* read before the pass: a pass after the end sees every byte */
-        long long n = stream_pass(peer, DUMP_DIR, files, &nfiles, buf);
+        long long n = stream_pass(peer, DUMP_DIR, files, &nfiles, buf, &pk);
         if (n < 0) {
             if (!finished) { child_done(slot, 1, &status); finished = 1; }
             /* The tree may be frozen now; the Coordinator resumes it on rollback. */
@@ -872,6 +967,7 @@ static void do_dump(int client, const char *host, const char *port, const char *
     }
     if (send_frame(peer, K_END, "", (uint64_t)bytes, NULL, 0, (uint32_t)nfiles) < 0) goto lost;
     hashed = NULL;
+    wire = hashed_bytes;
     char sent_digest[80];
     sha256_final_hex(&sent_hash, sent_digest);
     char answer[512];
@@ -895,6 +991,7 @@ done:
     if (peer >= 0) close(peer);
     free(buf);
     free(files);
+    packer_close(&pk);
     pthread_mutex_lock(&mu);
     busy = 0;
     if (dumped) frozen = 1;
@@ -902,7 +999,8 @@ done:
     if (error[0]) {
         reply(client, "ERR %s", error);
     } else {
-        reply(client, "OK bytes=%lld files=%d carried=%d dump_ms=%lld", bytes, nfiles, ncarried, now_ms() - started);
+        reply(client, "OK bytes=%lld files=%d carried=%d dump_ms=%lld wire=%lld zeros=%lld packed=%lld", bytes, nfiles, ncarried, now_ms() - started,
+              wire, pk.zeros, pk.packed);
         /* The images are at the destination; a rollback only needs the stopped tree. Deleting
          * them now (while the destination restores) drops their unwritten pages, which would
          * otherwise be flushed to disk when the orchestrator unmounts this container (~0.1 s). */
@@ -978,7 +1076,17 @@ static long long read_stream(int in, const char *into, struct openfile *targets,
     unsigned char magic[5];
     long long received = 0;
     char name[PATH_MAX + 1], path[PATH_MAX + 64];
-    if (read_all(in, magic, 5) < 0 || memcmp(magic, "UMSI\1", 5) != 0) { snprintf(err, errcap, "not a UMS image stream"); return -1; }
+    if (read_all(in, magic, 5) < 0 || (memcmp(magic, "UMSI\1", 5) != 0 && memcmp(magic, "UMSI\2", 5) != 0)) {
+        snprintf(err, errcap, "not a UMS image stream");
+        return -1;
+    }
+    int version = magic[4];
+    /* Version 2's compressed frames expand here, never beyond one chunk. */
+    static __thread unsigned char *expanded;
+    static __thread ZSTD_DCtx *unzstd;
+    if (version == 2 && !expanded) expanded = malloc(CHUNK);
+    if (version == 2 && !unzstd) unzstd = ZSTD_createDCtx();
+    if (version == 2 && (!expanded || !unzstd)) { snprintf(err, errcap, "out of memory"); return -1; }
     for (;;) {
         unsigned char head[3], tail[12];
         if (read_all(in, head, 3) < 0) { snprintf(err, errcap, "the stream ended before its end frame (source lost?)"); return -1; }
@@ -994,6 +1102,25 @@ static long long read_stream(int in, const char *into, struct openfile *targets,
         }
         /* No image or carried file is a tebibyte: an offset beyond that is damage, not data. */
         if (offset > (1ULL << 40)) { snprintf(err, errcap, "a frame at offset %llu is beyond %llu", (unsigned long long)offset, 1ULL << 40); return -1; }
+        if (kind >= K_ZEROS && version < 2) { snprintf(err, errcap, "unknown frame kind %d in a version 1 stream", kind); return -1; }
+        if (kind == K_ZEROS) {
+            /* Zero pages: a hole beyond the file's end, written zeros below it. */
+            if (!safe_name(name)) { snprintf(err, errcap, "invalid image name"); return -1; }
+            if (length == 0 || length > CHUNK) { snprintf(err, errcap, "a run of %u zero bytes (1 to %d)", length, CHUNK); return -1; }
+            snprintf(path, sizeof path, "%s/%s", into, name);
+            int fd = open_target(targets, ntargets, path, 0, 0600);
+            struct stat st;
+            if (fd < 0 || fstat(fd, &st) < 0) { snprintf(err, errcap, "cannot write %s: %s", name, strerror(errno)); return -1; }
+            uint64_t end = offset + length, size = (uint64_t)st.st_size;
+            if (offset < size) {
+                memset(buf, 0, CHUNK);
+                uint64_t below = (end < size ? end : size) - offset;
+                if (pwrite(fd, buf, below, (off_t)offset) != (ssize_t)below) { snprintf(err, errcap, "cannot write %s: %s", name, strerror(errno)); return -1; }
+            }
+            if (end > size && ftruncate(fd, (off_t)end) < 0) { snprintf(err, errcap, "cannot extend %s: %s", name, strerror(errno)); return -1; }
+            received += length;
+            continue;
+        }
         if (kind == K_TRUNCATE) {
             if (!safe_name(name)) { snprintf(err, errcap, "invalid image name"); return -1; }
             snprintf(path, sizeof path, "%s/%s", into, name);
@@ -1018,6 +1145,23 @@ static long long read_stream(int in, const char *into, struct openfile *targets,
             continue;
         }
         int fd;
+        const unsigned char *data = buf;
+        if (kind == K_ZSTD || kind == K_LZ4) {
+            if (length <= 4) { snprintf(err, errcap, "a compressed frame without its data"); return -1; }
+            uint32_t raw = get_u32(buf);
+            if (raw == 0 || raw > CHUNK) { snprintf(err, errcap, "a compressed frame that expands to %u bytes (at most %d)", raw, CHUNK); return -1; }
+            int ok;
+            if (kind == K_ZSTD) {
+                size_t got = ZSTD_decompressDCtx(unzstd, expanded, raw, buf + 4, length - 4);
+                ok = !ZSTD_isError(got) && got == raw;
+            } else {
+                ok = LZ4_decompress_safe((const char *)buf + 4, (char *)expanded, (int)(length - 4), (int)raw) == (int)raw;
+            }
+            if (!ok) { snprintf(err, errcap, "a compressed frame that does not expand to the %u bytes it announced", raw); return -1; }
+            data = expanded;
+            length = raw;
+            kind = K_DATA;
+        }
         if (kind == K_DATA) {
             if (!safe_name(name)) { snprintf(err, errcap, "invalid image name"); return -1; }
             snprintf(path, sizeof path, "%s/%s", into, name);
@@ -1032,7 +1176,7 @@ static long long read_stream(int in, const char *into, struct openfile *targets,
         if (fd < 0) { snprintf(err, errcap, "cannot write %s: %s", name, strerror(errno)); return -1; }
         uint32_t done = 0;
         while (done < length) {
-            ssize_t n = pwrite(fd, buf + done, length - done, (off_t)(offset + done));
+            ssize_t n = pwrite(fd, data + done, length - done, (off_t)(offset + done));
             if (n <= 0) { snprintf(err, errcap, "cannot write %s: %s", name, strerror(errno)); return -1; }
             done += (uint32_t)n;
         }
@@ -1241,8 +1385,8 @@ static void serve_connection(int client) {
         else reply(client, "ERR cannot receive: this agent is not waiting for a checkpoint (mode %s)", mode);
     } else if (!strcmp(words[1], "RESTORE")) {
         do_restore(client, n >= 3 ? atoi(words[2]) : 120);
-    } else if (!strcmp(words[1], "DUMP") && n == 5) {
-        do_dump(client, words[2], words[3], words[4]);
+    } else if (!strcmp(words[1], "DUMP") && (n == 5 || (n == 6 && !strncmp(words[5], "compress=", 9) && policy_named(words[5] + 9) >= 0))) {
+        do_dump(client, words[2], words[3], words[4], n == 6 ? policy_named(words[5] + 9) : C_PLAIN);
     } else if (!strcmp(words[1], "RESUME")) {
         do_resume(client);
     } else {
@@ -1280,7 +1424,8 @@ static void usage(void) {
         "       ums-agent host [--port P] -- CMD [ARGS...]\n"
         "       ums-agent host-restore [--port P] [--wait SECONDS] -- CMD [ARGS...]\n"
         "       ums-agent version\n"
-        "       ums-agent stream-pack DIR      (writes DIR's files as a UMSI stream to stdout)\n"
+        "       ums-agent stream-pack DIR [off|auto|zstd|lz4]  (writes DIR's files as a UMSI stream to stdout;\n"
+        "                                      with a policy, version 2: zero pages elided, compressed where it pays)\n"
         "       ums-agent stream-unpack DIR    (reads a UMSI stream from stdin into DIR)\n"
         "The UMS checkpoint agent: the entrypoint of a migratable image (docs/service-level.md), or of\n"
         "an outer container whose service runs nested in it (host modes; docs/container-level.md).\n"
@@ -1293,16 +1438,18 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) { printf("ums-agent %s\n", AGENT_VERSION); return 0; }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) { usage(); return 0; }
     /* The stream format's two ends on their own, for the Swift side's interoperability test. */
-    if (!strcmp(argv[1], "stream-pack") && argc == 3) {
+    if (!strcmp(argv[1], "stream-pack") && (argc == 3 || (argc == 4 && policy_named(argv[3]) >= 0))) {
         static struct tailed files[4096];
         int nfiles = 0;
         char *buf = malloc(CHUNK);
+        struct packer pk;
+        if (packer_open(&pk, argc == 4 ? policy_named(argv[3]) : C_PLAIN) < 0) return 1;
         static sha256_ctx hash;
         sha256_init(&hash);
         hashed = &hash;
         hashed_fd = 1;
-        if (!buf || write_all(1, "UMSI\1", 5) < 0) return 1;
-        long long sent = stream_pass(1, argv[2], files, &nfiles, buf);
+        if (!buf || write_all(1, pk.policy == C_PLAIN ? "UMSI\1" : "UMSI\2", 5) < 0) return 1;
+        long long sent = stream_pass(1, argv[2], files, &nfiles, buf, &pk);
         if (sent < 0 || send_frame(1, K_END, "", (uint64_t)sent, NULL, 0, (uint32_t)nfiles) < 0) return 1;
         hashed = NULL;
         char digest[80];

@@ -255,7 +255,8 @@ struct MigrationDriver: Sendable {
             }.bytes
             : 0
         do {
-            let result = try await approach.checkpoint(container, into: directory, postCopy: postCopy, intake: plan.prepared.intake)
+            let result = try await approach.checkpoint(container, into: directory, postCopy: postCopy, intake: plan.prepared.intake, compression: compression)
+            if let images = result.images { await records.update(id) { $0.images = images } }
             progress.pageServing = result.pageServing
             progress.pageServer = result.localPageServer ?? postCopy
             progress.relay = result.relay

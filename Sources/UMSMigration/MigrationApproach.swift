@@ -50,11 +50,14 @@ public struct CheckpointResult: Sendable {
     public var relay: TLSRelay?
     /// Bytes the approach sent to the destination itself (0 when the Coordinators carry them).
     public var bytesSent: Int64
+    /// How the images the approach sent itself crossed (the agents' stream).
+    public var images: ImageTransferSummary?
 
     public init(
         pageServing: BackgroundProcess? = nil, pageServer: PageServerAddress? = nil, localPageServer: PageServerAddress? = nil,
-        relay: TLSRelay? = nil, bytesSent: Int64 = 0
+        relay: TLSRelay? = nil, bytesSent: Int64 = 0, images: ImageTransferSummary? = nil
     ) {
+        self.images = images
         self.pageServing = pageServing
         self.pageServer = pageServer
         self.localPageServer = localPageServer
@@ -97,7 +100,9 @@ public protocol MigrationApproach: Sendable {
     /// Dumps the frozen container into `directory` (or, with an `intake`, straight to the
     /// destination), keeping it frozen. With `postCopy`, dumps all but the pages and returns the
     /// process serving them there (it exits once all are served).
-    func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?, intake: CheckpointIntake?) async throws -> CheckpointResult
+    func checkpoint(
+        _ name: String, into directory: String, postCopy: PageServerAddress?, intake: CheckpointIntake?, compression: ImageCompression?
+    ) async throws -> CheckpointResult
     /// Streams one part; for `.images`, while the dump writes them, until `dumpFinished()`,
     /// compressed as `compression` says (nil: the destination reads only the plain stream).
     func exportFiles(

@@ -113,7 +113,9 @@ public struct OrchestratorLevelApproach: MigrationApproach {
         try await orchestrator.checkpointing("freeze \(name)").freeze(name)
     }
 
-    public func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?, intake: CheckpointIntake?) async throws -> CheckpointResult {
+    public func checkpoint(
+        _ name: String, into directory: String, postCopy: PageServerAddress?, intake: CheckpointIntake?, compression: ImageCompression?
+    ) async throws -> CheckpointResult {
         let checkpointing = try orchestrator.checkpointing("checkpoint \(name)")
         guard let postCopy, let tls else {
             return CheckpointResult(pageServing: try await checkpointing.checkpoint(name, request: CheckpointRequest(imagesDirectory: directory, lazyPages: postCopy)))

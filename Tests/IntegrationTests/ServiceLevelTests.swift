@@ -24,6 +24,11 @@ struct ServiceLevelTests {
         #expect(record.endpoints == ["\(testbed.bHost):18090"], "the agent's own port is not an endpoint")
         #expect(record.bytesMoved > 0)
         #expect((record.downtime ?? 0) > 0)
+        // The agents spoke the stream's version 2 (compression auto by default) and said how.
+        let images = try #require(record.images, "the record says how the agents' stream crossed")
+        #expect(images.compression == .auto && images.rawBytes > 0 && images.wireBytes > 0, "\(images)")
+        #expect(images.zeroBytes + images.compressedBytes > 0, "a counter's images have zero pages and compressible ones: \(images)")
+        #expect(record.bytesMoved >= images.wireBytes, "what crossed counts (with the root filesystem's first copy)")
 
         let after = try await testbed.count(at: "\(testbed.bHost):18090")
         #expect(after >= before, "the counter continued instead of restarting from 0")

@@ -83,9 +83,9 @@ struct StreamInteropTests {
     /// A directory of one file `pstree.img` = "hello", as the specification writes it.
     static let golden = magic + frame(1, "pstree.img", offset: 0, length: 5, Data("hello".utf8)) + frame(0, "", offset: 5, length: 1)
 
-    func swiftSend(_ directory: String) async throws -> (Data, ImageStream.Summary) {
+    func swiftSend(_ directory: String, compression: ImageCompression? = nil) async throws -> (Data, ImageStream.Summary) {
         let box = Chunks()
-        let summary = try await ImageStream.send(directory: directory, isFinished: { true }) { await box.append($0) }
+        let summary = try await ImageStream.send(directory: directory, isFinished: { true }, compression: compression) { await box.append($0) }
         return (await box.all.reduce(into: Data()) { $0 += Data($1.readableBytesView) }, summary)
     }
 
@@ -107,9 +107,9 @@ struct StreamInteropTests {
         return (result.status == 0, result.error, String(decoding: result.output, as: UTF8.self))
     }
 
-    func agentPack(_ directory: String) async throws -> (status: Int32, output: Data, error: String) {
+    func agentPack(_ directory: String, policy: ImageCompression? = nil) async throws -> (status: Int32, output: Data, error: String) {
         let agent = try #require(Self.agent)
-        return await offThePool { Self.run([agent, "stream-pack", directory]) }
+        return await offThePool { Self.run([agent, "stream-pack", directory] + (policy.map { [$0.rawValue] } ?? [])) }
     }
 
     @Test("both writers produce exactly the golden bytes for the same directory")
@@ -173,6 +173,100 @@ struct StreamInteropTests {
         #expect(summary.digest == "sha256:" + Array(SHA256.hash(data: packed.output)).hex)
         #expect(packed.error.contains(summary.digest), "the C writer's SHA-256 of the stream is Swift's: \(packed.error)")
         #expect(try contents(target).filter { !$0.value.isEmpty } == files.filter { !$0.value.isEmpty })
+    }
+
+    /// Random pages, zero pages, text-like pages and a short tail, in a 2.3 MiB image, plus small files.
+    func mixedFiles() -> [String: Data] {
+        var generator = SystemRandomNumberGenerator()
+        var pages = Data((0..<(73 * 4096)).map { _ in UInt8.random(in: 0...255, using: &generator) })
+        pages.append(Data(count: 1 << 20))
+        let line = Array("key:42 value:memory that compresses, as a real service's does\n".utf8)
+        pages.append(Data((0..<(1 << 20)).map { line[$0 % line.count] }))
+        pages.append(Data([9, 0, 0, 1]))
+        var files = ["pages-1.img": pages, "empty.img": Data()]
+        for index in 0..<5 { files["core-\(index).img"] = Data("core \(index)".utf8) }
+        return files
+    }
+
+    @Test("version 2, both ways: zero pages and compressed runs arrive byte for byte", arguments: ImageCompression.allCases)
+    func version2(policy: ImageCompression) async throws {
+        let files = mixedFiles()
+        let source = try directory(files), byC = try directory(), bySwift = try directory()
+        defer { for path in [source, byC, bySwift] { try? FileManager.default.removeItem(atPath: path) } }
+        let (stream, summary) = try await swiftSend(source, compression: policy)
+        #expect(stream.prefix(5) == Data("UMSI".utf8) + [2])
+        let unpacked = try await agentUnpack(stream, into: byC)
+        #expect(unpacked.ok, "\(unpacked.error)")
+        #expect(unpacked.output.contains(summary.digest))
+        #expect(try contents(byC).filter { !$0.value.isEmpty } == files.filter { !$0.value.isEmpty })
+
+        let packed = try await agentPack(source, policy: policy)
+        #expect(packed.status == 0, "\(packed.error)")
+        #expect(packed.output.prefix(5) == Data("UMSI".utf8) + [2])
+        let received = try await swiftReceive(packed.output, into: bySwift)
+        #expect(received.zeroBytes == 1 << 20, "C announced the zero pages")
+        if policy != .off {
+            #expect(received.compressedBytes >= 1 << 20, "C compressed the text-like pages")
+            #expect(packed.output.count < 600_000 + 300_000, "\(packed.output.count) bytes for 2.3 MiB")
+        }
+        #expect(try contents(bySwift).filter { !$0.value.isEmpty } == files.filter { !$0.value.isEmpty })
+    }
+
+    static let magic2 = Data("UMSI".utf8) + [2]
+
+    /// A zstd frame of 100,000 × "A" as Swift's writer makes it, with its raw length replaced.
+    func zstdFrame(announcing raw: UInt32?) async throws -> Data {
+        let source = try directory(["a.img": Data(repeating: 0x41, count: 100_000)])
+        defer { try? FileManager.default.removeItem(atPath: source) }
+        let (stream, _) = try await swiftSend(source, compression: .zstd)
+        var frame = Data(stream.dropFirst(5).prefix(while: { _ in true }))
+        // The first frame: kind 6, name a.img (5), offset, length, then u32(raw) and the bytes.
+        let length = Int(frame[frame.startIndex + 3 + 5 + 8..<frame.startIndex + 3 + 5 + 12].reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
+        frame = frame.prefix(3 + 5 + 12 + length)
+        if let raw {
+            let at = frame.startIndex + 3 + 5 + 12
+            frame.replaceSubrange(at..<at + 4, with: (0..<4).map { UInt8(truncatingIfNeeded: raw >> (24 - 8 * UInt32($0))) })
+        }
+        return frame
+    }
+
+    @Test("both readers refuse hostile version 2 frames, each with its reason")
+    func damagedVersion2() async throws {
+        let honest = try await zstdFrame(announcing: nil)
+        let cases: [(what: String, stream: Data, swift: String, c: String)] = [
+            ("zero pages in a version 1 stream", Self.magic + Self.frame(5, "a.img", offset: 0, length: 4096) + Self.frame(0, "", offset: 4096, length: 1),
+             "unknown frame kind 5 in a version 1 stream", "unknown frame kind 5 in a version 1 stream"),
+            ("an empty zero run", Self.magic2 + Self.frame(5, "a.img", offset: 0, length: 0) + Self.frame(0, "", offset: 0, length: 1),
+             "an empty run of zero pages", "a run of 0 zero bytes"),
+            ("a zero run over 1 MiB", Self.magic2 + Self.frame(5, "a.img", offset: 0, length: (1 << 20) + 1) + Self.frame(0, "", offset: (1 << 20) + 1, length: 1),
+             "larger than", "a run of 1048577 zero bytes"),
+            ("expands beyond a chunk", Self.magic2 + (try await zstdFrame(announcing: (1 << 20) + 1)) + Self.frame(0, "", offset: (1 << 20) + 1, length: 1),
+             "expands to 1048577 bytes", "expands to 1048577 bytes"),
+            ("expands to less than announced", Self.magic2 + (try await zstdFrame(announcing: 200_000)) + Self.frame(0, "", offset: 200_000, length: 1),
+             "does not expand to the 200000 bytes", "does not expand to the 200000 bytes"),
+            ("expands to more than announced", Self.magic2 + (try await zstdFrame(announcing: 50_000)) + Self.frame(0, "", offset: 50_000, length: 1),
+             "does not expand to the 50000 bytes", "does not expand to the 50000 bytes"),
+            ("zstd bytes called lz4", Self.magic2 + { var f = honest; f[f.startIndex] = 7; return f }() + Self.frame(0, "", offset: 100_000, length: 1),
+             "does not expand to the 100000 bytes", "does not expand to the 100000 bytes"),
+            ("a compressed frame without data", Self.magic2 + Self.frame(6, "a.img", offset: 0, length: 4, Data([0, 0, 16, 0])) + Self.frame(0, "", offset: 4096, length: 1),
+             "without its data", "without its data"),
+        ]
+        for (what, stream, swiftReason, cReason) in cases {
+            let bySwift = try directory(), byC = try directory()
+            defer { try? FileManager.default.removeItem(atPath: bySwift); try? FileManager.default.removeItem(atPath: byC) }
+            let error = await #expect(throws: UMSError.self, "Swift accepted: \(what)") { _ = try await swiftReceive(stream, into: bySwift) }
+            #expect(error?.message.contains(swiftReason) == true, "\(what): \(error?.message ?? "")")
+            let c = try await agentUnpack(stream, into: byC)
+            #expect(!c.ok, "C accepted: \(what)")
+            #expect(c.error.contains(cReason), "\(what): \(c.error)")
+        }
+        // The honest frame is accepted by both.
+        let stream = Self.magic2 + honest + Self.frame(0, "", offset: 100_000, length: 1)
+        let bySwift = try directory(), byC = try directory()
+        defer { try? FileManager.default.removeItem(atPath: bySwift); try? FileManager.default.removeItem(atPath: byC) }
+        #expect(try await swiftReceive(stream, into: bySwift).bytes == 100_000)
+        let c = try await agentUnpack(stream, into: byC)
+        #expect(c.ok, "\(c.error)")
     }
 
     /// A damaged stream, and the reason each reader must give (Swift's, C's).

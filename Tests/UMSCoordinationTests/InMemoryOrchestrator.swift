@@ -117,7 +117,9 @@ struct InMemoryApproach: MigrationApproach {
         try? await orchestrator.delete(incoming.specification.name, migration: incoming.id)
     }
     func freeze(_ name: String) async throws { await log.add("freeze") }
-    func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?, intake: CheckpointIntake?) async throws -> CheckpointResult {
+    func checkpoint(
+        _ name: String, into directory: String, postCopy: PageServerAddress?, intake: CheckpointIntake?, compression: ImageCompression?
+    ) async throws -> CheckpointResult {
         await log.add("checkpoint")
         return CheckpointResult()
     }

@@ -177,9 +177,13 @@ public struct AgentApproach: MigrationApproach {
         guard (status.int("pid") ?? 0) > 0 else {
             throw UMSError(.invalidState, "failed to checkpoint \(name): its agent runs no service (\(status.message))")
         }
+        // An agent of an image made before issue 17 knows no `compress=`: it gets the plain stream.
+        await agents.set(agent, for: name, compresses: (status.int("version") ?? 1) >= 2)
     }
 
-    public func checkpoint(_ name: String, into directory: String, postCopy: PageServerAddress?, intake: CheckpointIntake?) async throws -> CheckpointResult {
+    public func checkpoint(
+        _ name: String, into directory: String, postCopy: PageServerAddress?, intake: CheckpointIntake?, compression: ImageCompression?
+    ) async throws -> CheckpointResult {
         guard postCopy == nil else {
             throw UMSError(.unsupported, "failed to checkpoint \(name): the \(approach.rawValue)-level approach does not implement post-copy")
         }
@@ -200,12 +204,24 @@ public struct AgentApproach: MigrationApproach {
         defer { relay?.close() }
         let agent = try await self.agent(of: name)
         // Generous: the agents' stream is bounded by the link, and the dump by the memory size.
-        let reply = try await agent.send("DUMP \(host) \(port) \(intake.secret)", timeout: .seconds(900), operation: "checkpoint \(name)")
+        // With a policy, the agents speak the stream's version 2 (the destination said it reads it).
+        let compression = await agents.compresses(name) ? compression : nil
+        let dump = "DUMP \(host) \(port) \(intake.secret)" + (compression.map { " compress=\($0.rawValue)" } ?? "")
+        let reply = try await agent.send(dump, timeout: .seconds(900), operation: "checkpoint \(name)")
         logger.info("agent dumped the service", metadata: [
             "container": "\(name)", "bytes": "\(reply.fields["bytes"] ?? "?")", "dump_ms": "\(reply.fields["dump_ms"] ?? "?")",
             "carried_files": "\(reply.fields["carried"] ?? "?")",
         ])
-        return CheckpointResult(bytesSent: reply.int("bytes") ?? 0)
+        // The agent's numbers: what it sent counts as moved, and the images' summary (bounded:
+        // a count from another process is checked before it reaches the record).
+        func count(_ key: String) -> Int64? { reply.int(key).flatMap { (0...(1 << 50)).contains($0) ? $0 : nil } }
+        let (raw, wire) = (count("bytes") ?? 0, count("wire"))
+        let images = wire.map { wire in
+            ImageTransferSummary(
+                compression: compression ?? .off, rawBytes: raw, zeroBytes: count("zeros") ?? 0, compressedBytes: count("packed") ?? 0, wireBytes: wire
+            )
+        }
+        return CheckpointResult(bytesSent: wire ?? raw, images: images)
     }
 
     public func exportFiles(
@@ -236,6 +252,17 @@ public struct AgentApproach: MigrationApproach {
 /// Agent clients by key (a container name on the source, a migration id on the destination).
 actor AgentDirectory {
     var agents: [String: AgentClient] = [:]
+    /// Source agents that write the image stream's version 2 (their STATUS says version 2 or later).
+    var compressing: Set<String> = []
+
+    func set(_ agent: AgentClient, for key: String, compresses: Bool) {
+        agents[key] = agent
+        if compresses { compressing.insert(key) } else { compressing.remove(key) }
+    }
+
+    func compresses(_ key: String) -> Bool {
+        compressing.contains(key)
+    }
 
     func set(_ agent: AgentClient, for key: String) {
         agents[key] = agent
