@@ -153,6 +153,9 @@ struct HostileInputTests {
         Case(name: "a tunnel ending on loopback", body: prepare { request, _ in request["carry"] = ["address": "198.19.0.2", "tunnelAddress": "127.0.0.1"] }, status: .badRequest, reason: "invalid tunnel address"),
         Case(name: "a carry refused by an operator who shares no migration network", body: prepare { request, _ in request["carry"] = ["address": "198.19.0.2", "tunnelAddress": "198.18.0.1"] }, status: .forbidden, reason: "rule migrationNetwork"),
         Case(name: "a connection handling that is not one", path: "/v1/migrations", body: Data(#"{"container":"x","destination":"https://198.18.0.2:7000","connections":"sometimes"}"#.utf8), status: .badRequest, reason: "malformed request body"),
+        // Compression (issue 17): a policy that is not one, or not a string.
+        Case(name: "a compression that is not one", path: "/v1/migrations", body: Data(#"{"container":"x","destination":"https://198.18.0.2:7000","compress":"brotli"}"#.utf8), status: .badRequest, reason: "malformed request body"),
+        Case(name: "a compression that is a number", path: "/v1/migrations", body: Data(#"{"container":"x","destination":"https://198.18.0.2:7000","compress":9}"#.utf8), status: .badRequest, reason: "malformed request body"),
         Case(name: "a volume route with a traversal name", method: .put, path: "/v1/peer/migrations/m-nope/volumes/..%2F..%2Fetc", body: Data("x".utf8), status: .badRequest, reason: "invalid volume name"),
         Case(name: "a host directory index that is not one", method: .put, path: "/v1/peer/migrations/m-nope/binds/-1", body: Data("x".utf8), status: .notFound, reason: "no incoming migration"),
         // Recovery and resolution routes.
