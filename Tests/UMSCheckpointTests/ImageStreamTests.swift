@@ -1,7 +1,7 @@
 import Foundation
 import NIOCore
 import Testing
-import UMSCheckpoint
+@testable import UMSCheckpoint
 import UMSModel
 
 /// The synchronization module with real files: a directory that grows while it is streamed
@@ -81,8 +81,7 @@ struct CompressedImageStreamTests {
 
     /// 1 MiB of random bytes, 1 MiB of zero pages, 2 MiB of text-like pages, a short odd tail.
     static func content() -> Data {
-        var random = SystemRandomNumberGenerator()
-        var data = Data((0..<(1 << 20)).map { _ in UInt8.random(in: 0...255, using: &random) })
+        var data = randomBytes(1 << 20)
         data.append(Data(count: 1 << 20))
         let line = Array("key:12345 value:the quick brown fox jumps over the lazy dog\n".utf8)
         data.append(Data((0..<(2 << 20)).map { line[$0 % line.count] }))
@@ -122,8 +121,7 @@ struct CompressedImageStreamTests {
 
     @Test("auto sends random data as it is, and the plain (version 1) stream is what it always was")
     func randomAndPlain() async throws {
-        var random = SystemRandomNumberGenerator()
-        let content = Data((0..<(3 << 20)).map { _ in UInt8.random(in: 0...255, using: &random) })
+        let content = randomBytes(3 << 20)
         let (auto, _) = try await roundTrip(.auto, content)
         #expect(auto.compressedBytes == 0 && auto.zeroBytes == 0)
         #expect(auto.wireBytes < Int64(content.count) + 1024)
@@ -218,4 +216,50 @@ extension Array where Element == ByteBuffer {
             continuation.finish()
         }
     }
+}
+
+/// `auto`'s choice of codec, from measured figures alone (no clock).
+@Suite("Image stream: auto picks the codec that costs less")
+struct CodecChooserTests {
+    /// zstd: 4 ns/byte, to 20 %; lz4: 1.5 ns/byte, to 35 % — roughly these machines.
+    func measured(wireSecondsPerByte: Double) -> CodecChooser {
+        var chooser = CodecChooser()
+        #expect(chooser.choose() == .zstd, "each codec is tried once first")
+        chooser.compressed(.zstd, raw: 1 << 20, packed: 209_715, seconds: 4e-9 * Double(1 << 20))
+        #expect(chooser.choose() == .lz4)
+        chooser.compressed(.lz4, raw: 1 << 20, packed: 367_001, seconds: 1.5e-9 * Double(1 << 20))
+        chooser.sent(bytes: 1 << 20, seconds: wireSecondsPerByte * Double(1 << 20))
+        return chooser
+    }
+
+    @Test("a fast link (cores the bottleneck) gets lz4, a slow one zstd's ratio; the other is tried now and then")
+    func choice() {
+        var fast = measured(wireSecondsPerByte: 1e-9)  // ~8 Gbit/s: compressing costs more than sending
+        var picks = (0..<CodecChooser.refresh).map { _ in fast.choose() }
+        #expect(picks.filter { $0 == .lz4 }.count == CodecChooser.refresh - 1 && picks.contains(.zstd), "\(picks)")
+        var slow = measured(wireSecondsPerByte: 80e-9)  // 100 Mbit/s: every byte saved counts
+        picks = (0..<CodecChooser.refresh).map { _ in slow.choose() }
+        #expect(picks.filter { $0 == .zstd }.count == CodecChooser.refresh - 1 && picks.contains(.lz4), "\(picks)")
+        // The link slows down mid-stream: the choice follows.
+        for _ in 0..<20 { fast.sent(bytes: 1 << 20, seconds: 80e-9 * Double(1 << 20)) }
+        #expect(fast.choose() == .zstd)
+    }
+
+    @Test("a codec that does not pay counts as sending everything")
+    func notPaying() {
+        var chooser = CodecChooser()
+        _ = chooser.choose()
+        chooser.compressed(.zstd, raw: 1 << 20, packed: nil, seconds: 0.001)
+        #expect(chooser.zstd?.ratio == 1)
+        chooser.sent(bytes: 100, seconds: 5)  // a header's wait says nothing about the link
+        #expect(chooser.wireSecondsPerByte == nil)
+    }
+}
+
+/// `count` random bytes (incompressible), made a word at a time: cheap even in a debug build.
+func randomBytes(_ count: Int) -> Data {
+    var generator = SystemRandomNumberGenerator()
+    var words = [UInt64](repeating: 0, count: (count + 7) / 8)
+    for index in words.indices { words[index] = generator.next() }
+    return words.withUnsafeBytes { Data($0.prefix(count)) }
 }

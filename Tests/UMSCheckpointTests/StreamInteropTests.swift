@@ -144,7 +144,7 @@ struct StreamInteropTests {
     /// Files across the 1 MiB frame size, an empty one, and many small ones.
     func sampleFiles() -> [String: Data] {
         var generator = SystemRandomNumberGenerator()
-        var files: [String: Data] = ["empty.img": Data(), "pages-1.img": Data((0..<(2_500_000)).map { _ in UInt8.random(in: 0...255, using: &generator) })]
+        var files: [String: Data] = ["empty.img": Data(), "pages-1.img": randomBytes(2_500_000)]
         for index in 0..<20 { files["core-\(index).img"] = Data("core \(index)".utf8) }
         return files
     }
@@ -178,7 +178,7 @@ struct StreamInteropTests {
     /// Random pages, zero pages, text-like pages and a short tail, in a 2.3 MiB image, plus small files.
     func mixedFiles() -> [String: Data] {
         var generator = SystemRandomNumberGenerator()
-        var pages = Data((0..<(73 * 4096)).map { _ in UInt8.random(in: 0...255, using: &generator) })
+        var pages = randomBytes(73 * 4096)
         pages.append(Data(count: 1 << 20))
         let line = Array("key:42 value:memory that compresses, as a real service's does\n".utf8)
         pages.append(Data((0..<(1 << 20)).map { line[$0 % line.count] }))
