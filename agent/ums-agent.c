@@ -88,31 +88,7 @@ enum { K_END = 0, K_DATA = 1, K_TRUNCATE = 2, K_FILE = 3, K_META = 4, K_ZEROS = 
 /* Version 2 of the stream (docs/image-stream.md): zero pages announced, runs of other pages
  * compressed where that pays. The policy is the DUMP's (`compress=`); 0 = version 1. */
 enum { C_PLAIN = 0, C_OFF, C_AUTO, C_ZSTD, C_LZ4 };
-/* auto's choice of codec (as UMSCheckpoint's CodecChooser): each codec's seconds and ratio per
- * raw byte and the wire's seconds per byte sent, blended as measured; the cheaper of compressing
- * plus sending wins, the other is tried every REFRESH runs. Negative: not measured yet. */
-#define REFRESH 16
-struct chooser { double sec[2], ratio[2], wire; long runs; };
-struct packer { int policy; ZSTD_CCtx *zstd; char *out; size_t cap; long long zeros, packed; struct chooser ch; };
-
-static double seconds_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double blend(double old, double measured) { return old < 0 ? measured : old + 0.3 * (measured - old); }
-
-static double codec_cost(const struct chooser *c, int i) { return c->sec[i] < 0 ? -1 : c->sec[i] + c->ratio[i] * (c->wire < 0 ? 0 : c->wire); }
-
-/* 0 = zstd, 1 = lz4 */
-static int choose_codec(struct chooser *c) {
-    c->runs++;
-    if (c->sec[0] < 0) return 0;
-    if (c->sec[1] < 0) return 1;
-    int best = codec_cost(c, 0) <= codec_cost(c, 1) ? 0 : 1;
-    return c->runs % REFRESH == 0 ? 1 - best : best;
-}
+struct packer { int policy; ZSTD_CCtx *zstd; char *out; size_t cap; long long zeros, packed; };
 
 static int policy_named(const char *name) {
     return !strcmp(name, "off") ? C_OFF : !strcmp(name, "auto") ? C_AUTO : !strcmp(name, "zstd") ? C_ZSTD : !strcmp(name, "lz4") ? C_LZ4 : -1;
@@ -121,7 +97,6 @@ static int policy_named(const char *name) {
 static int packer_open(struct packer *pk, int policy) {
     memset(pk, 0, sizeof *pk);
     pk->policy = policy;
-    pk->ch.sec[0] = pk->ch.sec[1] = pk->ch.wire = -1;
     if (policy == C_PLAIN) return 0;
     size_t zb = ZSTD_compressBound(CHUNK), lb = (size_t)LZ4_compressBound(CHUNK);
     pk->cap = zb > lb ? zb : lb;
@@ -784,7 +759,6 @@ static int all_zero(const char *p, size_t n) {
 /* Compressed `in` into pk->out when that pays (90 % or less); returns its size or 0. */
 static size_t pack(struct packer *pk, int codec, const char *in, size_t n) {
     size_t size = 0;
-    double start = seconds_now();
     if (codec == C_LZ4) {
         int got = LZ4_compress_default(in, pk->out, (int)n, (int)pk->cap);
         size = got > 0 ? (size_t)got : 0;
@@ -792,21 +766,7 @@ static size_t pack(struct packer *pk, int codec, const char *in, size_t n) {
         size_t got = ZSTD_compressCCtx(pk->zstd, pk->out, pk->cap, in, n, 1);
         size = ZSTD_isError(got) ? 0 : got;
     }
-    int paid = size > 0 && (double)size <= (double)n * 0.9;
-    if (n > 0) {
-        int i = codec == C_LZ4 ? 1 : 0;
-        pk->ch.sec[i] = blend(pk->ch.sec[i], (seconds_now() - start) / (double)n);
-        pk->ch.ratio[i] = blend(pk->ch.ratio[i], paid ? (double)size / (double)n : 1.0);
-    }
-    return paid ? size : 0;
-}
-
-/* A frame whose sending is timed: what a byte costs on the wire, for auto's choice. */
-static int send_timed(int fd, struct packer *pk, int kind, const char *name, uint64_t offset, const void *data, uint32_t len) {
-    double start = seconds_now();
-    int rc = send_frame(fd, kind, name, offset, data, len, len);
-    if (rc == 0 && len >= 4096) pk->ch.wire = blend(pk->ch.wire, (seconds_now() - start) / (double)len);
-    return rc;
+    return size > 0 && (double)size <= (double)n * 0.9 ? size : 0;
 }
 
 /* Sends `n` bytes read at `offset` of `name`: one data frame in version 1; in version 2 runs of
@@ -827,7 +787,7 @@ static int send_range(int fd, struct packer *pk, const char *name, uint64_t offs
             if (send_frame(fd, K_ZEROS, name, offset + start, NULL, 0, (uint32_t)len) < 0) return -1;
             pk->zeros += (long long)len;
         } else {
-            int codec = pk->policy == C_LZ4 ? C_LZ4 : pk->policy == C_ZSTD ? C_ZSTD : (choose_codec(&pk->ch) ? C_LZ4 : C_ZSTD);
+            int codec = pk->policy == C_LZ4 ? C_LZ4 : C_ZSTD;
             size_t size = 0;
             if (pk->policy != C_OFF && (pk->policy != C_AUTO || len <= 2 * SAMPLE || pack(pk, codec, buf + start, SAMPLE) > 0))
                 size = pack(pk, codec, buf + start, len);
@@ -835,9 +795,9 @@ static int send_range(int fd, struct packer *pk, const char *name, uint64_t offs
                 /* u32(rawLength) then the compressed bytes, written in place before them. */
                 memmove(pk->out + 4, pk->out, size);
                 put_u32((unsigned char *)pk->out, (uint32_t)len);
-                if (send_timed(fd, pk, codec == C_LZ4 ? K_LZ4 : K_ZSTD, name, offset + start, pk->out, (uint32_t)size + 4) < 0) return -1;
+                if (send_frame(fd, codec == C_LZ4 ? K_LZ4 : K_ZSTD, name, offset + start, pk->out, (uint32_t)size + 4, (uint32_t)size + 4) < 0) return -1;
                 pk->packed += (long long)len;
-            } else if (send_timed(fd, pk, K_DATA, name, offset + start, buf + start, (uint32_t)len) < 0) {
+            } else if (send_frame(fd, K_DATA, name, offset + start, buf + start, (uint32_t)len, (uint32_t)len) < 0) {
                 return -1;
             }
         }

@@ -62,16 +62,13 @@ public enum ImageStream {
     ) async throws -> Summary {
         var hasher = SHA256()
         var wire: Int64 = 0
-        let codec = compression.map { ChunkCodec(policy: $0, chunkSize: chunkSize) }
         func emit(_ buffer: ByteBuffer) async throws {
             buffer.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
             wire += Int64(buffer.readableBytes)
-            let start = ContinuousClock.now
             try await consume(buffer)
-            let waited = ContinuousClock.now - start
-            codec?.sent(bytes: buffer.readableBytes, seconds: Double(waited.components.seconds) + Double(waited.components.attoseconds) / 1e18)
         }
         try await emit(ByteBuffer(bytes: magic(version: compression == nil ? 1 : 2)))
+        let codec = compression.map { ChunkCodec(policy: $0, chunkSize: chunkSize) }
         var zeroBytes: Int64 = 0
         var compressedBytes: Int64 = 0
         /// One run of bytes read at `offset` of `name`: as zero-page runs and data (compressed

@@ -1,11 +1,9 @@
 /// How a migration's checkpoint images cross (issue 17): whole zero pages never do; the rest is
 /// compressed where that pays.
 public enum ImageCompression: String, Codable, Sendable, CaseIterable, CustomStringConvertible {
-    /// zstd (fast level) or lz4 on each run of pages that shrinks by at least a tenth — whichever
-    /// costs less, compressing plus sending, by what the stream measured (lz4 where the cores are
-    /// the bottleneck, zstd's better ratio where the link is); a longer run is first tried on a
-    /// 64 KiB sample, and goes as it is when that does not shrink — random memory costs a
-    /// sample's compression, not the whole run's.
+    /// zstd (fast level) on each run of pages that shrinks by at least a tenth; a longer run is
+    /// first tried on a 64 KiB sample, and goes as it is when that does not shrink — random
+    /// memory costs a sample's compression, not the whole run's.
     case auto
     /// Sent as read (zero pages still elided).
     case off

@@ -1,7 +1,7 @@
 import Foundation
 import NIOCore
 import Testing
-@testable import UMSCheckpoint
+import UMSCheckpoint
 import UMSModel
 
 /// The synchronization module with real files: a directory that grows while it is streamed
@@ -215,44 +215,6 @@ extension Array where Element == ByteBuffer {
             for chunk in self { continuation.yield(chunk) }
             continuation.finish()
         }
-    }
-}
-
-/// `auto`'s choice of codec, from measured figures alone (no clock).
-@Suite("Image stream: auto picks the codec that costs less")
-struct CodecChooserTests {
-    /// zstd: 4 ns/byte, to 20 %; lz4: 1.5 ns/byte, to 35 % — roughly these machines.
-    func measured(wireSecondsPerByte: Double) -> CodecChooser {
-        var chooser = CodecChooser()
-        #expect(chooser.choose() == .zstd, "each codec is tried once first")
-        chooser.compressed(.zstd, raw: 1 << 20, packed: 209_715, seconds: 4e-9 * Double(1 << 20))
-        #expect(chooser.choose() == .lz4)
-        chooser.compressed(.lz4, raw: 1 << 20, packed: 367_001, seconds: 1.5e-9 * Double(1 << 20))
-        chooser.sent(bytes: 1 << 20, seconds: wireSecondsPerByte * Double(1 << 20))
-        return chooser
-    }
-
-    @Test("a fast link (cores the bottleneck) gets lz4, a slow one zstd's ratio; the other is tried now and then")
-    func choice() {
-        var fast = measured(wireSecondsPerByte: 1e-9)  // ~8 Gbit/s: compressing costs more than sending
-        var picks = (0..<CodecChooser.refresh).map { _ in fast.choose() }
-        #expect(picks.filter { $0 == .lz4 }.count == CodecChooser.refresh - 1 && picks.contains(.zstd), "\(picks)")
-        var slow = measured(wireSecondsPerByte: 80e-9)  // 100 Mbit/s: every byte saved counts
-        picks = (0..<CodecChooser.refresh).map { _ in slow.choose() }
-        #expect(picks.filter { $0 == .zstd }.count == CodecChooser.refresh - 1 && picks.contains(.lz4), "\(picks)")
-        // The link slows down mid-stream: the choice follows.
-        for _ in 0..<20 { fast.sent(bytes: 1 << 20, seconds: 80e-9 * Double(1 << 20)) }
-        #expect(fast.choose() == .zstd)
-    }
-
-    @Test("a codec that does not pay counts as sending everything")
-    func notPaying() {
-        var chooser = CodecChooser()
-        _ = chooser.choose()
-        chooser.compressed(.zstd, raw: 1 << 20, packed: nil, seconds: 0.001)
-        #expect(chooser.zstd?.ratio == 1)
-        chooser.sent(bytes: 100, seconds: 5)  // a header's wait says nothing about the link
-        #expect(chooser.wireSecondsPerByte == nil)
     }
 }
 
