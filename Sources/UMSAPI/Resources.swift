@@ -155,6 +155,8 @@ public struct MigrationPlan: Codable, Sendable, Equatable {
     public var admission: String?
     /// Whether established connections would be carried, or closed and why.
     public var connections: ConnectionsSummary?
+    /// How the checkpoint images would cross (the compression policy, or the plain stream and why).
+    public var images: String?
 
     public init(container: String, source: SystemRef, destination: SystemRef, requestedApproach: ApproachRequest, mode: TransferMode,
                 approach: Approach?, verdicts: [Feasibility], infeasible: String?, admission: String? = nil) {

@@ -243,7 +243,9 @@ struct MigrationDriver: Sendable {
         var published = postCopy
         let (container, peer, id) = (container, peer, id)
         // Compressed (and zero pages elided) only for a destination that reads that stream.
-        let compression = plan.destination.imageStreamVersions?.contains(2) == true ? self.compression : nil
+        let compression = CompressionDecision.decide(
+            self.compression, destination: plan.destination.name, reads: plan.destination.imageStreamVersions, approach: approach.approach
+        ).compression
         let crossed = Mutex<ImageTransferSummary?>(nil)
         async let imagesSent: Int64 = approach.coordinatorParts.contains(.images)
             ? peer.sendFiles(id, part: .images) { consume in

@@ -315,6 +315,9 @@ public actor OutgoingMigrations {
             destination: SystemRef(name: destination.name, url: destinationURL), requestedApproach: approachRequest,
             mode: request.mode ?? .stopAndCopy, approach: chosen, verdicts: verdicts, infeasible: infeasible, admission: admission
         )
+        plan.images = CompressionDecision.decide(
+            request.compress ?? .auto, destination: destination.name, reads: destination.imageStreamVersions, approach: chosen
+        ).reason
         if let chosen {
             do {
                 plan.connections = try ConnectionDecision.decide(

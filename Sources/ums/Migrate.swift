@@ -94,7 +94,8 @@ struct Migrate: AsyncParsableCommand {
             if dryRun {
                 let plan = try await client.plan(MigrateRequest(
                     container: name, destination: to, approach: ApproachRequest(rawValue: approach), destinationToken: destinationToken,
-                    mode: TransferMode(rawValue: mode), volumes: VolumeHandling(rawValue: volumes), connections: ConnectionHandling(rawValue: connections)
+                    mode: TransferMode(rawValue: mode), volumes: VolumeHandling(rawValue: volumes), connections: ConnectionHandling(rawValue: connections),
+                    compress: ImageCompression(rawValue: compress)
                 ))
                 if json {
                     try Output.json(plan)
@@ -106,6 +107,7 @@ struct Migrate: AsyncParsableCommand {
                     if let infeasible = plan.infeasible { print("infeasible: \(infeasible)") }
                     if let admission = plan.admission { print("destination's admission policy: \(admission)") }
                     if let carried = plan.connections { print("connections: \(carried.mode == .carried ? "carried" : "closed") — \(carried.reason)") }
+                    if let images = plan.images { print("images: \(images)") }
                 }
                 if plan.approach == nil || (plan.admission.map { $0 != "admitted" } ?? false) { throw ExitCode(1) }
                 return

@@ -250,6 +250,7 @@ struct MigrationTests {
         let migrationsBefore = try await testbed.a.migrations().count
         let plan = try await testbed.a.plan(MigrateRequest(container: name, destination: testbed.bURL))
         #expect(plan.approach == .orchestrator)
+        #expect(plan.images?.hasPrefix("auto — zero pages never sent") == true, "\(plan.images ?? "no images line")")
         #expect(plan.destination.name == "tbb")
         #expect(plan.verdicts.map(\.approach) == [.orchestrator, .service, .container])
         let service = try #require(plan.verdicts.first { $0.approach == .service })
