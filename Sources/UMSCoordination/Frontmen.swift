@@ -159,11 +159,10 @@ actor Frontmen {
     /// Before the restore: what is held goes to the destination's Frontman, which holds it until
     /// the commit (HTTP only: on a rollback it comes back and is sent here again).
     func sendAhead(_ service: String, to target: FrontmanTarget) async {
-        guard var entry = entries[service] else { return }
-        let gate = entry.frontman.gate
-        await gate.release(to: target)
-        entry.sentAhead = await gate.epoch
-        entries[service] = entry
+        guard let frontman = entries[service]?.frontman else { return }
+        // The epoch from the release itself: read afterwards, another release could come between.
+        let epoch = await frontman.gate.release(to: target)
+        if entries[service]?.frontman === frontman { entries[service]?.sentAhead = epoch }
     }
 
     /// Rollback: back to the service here, which runs again. What was sent ahead to the

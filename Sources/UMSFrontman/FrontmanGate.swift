@@ -217,9 +217,11 @@ public actor FrontmanGate {
         epoch += 1
     }
 
-    /// Sends everything held, and everything after, to `target` (or redirects there).
-    public func release(to target: FrontmanTarget, redirect: Bool = false) {
-        guard mode != .closed else { return }
+    /// Sends everything held, and everything after, to `target` (or redirects there). Returns
+    /// the epoch it started (what goes out in it is told apart by that), nil when closed.
+    @discardableResult
+    public func release(to target: FrontmanTarget, redirect: Bool = false) -> Int? {
+        guard mode != .closed else { return nil }
         epoch += 1
         mode = redirect ? .redirecting(target) : .forwarding(target)
         let route: FrontmanRoute = redirect ? .redirect(target, epoch: epoch) : .forward(target, epoch: epoch)
@@ -228,6 +230,7 @@ public actor FrontmanGate {
             stats.released += 1
             waiter.continuation.resume(returning: route)
         }
+        return epoch
     }
 
     /// Cuts what is still in flight to targets before the current one: their service is gone

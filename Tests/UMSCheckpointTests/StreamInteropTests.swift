@@ -252,13 +252,7 @@ struct StreamInteropTests {
              "without its data", "without its data"),
         ]
         for (what, stream, swiftReason, cReason) in cases {
-            let bySwift = try directory(), byC = try directory()
-            defer { try? FileManager.default.removeItem(atPath: bySwift); try? FileManager.default.removeItem(atPath: byC) }
-            let error = await #expect(throws: UMSError.self, "Swift accepted: \(what)") { _ = try await swiftReceive(stream, into: bySwift) }
-            #expect(error?.message.contains(swiftReason) == true, "\(what): \(error?.message ?? "")")
-            let c = try await agentUnpack(stream, into: byC)
-            #expect(!c.ok, "C accepted: \(what)")
-            #expect(c.error.contains(cReason), "\(what): \(c.error)")
+            try await expectBothRefuse(what, stream, swift: swiftReason, c: cReason)
         }
         // The honest frame is accepted by both.
         let stream = Self.magic2 + honest + Self.frame(0, "", offset: 100_000, length: 1)
@@ -286,6 +280,11 @@ struct StreamInteropTests {
     @Test("both readers refuse a damaged stream, and write nothing outside their directory", arguments: 0..<damaged.count)
     func damagedStreams(index: Int) async throws {
         let (what, stream, swiftReason, cReason) = Self.damaged[index]
+        try await expectBothRefuse(what, stream, swift: swiftReason, c: cReason)
+    }
+
+    /// Both readers refuse `stream`, each with its reason, and write nothing outside their directory.
+    func expectBothRefuse(_ what: String, _ stream: Data, swift swiftReason: String, c cReason: String) async throws {
         let bySwift = try directory(), byC = try directory()
         defer { try? FileManager.default.removeItem(atPath: bySwift); try? FileManager.default.removeItem(atPath: byC) }
         let error = await #expect(throws: UMSError.self, "Swift accepted: \(what)") { _ = try await swiftReceive(stream, into: bySwift) }
