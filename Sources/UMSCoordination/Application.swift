@@ -113,6 +113,14 @@ func makeOrchestrator(
         )
         try await engine.prepare()
         return engine
+    case .swarm:
+        let swarm = try SwarmOrchestrator(
+            managerSocket: configuration.resolvedEngineSocket, nodeSockets: configuration.swarmNodes ?? [], http: http,
+            systemName: configuration.name, stateDirectory: configuration.stateDir, advertiseHost: advertiseHost,
+            criu: criu, runner: runner, logger: logger
+        )
+        try await swarm.prepare()
+        return swarm
     case .containerd:
         let containerd = try ContainerdOrchestrator(
             systemName: configuration.name, stateDirectory: configuration.stateDir, advertiseHost: advertiseHost,

@@ -61,6 +61,9 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     public var hostImage: String?
     /// The engine's API socket, for `podman`, `docker` and `containerd` (default: the engine's usual one).
     public var engineSocket: String?
+    /// `orchestrator: swarm`: the engine sockets of the swarm's other nodes (`engineSocket` is its
+    /// manager's), where UMS finds the containers of the tasks Swarm placed there.
+    public var swarmNodes: [String]?
     /// The endpoint record in hosts format (default: `<stateDir>/endpoints.hosts`).
     public var endpointsFile: String?
     /// A program run after every change of the endpoint record (UMS_SERVICE, UMS_ADDRESS,
@@ -144,7 +147,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, listen, stateDir, orchestrator, tokenFile, advertiseURL, peers, criuPath, logLevel, hostImage, engineSocket
+        case name, listen, stateDir, orchestrator, tokenFile, advertiseURL, peers, criuPath, logLevel, hostImage, engineSocket, swarmNodes
         case containerNetwork, endpointsFile, endpointHook, dnsServer, dnsZone, dnsKeyFile, dnsTTL, frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger
         case admission, tlsDir, insecure, readerTokenFiles, trustedPeers, incomingTimeout, shutdownGrace, migrationNetwork, connectionLinger
     }
@@ -164,6 +167,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         logLevel = try container.decodeIfPresent(String.self, forKey: .logLevel)
         hostImage = try container.decodeIfPresent(String.self, forKey: .hostImage)
         engineSocket = try container.decodeIfPresent(String.self, forKey: .engineSocket)
+        swarmNodes = try container.decodeIfPresent([String].self, forKey: .swarmNodes)
         endpointsFile = try container.decodeIfPresent(String.self, forKey: .endpointsFile)
         endpointHook = try container.decodeIfPresent(String.self, forKey: .endpointHook)
         containerNetwork = try container.decodeIfPresent(String.self, forKey: .containerNetwork)

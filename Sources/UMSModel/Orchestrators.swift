@@ -6,6 +6,8 @@ public enum OrchestratorKind: String, Codable, Sendable, CaseIterable, CustomStr
     case docker
     /// The embedded orchestrator's bundles, with containerd running the containers.
     case containerd
+    /// A Docker Swarm: services on a cluster of nodes, placed and restarted by its manager.
+    case swarm
 
     public var description: String { rawValue }
 }

@@ -34,6 +34,10 @@ public struct Specification: Codable, Sendable, Equatable {
     /// pod: its name, its published ports, its first container's image and command, and every
     /// volume and host directory its containers mount (each member keeps its own).
     public var pod: PodSpecification?
+    /// Where a cluster's scheduler may place it (Swarm's constraints: `node.hostname==worker-1`,
+    /// `node.labels.zone==edge`); a system of one host ignores it. Not carried to another system:
+    /// its nodes are another's (a migration names the destination's, `--placement`).
+    public var placement: [String]?
 
     public init(
         name: String, image: ImageReference, command: [String], environment: [String] = [],
@@ -57,7 +61,7 @@ public struct Specification: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, image, command, environment, workingDirectory, ports, limits, processCount, labels, security, engine, volumes, binds, pod, tmpfs
+        case name, image, command, environment, workingDirectory, ports, limits, processCount, labels, security, engine, volumes, binds, pod, tmpfs, placement
     }
 
     /// Decodes and validates (`validate()`): what a peer or a file sends is checked here.
@@ -80,6 +84,7 @@ public struct Specification: Codable, Sendable, Equatable {
         )
         pod = try container.decodeIfPresent(PodSpecification.self, forKey: .pod)
         tmpfs = try container.decodeIfPresent([TmpfsMount].self, forKey: .tmpfs)
+        placement = try container.decodeIfPresent([String].self, forKey: .placement)
         try validate()
     }
 

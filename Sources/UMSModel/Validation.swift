@@ -18,6 +18,29 @@ public enum SpecificationBounds {
     public static let maxPathBytes = 4096
     public static let maxVolumes = 32
     public static let maxPodMembers = 16
+    public static let maxPlacementConstraints = 16
+    public static let maxPlacementConstraintBytes = 256
+}
+
+/// A placement constraint, as cluster schedulers write them: `KEY==VALUE` or `KEY!=VALUE`, the
+/// key a dotted name (`node.hostname`, `node.labels.zone`), the value printable without spaces.
+public enum PlacementConstraint {
+    public static func validate(_ constraint: String) throws(UMSError) {
+        let shown = String(constraint.prefix(64))
+        guard constraint.utf8.count <= SpecificationBounds.maxPlacementConstraintBytes else {
+            throw UMSError(.invalidArgument, "invalid placement constraint '\(shown)…': longer than \(SpecificationBounds.maxPlacementConstraintBytes) bytes")
+        }
+        let separator = constraint.range(of: "==") ?? constraint.range(of: "!=")
+        guard let separator else {
+            throw UMSError(.invalidArgument, "invalid placement constraint '\(shown)': expected KEY==VALUE or KEY!=VALUE (e.g. node.hostname==worker-1)")
+        }
+        let key = constraint[..<separator.lowerBound], value = constraint[separator.upperBound...]
+        let keyOK = !key.isEmpty && key.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0)) }
+        let valueOK = !value.isEmpty && value.unicodeScalars.allSatisfy { $0.isASCII && $0.value > 0x20 && $0.value < 0x7f && $0 != "=" && $0 != "!" }
+        guard keyOK, valueOK else {
+            throw UMSError(.invalidArgument, "invalid placement constraint '\(shown)': the key is letters, digits, '.', '_' and '-'; the value printable ASCII without spaces")
+        }
+    }
 }
 
 /// Checks a migration id: it names directories at the destination, so it is kept to `m-` and a
@@ -158,6 +181,13 @@ extension Specification {
         }
         guard pod != nil || Set(tmpfs.map(\.destination) + binds.map(\.destination) + volumes.map(\.destination)).count == tmpfs.count + binds.count + volumes.count else {
             throw UMSError(.invalidArgument, "invalid tmpfs mounts: a mount point twice")
+        }
+        let placement = self.placement ?? []
+        guard placement.count <= Bounds.maxPlacementConstraints else {
+            throw UMSError(.invalidArgument, "invalid placement: more than \(Bounds.maxPlacementConstraints) constraints")
+        }
+        for constraint in placement {
+            try PlacementConstraint.validate(constraint)
         }
         // A pod's own lists gather its members' (each checked on its own, below).
         guard pod != nil || (Set(binds.map(\.hostPath)).count == binds.count

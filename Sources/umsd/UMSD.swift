@@ -14,7 +14,7 @@ struct UMSD: AsyncParsableCommand {
         abstract: "The UMS Coordinator of one system: runs containers on its orchestrator and migrates them live to other systems.",
         discussion: """
             Flags override the same keys of --config (YAML: name, listen, stateDir, orchestrator, tokenFile, \
-            advertiseURL, peers[{url, tokenFile}], criuPath, logLevel, hostImage, engineSocket, containerNetwork, endpointsFile, endpointHook, dnsServer, dnsZone, dnsKeyFile, dnsTTL, \
+            advertiseURL, peers[{url, tokenFile}], criuPath, logLevel, hostImage, engineSocket, swarmNodes, containerNetwork, endpointsFile, endpointHook, dnsServer, dnsZone, dnsKeyFile, dnsTTL, \
             frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger, incomingTimeout, shutdownGrace, migrationNetwork, connectionLinger, admission, tlsDir, insecure, \
             readerTokenFiles). Speaks mutual TLS 1.3: make the system's identity with `ums trust init --dir TLSDIR` and pin \
             each peer with `ums trust add-peer`. Needs root, runc and CRIU >= 4.2 (scripts/setup installs them).
@@ -57,8 +57,11 @@ struct UMSD: AsyncParsableCommand {
     @Option(help: "The CRIU binary to use (default: /usr/local/sbin/criu, then criu on PATH).")
     var criu: String?
 
-    @Option(name: .customLong("engine-socket"), help: "The podman/docker/containerd socket (default: the engine's usual one).")
+    @Option(name: .customLong("engine-socket"), help: "The podman/docker/containerd socket, or the swarm manager's (default: the engine's usual one).")
     var engineSocket: String?
+
+    @Option(name: .customLong("swarm-node"), help: "--orchestrator swarm: the engine socket of another node of the swarm (repeat for each).")
+    var swarmNodes: [String] = []
 
     @Option(name: .customLong("host-image"), help: "The outer image for nested services (container-level; built by scripts/build-host-image).")
     var hostImage: String?
@@ -149,6 +152,7 @@ struct UMSD: AsyncParsableCommand {
         if let logLevel { configuration.logLevel = logLevel }
         if let hostImage { configuration.hostImage = hostImage }
         if let engineSocket { configuration.engineSocket = engineSocket }
+        if !swarmNodes.isEmpty { configuration.swarmNodes = swarmNodes }
         if let endpointsFile { configuration.endpointsFile = endpointsFile }
         if let endpointHook { configuration.endpointHook = endpointHook }
         if let containerNetwork { configuration.containerNetwork = containerNetwork }
