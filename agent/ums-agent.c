@@ -37,6 +37,8 @@
  *                                          -> "OK bytes=N files=M dump_ms=D wire=W zeros=Z packed=P" (the tree
  *                                             stays frozen; with compress= the stream is version 2)
  *   "<token> RESUME"                       -> "OK"      (rollback: the frozen tree runs again)
+ *   "<token> START"                        -> "OK pid=N" (restore mode, nothing received: start the service
+ *                                             afresh, as a restart would — a cluster replaced the task)
  * Errors: "ERR <message>". The token comes from UMS_AGENT_TOKEN; without one, control is refused.
  * Image stream (TCP, from the source agent): "IMAGES <secret>\n", then the UMSI frames of
  * UMSCheckpoint's ImageStream, plus kind 3 (a carried file's data, name = absolute path) and
@@ -607,12 +609,12 @@ static void remount_cgroups_writable(void) {
     fclose(f);
 }
 
-static void start_nested(void) {
+static void start_nested(int reaper_running) {
     if (write_nested_config(0) < 0) { logmsg("cannot write the nested container's config: %s", strerror(errno)); exit(125); }
     make_dirs(RUNC_ROOT, 0700);
     unlink(WORK "/nested.pid");
     char *args[] = { "run", "--detach", "--pid-file", WORK "/nested.pid", "--bundle", NESTED_BUNDLE, NESTED_ID, NULL };
-    int status = run_runc(args, 0);
+    int status = run_runc(args, reaper_running);
     pid_t pid = read_pid(WORK "/nested.pid");
     if (!ok_status(status) || pid <= 0) { logmsg("cannot start the nested container (runc status %d)", status); exit(125); }
     pthread_mutex_lock(&mu);
@@ -1348,6 +1350,29 @@ static void do_restore(int client, int seconds) {
     logmsg("service restored (pid %d)", restored);
 }
 
+/* START: a restore-mode agent that was never sent a checkpoint starts the service afresh from its
+ * image. A cluster orchestrator that replaced a restored service's task with a new container
+ * (from the service's restore-mode specification) makes one: its Coordinator sends START, and the
+ * service starts as any restart would start it. Refused once a checkpoint is on its way. */
+static void do_start(int client) {
+    pthread_mutex_lock(&mu);
+    int ok = !strcmp(mode, "restore") && receive_state == 0 && !busy;
+    if (ok) mode = "starting";
+    const char *was = mode;
+    pthread_mutex_unlock(&mu);
+    if (!ok) {
+        reply(client, "ERR cannot start: this agent is not a restore-mode agent that no checkpoint was sent to (mode %s)", was);
+        return;
+    }
+    if (host_mode) {
+        start_nested(1);
+    } else {
+        advance_pids();
+        start_service();
+    }
+    reply(client, "OK pid=%d", service_pid);
+}
+
 /* ---------- control ---------- */
 
 static int token_ok(const char *given) {
@@ -1389,8 +1414,10 @@ static void serve_connection(int client) {
         do_dump(client, words[2], words[3], words[4], n == 6 ? policy_named(words[5] + 9) : C_PLAIN);
     } else if (!strcmp(words[1], "RESUME")) {
         do_resume(client);
+    } else if (!strcmp(words[1], "START") && n == 2) {
+        do_start(client);
     } else {
-        reply(client, "ERR unknown command '%s' (STATUS, RECEIVE, RESTORE, DUMP, RESUME)", words[1]);
+        reply(client, "ERR unknown command '%s' (STATUS, RECEIVE, RESTORE, DUMP, RESUME, START)", words[1]);
     }
     close(client);
     return;
@@ -1527,7 +1554,7 @@ int main(int argc, char **argv) {
         pthread_create(&t, NULL, expire, NULL);
         logmsg("waiting for a checkpoint on port %d", cfg.port);
     } else if (host_mode) {
-        start_nested();
+        start_nested(0);
     } else {
         start_service();
     }

@@ -182,11 +182,14 @@ public struct Coordinator: Sendable {
     public func runBackground(sweepEvery interval: Duration = .seconds(1), grace: Duration = .seconds(30)) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
+                var sweeps = 0
                 while !Task.isCancelled {
                     try? await Task.sleep(for: interval)
                     if Task.isCancelled { break }
                     await incoming.expireStale()
                     await frontmen?.sweep()
+                    sweeps += 1
+                    if sweeps % 2 == 0 { await followReplacements() }
                 }
             }
             group.addTask {

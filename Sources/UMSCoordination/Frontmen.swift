@@ -120,6 +120,16 @@ actor Frontmen {
         await install(info.specification, target: target, role: .serving)
     }
 
+    /// A running container here whose Frontman serves it at another address (its orchestrator
+    /// replaced it) gets one that forwards to where it is now.
+    func follow(_ info: ContainerInfo) async {
+        guard let entry = entries[info.specification.name], entry.role == .serving, let target = Self.target(of: info),
+              let local = entry.local, local != target
+        else { return }
+        logger.info("frontman follows its service to a new address", metadata: ["service": "\(info.name)", "from": "\(local.host)", "to": "\(target.host)"])
+        await install(info.specification, target: target, role: .serving)
+    }
+
     /// The service is gone from here (removed, or an incoming one aborted): what its Frontman
     /// holds is refused as `closed` (a source's Frontman sends that elsewhere).
     func remove(_ service: String) async {

@@ -137,6 +137,12 @@ public enum MigratableImage {
         return result
     }
 
+    /// Whether the container's agent starts in restore mode (a destination's container, as made
+    /// by `destinationSpecification`).
+    public static func startsInRestoreMode(_ specification: Specification) -> Bool {
+        specification.command.first == agentPath && specification.command.count > 1 && ["restore", "host-restore"].contains(specification.command[1])
+    }
+
     /// The port the agent listens on inside the container (the value of its label).
     public static func agentPort(of specification: Specification) -> Int {
         (specification.labels[SpecificationLabels.agent] ?? specification.labels[SpecificationLabels.nested]).flatMap { Int($0) }

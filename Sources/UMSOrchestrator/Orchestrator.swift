@@ -203,3 +203,10 @@ public protocol ConnectionCarrying: Sendable {
     /// Source, once the linger ended: the kept network goes, and the route into the tunnel.
     func release(_ kept: KeptNetwork) async
 }
+
+/// An orchestrator whose controller replaces a container that stops with a new one made from the
+/// service's specification, possibly on another node and at another address (a Swarm service's
+/// task; a Kubernetes Deployment's pod). The Coordinator then follows the replacement: its
+/// Frontman forwards to the new address, and a replacement of a service restored here — whose
+/// specification starts its agent in restore mode — is told to start the service afresh.
+public protocol ReplacingOrchestrator: Sendable {}

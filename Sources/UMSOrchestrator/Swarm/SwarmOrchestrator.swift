@@ -20,14 +20,11 @@ import UMSOS
 /// agent containers need the nodes' `dockerd` to give every container an unconfined profile and
 /// no-new-privileges (`prepare` reads whether they do). docs/adapters.md has the details and the
 /// Kubernetes counterparts.
-public actor SwarmOrchestrator: ContainerOrchestrator, ImageStoreBacked {
+public actor SwarmOrchestrator: ContainerOrchestrator, ImageStoreBacked, ReplacingOrchestrator {
     struct Record: RegisteredContainer {
         var specification: Specification
         var lockedBy: String?
         var createdAt: Date
-        /// The task whose agent restored a migrated service: a later task of the same service
-        /// (Swarm replaced it) starts the service afresh from its image.
-        var restoredTask: String?
     }
 
     /// One node of the swarm: its engine's API, and where the node is reached.
