@@ -119,12 +119,16 @@ public struct MigrateRequest: Codable, Sendable, Equatable {
     public var connections: ConnectionHandling?
     /// How the checkpoint images are compressed: `auto` (default), `off`, `zstd` or `lz4`.
     public var compress: ImageCompression?
+    /// Where the destination's cluster may place the service (Swarm constraints, e.g.
+    /// `node.hostname==worker-2`); the source's own placement does not travel.
+    public var placement: [String]?
 
     public init(
         container: String, destination: String, approach: ApproachRequest? = nil, destinationToken: String? = nil,
         mode: TransferMode? = nil, frontman: FrontmanMode? = nil, volumes: VolumeHandling? = nil, connections: ConnectionHandling? = nil,
-        compress: ImageCompression? = nil
+        compress: ImageCompression? = nil, placement: [String]? = nil
     ) {
+        self.placement = placement
         self.compress = compress
         self.connections = connections
         self.volumes = volumes

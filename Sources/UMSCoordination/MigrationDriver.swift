@@ -37,6 +37,9 @@ struct MigrationDriver: Sendable {
     var connections: ConnectionHandling = .auto
     /// How the images are compressed when the destination reads the compressed stream.
     var compression: ImageCompression = .auto
+    /// Where the destination's cluster may place the service (the source's placement names its
+    /// own nodes and does not travel).
+    var placement: [String]?
     let logger: Logger
     /// Whether the Coordinator is shutting down.
     var shuttingDown: @Sendable () -> Bool = { false }
@@ -165,8 +168,10 @@ struct MigrationDriver: Sendable {
             progress.bytes += sent.bytes
             await records.note(id, "rootfs \(image.digest.prefix(19)) sent (\(sent.bytes) bytes)")
         }
+        var identical = specification
+        identical.placement = placement
         let prepared = try await peer.prepare(PrepareRequest(
-            id: id, approach: chosen, specification: specification, source: system.ref, volumes: volumes, volumeBytes: volumeBytes,
+            id: id, approach: chosen, specification: identical, source: system.ref, volumes: volumes, volumeBytes: volumeBytes,
             carry: progress.carry
         ))
         progress.destinationPrepared = true

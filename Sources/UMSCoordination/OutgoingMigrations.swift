@@ -273,6 +273,11 @@ public actor OutgoingMigrations {
         else {
             throw UMSError(.invalidArgument, "invalid destination '\(request.destination)': expected the destination Coordinator's URL, e.g. http://198.18.0.2:7000")
         }
+        let placement = request.placement ?? []
+        guard placement.count <= SpecificationBounds.maxPlacementConstraints else {
+            throw UMSError(.invalidArgument, "invalid placement: more than \(SpecificationBounds.maxPlacementConstraints) constraints")
+        }
+        for constraint in placement { try PlacementConstraint.validate(constraint) }
         let destinationURL = request.destination.hasSuffix("/") ? String(request.destination.dropLast()) : request.destination
         guard destinationURL != system.url else {
             throw UMSError(.invalidArgument, "invalid destination '\(request.destination)': it is this system")
@@ -355,6 +360,7 @@ public actor OutgoingMigrations {
         driver.volumes = request.volumes ?? .copy
         driver.connections = request.connections ?? .auto
         driver.compression = request.compress ?? .auto
+        driver.placement = request.placement
         running.insert(record.id)
         let migration = driver
         let started = background.spawn {

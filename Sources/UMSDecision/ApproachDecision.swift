@@ -85,7 +85,10 @@ public enum ApproachDecision {
             // checkpoint such containers (containerd: `ctr run` ones, not UMS's bundles).
             let adopted = specification.engine != nil
             func checkpoints(_ system: SystemProfile) -> Bool { system.canCheckpoint || (adopted && system.checkpointsAdopted) }
-            func only(_ system: SystemProfile) -> String { system.checkpointsAdopted ? " it did not make itself (only those made with its own tools)" : "" }
+            func only(_ system: SystemProfile) -> String {
+                system.orchestrator == .swarm ? " (Docker Swarm has no checkpoint API; the service- and container-level approaches move its services)"
+                    : system.checkpointsAdopted ? " it did not make itself (only those made with its own tools)" : ""
+            }
             guard checkpoints(source) else {
                 return verdict(false, "the source orchestrator (\(source.orchestrator)) cannot checkpoint containers\(only(source))")
             }

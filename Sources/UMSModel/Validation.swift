@@ -35,10 +35,11 @@ public enum PlacementConstraint {
             throw UMSError(.invalidArgument, "invalid placement constraint '\(shown)': expected KEY==VALUE or KEY!=VALUE (e.g. node.hostname==worker-1)")
         }
         let key = constraint[..<separator.lowerBound], value = constraint[separator.upperBound...]
-        let keyOK = !key.isEmpty && key.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0)) }
-        let valueOK = !value.isEmpty && value.unicodeScalars.allSatisfy { $0.isASCII && $0.value > 0x20 && $0.value < 0x7f && $0 != "=" && $0 != "!" }
-        guard keyOK, valueOK else {
-            throw UMSError(.invalidArgument, "invalid placement constraint '\(shown)': the key is letters, digits, '.', '_' and '-'; the value printable ASCII without spaces")
+        func plain(_ text: Substring, _ extra: String) -> Bool {
+            !text.isEmpty && text.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || extra.unicodeScalars.contains($0)) }
+        }
+        guard plain(key, "._-"), plain(value, "._-:/") else {
+            throw UMSError(.invalidArgument, "invalid placement constraint '\(shown)': the key is letters, digits, '.', '_' and '-'; the value also ':' and '/'")
         }
     }
 }

@@ -57,6 +57,12 @@ struct Migrate: AsyncParsableCommand {
     ))
     var compress: String = ImageCompression.auto.rawValue
 
+    @Option(help: ArgumentHelp(
+        "Where the destination's cluster may place the service: KEY==VALUE or KEY!=VALUE (repeatable).",
+        discussion: "For a destination that is a cluster (orchestrator swarm): Swarm placement constraints such as node.hostname==worker-2 or node.labels.zone==edge. The source's own placement names its nodes and does not travel. A single-host destination ignores it."
+    ))
+    var placement: [String] = []
+
     @Flag(help: "Print the final migration record as JSON.")
     var json = false
 
@@ -85,6 +91,9 @@ struct Migrate: AsyncParsableCommand {
         guard ImageCompression(rawValue: compress) != nil else {
             throw ValidationError("unknown compression '\(compress)': expected auto, off, zstd or lz4")
         }
+        for constraint in placement {
+            do { try PlacementConstraint.validate(constraint) } catch { throw ValidationError(error.message) }
+        }
     }
 
     func run() async throws {
@@ -95,7 +104,7 @@ struct Migrate: AsyncParsableCommand {
                 let plan = try await client.plan(MigrateRequest(
                     container: name, destination: to, approach: ApproachRequest(rawValue: approach), destinationToken: destinationToken,
                     mode: TransferMode(rawValue: mode), volumes: VolumeHandling(rawValue: volumes), connections: ConnectionHandling(rawValue: connections),
-                    compress: ImageCompression(rawValue: compress)
+                    compress: ImageCompression(rawValue: compress), placement: placement.isEmpty ? nil : placement
                 ))
                 if json {
                     try Output.json(plan)
@@ -115,7 +124,8 @@ struct Migrate: AsyncParsableCommand {
             var record = try await client.migrate(MigrateRequest(
                 container: name, destination: to, approach: ApproachRequest(rawValue: approach), destinationToken: destinationToken,
                 mode: TransferMode(rawValue: mode), frontman: FrontmanMode(rawValue: frontman), volumes: VolumeHandling(rawValue: volumes),
-                connections: ConnectionHandling(rawValue: connections), compress: ImageCompression(rawValue: compress)
+                connections: ConnectionHandling(rawValue: connections), compress: ImageCompression(rawValue: compress),
+                placement: placement.isEmpty ? nil : placement
             ))
             if !detach {
                 record = try await follow(record, client: client)

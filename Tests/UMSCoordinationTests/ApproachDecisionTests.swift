@@ -32,6 +32,30 @@ struct ApproachDecisionTests {
         #expect(noCR.first { $0.approach == .orchestrator }?.reason.contains("cannot restore") == true)
     }
 
+    @Test("a swarm neither checkpoints nor restores: orchestrator-level is infeasible from it and to it, and the reason names Swarm; container-level moves a nested service either way")
+    func swarm() throws {
+        let swarm = SystemProfile(
+            capabilities: .init(orchestrator: .swarm, runtimeVersion: "20.10.24", criuVersion: "4.2.1", canCheckpoint: false, checkpointsAdopted: false, agentCapability: "CAP_SYS_ADMIN"),
+            approaches: [.orchestrator, .service, .container]
+        )
+        let all = runc(approaches: [.orchestrator, .service, .container])
+        for (source, destination) in [(swarm, all), (all, swarm), (swarm, swarm)] {
+            let verdict = try #require(ApproachDecision.evaluate(spec, source: source, destination: destination).first { $0.approach == .orchestrator })
+            #expect(!verdict.feasible)
+            #expect(verdict.reason.contains("Docker Swarm has no checkpoint API"), "\(verdict.reason)")
+        }
+        var nested = spec
+        nested.labels[SpecificationLabels.nested] = "7079"
+        #expect(try ApproachDecision.choose(.auto, nested, source: swarm, destination: all) == .container)
+        #expect(try ApproachDecision.choose(.auto, nested, source: all, destination: swarm) == .container)
+        // A migratable image's agent runs with CAP_SYS_ADMIN under Swarm (Docker 20.10), with
+        // CAP_CHECKPOINT_RESTORE under runc: service-level only between swarms (and Docker).
+        var agent = spec
+        agent.labels[SpecificationLabels.agent] = "7079"
+        #expect(try ApproachDecision.choose(.auto, agent, source: swarm, destination: swarm) == .service)
+        #expect(throws: UMSError.self) { try ApproachDecision.choose(.specific(.service), agent, source: swarm, destination: all) }
+    }
+
     @Test("service-level needs the agent label, container-level the nested label")
     func labels() {
         let all: [Approach] = [.orchestrator, .service, .container]

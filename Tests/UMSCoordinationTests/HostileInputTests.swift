@@ -156,6 +156,12 @@ struct HostileInputTests {
         // Compression (issue 17): a policy that is not one, or not a string.
         Case(name: "a compression that is not one", path: "/v1/migrations", body: Data(#"{"container":"x","destination":"https://198.18.0.2:7000","compress":"brotli"}"#.utf8), status: .badRequest, reason: "malformed request body"),
         Case(name: "a compression that is a number", path: "/v1/migrations", body: Data(#"{"container":"x","destination":"https://198.18.0.2:7000","compress":9}"#.utf8), status: .badRequest, reason: "malformed request body"),
+        // Placement (issue 18): constraints for a destination's cluster, checked as decoded.
+        spec("a placement constraint that is no constraint", .badRequest, "invalid placement constraint") { $0["placement"] = ["node.hostname"] },
+        spec("a placement constraint with a command in it", .badRequest, "invalid placement constraint") { $0["placement"] = ["node.hostname==$(reboot)"] },
+        spec("too many placement constraints", .badRequest, "invalid placement") { $0["placement"] = Array(repeating: "node.role==worker", count: 17) },
+        Case(name: "a migration's placement with a newline", path: "/v1/migrations", body: Data(#"{"container":"running","destination":"https://198.18.0.9:7000","placement":["node.hostname==a\nb"]}"#.utf8), status: .badRequest, reason: "invalid placement constraint"),
+        Case(name: "a migration's placement that is a string", path: "/v1/migrations", body: Data(#"{"container":"x","destination":"https://198.18.0.2:7000","placement":"node.role==worker"}"#.utf8), status: .badRequest, reason: "malformed request body"),
         Case(name: "a volume route with a traversal name", method: .put, path: "/v1/peer/migrations/m-nope/volumes/..%2F..%2Fetc", body: Data("x".utf8), status: .badRequest, reason: "invalid volume name"),
         Case(name: "a host directory index that is not one", method: .put, path: "/v1/peer/migrations/m-nope/binds/-1", body: Data("x".utf8), status: .notFound, reason: "no incoming migration"),
         // Recovery and resolution routes.
