@@ -7,7 +7,7 @@ import UMSModel
 /// --b KIND`; scripts/test brings up Podman → Docker, Docker → containerd and containerd → runc):
 /// the engines are real,
 /// started by the testbed inside each system's namespace.
-@Suite("Migration through the engine adapters (real Podman, Docker, containerd)", .serialized, .enabled(if: Testbed.isUp && Testbed.kinds != nil, "needs scripts/testbed up --a KIND --b KIND"))
+@Suite("Migration through the engine adapters (real Podman, Docker, containerd)", .serialized, .enabled(if: Testbed.isUp && Testbed.kinds != nil && !Testbed.hasSwarm, "needs scripts/testbed up --a KIND --b KIND"))
 struct EngineTests {
     @Test("the unchanged counter, nested, moves A → B → A between different engines under auto (container-level), its state continuing")
     func nestedAcrossEngines() async throws {
