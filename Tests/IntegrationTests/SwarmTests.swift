@@ -130,6 +130,49 @@ struct SwarmTests {
         #expect(try await Testbed.swarmServices("b").contains(name) == false)
     }
 
+    @Test("a service made with docker service create (a migratable image loaded on every node) is adopted and moves swarm A → swarm B with its memory; its image goes by ID onto every node of B")
+    func adoptsDockerServiceCreate() async throws {
+        let testbed = try Testbed()
+        let name = "swarm-adopted"
+        let port = 18207
+        await testbed.cleanUp(name)
+        let nodes = Testbed.swarmNodes("a")
+        let manager = try #require(nodes.first)
+        // The operator's own image, the same on every node (imported once, then saved and loaded).
+        let image = "localhost/memhog-migratable:adopt"
+        _ = try await command("/bin/sh", ["-c", "tar -C \"$0\" -c . | docker -H \"$1\" import - \"$2\" >/dev/null", try Self.memhogMigratable(), manager, image])
+        for node in nodes.dropFirst() {
+            _ = try await command("/bin/sh", ["-c", "docker -H \"$0\" save \"$2\" | docker -H \"$1\" load >/dev/null", manager, node, image])
+        }
+        _ = try await Testbed.docker(manager, [
+            "service", "create", "--detach", "--no-resolve-image", "--name", name, "--replicas", "1", "--endpoint-mode", "dnsrr",
+            "--publish", "mode=host,target=8080,published=\(port)", "--env", "UMS_AGENT_TOKEN=adopted-secret", "--container-label", "ums.agent=7079",
+            "--cap-add", "CAP_SYS_ADMIN", image, "/.ums/ums-agent", "run", "--", "/bin/memhog", "--mib", "32", "--port", "8080",
+        ])
+        let task = try await Testbed.swarmTask("a", service: name)
+        // The node's own address (the testbed's numbering: A's node K ≥ 2 is 198.18.0.1K).
+        let index = try #require(task.node.split(separator: "n").last.flatMap { Int($0) })
+        let nodeAddress = index == 1 ? testbed.aHost : "198.18.0.\(10 + index)"
+        _ = try await testbed.waitForCount(at: "\(nodeAddress):\(port)", atLeast: 20, timeout: .seconds(30))
+        let before = try await testbed.checksum(at: "\(nodeAddress):\(port)")
+        // UMS lists it (not made by UMS) and offers service-level.
+        let listed = try #require(try await testbed.a.containers().first { $0.container.name == name })
+        #expect(listed.container.specification.engine?.madeBy == .swarm)
+        #expect(listed.container.approaches.first == .service)
+
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+        #expect(record.status == .completed, "\(record.error?.description ?? "")")
+        #expect(record.approach == .service)
+        #expect(try await testbed.checksum(at: "\(testbed.bHost):\(port)").now == before.initial)
+        #expect(try await Testbed.swarmServices("a").contains(name) == false, "A's service removed after the commit")
+        let imageID = try #require(listed.container.specification.image.digest as String?)
+        for node in Testbed.swarmNodes("b") {
+            #expect(try await Testbed.docker(node, ["image", "inspect", imageID, "--format", "{{.Id}}"]) == imageID, "on every node of B")
+        }
+        #expect(testbed.pullAttempts().isEmpty, "\(testbed.pullAttempts().prefix(3))")
+        await testbed.cleanUp(name)
+    }
+
     @Test("orchestrator-level is infeasible through Swarm, and --dry-run says why")
     func dryRun() async throws {
         let testbed = try Testbed()

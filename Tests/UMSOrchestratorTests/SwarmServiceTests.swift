@@ -93,6 +93,46 @@ struct SwarmServiceTests {
         #expect(throws: UMSError.self) { try JSONDecoder().decode(Specification.self, from: JSONEncoder().encode(specification)) }
     }
 
+    /// A service as `docker service create --name web --publish mode=host,target=8080,published=18207
+    /// --env UMS_AGENT_TOKEN=t --container-label ums.agent=7079 --cap-add CAP_SYS_ADMIN IMAGE CMD…`
+    /// describes it (the CLI puts the command in Args).
+    static let created = #"{"Name":"web","Labels":{},"TaskTemplate":{"ContainerSpec":{"Image":"localhost/memhog-migratable:1","Labels":{"ums.agent":"7079"},"Args":["/.ums/ums-agent","run","--","/bin/memhog"],"Env":["UMS_AGENT_TOKEN=t"],"CapabilityAdd":["CAP_SYS_ADMIN"]},"RestartPolicy":{"Condition":"any"},"Placement":{"Constraints":["node.role==worker"]}},"Mode":{"Replicated":{"Replicas":1}},"EndpointSpec":{"Mode":"dnsrr","Ports":[{"Protocol":"tcp","TargetPort":8080,"PublishedPort":18207,"PublishMode":"host"}]}}"#
+
+    @Test("a service made with docker service create is read as a Specification: the image's ID on its node, Args after the image's entrypoint, host-mode ports, both label sets, its placement")
+    func adopted() throws {
+        let spec = try JSONDecoder().decode(SwarmAPI.ServiceSpec.self, from: Data(Self.created.utf8))
+        let image = SwarmAPI.ImageInspect(id: "sha256:" + hex, config: .init(entrypoint: nil, cmd: ["/bin/sh"]))
+        let specification = try SwarmOrchestrator.specification(adopting: spec, image: image, strict: true)
+        #expect(specification.image == ImageReference(digest: "sha256:" + hex, source: "swarm image", format: .engine))
+        #expect(specification.command == ["/.ums/ums-agent", "run", "--", "/bin/memhog"], "Args replace the image's Cmd")
+        #expect(specification.labels[SpecificationLabels.agent] == "7079")
+        #expect(specification.ports == [PortMapping(hostPort: 18207, containerPort: 8080)])
+        #expect(specification.security?.addCapabilities == ["CAP_SYS_ADMIN"])
+        #expect(specification.engine?.madeBy == .swarm && specification.engine?.imageName == "localhost/memhog-migratable:1")
+        #expect(specification.placement == ["node.role==worker"])
+        // At the destination the same service is asked for, by the image's ID (never pulled).
+        let again = try SwarmOrchestrator.serviceSpec(specification, start: true, systemName: "tbb")
+        #expect(again.taskTemplate.containerSpec.image == "sha256:" + hex)
+        #expect(again.taskTemplate.containerSpec.command == specification.command)
+        #expect(again.taskTemplate.containerSpec.capabilityAdd == ["CAP_SYS_ADMIN"] && again.taskTemplate.containerSpec.capabilityDrop == nil)
+    }
+
+    @Test("what UMS cannot carry through a swarm is refused with every reason: replicas, the routing mesh, a bind mount, dropped capabilities, an image not found")
+    func adoptionRefusals() throws {
+        var spec = try JSONDecoder().decode(SwarmAPI.ServiceSpec.self, from: Data(Self.created.utf8))
+        spec.mode = SwarmAPI.Mode(replicated: SwarmAPI.Replicated(replicas: 3))
+        spec.endpointSpec?.ports?[0].publishMode = "ingress"
+        spec.taskTemplate.containerSpec.mounts = [SwarmAPI.Mount(type: "bind", source: "/etc", target: "/host-etc")]
+        spec.taskTemplate.containerSpec.capabilityDrop = ["CAP_KILL"]
+        let error = #expect(throws: UMSError.self) { try SwarmOrchestrator.specification(adopting: spec, image: nil, strict: true) }
+        for reason in ["3 replicas", "routing mesh", "mounts a bind", "drops capabilities", "could not be found by ID"] {
+            #expect(error?.message.contains(reason) == true, "\(reason): \(error?.message ?? "")")
+        }
+        #expect(error?.code == .unsupported)
+        // Not strict (ps): it is listed all the same.
+        #expect(try SwarmOrchestrator.specification(adopting: spec, image: nil, strict: false).name == "web")
+    }
+
     @Test("a seccomp mode is read from /proc")
     func seccomp() {
         #expect(SwarmOrchestrator.seccompMode(ofProcess: Int(getpid())) != nil)

@@ -179,68 +179,24 @@ extension EngineOrchestrator {
 
     // MARK: Engine images (adopted containers' own), by the engine's image ID
 
-    /// Gives an engine image (moved by ID) the name the source ran it by — never a name this
-    /// engine already uses for an image of its own. Best effort: the container runs by ID anyway.
     func nameImage(_ image: ImageReference, as name: String?) async {
-        guard let name, image.format == .engine, (try? EngineConfiguration.validateImageName(name)) != nil else { return }
-        if (try? await api.request(.GET, "/images/\(name)/json", operation: "inspect image \(name)")) != nil { return }
-        let slash = name.lastIndex(of: "/") ?? name.startIndex
-        let colon = name[slash...].lastIndex(of: ":")
-        let (repository, tag) = colon.map { (String(name[..<$0]), String(name[name.index(after: $0)...])) } ?? (name, "latest")
-        do {
-            try await api.request(.POST, "/images/\(image.digest)/tag?repo=\(repository)&tag=\(tag)", operation: "name image \(image.digest.prefix(19)) \(name)")
-        } catch {
-            logger.warning("could not name a moved image as at the source", metadata: ["image": "\(image.digest)", "name": "\(name)", "error": "\(error)"])
-        }
+        await api.nameImage(image, as: name, logger: logger)
     }
 
     func hasEngineImage(_ image: ImageReference) async -> Bool {
-        (try? await api.request(.GET, "/images/\(image.digest)/json", operation: "inspect image")) != nil
+        await api.hasImage(image)
     }
 
-    /// `GET /images/{id}/get` (docker save / podman's compatible save): the image's layers and
-    /// configuration as one tar, streamed from a file.
     func exportEngineImage(_ image: ImageReference, consume: @Sendable (ByteBuffer) async throws -> Void) async throws {
-        let file = images.stagingPath(".tar")
-        defer { FileSystem.remove(file) }
-        try await api.download(.GET, "/images/\(image.digest)/get", to: file, operation: "save image \(image.digest.prefix(19))")
-        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: file))
-        defer { try? handle.close() }
-        while let data = try handle.read(upToCount: 1 << 20), !data.isEmpty {
-            try await consume(ByteBuffer(data: data))
-        }
+        try await api.saveImage(image, staging: images, consume: consume)
     }
 
-    /// `POST /images/load`, then the engine must hold the image under the announced ID — the ID
-    /// is the digest of the image's configuration, which names every layer by its content, so
-    /// that is the check that what arrived is what was sent.
     func importEngineImage<Chunks: AsyncSequence & Sendable>(_ chunks: Chunks, expected: ImageReference) async throws -> ImageReference
         where Chunks.Element == ByteBuffer
     {
-        let file = images.stagingPath(".tar")
+        let (file, received) = try await EngineAPI.receive(chunks, expected: expected, staging: images)
         defer { FileSystem.remove(file) }
-        guard FileManager.default.createFile(atPath: file, contents: nil, attributes: [.posixPermissions: 0o600]) else {
-            throw UMSError(.internalError, "failed to receive image \(expected.digest): cannot write \(file)")
-        }
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: file))
-        var bytes: Int64 = 0
-        do {
-            for try await chunk in chunks {
-                bytes += Int64(chunk.readableBytes)
-                try handle.write(contentsOf: Data(buffer: chunk))
-            }
-            try handle.close()
-        } catch {
-            try? handle.close()
-            throw error
-        }
-        let data = try FileSystem.read(file)
-        try await api.request(.POST, "/images/load", body: .bytes(ByteBuffer(data: data)), contentType: "application/x-tar", timeout: .seconds(600), operation: "load image \(expected.digest.prefix(19))")
-        guard await hasEngineImage(expected) else {
-            throw UMSError(.invalidArgument, "failed to receive image \(expected.digest): the loaded archive holds another image (corrupted transfer?)")
-        }
-        var received = expected
-        received.sizeBytes = bytes
+        try await api.loadImage(file: file, expected: expected)
         return received
     }
 }

@@ -25,6 +25,9 @@ public actor SwarmOrchestrator: ContainerOrchestrator, ImageStoreBacked, Replaci
         var specification: Specification
         var lockedBy: String?
         var createdAt: Date
+        /// Made with `docker service create` outside UMS and adopted for a migration (given back
+        /// on rollback).
+        var adopted: Bool?
     }
 
     /// One node of the swarm: its engine's API, and where the node is reached.
@@ -117,11 +120,35 @@ public actor SwarmOrchestrator: ContainerOrchestrator, ImageStoreBacked, Replaci
 
     // MARK: Images
 
+    // importDirectory: ImageStoreBacked. The others tell UMS's root filesystems (the store) from
+    // the nodes' own images (adopted services).
+
+    public func hasImage(_ image: ImageReference) async -> Bool {
+        image.format == .engine ? await hasEngineImageOnEveryNode(image) : images.contains(image)
+    }
+
+    public func importImage<Chunks: AsyncSequence & Sendable>(_ chunks: Chunks, expected: ImageReference) async throws -> ImageReference
+        where Chunks.Element == ByteBuffer
+    {
+        expected.format == .engine ? try await importEngineImage(chunks, expected: expected) : try await images.importStream(chunks, expected: expected)
+    }
+
+    public func exportImage(_ image: ImageReference, consume: @Sendable (ByteBuffer) async throws -> Void) async throws {
+        if image.format == .engine {
+            try await exportEngineImage(image, consume: consume)
+        } else {
+            try await images.export(image, consume: consume)
+        }
+    }
+
     /// Makes every node's engine hold `image` (imported from the local store, once per node), so
     /// that wherever Swarm places the task its image is there.
     func ensureImageOnNodes(_ image: ImageReference) async throws {
-        guard image.format != .engine else {
-            throw UMSError(.unsupported, "failed to use image \(image.digest) on swarm: only UMS's own root filesystems are loaded onto the nodes")
+        if image.format == .engine {
+            guard await hasEngineImageOnEveryNode(image) else {
+                throw UMSError(.notFound, "failed to use image \(image.digest): not every node of the swarm holds it")
+            }
+            return
         }
         let name = try EngineOrchestrator.engineImage(image)
         let hex = try ImageStore.hexDigest(image)
@@ -228,12 +255,16 @@ public actor SwarmOrchestrator: ContainerOrchestrator, ImageStoreBacked, Replaci
 
     // MARK: Containers
 
+    /// Every one-replica service of the swarm: UMS's own and those made with `docker service create`.
     public func list() async throws -> [ContainerInfo] {
-        await inspectAll(registry.names)
+        await inspectAll(registry.names + foreignNames())
     }
 
     public func inspect(_ name: String) async throws -> ContainerInfo {
-        let record = try registry.record(name)
+        // One the swarm made without UMS: read from the manager as it is now.
+        let record = registry.contains(name)
+            ? try registry.record(name)
+            : Record(specification: try await adoptedSpecification(name, strict: false), lockedBy: nil, createdAt: Date())
         var state = ContainerInfo.State.stopped
         var pid: Int?
         var address: String?
@@ -281,15 +312,15 @@ public actor SwarmOrchestrator: ContainerOrchestrator, ImageStoreBacked, Replaci
     }
 
     public func specification(of name: String) async throws -> Specification {
-        var specification = try registry.record(name).specification
+        var specification = registry.contains(name) ? try registry.record(name).specification : try await adoptedSpecification(name, strict: true)
         if let count = await processCount(name) { specification.processCount = count }
         return specification
     }
 
     public func create(_ specification: Specification, start: Bool, migration: String?) async throws -> ContainerInfo {
         try registry.checkCreatable(specification, imageHeld: await hasImage(specification.image))
-        guard specification.pod == nil, specification.engine == nil else {
-            throw UMSError(.unsupported, "failed to create \(specification.name) on swarm: pods and other engines' containers are not made into swarm services")
+        guard specification.pod == nil else {
+            throw UMSError(.unsupported, "failed to create \(specification.name) on swarm: a pod is not made into a swarm service")
         }
         try registry.save(Record(specification: specification, lockedBy: migration, createdAt: Date()))
         do {
@@ -322,14 +353,18 @@ public actor SwarmOrchestrator: ContainerOrchestrator, ImageStoreBacked, Replaci
 
     /// Swarm replaces the task (`docker service update --force`): the service starts afresh.
     public func restart(_ name: String, migration: String?) async throws {
-        try registry.checkUnlocked(name, migration: migration, operation: "restart")
+        if registry.contains(name) { try registry.checkUnlocked(name, migration: migration, operation: "restart") }
         var service = try await service(name)
         service.spec.taskTemplate.forceUpdate = (service.spec.taskTemplate.forceUpdate ?? 0) + 1
         try await manager.request(.POST, "/services/\(service.id)/update?version=\(service.version.index)", json: service.spec, operation: "restart \(name)")
     }
 
     public func delete(_ name: String, migration: String?) async throws {
-        try registry.checkUnlocked(name, migration: migration, operation: "remove")
+        if registry.contains(name) {
+            try registry.checkUnlocked(name, migration: migration, operation: "remove")
+        } else {
+            _ = try await service(name)  // 404 if the swarm has none either
+        }
         await removeEverything(name)
         logger.info("swarm service removed", metadata: ["service": "\(name)"])
     }
@@ -359,10 +394,18 @@ public actor SwarmOrchestrator: ContainerOrchestrator, ImageStoreBacked, Replaci
     }
 
     public func lock(_ name: String, migration: String) async throws {
+        guard registry.contains(name) else {
+            try await adopt(name, migration: migration)
+            return
+        }
         try registry.lock(name, migration: migration)
     }
 
     public func unlock(_ name: String, migration: String) async throws {
         try registry.unlock(name, migration: migration)
+        // An adopted service that stays (a rollback) goes back to the swarm as it was.
+        if let record = try? registry.record(name), record.adopted == true, record.lockedBy == nil {
+            registry.forget(name)
+        }
     }
 }

@@ -185,6 +185,19 @@ public enum SwarmAPI {
         enum CodingKeys: String, CodingKey { case id = "ID", description = "Description", status = "Status" }
     }
 
+    /// `GET /images/{name}/json` on a node: the image's ID and its own command.
+    public struct ImageInspect: Codable, Sendable, Equatable {
+        public struct Config: Codable, Sendable, Equatable {
+            public var entrypoint: [String]?
+            public var cmd: [String]?
+            enum CodingKeys: String, CodingKey { case entrypoint = "Entrypoint", cmd = "Cmd" }
+        }
+
+        public var id: String
+        public var config: Config?
+        enum CodingKeys: String, CodingKey { case id = "Id", config = "Config" }
+    }
+
     /// `GET /info`: the part that says which swarm node an engine is.
     public struct Info: Codable, Sendable, Equatable {
         public struct Swarm: Codable, Sendable, Equatable {
