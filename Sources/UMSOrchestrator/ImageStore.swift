@@ -133,3 +133,33 @@ extension ImageStoreBacked {
         try await images.importDirectory(directory, runner: runner)
     }
 }
+
+/// An adapter whose engine also holds images of its own (adopted containers' and services'),
+/// moved by the engine's image ID: UMS's root filesystems come from the store, the engine's from
+/// the engine (Docker, Podman, Swarm).
+protocol EngineImageHolding: ImageStoreBacked {
+    func hasEngineImage(_ image: ImageReference) async -> Bool
+    func importEngineImage<Chunks: AsyncSequence & Sendable>(_ chunks: Chunks, expected: ImageReference) async throws -> ImageReference
+        where Chunks.Element == ByteBuffer
+    func exportEngineImage(_ image: ImageReference, consume: @Sendable (ByteBuffer) async throws -> Void) async throws
+}
+
+extension EngineImageHolding {
+    public func hasImage(_ image: ImageReference) async -> Bool {
+        image.format == .engine ? await hasEngineImage(image) : images.contains(image)
+    }
+
+    public func importImage<Chunks: AsyncSequence & Sendable>(_ chunks: Chunks, expected: ImageReference) async throws -> ImageReference
+        where Chunks.Element == ByteBuffer
+    {
+        expected.format == .engine ? try await importEngineImage(chunks, expected: expected) : try await images.importStream(chunks, expected: expected)
+    }
+
+    public func exportImage(_ image: ImageReference, consume: @Sendable (ByteBuffer) async throws -> Void) async throws {
+        if image.format == .engine {
+            try await exportEngineImage(image, consume: consume)
+        } else {
+            try await images.export(image, consume: consume)
+        }
+    }
+}

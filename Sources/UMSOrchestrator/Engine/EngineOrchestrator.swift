@@ -16,7 +16,7 @@ import UMSOS
 /// The engine's own checkpoint/restore (orchestrator-level, between two systems of the same
 /// engine): Podman's checkpoint export and import (libpod API); Docker's checkpoints API, whose
 /// files UMS moves and places where the destination daemon looks for them.
-public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
+public actor EngineOrchestrator: CheckpointingOrchestrator, EngineImageHolding {
     public enum Dialect: String, Sendable {
         case docker, podman
     }
@@ -89,26 +89,8 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, ImageStoreBacked {
         return "localhost/ums:\(try ImageStore.hexDigest(image))"
     }
 
-    // importDirectory: ImageStoreBacked. The others tell UMS's root filesystems (the store) from
-    // the engine's own images (adopted containers).
-
-    public func hasImage(_ image: ImageReference) async -> Bool {
-        image.format == .engine ? await hasEngineImage(image) : images.contains(image)
-    }
-
-    public func importImage<Chunks: AsyncSequence & Sendable>(_ chunks: Chunks, expected: ImageReference) async throws -> ImageReference
-        where Chunks.Element == ByteBuffer
-    {
-        expected.format == .engine ? try await importEngineImage(chunks, expected: expected) : try await images.importStream(chunks, expected: expected)
-    }
-
-    public func exportImage(_ image: ImageReference, consume: @Sendable (ByteBuffer) async throws -> Void) async throws {
-        if image.format == .engine {
-            try await exportEngineImage(image, consume: consume)
-        } else {
-            try await images.export(image, consume: consume)
-        }
-    }
+    // hasImage, importImage, exportImage: EngineImageHolding (UMS's root filesystems from the
+    // store, the engine's own images — adopted containers' — from the engine).
 
     /// Makes the engine hold `image` (imported from the local store as a tar stream, once).
     func ensureEngineImage(_ image: ImageReference) async throws {

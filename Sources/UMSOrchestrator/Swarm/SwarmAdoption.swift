@@ -121,7 +121,8 @@ extension SwarmOrchestrator {
 
     // MARK: Engine images (adopted services' own), on every node
 
-    func hasEngineImageOnEveryNode(_ image: ImageReference) async -> Bool {
+    /// Every node holds it (wherever Swarm places the task).
+    func hasEngineImage(_ image: ImageReference) async -> Bool {
         for node in nodes.values where !(await node.api.hasImage(image)) { return false }
         return !nodes.isEmpty
     }

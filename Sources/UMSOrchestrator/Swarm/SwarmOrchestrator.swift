@@ -20,7 +20,7 @@ import UMSOS
 /// agent containers need the nodes' `dockerd` to give every container an unconfined profile and
 /// no-new-privileges (`prepare` reads whether they do). docs/adapters.md has the details and the
 /// Kubernetes counterparts.
-public actor SwarmOrchestrator: ContainerOrchestrator, ImageStoreBacked, ReplacingOrchestrator {
+public actor SwarmOrchestrator: ContainerOrchestrator, EngineImageHolding, ReplacingOrchestrator {
     struct Record: RegisteredContainer {
         var specification: Specification
         var lockedBy: String?
@@ -120,32 +120,14 @@ public actor SwarmOrchestrator: ContainerOrchestrator, ImageStoreBacked, Replaci
 
     // MARK: Images
 
-    // importDirectory: ImageStoreBacked. The others tell UMS's root filesystems (the store) from
-    // the nodes' own images (adopted services).
-
-    public func hasImage(_ image: ImageReference) async -> Bool {
-        image.format == .engine ? await hasEngineImageOnEveryNode(image) : images.contains(image)
-    }
-
-    public func importImage<Chunks: AsyncSequence & Sendable>(_ chunks: Chunks, expected: ImageReference) async throws -> ImageReference
-        where Chunks.Element == ByteBuffer
-    {
-        expected.format == .engine ? try await importEngineImage(chunks, expected: expected) : try await images.importStream(chunks, expected: expected)
-    }
-
-    public func exportImage(_ image: ImageReference, consume: @Sendable (ByteBuffer) async throws -> Void) async throws {
-        if image.format == .engine {
-            try await exportEngineImage(image, consume: consume)
-        } else {
-            try await images.export(image, consume: consume)
-        }
-    }
+    // hasImage, importImage, exportImage: EngineImageHolding (UMS's root filesystems from the
+    // store, the nodes' own images — adopted services' — from the nodes).
 
     /// Makes every node's engine hold `image` (imported from the local store, once per node), so
     /// that wherever Swarm places the task its image is there.
     func ensureImageOnNodes(_ image: ImageReference) async throws {
         if image.format == .engine {
-            guard await hasEngineImageOnEveryNode(image) else {
+            guard await hasEngineImage(image) else {
                 throw UMSError(.notFound, "failed to use image \(image.digest): not every node of the swarm holds it")
             }
             return
