@@ -74,9 +74,13 @@ public struct RunRequest: Codable, Sendable, Equatable {
     public var labels: [String: String]?
     /// Container-level: run the unchanged root filesystem nested in the system's outer host image.
     public var nested: Bool?
+    /// Where a cluster may place it (Swarm constraints); a single host ignores it.
+    public var placement: [String]?
 
     public init(name: String, rootfs: String, command: [String], environment: [String]? = nil, workingDirectory: String? = nil,
-                publish: [String]? = nil, memoryBytes: Int64? = nil, labels: [String: String]? = nil, nested: Bool? = nil) {
+                publish: [String]? = nil, memoryBytes: Int64? = nil, labels: [String: String]? = nil, nested: Bool? = nil,
+                placement: [String]? = nil) {
+        self.placement = placement
         self.name = name
         self.rootfs = rootfs
         self.command = command

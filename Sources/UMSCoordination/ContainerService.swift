@@ -62,6 +62,7 @@ public struct ContainerService: Sendable {
             workingDirectory: request.workingDirectory ?? "/", ports: ports,
             limits: ResourceLimits(memoryBytes: request.memoryBytes), labels: request.labels ?? [:]
         )
+        specification.placement = request.placement
         // A migratable image (one with the UMS agent) runs the command behind its agent, with
         // the privileges the agent needs: that is what makes the service-level approach feasible.
         if let nested {

@@ -1,10 +1,11 @@
 import ArgumentParser
 import Foundation
 import UMSAPI
+import UMSModel
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Start a container on the system's orchestrator (runc, Podman, Docker or containerd).",
+        abstract: "Start a container on the system's orchestrator (runc, Podman, Docker, containerd, or a Docker Swarm service).",
         discussion: "Example: ums run counter --rootfs /var/lib/ums/rootfs/counter --publish 8080 -- /bin/counter --port 8080"
     )
 
@@ -28,6 +29,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: "KEY=VALUE label (repeatable).")
     var label: [String] = []
 
+    @Option(help: "Where a cluster may place it: KEY==VALUE or KEY!=VALUE, e.g. node.hostname==tba-n2 (repeatable; a swarm's constraints, ignored by a single host).")
+    var placement: [String] = []
+
     @Flag(help: "Container-level: run the unchanged root filesystem nested in the system's outer host image, so that it can migrate without an agent in its image.")
     var nested = false
 
@@ -39,6 +43,9 @@ struct Run: AsyncParsableCommand {
 
     func validate() throws {
         guard !command.isEmpty else { throw ValidationError("give the command to run after --, e.g. -- /bin/counter --port 8080") }
+        for constraint in placement {
+            do { try PlacementConstraint.validate(constraint) } catch { throw ValidationError(error.message) }
+        }
     }
 
     func run() async throws {
@@ -51,7 +58,8 @@ struct Run: AsyncParsableCommand {
         let rootfsPath = rootfs.hasPrefix("/") ? rootfs : FileManager.default.currentDirectoryPath + "/" + rootfs
         let request = RunRequest(
             name: name, rootfs: rootfsPath, command: command, environment: environment, publish: publish,
-            memoryBytes: memory.map { $0 << 20 }, labels: labels.isEmpty ? nil : labels, nested: nested ? true : nil
+            memoryBytes: memory.map { $0 << 20 }, labels: labels.isEmpty ? nil : labels, nested: nested ? true : nil,
+            placement: placement.isEmpty ? nil : placement
         )
         do {
             let view = try await coordinator.client().run(request)
