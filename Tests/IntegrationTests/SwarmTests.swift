@@ -26,11 +26,18 @@ extension Testbed {
     /// The running task of a service: its ID, the hostname of its node, its container.
     static func swarmTask(_ system: String, service: String) async throws -> (id: String, node: String, container: String) {
         let manager = try #require(swarmNodes(system).first)
-        let line = try await docker(manager, ["service", "ps", service, "--no-trunc", "--filter", "desired-state=running", "--format", "{{.ID}} {{.Node}}"])
-        let words = line.split(separator: "\n").first.map { $0.split(separator: " ").map(String.init) } ?? []
-        try #require(words.count == 2, "no running task of \(service) on swarm \(system): \(line)")
-        let container = try await docker(manager, ["inspect", "--type", "task", words[0], "--format", "{{.Status.ContainerStatus.ContainerID}}"])
-        return (words[0], words[1], container)
+        // Swarm may still be placing it (a service just created): up to 30 s.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while true {
+            let line = try await docker(manager, ["service", "ps", service, "--no-trunc", "--filter", "desired-state=running", "--format", "{{.ID}} {{.Node}} {{.CurrentState}}"])
+            let words = line.split(separator: "\n").first.map { $0.split(separator: " ").map(String.init) } ?? []
+            if words.count >= 3, words[2] == "Running" {
+                let container = try await docker(manager, ["inspect", "--type", "task", words[0], "--format", "{{.Status.ContainerStatus.ContainerID}}"])
+                return (words[0], words[1], container)
+            }
+            try #require(ContinuousClock.now < deadline, "no running task of \(service) on swarm \(system): \(line)")
+            try await Task.sleep(for: .milliseconds(200))
+        }
     }
 
     /// The engine socket of the node with this hostname (`tb<system>-n<K>`: the K-th node).
