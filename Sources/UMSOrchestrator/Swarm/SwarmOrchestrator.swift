@@ -351,9 +351,9 @@ public actor SwarmOrchestrator: ContainerOrchestrator, EngineImageHolding, Repla
         logger.info("swarm service removed", metadata: ["service": "\(name)"])
     }
 
-    /// Removes the service first (so that Swarm restarts nothing), then kills its task's
-    /// container at once (and any frozen nested container inside it) instead of waiting out a
-    /// stop grace period, and waits until the node removed it. Idempotent.
+    /// Removes the service first (so that Swarm restarts nothing), then kills and removes its
+    /// task's container on its node at once (and any frozen nested container inside it) instead
+    /// of waiting out a stop grace period and Swarm's own clean-up. Idempotent.
     func removeEverything(_ name: String) async {
         let placed = await current(name)
         let containerPID: Int? = if let node = placed?.node, let id = placed?.containerID {
@@ -363,13 +363,15 @@ public actor SwarmOrchestrator: ContainerOrchestrator, EngineImageHolding, Repla
         _ = try? await manager.request(.DELETE, "/services/\(name)", operation: "remove swarm service \(name)")
         if let cgroup { Cgroups.killAndThawDescendants(of: cgroup) }
         if let node = placed?.node, let id = placed?.containerID {
-            _ = try? await node.api.request(.POST, "/containers/\(id)/kill?signal=KILL", operation: "kill \(name)")
+            // Removed on its node at once: Swarm's worker would remove it only when it next
+            // reconciles the deleted service's tasks (about a second later, measured).
+            _ = try? await node.api.request(.DELETE, "/containers/\(id)?force=1", operation: "remove \(name)")
             let clock = ContinuousClock()
             let deadline = clock.now + .seconds(20)
             while clock.now < deadline, (try? await node.api.request(.GET, "/containers/\(id)/json", operation: "inspect")) != nil {
-                try? await Task.sleep(for: .milliseconds(100))
+                try? await Task.sleep(for: .milliseconds(50))
+                _ = try? await node.api.request(.DELETE, "/containers/\(id)?force=1", operation: "remove \(name)")
             }
-            _ = try? await node.api.request(.DELETE, "/containers/\(id)?force=1", operation: "remove \(name)")
         }
         if let cgroup { await Cgroups.removeTree(cgroup) }
         registry.forget(name)
