@@ -2,12 +2,14 @@ import CLZ4
 import CZstd
 import UMSModel
 
-/// One chunk of the image stream compressed or expanded (issue 17). Not shared between tasks:
-/// each stream owns one, with its library context and buffers.
+/// The two codecs a compressed frame of the image stream may use.
+enum Codec: Sendable {
+    case zstd, lz4
+}
+
+/// One chunk of the image stream compressed (issue 17). Not shared between tasks: each writing
+/// stream owns one, with its library context and output buffer.
 final class ChunkCodec {
-    enum Codec: Sendable {
-        case zstd, lz4
-    }
 
     /// zstd's fast level: the point is to beat the wire, not to win on ratio.
     static let zstdLevel: Int32 = 1
@@ -18,20 +20,17 @@ final class ChunkCodec {
     static let sample = 64 << 10
 
     private let compressor: OpaquePointer
-    private let decompressor: OpaquePointer
     private var output: [UInt8]
     private let policy: ImageCompression
 
     init(policy: ImageCompression, chunkSize: Int) {
         self.policy = policy
         compressor = ZSTD_createCCtx()
-        decompressor = ZSTD_createDCtx()
         output = [UInt8](repeating: 0, count: max(ZSTD_compressBound(chunkSize), Int(LZ4_compressBound(Int32(chunkSize))), chunkSize))
     }
 
     deinit {
         ZSTD_freeCCtx(compressor)
-        ZSTD_freeDCtx(decompressor)
     }
 
     /// `input` compressed, when that pays; nil: send it as it is.
@@ -67,7 +66,36 @@ final class ChunkCodec {
         return output[0..<size]
     }
 
-    /// Expands `input` into `into`, which must come out exactly `into.count` bytes; nil if the
+    /// Whether `bytes` are all zero (a page CRIU dumped that was never written, or was cleared).
+    static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var index = 0
+        let count = bytes.count
+        while index + 8 <= count {
+            if bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self) != 0 { return false }
+            index += 8
+        }
+        while index < count {
+            if bytes[index] != 0 { return false }
+            index += 1
+        }
+        return true
+    }
+}
+
+/// One compressed frame of the image stream expanded (issue 17): what a reading stream owns —
+/// only zstd's decompression context, no compressor or output buffer of its own.
+final class ChunkExpander {
+    private let decompressor: OpaquePointer
+
+    init() {
+        decompressor = ZSTD_createDCtx()
+    }
+
+    deinit {
+        ZSTD_freeDCtx(decompressor)
+    }
+
+    /// Expands `input` into `into`, which must come out exactly `into.count` bytes; false if the
     /// bytes are not that (corrupt, or a different size than announced — never written past).
     func decompress(_ input: UnsafeRawBufferPointer, codec: Codec, into: UnsafeMutableRawBufferPointer) -> Bool {
         guard let source = input.baseAddress, let destination = into.baseAddress, !input.isEmpty else { return false }
@@ -82,20 +110,5 @@ final class ChunkCodec {
             )
             return Int(n) == into.count
         }
-    }
-
-    /// Whether `bytes` are all zero (a page CRIU dumped that was never written, or was cleared).
-    static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        var index = 0
-        let count = bytes.count
-        while index + 8 <= count {
-            if bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self) != 0 { return false }
-            index += 8
-        }
-        while index < count {
-            if bytes[index] != 0 { return false }
-            index += 1
-        }
-        return true
     }
 }

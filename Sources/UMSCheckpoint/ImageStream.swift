@@ -174,7 +174,7 @@ public enum ImageStream {
         var zeroBytes: Int64 = 0
         var compressedBytes: Int64 = 0
         var wire: Int64 = 0
-        var codec: ChunkCodec?
+        var expander: ChunkExpander?
         var expanded: [UInt8] = []
         func corrupt(_ reason: String) -> UMSError {
             UMSError(.invalidArgument, "failed to receive checkpoint images: \(reason) (corrupted or truncated transfer)")
@@ -260,12 +260,12 @@ public enum ImageStream {
                     guard payloadLength > 4 else { throw corrupt("a compressed frame without its data") }
                     let raw = Int(pending.getInteger(at: pending.readerIndex, as: UInt32.self) ?? 0)
                     guard raw > 0, raw <= chunkSize else { throw corrupt("a compressed frame that expands to \(raw) bytes (at most \(chunkSize))") }
-                    let expander = codec ?? ChunkCodec(policy: .off, chunkSize: chunkSize)
-                    codec = expander
+                    let frames = expander ?? ChunkExpander()
+                    expander = frames
                     if expanded.count < raw { expanded = [UInt8](repeating: 0, count: chunkSize) }
                     let ok = pending.withUnsafeReadableBytes { packed in
                         expanded.withUnsafeMutableBytes { out in
-                            expander.decompress(
+                            frames.decompress(
                                 UnsafeRawBufferPointer(rebasing: packed[4..<payloadLength]), codec: kind == .zstd ? .zstd : .lz4,
                                 into: UnsafeMutableRawBufferPointer(rebasing: out[0..<raw])
                             )
