@@ -19,11 +19,16 @@ public struct ContainerInfo: Codable, Sendable, Equatable {
     /// The container's own address on its system's network (where the system itself reaches it,
     /// e.g. its checkpoint agent's control port).
     public var address: String?
+    /// The node of a cluster that runs it (a swarm's node, as its scheduler chose); nil on a
+    /// system of one host.
+    public var node: String?
 
     public init(
         name: String, state: State, specification: Specification, pid: Int? = nil, endpoints: [String] = [],
-        approaches: [Approach] = [], migratingIn: String? = nil, orchestrator: OrchestratorKind, address: String? = nil
+        approaches: [Approach] = [], migratingIn: String? = nil, orchestrator: OrchestratorKind, address: String? = nil,
+        node: String? = nil
     ) {
+        self.node = node
         self.name = name
         self.state = state
         self.specification = specification

@@ -89,13 +89,16 @@ struct Ps: AsyncParsableCommand {
         do {
             let views = try await coordinator.client().containers()
             if json { return try Output.json(views) }
+            // A cluster's containers also say which node runs them.
+            let cluster = views.contains { $0.container.node != nil }
             Output.table(
-                ["NAME", "STATE", "MADE BY", "POD OF", "PID", "ENDPOINTS", "APPROACHES", "MIGRATING"],
+                ["NAME", "STATE", "MADE BY", "POD OF"] + (cluster ? ["NODE"] : []) + ["PID", "ENDPOINTS", "APPROACHES", "MIGRATING"],
                 views.map { view in
                     let container = view.container
                     return [
                         container.name, container.state.rawValue, container.specification.engine?.madeBy.rawValue ?? "ums",
                         container.specification.pod.map { $0.members.map(\.name).joined(separator: ",") } ?? "-",
+                    ] + (cluster ? [container.node ?? "-"] : []) + [
                         container.pid.map(String.init) ?? "-",
                         container.endpoints.isEmpty ? "-" : container.endpoints.joined(separator: ","),
                         container.approaches.isEmpty ? "none" : container.approaches.map(\.rawValue).joined(separator: ","),

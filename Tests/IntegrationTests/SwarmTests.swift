@@ -116,6 +116,7 @@ struct SwarmTests {
         #expect(replicas == "1/1")
         let taskAtB = try await Testbed.swarmTask("b", service: name)
         #expect(taskAtB.node == "tbb-n2", "placed on B's worker as asked (node.role==worker)")
+        #expect(try await testbed.b.container(name).container.node == "tbb-n2", "B's Coordinator says which node runs it")
         #expect(try await Testbed.swarmServices("a").contains(name) == false)
         #expect(try await testbed.names(on: testbed.a).contains(name) == false)
         try await Task.sleep(for: .seconds(2))

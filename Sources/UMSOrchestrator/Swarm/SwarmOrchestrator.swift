@@ -251,7 +251,9 @@ public actor SwarmOrchestrator: ContainerOrchestrator, EngineImageHolding, Repla
         var pid: Int?
         var address: String?
         var endpoints: [String] = []
+        var node: String?
         if let placed = await current(name) {
+            node = placed.node?.hostname ?? placed.task.nodeID
             state = Self.state(ofTask: placed.task.status?.state)
             if let node = placed.node, let id = placed.containerID,
                let response = try? await node.api.request(.GET, "/containers/\(id)/json", operation: "inspect \(name)"),
@@ -272,7 +274,7 @@ public actor SwarmOrchestrator: ContainerOrchestrator, EngineImageHolding, Repla
         if state == .running, let count = await processCount(name) { specification.processCount = count }
         return ContainerInfo(
             name: name, state: state, specification: specification, pid: pid, endpoints: endpoints,
-            migratingIn: record.lockedBy, orchestrator: kind, address: address
+            migratingIn: record.lockedBy, orchestrator: kind, address: address, node: node
         )
     }
 
