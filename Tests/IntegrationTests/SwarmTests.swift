@@ -230,6 +230,18 @@ struct SwarmRollbackTests {
 /// `scripts/testbed up --a swarm --b runc`: between a cluster and a single host.
 @Suite("Swarm ↔ runc: a nested service between a cluster and a single host", .serialized, .enabled(if: Testbed.isUp && Testbed.kinds.map { $0 == (.swarm, .runc) } == true, "needs scripts/testbed up --a swarm --b runc"))
 struct SwarmRuncTests {
+    @Test("the swarm has every node the testbed made (scripts/test makes 3 here), each ready, one manager")
+    func nodes() async throws {
+        let sockets = Testbed.swarmNodes("a")
+        #expect(sockets.count >= 2)
+        let manager = try #require(sockets.first)
+        let listed = try await Testbed.docker(manager, ["node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}"]).split(separator: "\n")
+        #expect(listed.count == sockets.count, "\(listed)")
+        #expect(listed.allSatisfy { $0.contains(" Ready") }, "\(listed)")
+        #expect(listed.filter { $0.hasSuffix("Leader") }.count == 1, "\(listed)")
+        #expect(Set(listed.compactMap { $0.split(separator: " ").first }).count == sockets.count, "each node its own hostname")
+    }
+
     @Test("container-level: swarm → runc → swarm, with its memory each way; the decision explains why service-level is not offered")
     func roundTrip() async throws {
         let testbed = try Testbed()
