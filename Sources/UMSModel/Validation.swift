@@ -251,6 +251,16 @@ public enum VolumeName {
 }
 
 extension Specification {
+    /// An engine's labels as a Specification carries them: informational, so those UMS cannot
+    /// carry (multi-line values, odd keys) stay behind, and at most `maxLabels` come along.
+    public static func carriableLabels(_ labels: [String: String]) -> [String: String] {
+        var carried: [String: String] = [:]
+        for (key, value) in labels.sorted(by: { $0.key < $1.key }) where carried.count < SpecificationBounds.maxLabels {
+            if (try? validateLabel(key, value)) != nil { carried[key] = value }
+        }
+        return carried
+    }
+
     /// One label: a key of letters, digits and `._-/`, a single-line value, both bounded.
     public static func validateLabel(_ key: String, _ value: String) throws(UMSError) {
         typealias Bounds = SpecificationBounds

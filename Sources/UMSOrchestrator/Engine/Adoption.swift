@@ -89,11 +89,7 @@ extension EngineOrchestrator {
         if let nano = host.nanoCpus, nano > 0 { limits.cpus = Double(nano) / 1e9 }
         if let pids = host.pidsLimit, pids > 0, pids <= Int64(SpecificationBounds.maxPids) { limits.pids = Int(pids) }
         let capabilities = (host.capAdd ?? []).map { $0.uppercased().hasPrefix("CAP_") ? $0.uppercased() : "CAP_" + $0.uppercased() }
-        // Labels are informational: those UMS cannot carry (multi-line values, odd keys) stay behind.
-        var labels: [String: String] = [:]
-        for (key, value) in config.labels ?? [:] where labels.count < SpecificationBounds.maxLabels {
-            if (try? Specification.validateLabel(key, value)) != nil { labels[key] = value }
-        }
+        let labels = Specification.carriableLabels(config.labels ?? [:])
         let policy = EngineConfiguration.RestartPolicy(rawValue: host.restartPolicy?.name ?? "") ?? .no
         let user = config.user.flatMap { $0.isEmpty ? nil : $0 }
         let hostname = config.hostname.flatMap { $0.isEmpty ? nil : $0 }

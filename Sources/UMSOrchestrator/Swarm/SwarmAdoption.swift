@@ -22,11 +22,11 @@ extension SwarmOrchestrator {
 
     /// The Specification of a service the swarm made, from the manager's description and the
     /// image its task runs. With `strict`, what UMS cannot carry is refused with every reason.
-    func adoptedSpecification(_ name: String, strict: Bool) async throws -> Specification {
+    func adoptedSpecification(_ name: String, placed: Placed?, strict: Bool) async throws -> Specification {
         let service = try await service(name)
         // The image its task runs, by the node's ID for it, with the image's own command.
         var image: SwarmAPI.ImageInspect?
-        if let placed = await current(name), let node = placed.node {
+        if let node = placed?.node {
             let reference = service.spec.taskTemplate.containerSpec.image
             image = try? await node.api.request(.GET, "/images/\(reference)/json", operation: "inspect image \(reference)")
                 .decode(SwarmAPI.ImageInspect.self, operation: "inspect image \(reference)")
@@ -76,11 +76,7 @@ extension SwarmOrchestrator {
         let capabilities = (container.capabilityAdd ?? []).map { $0.uppercased().hasPrefix("CAP_") ? $0.uppercased() : "CAP_" + $0.uppercased() }
         // The service's and its containers' labels (a migratable image's agent label may be on
         // either); those UMS cannot carry stay behind.
-        var labels: [String: String] = [:]
-        for (key, value) in (spec.labels ?? [:]).merging(container.labels ?? [:], uniquingKeysWith: { _, container in container })
-        where labels.count < SpecificationBounds.maxLabels {
-            if (try? Specification.validateLabel(key, value)) != nil { labels[key] = value }
-        }
+        let labels = Specification.carriableLabels((spec.labels ?? [:]).merging(container.labels ?? [:], uniquingKeysWith: { _, container in container }))
         let user = container.user.flatMap { $0.isEmpty ? nil : $0 }
         let hostname = container.hostname.flatMap { $0.isEmpty ? nil : $0 }
         let restart: EngineConfiguration.RestartPolicy = switch spec.taskTemplate.restartPolicy?.condition ?? "any" {
@@ -114,7 +110,7 @@ extension SwarmOrchestrator {
     /// registry, checked strictly). Nothing changes on the service: its task keeps running with
     /// the frozen tree, so Swarm restarts nothing.
     func adopt(_ name: String, migration: String) async throws {
-        let specification = try await adoptedSpecification(name, strict: true)
+        let specification = try await adoptedSpecification(name, placed: await current(name), strict: true)
         try registry.save(Record(specification: specification, lockedBy: migration, createdAt: Date(), adopted: true))
         logger.info("swarm service adopted for a migration", metadata: ["service": "\(name)", "migration.id": "\(migration)"])
     }

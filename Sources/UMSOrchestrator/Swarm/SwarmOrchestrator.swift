@@ -243,16 +243,18 @@ public actor SwarmOrchestrator: ContainerOrchestrator, EngineImageHolding, Repla
     }
 
     public func inspect(_ name: String) async throws -> ContainerInfo {
+        // The task is looked up once: everything below reads from it.
+        let placed = await current(name)
         // One the swarm made without UMS: read from the manager as it is now.
         let record = registry.contains(name)
             ? try registry.record(name)
-            : Record(specification: try await adoptedSpecification(name, strict: false), lockedBy: nil, createdAt: Date())
+            : Record(specification: try await adoptedSpecification(name, placed: placed, strict: false), lockedBy: nil, createdAt: Date())
         var state = ContainerInfo.State.stopped
         var pid: Int?
         var address: String?
         var endpoints: [String] = []
         var node: String?
-        if let placed = await current(name) {
+        if let placed {
             node = placed.node?.hostname ?? placed.task.nodeID
             state = Self.state(ofTask: placed.task.status?.state)
             if let node = placed.node, let id = placed.containerID,
@@ -271,7 +273,7 @@ public actor SwarmOrchestrator: ContainerOrchestrator, EngineImageHolding, Repla
             }
         }
         var specification = record.specification
-        if state == .running, let count = await processCount(name) { specification.processCount = count }
+        if state == .running, let count = await processCount(name, placed) { specification.processCount = count }
         return ContainerInfo(
             name: name, state: state, specification: specification, pid: pid, endpoints: endpoints,
             migratingIn: record.lockedBy, orchestrator: kind, address: address, node: node
@@ -287,8 +289,8 @@ public actor SwarmOrchestrator: ContainerOrchestrator, EngineImageHolding, Repla
         }
     }
 
-    func processCount(_ name: String) async -> Int? {
-        guard let placed = await current(name), let node = placed.node, let id = placed.containerID,
+    func processCount(_ name: String, _ placed: Placed?) async -> Int? {
+        guard let placed, let node = placed.node, let id = placed.containerID,
               let response = try? await node.api.request(.GET, "/containers/\(id)/top", operation: "list processes of \(name)"),
               let top = try? response.decode(DockerAPI.Top.self, operation: "list processes of \(name)")
         else { return nil }
@@ -296,8 +298,10 @@ public actor SwarmOrchestrator: ContainerOrchestrator, EngineImageHolding, Repla
     }
 
     public func specification(of name: String) async throws -> Specification {
-        var specification = registry.contains(name) ? try registry.record(name).specification : try await adoptedSpecification(name, strict: true)
-        if let count = await processCount(name) { specification.processCount = count }
+        let placed = await current(name)
+        var specification = registry.contains(name)
+            ? try registry.record(name).specification : try await adoptedSpecification(name, placed: placed, strict: true)
+        if let count = await processCount(name, placed) { specification.processCount = count }
         return specification
     }
 
