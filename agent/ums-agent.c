@@ -32,10 +32,16 @@
  * Control (TCP, one command per connection, one line each way):
  *   "<token> STATUS"                       -> "OK mode=run pid=1001 processes=3 frozen=0 version=1"
  *   "<token> RECEIVE <secret>"             -> "OK"      (restore mode: accept one image stream)
- *   "<token> RESTORE [seconds]"            -> "OK pid=N restore_ms=M" once the stream is in and CRIU restored
- *   "<token> DUMP <host> <port> <secret> [compress=off|auto|zstd|lz4]"
+ *   "<token> RESTORE [seconds] [lazy=<host>:<port>]"
+ *                                          -> "OK pid=N restore_ms=M" once the stream is in and CRIU restored;
+ *                                             with lazy= (post-copy) CRIU restores without the pages and a
+ *                                             `criu lazy-pages` daemon fetches them from <host>:<port>
+ *   "<token> PAGES [seconds]"              -> "OK bytes=N" once the lazy-pages daemon has every page (post-copy)
+ *   "<token> DUMP <host> <port> <secret> [compress=off|auto|zstd|lz4] [lazy=<port>]"
  *                                          -> "OK bytes=N files=M dump_ms=D wire=W zeros=Z packed=P" (the tree
- *                                             stays frozen; with compress= the stream is version 2)
+ *                                             stays frozen; with compress= the stream is version 2; with
+ *                                             lazy= the pages stay behind and CRIU serves them on <port>
+ *                                             until the destination's daemon has fetched them all)
  *   "<token> RESUME"                       -> "OK"      (rollback: the frozen tree runs again)
  *   "<token> START"                        -> "OK pid=N" (restore mode, nothing received: start the service
  *                                             afresh, as a restart would — a cluster replaced the task)
@@ -70,7 +76,7 @@
 #include <lz4.h>
 #include <zstd.h>
 
-#define AGENT_VERSION "2"  /* 2: DUMP ... compress=, the image stream's version 2 */
+#define AGENT_VERSION "3"  /* 2: DUMP ... compress=, the image stream's version 2; 3: post-copy (lazy=, PAGES) */
 #define DEFAULT_PORT 7079
 #define WORK "/.ums/work"
 #define DUMP_DIR WORK "/dump"
@@ -138,6 +144,15 @@ static int receive_state;          /* 0 none, 1 armed, 2 receiving, 3 complete, 
 static char receive_error[512];
 static long long receive_bytes;
 static unsigned long long incoming_pipe_ino[2];
+/* Post-copy. Source: the CRIU (or runc) that still serves the frozen tree's pages after DUMP
+ * answered. Destination: the `criu lazy-pages` daemon fetching them after RESTORE answered. */
+static int serving_slot = -1;
+static pid_t serving_pid;
+static int serving_port;
+static int fetching_slot = -1;
+static pid_t fetching_pid;
+static long long fetched_bytes;     /* what PAGES answered: a repeated PAGES gets the same */
+static char fetch_error[600];
 
 /* Children whose exit a thread waits for; the reaper fills in their status. */
 #define WATCHED 16
@@ -355,6 +370,28 @@ static void tail_file(const char *path, char *out, size_t cap) {
     for (ssize_t i = n - 1; i > 0; i--) {
         if (out[i] == '\n' && ++lines == 4) { memmove(out, out + i + 1, (size_t)(n - i)); break; }
     }
+}
+
+/* CRIU's errors from a verbose log (its last lines are often not the cause): the first few
+ * "Error (" lines, else the log's tail. */
+static void errors_of(const char *path, char *out, size_t cap) {
+    out[0] = 0;
+    FILE *f = fopen(path, "re");
+    if (f) {
+        char line[512];
+        size_t used = 0;
+        int found = 0;
+        while (fgets(line, sizeof line, f) && found < 4) {
+            if (!strstr(line, "Error (")) continue;
+            found++;
+            int wrote = snprintf(out + used, cap - used, "%s", line);
+            if (wrote < 0 || (size_t)wrote >= cap - used) break;
+            used += (size_t)wrote;
+        }
+        fclose(f);
+        if (found) return;
+    }
+    tail_file(path, out, cap);
 }
 
 /* ---------- children ---------- */
@@ -873,7 +910,55 @@ static long long send_file(int fd, const char *path, char *buf) {
     return sent;
 }
 
-static void do_dump(int client, const char *host, const char *port, const char *secret, int policy) {
+/* Whether `needle` appeared in the log at `path` since `*offset` (which it advances). */
+static int log_says(const char *path, const char *needle, off_t *offset) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char buf[8192];
+    size_t keep = strlen(needle) - 1;
+    int found = 0;
+    for (;;) {
+        /* Re-read the needle's length minus one before the offset: a match across two reads. */
+        off_t from = *offset > (off_t)keep ? *offset - (off_t)keep : 0;
+        ssize_t n = pread(fd, buf, sizeof buf - 1, from);
+        if (n <= 0) break;
+        buf[n] = 0;
+        if (memmem(buf, (size_t)n, needle, strlen(needle))) { found = 1; break; }
+        *offset = from + n;
+        if ((size_t)n < sizeof buf - 1) break;
+    }
+    close(fd);
+    return found;
+}
+
+/* Post-copy, source: ends a CRIU that serves (or is about to serve) the pages on `port` before
+ * the destination fetched them all (a rollback): a connection closed at once makes its page
+ * server give up, and CRIU ends; killed after 10 s if it does not. */
+static void stop_serving(int slot, pid_t pid, int port) {
+    int status;
+    for (int tries = 0; tries < 100; tries++) {
+        if (child_done(slot, 0, &status)) return;
+        struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0) { connect(fd, (struct sockaddr *)&addr, sizeof addr); close(fd); }
+        usleep(100000);
+    }
+    logmsg("CRIU (pid %d) still serves pages after 10 s: killing it", pid);
+    kill(pid, SIGKILL);
+    child_done(slot, 1, &status);
+}
+
+/* Stops every process of the tree (SIGSTOP): a CRIU that fails while serving the pages resumes
+ * the tree it dumped, and after the destination restored it must not run here again until a
+ * RESUME says so. */
+static void stop_tree(pid_t root) {
+    pid_t pids[1024];
+    int n = tree(root, pids, 1024);
+    for (int i = 0; i < n; i++) kill(pids[i], SIGSTOP);
+}
+
+static void do_dump(int client, const char *host, const char *port, const char *secret, int policy, int lazy_port) {
     char error[1024] = "";
     pthread_mutex_lock(&mu);
     pid_t root = service_pid;
@@ -892,7 +977,7 @@ static void do_dump(int client, const char *host, const char *port, const char *
     int peer = connect_peer(host, port, error, sizeof error);
     char *buf = malloc(CHUNK);
     struct tailed *files = calloc(4096, sizeof *files);
-    int nfiles = 0, dumped = 0;
+    int nfiles = 0, dumped = 0, serving = 0;
     long long bytes = 0, wire = 0;
     struct packer pk;
     if (packer_open(&pk, policy) < 0) { snprintf(error, sizeof error, "cannot set up compression"); goto done; }
@@ -919,17 +1004,32 @@ static void do_dump(int client, const char *host, const char *port, const char *
     if (make_dirs(DUMP_DIR, 0700) < 0) { snprintf(error, sizeof error, "cannot create %s: %s", DUMP_DIR, strerror(errno)); goto done; }
     char pidarg[16];
     snprintf(pidarg, sizeof pidarg, "%d", root);
-    char *args[] = { "dump", "--unprivileged", "-t", pidarg, "-D", DUMP_DIR, "-W", WORK, "-o", "dump.log",
-                     "--leave-stopped", "--tcp-close", "--skip-in-flight", "--ghost-limit", "64M", NULL };
+    char *args[24] = { "dump", "--unprivileged", "-t", pidarg, "-D", DUMP_DIR, "-W", WORK, "-o", "dump.log",
+                       "--leave-stopped", "--tcp-close", "--skip-in-flight", "--ghost-limit", "64M", NULL };
     /* Host mode: the runtime's own checkpoint of the nested container, frozen first (the cgroup
      * freezer) and left frozen, so that a rollback can thaw it. */
-    char *runc_args[] = { "runc", "--root", RUNC_ROOT, "checkpoint", "--image-path", DUMP_DIR, "--work-path", WORK,
-                          "--leave-running", NESTED_ID, NULL };
+    char *runc_args[16] = { "runc", "--root", RUNC_ROOT, "checkpoint", "--image-path", DUMP_DIR, "--work-path", WORK,
+                            "--leave-running", NESTED_ID, NULL };
+    /* Post-copy: all but the pages are dumped, then CRIU serves the pages from here (its page
+     * server on lazy_port, reached through this system's relay) until the destination has them.
+     * -v4: its log says when it serves. */
+    char lazy_text[16], page_server[32];
+    snprintf(lazy_text, sizeof lazy_text, "%d", lazy_port);
+    snprintf(page_server, sizeof page_server, "0.0.0.0:%d", lazy_port);
+    if (lazy_port) {
+        int k = 15;
+        args[k++] = "--lazy-pages"; args[k++] = "--address"; args[k++] = "0.0.0.0"; args[k++] = "--port"; args[k++] = lazy_text;
+        args[k++] = "-v4"; args[k] = NULL;
+        k = 9;
+        runc_args[k++] = "--lazy-pages"; runc_args[k++] = "--page-server"; runc_args[k++] = page_server;
+        runc_args[k++] = NESTED_ID; runc_args[k] = NULL;
+    }
     if (host_mode) {
         char *pause_args[] = { "pause", NESTED_ID, NULL };
         if (!ok_status(run_runc(pause_args, 1))) { snprintf(error, sizeof error, "cannot freeze the nested container (runc pause)"); goto done; }
         dumped = 1;  /* frozen from here on: a failure leaves it for RESUME */
     }
+    unlink(WORK "/dump.log");  /* an earlier dump's log would say "serving" at once */
     int slot;
     pid_t criu = fork_watched(&slot);
     if (criu == 0) {
@@ -941,10 +1041,14 @@ static void do_dump(int client, const char *host, const char *port, const char *
     }
     if (criu < 0 || slot < 0) { snprintf(error, sizeof error, "cannot start CRIU: %s", strerror(errno)); goto done; }
     int status = 0;
+    off_t log_offset = 0;
     for (;;) {
         int finished = child_done(slot, 0, &status);  /* read before the pass: a pass after the end sees every byte */
+        /* Post-copy: once CRIU serves the pages it has written every other image. */
+        int ready = lazy_port && !finished && log_says(WORK "/dump.log", "Running status-ready scripts", &log_offset);
         long long n = stream_pass(peer, DUMP_DIR, files, &nfiles, buf, &pk);
         if (n < 0) {
+            if (!finished && lazy_port) { stop_serving(slot, criu, lazy_port); status = -1; finished = 1; }
             if (!finished) { child_done(slot, 1, &status); finished = 1; }
             /* The tree may be frozen now; the Coordinator resumes it on rollback. */
             dumped = WIFEXITED(status) && WEXITSTATUS(status) == 0;
@@ -952,9 +1056,17 @@ static void do_dump(int client, const char *host, const char *port, const char *
         }
         bytes += n;
         if (finished) break;
+        if (ready) { serving = 1; break; }
         if (n == 0) usleep(2000);
     }
-    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+    if (serving) {
+        pthread_mutex_lock(&mu);
+        serving_slot = slot;
+        serving_pid = criu;
+        serving_port = lazy_port;
+        pthread_mutex_unlock(&mu);
+        if (!host_mode) stop_tree(root);
+    } else if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
         char log[1024];
         tail_file(WORK "/dump.log", log, sizeof log);
         snprintf(error, sizeof error, "%s failed (status %d): %s", host_mode ? "runc checkpoint" : "CRIU dump", status, log);
@@ -968,6 +1080,7 @@ static void do_dump(int client, const char *host, const char *port, const char *
         bytes += n;
     }
     if (send_frame(peer, K_END, "", (uint64_t)bytes, NULL, 0, (uint32_t)nfiles) < 0) goto lost;
+    /* (With post-copy a failure from here on leaves CRIU serving: RESUME ends it.) */
     hashed = NULL;
     wire = hashed_bytes;
     char sent_digest[80];
@@ -1001,16 +1114,25 @@ done:
     if (error[0]) {
         reply(client, "ERR %s", error);
     } else {
-        reply(client, "OK bytes=%lld files=%d carried=%d dump_ms=%lld wire=%lld zeros=%lld packed=%lld", bytes, nfiles, ncarried, now_ms() - started,
-              wire, pk.zeros, pk.packed);
+        reply(client, "OK bytes=%lld files=%d carried=%d dump_ms=%lld wire=%lld zeros=%lld packed=%lld lazy=%d", bytes, nfiles, ncarried, now_ms() - started,
+              wire, pk.zeros, pk.packed, serving);
         /* The images are at the destination; a rollback only needs the stopped tree. Deleting
          * them now (while the destination restores) drops their unwritten pages, which would
-         * otherwise be flushed to disk when the orchestrator unmounts this container (~0.1 s). */
-        remove_tree(DUMP_DIR);
+         * otherwise be flushed to disk when the orchestrator unmounts this container (~0.1 s).
+         * A CRIU that still serves the pages keeps its directory. */
+        if (!serving) remove_tree(DUMP_DIR);
     }
 }
 
 static void do_resume(int client) {
+    pthread_mutex_lock(&mu);
+    int slot = serving_slot;
+    pid_t serving = serving_pid;
+    int lazy_port = serving_port;
+    serving_slot = -1;
+    pthread_mutex_unlock(&mu);
+    /* Post-copy rolled back: the CRIU that serves the pages ends first (the tree stays stopped). */
+    if (slot >= 0) stop_serving(slot, serving, lazy_port);
     pthread_mutex_lock(&mu);
     pid_t root = service_pid;
     int was_frozen = frozen;
@@ -1231,7 +1353,107 @@ out:
     }
 }
 
-static void do_restore(int client, int seconds) {
+/* Post-copy, destination: starts `criu lazy-pages`, which the restored tree's page faults go to
+ * and which fetches every page from the source's CRIU at host:port (a relay of this system's);
+ * returns its slot once it listens for the restore, -1 with `error` otherwise. */
+static int start_fetching(const char *host, const char *port, char *error, size_t cap) {
+    unlink(WORK "/lazy-pages.socket");
+    unlink(WORK "/lazy-pages.log");
+    char *args[] = { "lazy-pages", "--page-server", "--address", (char *)host, "--port", (char *)port, "--images-dir", RESTORE_DIR,
+                     "-W", WORK, "-o", "lazy-pages.log", "-v4", host_mode ? NULL : "--unprivileged", NULL };
+    int slot;
+    pid_t pid = fork_watched(&slot);
+    if (pid == 0) exec_criu(args);
+    if (pid < 0 || slot < 0) { snprintf(error, cap, "cannot start criu lazy-pages: %s", strerror(errno)); return -1; }
+    struct stat st;
+    for (int tries = 0; tries < 1000; tries++) {
+        if (stat(WORK "/lazy-pages.socket", &st) == 0) {
+            pthread_mutex_lock(&mu);
+            fetching_pid = pid;
+            pthread_mutex_unlock(&mu);
+            return slot;
+        }
+        int status;
+        if (child_done(slot, 0, &status)) {
+            char log[700];
+            errors_of(WORK "/lazy-pages.log", log, sizeof log);
+            snprintf(error, cap, "criu lazy-pages ended at once (status %d): %s", status, log);
+            return -1;
+        }
+        usleep(10000);
+    }
+    kill(pid, SIGKILL);
+    int status;
+    child_done(slot, 1, &status);
+    snprintf(error, cap, "criu lazy-pages did not get ready in 10 s");
+    return -1;
+}
+
+static void stop_fetching(int slot) {
+    if (slot < 0) return;
+    int status;
+    pthread_mutex_lock(&mu);
+    pid_t pid = fetching_pid;
+    pthread_mutex_unlock(&mu);
+    kill(pid, SIGKILL);
+    child_done(slot, 1, &status);
+}
+
+/* Bytes of pages the lazy-pages daemon moved: its log's last "UFFD transferred pages: (N/M)" for
+ * each process (as UMSCheckpoint's LazyPagesOptions reads the orchestrator-level daemon's). */
+static long long transferred_bytes(const char *path) {
+    FILE *f = fopen(path, "re");
+    if (!f) return 0;
+    struct { long pid; long long pages; } seen[64];
+    int nseen = 0;
+    char line[1024];
+    while (fgets(line, sizeof line, f)) {
+        char *marker = strstr(line, "UFFD transferred pages: (");
+        char *uffd = strstr(line, "uffd: ");
+        if (!marker || !uffd || uffd > marker) continue;
+        long pid = strtol(uffd + 6, NULL, 10);
+        long long pages = strtoll(marker + strlen("UFFD transferred pages: ("), NULL, 10);
+        int i = 0;
+        while (i < nseen && seen[i].pid != pid) i++;
+        if (i == nseen) { if (nseen == 64) continue; seen[nseen++].pid = pid; }
+        seen[i].pages = pages;
+    }
+    fclose(f);
+    long long total = 0;
+    for (int i = 0; i < nseen; i++) total += seen[i].pages;
+    return total * PAGE;
+}
+
+/* PAGES: waits until the lazy-pages daemon has fetched every page and ended. */
+static void do_pages(int client, int seconds) {
+    pthread_mutex_lock(&mu);
+    int slot = fetching_slot;
+    pthread_mutex_unlock(&mu);
+    if (slot < 0) {
+        if (fetch_error[0]) reply(client, "ERR %s", fetch_error);
+        else reply(client, "OK bytes=%lld", fetched_bytes);
+        return;
+    }
+    long long deadline = now_ms() + (long long)seconds * 1000;
+    int status = 0, done = 0;
+    while (!(done = child_done(slot, 0, &status)) && now_ms() < deadline) usleep(10000);
+    if (!done) { reply(client, "ERR the pages did not all arrive in %d s", seconds); return; }
+    pthread_mutex_lock(&mu);
+    fetching_slot = -1;
+    pthread_mutex_unlock(&mu);
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+        char log[500];
+        errors_of(WORK "/lazy-pages.log", log, sizeof log);
+        snprintf(fetch_error, sizeof fetch_error, "criu lazy-pages failed (status %d): %s", status, log);
+        reply(client, "ERR %s", fetch_error);
+        return;
+    }
+    fetched_bytes = transferred_bytes(WORK "/lazy-pages.log");
+    reply(client, "OK bytes=%lld", fetched_bytes);
+    remove_tree(RESTORE_DIR);
+}
+
+static void do_restore(int client, int seconds, const char *lazy_host, const char *lazy_port) {
     pthread_mutex_lock(&mu);
     if (strcmp(mode, "restore") != 0 || busy) {
         pthread_mutex_unlock(&mu);
@@ -1261,8 +1483,17 @@ static void do_restore(int client, int seconds) {
         if (bad >= 0) { write_all(bad, "corrupt", 7); close(bad); }
     }
     long long started = now_ms();
+    int fetching = -1;
+    if (lazy_host) {
+        fetching = start_fetching(lazy_host, lazy_port, error, sizeof error);
+        if (fetching < 0) {
+            pthread_mutex_lock(&mu); busy = 0; pthread_mutex_unlock(&mu);
+            reply(client, "ERR %s", error);
+            return;
+        }
+    }
     int out[2], err[2];
-    if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) { reply(client, "ERR pipe: %s", strerror(errno)); return; }
+    if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) { stop_fetching(fetching); reply(client, "ERR pipe: %s", strerror(errno)); return; }
     char inherit_out[64], inherit_err[64];
     snprintf(inherit_out, sizeof inherit_out, "fd[3]:pipe:[%llu]", incoming_pipe_ino[0]);
     snprintf(inherit_err, sizeof inherit_err, "fd[4]:pipe:[%llu]", incoming_pipe_ino[1]);
@@ -1270,12 +1501,13 @@ static void do_restore(int client, int seconds) {
         close(out[0]); close(out[1]); close(err[0]); close(err[1]);
         unlink(WORK "/nested.pid");
         char *runc_args[] = { "restore", "--detach", "--image-path", RESTORE_DIR, "--work-path", WORK, "--bundle", NESTED_BUNDLE,
-                              "--pid-file", WORK "/nested.pid", NESTED_ID, NULL };
+                              "--pid-file", WORK "/nested.pid", lazy_host ? "--lazy-pages" : NESTED_ID, lazy_host ? NESTED_ID : NULL, NULL };
         int status = run_runc(runc_args, 1);
         pid_t restored = read_pid(WORK "/nested.pid");
         if (!ok_status(status) || restored <= 0) {
             char log[1024];
             tail_file(WORK "/restore.log", log, sizeof log);
+            stop_fetching(fetching);
             pthread_mutex_lock(&mu); busy = 0; pthread_mutex_unlock(&mu);
             reply(client, "ERR runc restore failed (status %d): %s", status, log);
             return;
@@ -1284,12 +1516,13 @@ static void do_restore(int client, int seconds) {
         service_pid = restored;
         mode = "restored";
         busy = 0;
+        fetching_slot = fetching;
         pthread_mutex_unlock(&mu);
         if (kill(restored, 0) < 0 && errno == ESRCH) { logmsg("restored nested container exited at once"); exit(1); }
         int mark = open(RESTORED_MARK, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
         if (mark >= 0) close(mark);
         reply(client, "OK pid=%d restore_ms=%lld bytes=%lld", restored, now_ms() - started, receive_bytes);
-        remove_tree(RESTORE_DIR);
+        if (fetching < 0) remove_tree(RESTORE_DIR);  /* the lazy-pages daemon reads it until PAGES */
         write_nested_config(0);  /* ready for the next dump */
         logmsg("nested container restored (pid %d)", restored);
         return;
@@ -1300,7 +1533,7 @@ static void do_restore(int client, int seconds) {
                      /* Engines prepare a container's root directory with different modes (Podman
                       * 0555, Docker 0755); the tree's files are the same. */
                      "--skip-file-rwx-check",
-                     "--inherit-fd", inherit_out, "--inherit-fd", inherit_err, NULL };
+                     "--inherit-fd", inherit_out, "--inherit-fd", inherit_err, lazy_host ? "--lazy-pages" : NULL, NULL };
     int slot;
     pid_t criu = fork_watched(&slot);
     if (criu == 0) {
@@ -1320,6 +1553,7 @@ static void do_restore(int client, int seconds) {
         tail_file(WORK "/restore.log", log, sizeof log);
         close(out[0]);
         close(err[0]);
+        stop_fetching(fetching);
         pthread_mutex_lock(&mu); busy = 0; pthread_mutex_unlock(&mu);
         reply(client, "ERR CRIU restore failed (status %d): %s", status, log);
         return;
@@ -1328,6 +1562,7 @@ static void do_restore(int client, int seconds) {
     service_pid = restored;
     mode = "restored";
     busy = 0;
+    fetching_slot = fetching;
     pipe_ino[0] = incoming_pipe_ino[0];
     pipe_ino[1] = incoming_pipe_ino[1];
     pthread_mutex_unlock(&mu);
@@ -1345,7 +1580,7 @@ static void do_restore(int client, int seconds) {
     int mark = open(RESTORED_MARK, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
     if (mark >= 0) close(mark);
     reply(client, "OK pid=%d restore_ms=%lld bytes=%lld", restored, now_ms() - started, receive_bytes);
-    remove_tree(RESTORE_DIR);
+    if (fetching < 0) remove_tree(RESTORE_DIR);  /* the lazy-pages daemon reads it until PAGES */
     advance_pids();
     logmsg("service restored (pid %d)", restored);
 }
@@ -1374,6 +1609,14 @@ static void do_start(int client) {
 }
 
 /* ---------- control ---------- */
+
+/* A decimal number within [low, high], nothing else. */
+static int number_in(const char *text, long low, long high) {
+    if (!text[0] || strlen(text) > 9) return 0;
+    for (const char *c = text; *c; c++) if (*c < '0' || *c > '9') return 0;
+    long value = strtol(text, NULL, 10);
+    return value >= low && value <= high;
+}
 
 static int token_ok(const char *given) {
     if (!cfg.token || !cfg.token[0]) return 0;
@@ -1408,16 +1651,42 @@ static void serve_connection(int client) {
         pthread_mutex_unlock(&mu);
         if (ok) reply(client, "OK");
         else reply(client, "ERR cannot receive: this agent is not waiting for a checkpoint (mode %s)", mode);
-    } else if (!strcmp(words[1], "RESTORE")) {
-        do_restore(client, n >= 3 ? atoi(words[2]) : 120);
-    } else if (!strcmp(words[1], "DUMP") && (n == 5 || (n == 6 && !strncmp(words[5], "compress=", 9) && policy_named(words[5] + 9) >= 0))) {
-        do_dump(client, words[2], words[3], words[4], n == 6 ? policy_named(words[5] + 9) : C_PLAIN);
+    } else if (!strcmp(words[1], "RESTORE") && n <= 4) {
+        /* RESTORE [seconds] [lazy=<IPv4>:<port>] */
+        char host[64] = "", port[16] = "";
+        int lazy = n == 4, ok = 1;
+        if (lazy) {
+            char *colon = strrchr(words[3], ':');
+            struct in_addr address;
+            ok = !strncmp(words[3], "lazy=", 5) && colon && (size_t)(colon - words[3] - 5) < sizeof host;
+            if (ok) {
+                memcpy(host, words[3] + 5, (size_t)(colon - words[3] - 5));
+                host[colon - words[3] - 5] = 0;
+                snprintf(port, sizeof port, "%.15s", colon + 1);
+                ok = inet_pton(AF_INET, host, &address) == 1 && number_in(port, 1, 65535);
+            }
+        }
+        int seconds = n >= 3 && number_in(words[2], 1, 3600) ? atoi(words[2]) : 120;
+        if (!ok) reply(client, "ERR invalid RESTORE: expected RESTORE [seconds] [lazy=<IPv4 address>:<port>]");
+        else do_restore(client, seconds, lazy ? host : NULL, lazy ? port : NULL);
+    } else if (!strcmp(words[1], "PAGES") && n <= 3) {
+        do_pages(client, n == 3 && number_in(words[2], 1, 3600) ? atoi(words[2]) : 600);
+    } else if (!strcmp(words[1], "DUMP") && n >= 5 && n <= 7) {
+        /* DUMP <host> <port> <secret> [compress=POLICY] [lazy=PORT], the options in any order */
+        int policy = C_PLAIN, lazy_port = 0, ok = 1;
+        for (int i = 5; i < n && ok; i++) {
+            if (!strncmp(words[i], "compress=", 9) && policy == C_PLAIN && policy_named(words[i] + 9) >= 0) policy = policy_named(words[i] + 9);
+            else if (!strncmp(words[i], "lazy=", 5) && !lazy_port && number_in(words[i] + 5, 1, 65535)) lazy_port = atoi(words[i] + 5);
+            else ok = 0;
+        }
+        if (!ok) reply(client, "ERR invalid DUMP option '%s' (compress=off|auto|zstd|lz4, lazy=PORT)", words[n - 1]);
+        else do_dump(client, words[2], words[3], words[4], policy, lazy_port);
     } else if (!strcmp(words[1], "RESUME")) {
         do_resume(client);
     } else if (!strcmp(words[1], "START") && n == 2) {
         do_start(client);
     } else {
-        reply(client, "ERR unknown command '%s' (STATUS, RECEIVE, RESTORE, DUMP, RESUME, START)", words[1]);
+        reply(client, "ERR unknown command '%s' or its arguments (STATUS, RECEIVE, RESTORE, PAGES, DUMP, RESUME, START)", words[1]);
     }
     close(client);
     return;

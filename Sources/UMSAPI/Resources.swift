@@ -194,12 +194,16 @@ public struct PrepareRequest: Codable, Sendable, Equatable {
     public var volumeBytes: Int64?
     /// The service keeps its address here and its connections cross through the tunnel.
     public var carry: CarriedConnections?
+    /// How the pages will cross (nil: stop-and-copy, as from a source before post-copy existed
+    /// for every approach): a service-level post-copy needs more of the destination's container.
+    public var mode: TransferMode?
 
     public init(
         id: String, approach: Approach, specification: Specification, source: SystemRef, volumes: VolumeHandling? = nil, volumeBytes: Int64? = nil,
-        carry: CarriedConnections? = nil
+        carry: CarriedConnections? = nil, mode: TransferMode? = nil
     ) {
         self.carry = carry
+        self.mode = mode
         self.id = id
         self.approach = approach
         self.specification = specification
@@ -208,7 +212,7 @@ public struct PrepareRequest: Codable, Sendable, Equatable {
         self.volumeBytes = volumeBytes
     }
 
-    enum CodingKeys: String, CodingKey { case id, approach, specification, source, volumes, volumeBytes, carry }
+    enum CodingKeys: String, CodingKey { case id, approach, specification, source, volumes, volumeBytes, carry, mode }
 
     /// A peer's request: the id names directories here, so it is checked as it is decoded (the
     /// Specification checks itself).
@@ -223,6 +227,7 @@ public struct PrepareRequest: Codable, Sendable, Equatable {
         volumeBytes = try container.decodeIfPresent(Int64.self, forKey: .volumeBytes)
         guard (volumeBytes ?? 0) >= 0 else { throw UMSError(.invalidArgument, "invalid volume bytes: negative") }
         carry = try container.decodeIfPresent(CarriedConnections.self, forKey: .carry)
+        mode = try container.decodeIfPresent(TransferMode.self, forKey: .mode)
     }
 }
 
@@ -271,6 +276,19 @@ public struct CommitResponse: Codable, Sendable, Equatable {
     public init(pageBytes: Int64, carriedConnections: Int? = nil) {
         self.pageBytes = pageBytes
         self.carriedConnections = carriedConnections
+    }
+
+    enum CodingKeys: String, CodingKey { case pageBytes, carriedConnections }
+
+    /// A peer's answer: the page count is added to this side's totals, so it is bounded as it is
+    /// decoded (0 to 1 PiB) and can never overflow them.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        pageBytes = try container.decode(Int64.self, forKey: .pageBytes)
+        guard (0...(1 << 50)).contains(pageBytes) else {
+            throw UMSError(.invalidArgument, "invalid page bytes \(pageBytes): expected 0 to 1 PiB")
+        }
+        carriedConnections = try container.decodeIfPresent(Int.self, forKey: .carriedConnections)
     }
 }
 
@@ -378,6 +396,8 @@ public struct IncomingRecord: Codable, Sendable, Equatable {
     public var volumes: VolumeHandling?
     /// The service keeps its address here; its connections cross the tunnel (issue 16).
     public var carry: CarriedConnections?
+    /// Post-copy (nil: stop-and-copy): a commit waits for every page.
+    public var mode: TransferMode?
 
     public init(id: String, approach: Approach, specification: Specification, source: SystemRef, owner: String?, at: Date = Date()) {
         self.id = id

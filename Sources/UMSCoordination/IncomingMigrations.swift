@@ -96,7 +96,8 @@ public actor IncomingMigrations {
                 continue
             }
             let migration = IncomingMigration(
-                id: record.id, specification: record.specification, imagesDirectory: "\(system.stateDirectory)/incoming/\(record.id)/images", carry: record.carry
+                id: record.id, specification: record.specification, imagesDirectory: "\(system.stateDirectory)/incoming/\(record.id)/images", carry: record.carry,
+                mode: record.mode ?? .stopAndCopy
             )
             entries[record.id] = Entry(
                 record: record, approach: system.approaches[record.approach], machine: IncomingStateMachine(state: record.state),
@@ -207,7 +208,8 @@ public actor IncomingMigrations {
             throw UMSError(.forbidden, "admission refused (rule maxConcurrentIncoming): \(admission.maxConcurrentIncoming) incoming migrations at once already")
         }
         let skipsData = request.volumes == .skip
-        if let refusal = admission.refusal(of: request.specification, reservedPorts: reservedPorts, volumeBytes: skipsData ? nil : request.volumeBytes) {
+        let (mode, specification) = (request.mode ?? .stopAndCopy, request.specification)
+        if let refusal = admission.refusal(of: specification, reservedPorts: reservedPorts, volumeBytes: skipsData ? nil : request.volumeBytes) {
             throw refusal
         }
         guard let approach = system.approaches[request.approach] else {
@@ -244,14 +246,17 @@ public actor IncomingMigrations {
                 throw UMSError(.unsupported, "failed to prepare migration \(request.id): established connections are carried by the orchestrator-level approach on runc only")
             }
         }
-        let migration = IncomingMigration(id: request.id, specification: request.specification, imagesDirectory: "\(directory(request.id))/images", carry: request.carry)
+        let migration = IncomingMigration(
+            id: request.id, specification: specification, imagesDirectory: "\(directory(request.id))/images", carry: request.carry, mode: mode
+        )
         // Entered before the first suspension point: a second prepare of the same id is refused.
         entries[request.id] = Entry(
-            record: IncomingRecord(id: request.id, approach: request.approach, specification: request.specification, source: request.source, owner: caller),
+            record: IncomingRecord(id: request.id, approach: request.approach, specification: specification, source: request.source, owner: caller),
             approach: approach, machine: IncomingStateMachine(), expiresAt: .now + timeout, migration: migration
         )
         entries[request.id]?.record.volumes = request.volumes
         entries[request.id]?.record.carry = request.carry
+        entries[request.id]?.record.mode = request.mode
         do {
             try write(request.id)
             try await faults.check(.destination(.prepare))

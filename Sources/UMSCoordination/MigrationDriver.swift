@@ -139,7 +139,7 @@ struct MigrationDriver: Sendable {
             throw UMSError(.unsupported, "failed to migrate: this system does not implement the \(chosen.rawValue)-level approach")
         }
         guard mode == .stopAndCopy || approach.supportsPostCopy else {
-            throw UMSError(.unsupported, "failed to migrate \(container): the \(chosen.rawValue)-level approach does not implement \(mode.rawValue); use stop-and-copy")
+            throw UMSError(.unsupported, "failed to migrate \(container) with \(mode.rawValue): \(approach.postCopyRefusal)")
         }
         progress.approach = approach
         await records.update(id) {
@@ -172,7 +172,7 @@ struct MigrationDriver: Sendable {
         identical.placement = placement
         let prepared = try await peer.prepare(PrepareRequest(
             id: id, approach: chosen, specification: identical, source: system.ref, volumes: volumes, volumeBytes: volumeBytes,
-            carry: progress.carry
+            carry: progress.carry, mode: mode == .stopAndCopy ? nil : mode
         ))
         progress.destinationPrepared = true
         // The bulk of the volumes and host directories crosses while the service still runs;
@@ -352,6 +352,9 @@ struct MigrationDriver: Sendable {
         // side's page-serving dump has ended too.
         let committed = try await peer.commit(id)
         progress.bytes += committed.pageBytes
+        if mode == .postCopy {
+            await records.update(id) { $0.pageBytes = committed.pageBytes }
+        }
         if let pageServing = progress.pageServing {
             try await pageServing.finish(timeout: .seconds(30))
             progress.pageServing = nil

@@ -14,9 +14,12 @@ public struct IncomingMigration: Sendable, Equatable {
     public var imagesDirectory: String
     /// The service keeps the source's address and its connections cross the tunnel.
     public var carry: CarriedConnections?
+    /// How the pages cross (the source said so at the prepare).
+    public var mode: TransferMode
 
-    public init(id: String, specification: Specification, imagesDirectory: String, carry: CarriedConnections? = nil) {
+    public init(id: String, specification: Specification, imagesDirectory: String, carry: CarriedConnections? = nil, mode: TransferMode = .stopAndCopy) {
         self.carry = carry
+        self.mode = mode
         self.id = id
         self.specification = specification
         self.imagesDirectory = imagesDirectory
@@ -81,6 +84,8 @@ public protocol MigrationApproach: Sendable {
     var approach: Approach { get }
     /// Whether the approach can restore first and fetch the pages afterwards.
     var supportsPostCopy: Bool { get }
+    /// Why not, when it cannot (the refusal a post-copy request gets before anything stops).
+    var postCopyRefusal: String { get }
     /// The parts the Coordinators carry between the systems, in order.
     var coordinatorParts: [FilePart] { get }
 
@@ -123,4 +128,8 @@ public struct ExportedFiles: Sendable, Equatable {
         self.bytes = bytes
         self.images = images
     }
+}
+
+extension MigrationApproach {
+    public var postCopyRefusal: String { "the \(approach.rawValue)-level approach does not implement post-copy" }
 }

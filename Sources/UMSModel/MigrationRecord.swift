@@ -51,6 +51,9 @@ public struct MigrationRecord: Codable, Sendable, Equatable {
     public var phase: MigrationStep.Phase?
     public var endpoints: [String]
     public var bytesMoved: Int64
+    /// Post-copy: the bytes of pages the destination fetched after the restore (part of
+    /// `bytesMoved`).
+    public var pageBytes: Int64?
     public var durations: Durations
     /// Seconds the service did not run: from the freeze at the source to running at the
     /// destination (with post-copy, pages may still be crossing then).

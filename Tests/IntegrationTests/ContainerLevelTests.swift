@@ -53,6 +53,38 @@ struct ContainerLevelTests {
         #expect((try? await testbed.count(at: "\(testbed.aHost):18095")) == nil)
     }
 
+    @Test("post-copy: the nested memhog restores before its pages cross (fetched from inside A's outer container), and its 32 MiB arrive intact")
+    func postCopy() async throws {
+        let testbed = try Testbed()
+        let rootfs = try #require(Testbed.environment["UMS_MEMHOG_ROOTFS"], "scripts/test sets UMS_MEMHOG_ROOTFS")
+        let name = "memhog-nested-post"
+        await testbed.cleanUp(name)
+        _ = try await testbed.a.run(RunRequest(
+            name: name, rootfs: rootfs, command: ["/bin/memhog", "--mib", "32", "--port", "8080"], publish: ["18127:8080"], nested: true
+        ))
+        let endpointA = "\(testbed.aHost):18127"
+        _ = try await testbed.waitForCount(at: endpointA, atLeast: 10)
+        let checksumA = try await testbed.checksum(at: endpointA)
+
+        let record = try await testbed.migrated(
+            MigrateRequest(container: name, destination: testbed.bURL, approach: .specific(.container), mode: .postCopy), by: testbed.a
+        )
+        #expect(record.status == .completed, "\(record.error?.description ?? "")")
+        #expect(record.approach == .container)
+        #expect(record.mode == .postCopy)
+        // The agents' stream carried all but the pages; the pages crossed after the restore.
+        #expect((record.images?.rawBytes ?? .max) < 4 << 20, "the images before the restore hold no pages: \(String(describing: record.images))")
+        #expect((record.pageBytes ?? 0) >= 32 << 20, "the lazy-pages daemon fetched the pages: \(String(describing: record.pageBytes))")
+
+        let endpointB = "\(testbed.bHost):18127"
+        let checksumB = try await testbed.checksum(at: endpointB)
+        #expect(checksumB.initial == checksumA.initial)
+        #expect(checksumB.now == checksumA.initial, "every page arrived with its contents")
+        #expect(try await testbed.names(on: testbed.a).contains(name) == false)
+        #expect(testbed.processes(inCgroupBelow: "/ums/tba/\(name)/").isEmpty)
+        await testbed.cleanUp(name)
+    }
+
     @Test("a plain run is not container-level, and the dry run says why")
     func plainIsNotNested() async throws {
         let testbed = try Testbed()

@@ -349,19 +349,26 @@ struct RollbackTests {
         try await testbed.a.remove(name)
     }
 
-    @Test("container-level: the destination's nested restore fails, the source's nested container is thawed")
-    func rollbackContainerLevel() async throws {
+    @Test(
+        "container-level: the destination's nested restore fails, the source's nested container is thawed (post-copy: its page-serving dump ended first)",
+        arguments: [TransferMode.stopAndCopy, .postCopy]
+    )
+    func rollbackContainerLevel(mode: TransferMode) async throws {
         let testbed = try Testbed()
         let name = "counter-nested-rollback"
         await testbed.cleanUp(name)
         _ = try await testbed.runCounter(name, port: 18097, nested: true)
         let before = try await testbed.waitForCount(at: "\(testbed.aHost):18097", atLeast: 5)
 
-        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL, mode: mode), by: testbed.a)
+        #expect(record.mode == mode)
         #expect(record.approach == .container)
         #expect(record.status == .rolledBack)
         #expect(record.step == .restoring)
-        #expect(record.error?.description.contains("runc restore failed") == true, "\(record.error?.description ?? "")")
+        // With post-copy the lazy-pages daemon reads the damaged process tree first.
+        let failed = mode == .postCopy ? "criu lazy-pages" : "runc restore failed"
+        #expect(record.error?.description.contains(failed) == true, "\(record.error?.description ?? "")")
+        #expect(record.error?.description.contains("pstree.img") == true, "CRIU's own reading failed: \(record.error?.description ?? "")")
         let resumed = try await testbed.count(at: "\(testbed.aHost):18097")
         #expect(resumed >= before)
         #expect(try await testbed.waitForCount(at: "\(testbed.aHost):18097", atLeast: resumed + 3) > resumed)

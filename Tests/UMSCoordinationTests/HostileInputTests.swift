@@ -147,6 +147,7 @@ struct HostileInputTests {
         spec("a tmpfs of negative size", .badRequest, "invalid tmpfs mount") { $0["tmpfs"] = [["destination": "/scratch", "sizeBytes": -1]] },
         spec("a pod of no containers", .badRequest, "invalid pod") { $0["pod"] = ["members": [], "sharedNamespaces": []] },
         Case(name: "a volume handling that is not one", body: prepare { request, _ in request["volumes"] = "../x" }, status: .badRequest, reason: "malformed request body"),
+        Case(name: "a transfer mode that is not one", body: prepare { request, _ in request["mode"] = "sideways" }, status: .badRequest, reason: "malformed request body"),
         // Carried connections (issue 16): the address and the tunnel's end are checked as decoded.
         Case(name: "a carried address with an ip argument in it", body: prepare { request, _ in request["carry"] = ["address": "198.19.0.2 table 5", "tunnelAddress": "198.18.0.1"] }, status: .badRequest, reason: "invalid carried service address"),
         Case(name: "a carried address outside UMS's container range", body: prepare { request, _ in request["carry"] = ["address": "10.0.0.2", "tunnelAddress": "198.18.0.1"] }, status: .badRequest, reason: "invalid carried service address"),
@@ -225,6 +226,13 @@ struct HostileInputTests {
         #expect(snapshot(state) == stateBefore, "nothing written in the state directory")
         #expect(snapshot(canary) == canaryFiles, "the canary tree is unchanged")
         #expect(!FileManager.default.fileExists(atPath: "/tmp/victim-created-by-ums"))
+    }
+
+    @Test("a peer's commit answer with a page count out of bounds is refused as it is decoded", arguments: [Int64(-1), Int64.max, Int64(1 << 50) + 1])
+    func commitPageBytes(pageBytes: Int64) throws {
+        let body = Data(#"{"pageBytes":\#(pageBytes)}"#.utf8)
+        #expect(throws: UMSError.self) { try JSONDecoder().decode(CommitResponse.self, from: body) }
+        #expect(try JSONDecoder().decode(CommitResponse.self, from: Data(#"{"pageBytes":4096}"#.utf8)).pageBytes == 4096)
     }
 
     @Test("checkpoint bytes beyond the policy are refused mid-stream with 403")

@@ -23,10 +23,22 @@ import UMSTrust
 /// The Coordinators carry no image bytes (`coordinatorParts` is empty): they tell the agents
 /// where to meet (the destination agent's published port and a one-time secret) and when to
 /// dump, restore or resume. Files the service holds open travel with its images.
+///
+/// Post-copy (container-level): the source agent's `runc checkpoint --lazy-pages` dumps all but
+/// the pages and serves those from inside the outer container (CRIU's page server behind a
+/// mutual-TLS relay of the source system's); the destination agent restores without them, its
+/// `criu lazy-pages` daemon (behind a relay of the destination system's) fetching each page on
+/// its first touch and the rest in the background. Service-level post-copy is not possible with
+/// CRIU 4.2: its `--unprivileged` mode, which the service-level agent runs, never uses
+/// userfaultfd (`kerndat_uffd` returns before probing it), and CRIU's privileged mode needs what
+/// a service-level container does not have (CAP_SYS_ADMIN for its namespace probes).
 public struct AgentApproach: MigrationApproach {
     /// `.service` or `.container`.
     public let approach: Approach
-    public let supportsPostCopy = false
+    public var supportsPostCopy: Bool { approach == .container }
+    public var postCopyRefusal: String {
+        "the \(approach.rawValue)-level approach does not implement post-copy: its agent runs CRIU's unprivileged mode, which in CRIU 4.2 has no lazy pages (userfaultfd); use the container- or orchestrator-level approach for post-copy"
+    }
     public let coordinatorParts: [FilePart] = []
     let orchestrator: any Orchestrator
     /// This system's address, where the destination agent's port is published.
@@ -41,6 +53,9 @@ public struct AgentApproach: MigrationApproach {
     let tls: TLSSettings?
     /// Relays of incoming migrations (destination) by id.
     let relays = RelayRegistry()
+    /// Post-copy: relays from the destination agent's lazy-pages daemon to the source's page
+    /// server, by incoming migration id.
+    let pageRelays = RelayRegistry()
     let logger: Logger
     /// Agents by source container name (set by `freeze`) and by incoming migration id (set by
     /// `prepare`), so the steps inside the downtime do not ask the orchestrator again.
@@ -139,30 +154,53 @@ public struct AgentApproach: MigrationApproach {
     }
 
     public func restore(_ incoming: IncomingMigration, postCopySource: PageServerAddress?) async throws -> ContainerInfo {
-        guard postCopySource == nil else {
-            throw UMSError(.unsupported, "failed to restore \(incoming.specification.name): the \(approach.rawValue)-level approach does not implement post-copy")
-        }
         let name = incoming.specification.name
-        let agent: AgentClient
-        if let known = await agents.get(incoming.id) {
-            agent = known
-        } else {
-            agent = try AgentClient(for: try await orchestrator.inspect(name))
+        let agent = try await destinationAgent(incoming)
+        var command = "RESTORE 120"
+        if let postCopySource {
+            // The agent's lazy-pages daemon fetches the pages from a relay on this system's
+            // address (reachable from its container), which carries them over mutual TLS.
+            guard let tls else {
+                throw UMSError(.unsupported, "failed to restore \(name) with post-copy: the \(approach.rawValue)-level approach fetches pages over mutual TLS only")
+            }
+            let relay = try await TLSRelay.plainToTLS(
+                listenHost: advertiseHost, tls: try tls.client(), target: (postCopySource.host, postCopySource.port), logger: logger
+            )
+            await pageRelays.add(relay, for: incoming.id)
+            command += " lazy=\(advertiseHost):\(relay.port)"
         }
-        let reply = try await agent.send("RESTORE 120", timeout: .seconds(150), operation: "restore \(name)")
+        let reply = try await agent.send(command, timeout: .seconds(150), operation: "restore \(name)")
         logger.info("agent restored the service", metadata: ["container": "\(name)", "pid": "\(reply.fields["pid"] ?? "?")", "restore_ms": "\(reply.fields["restore_ms"] ?? "?")"])
         return try await orchestrator.inspect(name)
     }
 
+    /// Post-copy: once the agent's lazy-pages daemon has every page (the commit waits for it, so
+    /// the source is never deleted while it still holds pages the service here lacks). A
+    /// repeated call (a repeated commit) gets the same answer from the agent.
     public func awaitPages(_ incoming: IncomingMigration) async throws -> Int64 {
+        var pages: Int64 = 0
+        if incoming.mode == .postCopy {
+            let agent = try await destinationAgent(incoming)
+            let reply = try await agent.send("PAGES 600", timeout: .seconds(630), operation: "fetch the pages of \(incoming.specification.name)")
+            pages = reply.int("bytes").flatMap { (0...(1 << 50)).contains($0) ? $0 : nil } ?? 0
+        }
         await agents.remove(incoming.id)
         await relays.remove(incoming.id)?.close()
-        return 0
+        await pageRelays.remove(incoming.id)?.close()
+        return pages
+    }
+
+    /// The destination container's agent, as `prepare` found it (or asked of the orchestrator
+    /// again after a restart).
+    func destinationAgent(_ incoming: IncomingMigration) async throws -> AgentClient {
+        if let known = await agents.get(incoming.id) { return known }
+        return try AgentClient(for: try await orchestrator.inspect(incoming.specification.name))
     }
 
     public func abort(_ incoming: IncomingMigration) async {
         await agents.remove(incoming.id)
         await relays.remove(incoming.id)?.close()
+        await pageRelays.remove(incoming.id)?.close()
         try? await orchestrator.delete(incoming.specification.name, migration: incoming.id)
     }
 
@@ -178,15 +216,12 @@ public struct AgentApproach: MigrationApproach {
             throw UMSError(.invalidState, "failed to checkpoint \(name): its agent runs no service (\(status.message))")
         }
         // An agent of an image made before issue 17 knows no `compress=`: it gets the plain stream.
-        await agents.set(agent, for: name, compresses: (status.int("version") ?? 1) >= 2)
+        await agents.set(agent, for: name, version: status.int("version") ?? 1)
     }
 
     public func checkpoint(
         _ name: String, into directory: String, postCopy: PageServerAddress?, intake: CheckpointIntake?, compression: ImageCompression?
     ) async throws -> CheckpointResult {
-        guard postCopy == nil else {
-            throw UMSError(.unsupported, "failed to checkpoint \(name): the \(approach.rawValue)-level approach does not implement post-copy")
-        }
         guard let intake else {
             throw UMSError(.invalidArgument, "failed to checkpoint \(name): the destination gave no address for its agent")
         }
@@ -203,11 +238,30 @@ public struct AgentApproach: MigrationApproach {
         }
         defer { relay?.close() }
         let agent = try await self.agent(of: name)
+        // Post-copy: the agent's CRIU serves the pages on the port asked for, inside its
+        // container; the destination reaches it through a relay on this system's address.
+        var pages: TLSRelay?
+        if let postCopy {
+            guard await agents.version(name) >= 3 else {
+                throw UMSError(.unsupported, "failed to checkpoint \(name) with post-copy: its agent predates post-copy; make its image again (ums image migratable, scripts/build-host-image)")
+            }
+            guard let tls else {
+                throw UMSError(.unsupported, "failed to checkpoint \(name) with post-copy: the \(approach.rawValue)-level approach serves pages over mutual TLS only")
+            }
+            pages = try await TLSRelay.tlsToPlain(host: advertiseHost, tls: try tls.server(peersOnly: true), target: (agent.host, postCopy.port), logger: logger)
+        }
         // Generous: the agents' stream is bounded by the link, and the dump by the memory size.
         // With a policy, the agents speak the stream's version 2 (the destination said it reads it).
-        let compression = await agents.compresses(name) ? compression : nil
+        let compression = await agents.version(name) >= 2 ? compression : nil
         let dump = "DUMP \(host) \(port) \(intake.secret)" + (compression.map { " compress=\($0.rawValue)" } ?? "")
-        let reply = try await agent.send(dump, timeout: .seconds(900), operation: "checkpoint \(name)")
+            + (postCopy.map { " lazy=\($0.port)" } ?? "")
+        let reply: AgentClient.Reply
+        do {
+            reply = try await agent.send(dump, timeout: .seconds(900), operation: "checkpoint \(name)")
+        } catch {
+            pages?.close()
+            throw error
+        }
         logger.info("agent dumped the service", metadata: [
             "container": "\(name)", "bytes": "\(reply.fields["bytes"] ?? "?")", "dump_ms": "\(reply.fields["dump_ms"] ?? "?")",
             "carried_files": "\(reply.fields["carried"] ?? "?")",
@@ -221,7 +275,13 @@ public struct AgentApproach: MigrationApproach {
                 compression: compression ?? .off, rawBytes: raw, zeroBytes: count("zeros") ?? 0, compressedBytes: count("packed") ?? 0, wireBytes: wire
             )
         }
-        return CheckpointResult(bytesSent: wire ?? raw, images: images)
+        guard let pages, let postCopy else {
+            return CheckpointResult(bytesSent: wire ?? raw, images: images)
+        }
+        return CheckpointResult(
+            pageServer: PageServerAddress(host: advertiseHost, port: pages.port), localPageServer: PageServerAddress(host: agent.host, port: postCopy.port),
+            relay: pages, bytesSent: wire ?? raw, images: images
+        )
     }
 
     public func exportFiles(
@@ -252,16 +312,17 @@ public struct AgentApproach: MigrationApproach {
 /// Agent clients by key (a container name on the source, a migration id on the destination).
 actor AgentDirectory {
     var agents: [String: AgentClient] = [:]
-    /// Source agents that write the image stream's version 2 (their STATUS says version 2 or later).
-    var compressing: Set<String> = []
+    /// Source agents' protocol versions, as their STATUS said: 2 writes the image stream's
+    /// version 2 (compression), 3 serves pages for post-copy.
+    var versions: [String: Int64] = [:]
 
-    func set(_ agent: AgentClient, for key: String, compresses: Bool) {
+    func set(_ agent: AgentClient, for key: String, version: Int64) {
         agents[key] = agent
-        if compresses { compressing.insert(key) } else { compressing.remove(key) }
+        versions[key] = version
     }
 
-    func compresses(_ key: String) -> Bool {
-        compressing.contains(key)
+    func version(_ key: String) -> Int64 {
+        versions[key] ?? 1
     }
 
     func set(_ agent: AgentClient, for key: String) {
