@@ -109,7 +109,8 @@ func makeOrchestrator(
         let engine = try EngineOrchestrator(
             dialect: try configuration.orchestratorKind() == .podman ? .podman : .docker, socketPath: configuration.resolvedEngineSocket,
             http: http, systemName: configuration.name, stateDirectory: configuration.stateDir, advertiseHost: advertiseHost,
-            criu: criu, runner: runner, logger: logger
+            criu: criu, runner: runner, logger: logger,
+            dockerContainerd: configuration.dockerContainerd.map { Ctr(address: $0, namespace: EngineOrchestrator.dockerNamespace) }
         )
         try await engine.prepare()
         return engine

@@ -64,6 +64,11 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     /// `orchestrator: swarm`: the engine sockets of the swarm's other nodes (`engineSocket` is its
     /// manager's), where UMS finds the containers of the tasks Swarm placed there.
     public var swarmNodes: [String]?
+    /// `orchestrator: docker`: the socket of the containerd Docker runs its containers on. Given,
+    /// UMS checkpoints a Docker container with containerd's task checkpoint into its own
+    /// directory, streamed while CRIU writes it, instead of Docker's checkpoint API (which passes
+    /// the whole checkpoint through containerd's content store before UMS can send a byte).
+    public var dockerContainerd: String?
     /// The endpoint record in hosts format (default: `<stateDir>/endpoints.hosts`).
     public var endpointsFile: String?
     /// A program run after every change of the endpoint record (UMS_SERVICE, UMS_ADDRESS,
@@ -147,7 +152,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, listen, stateDir, orchestrator, tokenFile, advertiseURL, peers, criuPath, logLevel, hostImage, engineSocket, swarmNodes
+        case name, listen, stateDir, orchestrator, tokenFile, advertiseURL, peers, criuPath, logLevel, hostImage, engineSocket, swarmNodes, dockerContainerd
         case containerNetwork, endpointsFile, endpointHook, dnsServer, dnsZone, dnsKeyFile, dnsTTL, frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger
         case admission, tlsDir, insecure, readerTokenFiles, trustedPeers, incomingTimeout, shutdownGrace, migrationNetwork, connectionLinger
     }
@@ -168,6 +173,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         hostImage = try container.decodeIfPresent(String.self, forKey: .hostImage)
         engineSocket = try container.decodeIfPresent(String.self, forKey: .engineSocket)
         swarmNodes = try container.decodeIfPresent([String].self, forKey: .swarmNodes)
+        dockerContainerd = try container.decodeIfPresent(String.self, forKey: .dockerContainerd)
         endpointsFile = try container.decodeIfPresent(String.self, forKey: .endpointsFile)
         endpointHook = try container.decodeIfPresent(String.self, forKey: .endpointHook)
         containerNetwork = try container.decodeIfPresent(String.self, forKey: .containerNetwork)

@@ -14,7 +14,7 @@ struct UMSD: AsyncParsableCommand {
         abstract: "The UMS Coordinator of one system: runs containers on its orchestrator and migrates them live to other systems.",
         discussion: """
             Flags override the same keys of --config (YAML: name, listen, stateDir, orchestrator, tokenFile, \
-            advertiseURL, peers[{url, tokenFile}], criuPath, logLevel, hostImage, engineSocket, swarmNodes, containerNetwork, endpointsFile, endpointHook, dnsServer, dnsZone, dnsKeyFile, dnsTTL, \
+            advertiseURL, peers[{url, tokenFile}], criuPath, logLevel, hostImage, engineSocket, swarmNodes, dockerContainerd, containerNetwork, endpointsFile, endpointHook, dnsServer, dnsZone, dnsKeyFile, dnsTTL, \
             frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger, incomingTimeout, shutdownGrace, migrationNetwork, connectionLinger, admission, tlsDir, insecure, \
             readerTokenFiles). Speaks mutual TLS 1.3: make the system's identity with `ums trust init --dir TLSDIR` and pin \
             each peer with `ums trust add-peer`. Needs root, runc and CRIU >= 4.2 (scripts/setup installs them).
@@ -62,6 +62,12 @@ struct UMSD: AsyncParsableCommand {
 
     @Option(name: .customLong("swarm-node"), help: "--orchestrator swarm: the engine socket of another node of the swarm (repeat for each).")
     var swarmNodes: [String] = []
+
+    @Option(
+        name: .customLong("docker-containerd"),
+        help: "--orchestrator docker: the socket of the containerd Docker runs on; checkpoints then stream while CRIU writes them (containerd's task checkpoint) instead of going through Docker's checkpoint API."
+    )
+    var dockerContainerd: String?
 
     @Option(name: .customLong("host-image"), help: "The outer image for nested services (container-level; built by scripts/build-host-image).")
     var hostImage: String?
@@ -153,6 +159,7 @@ struct UMSD: AsyncParsableCommand {
         if let hostImage { configuration.hostImage = hostImage }
         if let engineSocket { configuration.engineSocket = engineSocket }
         if !swarmNodes.isEmpty { configuration.swarmNodes = swarmNodes }
+        if let dockerContainerd { configuration.dockerContainerd = dockerContainerd }
         if let endpointsFile { configuration.endpointsFile = endpointsFile }
         if let endpointHook { configuration.endpointHook = endpointHook }
         if let containerNetwork { configuration.containerNetwork = containerNetwork }

@@ -69,6 +69,36 @@ struct EngineTests {
         await testbed.cleanUp(name)
     }
 
+    @Test("between two Podman or two Docker systems, a restore that fails at B rolls back: A's engine starts the counter again from the checkpoint it kept, its count continuing")
+    func orchestratorLevelRollback() async throws {
+        let testbed = try Testbed()
+        let (kindA, kindB) = try #require(Testbed.kinds)
+        guard kindA == kindB, [.podman, .docker].contains(kindA) else { return }
+        let name = "counter-native-rollback"
+        await testbed.cleanUp(name)
+        _ = try await testbed.runCounter(name, port: 18128, arguments: ["--children", "2"])
+        let before = try await testbed.waitForCount(at: "\(testbed.aHost):18128", atLeast: 10)
+        try await Testbed.restartB(faults: ["incoming.restore=fail"])
+        let record: MigrationRecord
+        do {
+            record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL, approach: .specific(.orchestrator)), by: testbed.a)
+        } catch {
+            try? await Testbed.restartB(faults: [])
+            throw error
+        }
+        try await Testbed.restartB(faults: [])
+        #expect(record.status == .rolledBack, "\(record.error?.description ?? "")")
+        #expect(record.step == .restoring)
+        // Docker: checkpointed through its containerd (the testbed gives umsd --docker-containerd)
+        // and started again through Docker's API from the container's own checkpoint directory.
+        let resumed = try await testbed.count(at: "\(testbed.aHost):18128")
+        #expect(resumed >= before, "the counter continued instead of restarting from 0")
+        #expect(try await testbed.waitForCount(at: "\(testbed.aHost):18128", atLeast: resumed + 3) > resumed)
+        #expect(try await testbed.count(at: "\(testbed.aHost):18128", path: "/children") == 2)
+        #expect(try await testbed.names(on: testbed.b).contains(name) == false)
+        await testbed.cleanUp(name)
+    }
+
     @Test("across engine kinds the decision explains what is infeasible: orchestrator-level always, service-level where the agent's capabilities differ")
     func decisionAcrossEngines() async throws {
         let testbed = try Testbed()

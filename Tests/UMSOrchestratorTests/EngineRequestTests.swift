@@ -14,6 +14,15 @@ struct EngineRequestTests {
         )
     }
 
+    @Test("a container ID from the engine goes into ctr's command line only as 64 lowercase hex digits", arguments: [
+        String(repeating: "a", count: 63), String(repeating: "a", count: 65), String(repeating: "A", count: 64),
+        "--address=/tmp/x" + String(repeating: "a", count: 48), String(repeating: "a", count: 63) + "\n", "",
+    ])
+    func containerIDChecked(id: String) throws {
+        #expect(throws: UMSError.self) { try EngineOrchestrator.validateContainerID(id) }
+        try EngineOrchestrator.validateContainerID(String(repeating: "0f", count: 32))
+    }
+
     @Test("command, environment, ports, limits and labels map to the engine's fields; the image is UMS's own tag")
     func plainContainer() throws {
         let body = try EngineOrchestrator.createBody(plain, dialect: .docker, systemName: "tba")
