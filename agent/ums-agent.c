@@ -1654,23 +1654,24 @@ static void serve_connection(int client) {
     } else if (!strcmp(words[1], "RESTORE") && n <= 4) {
         /* RESTORE [seconds] [lazy=<IPv4>:<port>] */
         char host[64] = "", port[16] = "";
-        int lazy = n == 4, ok = 1;
-        if (lazy) {
-            char *colon = strrchr(words[3], ':');
+        int lazy = 0, seconds = 120, ok = 1;
+        for (int i = 2; i < n && ok; i++) {
+            if (i == 2 && number_in(words[i], 1, 3600)) { seconds = atoi(words[i]); continue; }
+            char *colon = strrchr(words[i], ':');
             struct in_addr address;
-            ok = !strncmp(words[3], "lazy=", 5) && colon && (size_t)(colon - words[3] - 5) < sizeof host;
+            ok = !lazy && !strncmp(words[i], "lazy=", 5) && colon && (size_t)(colon - words[i] - 5) < sizeof host;
             if (ok) {
-                memcpy(host, words[3] + 5, (size_t)(colon - words[3] - 5));
-                host[colon - words[3] - 5] = 0;
+                memcpy(host, words[i] + 5, (size_t)(colon - words[i] - 5));
+                host[colon - words[i] - 5] = 0;
                 snprintf(port, sizeof port, "%.15s", colon + 1);
                 ok = inet_pton(AF_INET, host, &address) == 1 && number_in(port, 1, 65535);
+                lazy = 1;
             }
         }
-        int seconds = n >= 3 && number_in(words[2], 1, 3600) ? atoi(words[2]) : 120;
         if (!ok) reply(client, "ERR invalid RESTORE: expected RESTORE [seconds] [lazy=<IPv4 address>:<port>]");
         else do_restore(client, seconds, lazy ? host : NULL, lazy ? port : NULL);
-    } else if (!strcmp(words[1], "PAGES") && n <= 3) {
-        do_pages(client, n == 3 && number_in(words[2], 1, 3600) ? atoi(words[2]) : 600);
+    } else if (!strcmp(words[1], "PAGES") && (n == 2 || (n == 3 && number_in(words[2], 1, 3600)))) {
+        do_pages(client, n == 3 ? atoi(words[2]) : 600);
     } else if (!strcmp(words[1], "DUMP") && n >= 5 && n <= 7) {
         /* DUMP <host> <port> <secret> [compress=POLICY] [lazy=PORT], the options in any order */
         int policy = C_PLAIN, lazy_port = 0, ok = 1;

@@ -1,0 +1,71 @@
+import Foundation
+import Testing
+
+/// The agent's control line (`agent/ums-agent.c`): what a Coordinator sends it goes into CRIU's
+/// and runc's command lines, so every argument is checked as it is parsed. The real agent, run as
+/// a plain process here (run mode, its service `sleep`), answers each malformed command with an
+/// error before it acts on anything.
+@Suite("The agent's control line refuses what it cannot parse", .serialized, .enabled(if: interopAgent != nil, "no gcc to build the agent (run scripts/setup)"))
+struct AgentControlTests {
+    static let token = "control-test-token"
+
+    /// Starts the agent on a free port, runs `body`, and ends it.
+    func withAgent(_ body: (Int) async throws -> Void) async throws {
+        let agent = try #require(interopAgent)
+        let port = Int.random(in: 29100...29899)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: agent)
+        process.arguments = ["run", "--", "/bin/sleep", "60"]
+        process.environment = ["UMS_AGENT_TOKEN": Self.token, "UMS_AGENT_PORT": String(port), "PATH": "/usr/bin:/bin"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        var ready = false
+        for _ in 0..<100 where !ready {
+            ready = await send("STATUS", port: port).hasPrefix("OK ")
+            if !ready { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        try #require(ready, "the agent answers STATUS")
+        try await body(port)
+    }
+
+    /// One command, one answer line (bash's /dev/tcp: no client of ours in between).
+    func send(_ command: String, port: Int) async -> String {
+        let result = await offThePool {
+            StreamInteropTests.run(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/$1 && printf '%s\\n' \"$2\" >&3 && head -n1 <&3", "_", String(port), "\(Self.token) \(command)"])
+        }
+        return String(decoding: result.output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    @Test("post-copy's and compression's options: malformed ones are refused, well-formed ones reach the command")
+    func options() async throws {
+        try await withAgent { port in
+            for bad in [
+                "RESTORE lazy=198.18.0.1:0", "RESTORE lazy=198.18.0.1:65536", "RESTORE lazy=example.com:80", "RESTORE lazy=198.18.0.1:80;reboot",
+                "RESTORE lazy=198.18.0.1", "RESTORE 10 20", "RESTORE 5 lazy=198.18.0.1:80 lazy=198.18.0.1:81", "RESTORE lazy=-1.2.3.4:80",
+            ] {
+                let answer = await send(bad, port: port)
+                #expect(answer.hasPrefix("ERR invalid RESTORE") || answer.hasPrefix("ERR unknown command"), "\(bad) → \(answer)")
+            }
+            for bad in [
+                "DUMP 127.0.0.1 9 s lazy=0", "DUMP 127.0.0.1 9 s lazy=70000", "DUMP 127.0.0.1 9 s lazy=1 lazy=2",
+                "DUMP 127.0.0.1 9 s compress=brotli", "DUMP 127.0.0.1 9 s lazy=--port", "DUMP 127.0.0.1 9 s compress=zstd compress=lz4",
+            ] {
+                let answer = await send(bad, port: port)
+                #expect(answer.hasPrefix("ERR invalid DUMP option"), "\(bad) → \(answer)")
+            }
+            for bad in ["PAGES 0", "PAGES 1e9", "PAGES 5 6"] {
+                let answer = await send(bad, port: port)
+                #expect(answer.hasPrefix("ERR unknown command"), "\(bad) → \(answer)")
+            }
+            // Well-formed: a run-mode agent is not waiting for a checkpoint, and has no pages to fetch.
+            #expect(await send("RESTORE 5 lazy=198.18.0.1:27123", port: port).hasPrefix("ERR cannot restore"))
+            #expect(await send("PAGES", port: port) == "OK bytes=0")
+            #expect(await send("STATUS", port: port).contains("version=3"))
+        }
+    }
+}
