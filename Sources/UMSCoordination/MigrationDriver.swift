@@ -134,7 +134,7 @@ struct MigrationDriver: Sendable {
         } catch let error as UMSError {
             throw UMSError(error.code, "failed to check destination \(peer.baseURL): \(error.code == .unauthenticated ? "it refused our credentials" : "it is not available")", cause: error)
         }
-        let chosen = try ApproachDecision.choose(request, specification, source: sourceProfile, destination: destination.profile)
+        let chosen = try ApproachDecision.choose(request, specification, source: sourceProfile, destination: destination.profile, mode: mode)
         guard let approach = system.approaches[chosen] else {
             throw UMSError(.unsupported, "failed to migrate: this system does not implement the \(chosen.rawValue)-level approach")
         }

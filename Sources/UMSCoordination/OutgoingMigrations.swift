@@ -301,11 +301,12 @@ public actor OutgoingMigrations {
         let specification = try await system.orchestrator.specification(of: request.container)
         let approachRequest = request.approach ?? .auto
         let source = await system.profile()
-        let verdicts = ApproachDecision.evaluate(specification, source: source, destination: destination.profile)
+        let mode = request.mode ?? .stopAndCopy
+        let verdicts = ApproachDecision.evaluate(specification, source: source, destination: destination.profile, mode: mode)
         var chosen: Approach?
         var infeasible: String?
         do {
-            chosen = try ApproachDecision.choose(approachRequest, specification, source: source, destination: destination.profile)
+            chosen = try ApproachDecision.choose(approachRequest, specification, source: source, destination: destination.profile, mode: mode)
         } catch {
             infeasible = error.message
         }

@@ -51,10 +51,14 @@ public struct Feasibility: Codable, Sendable, Equatable {
 /// The Coordinator's choice of approach (paper §III-A: "how" to migrate), from the container's
 /// Specification and what the two systems can do. Pure, so every rule is unit-tested.
 public enum ApproachDecision {
-    /// Every approach with its verdict, in order of preference.
-    public static func evaluate(_ specification: Specification, source: SystemProfile, destination: SystemProfile?) -> [Feasibility] {
-        preference(for: specification).map { evaluate($0, specification, source: source, destination: destination) }
+    /// Every approach with its verdict, in order of preference, for the transfer mode asked for.
+    public static func evaluate(
+        _ specification: Specification, source: SystemProfile, destination: SystemProfile?, mode: TransferMode = .stopAndCopy
+    ) -> [Feasibility] {
+        preference(for: specification).map { evaluate($0, specification, source: source, destination: destination, mode: mode) }
     }
+
+
 
     /// The order `auto` tries the approaches in. A container built for an approach (its image
     /// carries the agent, or its service runs nested) prefers that one: its owner chose it, it
@@ -68,13 +72,18 @@ public enum ApproachDecision {
         return (builtFor.map { [$0] } ?? []) + rest
     }
 
-    static func evaluate(_ approach: Approach, _ specification: Specification, source: SystemProfile, destination: SystemProfile?) -> Feasibility {
+    static func evaluate(
+        _ approach: Approach, _ specification: Specification, source: SystemProfile, destination: SystemProfile?, mode: TransferMode
+    ) -> Feasibility {
         func verdict(_ ok: Bool, _ reason: String) -> Feasibility { Feasibility(approach: approach, feasible: ok, reason: reason) }
         guard source.approaches.contains(approach) else {
             return verdict(false, "this system's Coordinator does not implement the \(approach.rawValue)-level approach")
         }
         if let destination, !destination.approaches.contains(approach) {
             return verdict(false, "the destination's Coordinator does not implement the \(approach.rawValue)-level approach")
+        }
+        if mode == .postCopy, approach == .service {
+            return verdict(false, TransferMode.serviceLevelPostCopyUnavailable)
         }
         switch approach {
         case .orchestrator:
@@ -127,8 +136,10 @@ public enum ApproachDecision {
 
     /// Picks the approach for a request: the requested one if feasible, else under `auto` the
     /// most efficient feasible one. Throws `unsupported` saying why nothing fits.
-    public static func choose(_ request: ApproachRequest, _ specification: Specification, source: SystemProfile, destination: SystemProfile) throws(UMSError) -> Approach {
-        let verdicts = evaluate(specification, source: source, destination: destination)
+    public static func choose(
+        _ request: ApproachRequest, _ specification: Specification, source: SystemProfile, destination: SystemProfile, mode: TransferMode = .stopAndCopy
+    ) throws(UMSError) -> Approach {
+        let verdicts = evaluate(specification, source: source, destination: destination, mode: mode)
         switch request {
         case .specific(let approach):
             guard let verdict = verdicts.first(where: { $0.approach == approach }), verdict.feasible else {

@@ -65,4 +65,8 @@ public enum TransferMode: String, Codable, Sendable, CaseIterable {
     /// Downtime no longer grows with memory; until the last page has crossed, the service needs
     /// both systems and the link between them.
     case postCopy = "post-copy"
+
+    /// Why the service-level approach has no post-copy: its agent's CRIU mode.
+    public static let serviceLevelPostCopyUnavailable =
+        "post-copy needs CRIU's lazy pages (userfaultfd), which CRIU 4.2's unprivileged mode, the one the service-level agent runs, does not have; the container- and orchestrator-level approaches have post-copy"
 }

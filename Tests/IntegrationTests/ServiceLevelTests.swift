@@ -86,7 +86,7 @@ struct ServiceLevelTests {
         )
         #expect(record.status == .rolledBack)
         #expect(record.error?.code == .unsupported)
-        #expect(record.error?.message.contains("does not implement post-copy") == true, "\(record.error?.description ?? "")")
+        #expect(record.error?.message.contains("unprivileged mode") == true, "\(record.error?.description ?? "")")
         #expect(try await testbed.waitForCount(at: "\(testbed.aHost):18092", atLeast: before + 2) > before)
         #expect(try await testbed.names(on: testbed.b).contains(name) == false)
         await testbed.cleanUp(name)

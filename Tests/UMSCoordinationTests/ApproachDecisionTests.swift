@@ -71,6 +71,25 @@ struct ApproachDecisionTests {
         #expect(isNested.filter(\.feasible).map(\.approach) == [.container])
     }
 
+    @Test("post-copy: service-level is infeasible and says why; auto moves a migratable container orchestrator-level instead, a nested one container-level")
+    func postCopy() throws {
+        let all: [Approach] = [.orchestrator, .service, .container]
+        var agent = spec
+        agent.labels[SpecificationLabels.agent] = "7079"
+        let verdicts = ApproachDecision.evaluate(agent, source: runc(approaches: all), destination: runc(approaches: all), mode: .postCopy)
+        let service = try #require(verdicts.first { $0.approach == .service })
+        #expect(!service.feasible)
+        #expect(service.reason.contains("unprivileged mode"))
+        #expect(try ApproachDecision.choose(.auto, agent, source: runc(approaches: all), destination: runc(approaches: all), mode: .postCopy) == .orchestrator)
+        #expect(try ApproachDecision.choose(.auto, agent, source: runc(approaches: all), destination: runc(approaches: all)) == .service)
+        var nested = spec
+        nested.labels[SpecificationLabels.nested] = "7079"
+        #expect(try ApproachDecision.choose(.auto, nested, source: runc(approaches: all), destination: runc(approaches: all), mode: .postCopy) == .container)
+        #expect(throws: UMSError.self) {
+            try ApproachDecision.choose(.specific(.service), agent, source: runc(approaches: all), destination: runc(approaches: all), mode: .postCopy)
+        }
+    }
+
     @Test("auto picks service-level for a container whose image carries the agent, even where orchestrator-level would work")
     func autoService() throws {
         var agent = spec

@@ -37,7 +37,7 @@ public struct AgentApproach: MigrationApproach {
     public let approach: Approach
     public var supportsPostCopy: Bool { approach == .container }
     public var postCopyRefusal: String {
-        "the \(approach.rawValue)-level approach does not implement post-copy: its agent runs CRIU's unprivileged mode, which in CRIU 4.2 has no lazy pages (userfaultfd); use the container- or orchestrator-level approach for post-copy"
+        "the \(approach.rawValue)-level approach does not implement post-copy: \(TransferMode.serviceLevelPostCopyUnavailable)"
     }
     public let coordinatorParts: [FilePart] = []
     let orchestrator: any Orchestrator
