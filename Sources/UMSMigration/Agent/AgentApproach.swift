@@ -30,8 +30,9 @@ import UMSTrust
 /// `criu lazy-pages` daemon (behind a relay of the destination system's) fetching each page on
 /// its first touch and the rest in the background. Service-level post-copy is not possible with
 /// CRIU 4.2: its `--unprivileged` mode, which the service-level agent runs, never uses
-/// userfaultfd (`kerndat_uffd` returns before probing it), and CRIU's privileged mode needs what
-/// a service-level container does not have (CAP_SYS_ADMIN for its namespace probes).
+/// userfaultfd (`kerndat_uffd` returns before probing it), and CRIU's privileged mode inside a
+/// service container would restore what the unprivileged dump never owned (rlimits, the time
+/// namespace: docs/container-level.md says what was tried).
 public struct AgentApproach: MigrationApproach {
     /// `.service` or `.container`.
     public let approach: Approach
