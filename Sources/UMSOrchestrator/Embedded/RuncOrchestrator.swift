@@ -96,9 +96,8 @@ extension BundleOrchestrator: CheckpointingOrchestrator where Runtime == RuncRun
             let log = "\(work)/dump.log"
             let process = BackgroundProcess(runc.command(runc.checkpointArguments(id: name, options: options)), logFile: log)
             do {
-                try await process.waitUntilReady(timeout: .seconds(60)) {
-                    (try? String(contentsOfFile: log, encoding: .utf8))?.contains("Running status-ready scripts") ?? false
-                }
+                let serving = LogWatch(path: log, for: "Running status-ready scripts")
+                try await process.waitUntilReady(timeout: .seconds(60)) { serving.appeared() }
             } catch {
                 throw UMSError.wrap(error, .internalError, "failed to checkpoint \(name)").withDetail(LogFile.tail(log))
             }
