@@ -169,11 +169,25 @@ extension EngineOrchestrator {
     func checkpointPod(_ specification: Specification, into directory: String) async throws {
         for member in (specification.pod?.members ?? []).reversed() {
             let id = try await containerID(member.name)
-            try await api.download(
-                .POST, "/libpod/containers/\(member.name)/checkpoint?export=true&keep=true&tcpEstablished=true"
-                    + ((member.volumes ?? []).isEmpty ? "" : "&ignoreVolumes=true"),
-                to: "\(directory)/\(Self.podArchive(member.name))", operation: "checkpoint \(member.name) of pod \(specification.name)"
-            )
+            let checkpoint = {
+                try await self.api.download(
+                    .POST, "/libpod/containers/\(member.name)/checkpoint?export=true&keep=true&tcpEstablished=true"
+                        + ((member.volumes ?? []).isEmpty ? "" : "&ignoreVolumes=true"),
+                    to: "\(directory)/\(Self.podArchive(member.name))", operation: "checkpoint \(member.name) of pod \(specification.name)"
+                )
+            }
+            do {
+                try await checkpoint()
+            } catch let error as UMSError where error.message.contains("tcp-established") {
+                // CRIU keeps the pod's connections (tcp-established) but can refuse one caught in
+                // flight — the containers of a pod call each other over localhost all the time —
+                // and Podman's API (4.3) cannot ask it to skip those (CI once saw this dump fail
+                // with nothing more than runc's exit status). A failed dump leaves the container
+                // running: once more, a moment later.
+                logger.warning("the engine's checkpoint of a pod member failed; trying once more", metadata: ["container": "\(member.name)", "error": "\(error)"])
+                try await Task.sleep(for: .milliseconds(300))
+                try await checkpoint()
+            }
             await awaitCleanup(id)
             // Kept for a rollback (the migration's directory goes with the migration).
             let kept = keptCheckpoints(specification.name)
