@@ -208,8 +208,8 @@ public actor IncomingMigrations {
             throw UMSError(.forbidden, "admission refused (rule maxConcurrentIncoming): \(admission.maxConcurrentIncoming) incoming migrations at once already")
         }
         let skipsData = request.volumes == .skip
-        let (mode, specification) = (request.mode ?? .stopAndCopy, request.specification)
-        if let refusal = admission.refusal(of: specification, reservedPorts: reservedPorts, volumeBytes: skipsData ? nil : request.volumeBytes) {
+        let mode = request.mode ?? .stopAndCopy
+        if let refusal = admission.refusal(of: request.specification, reservedPorts: reservedPorts, volumeBytes: skipsData ? nil : request.volumeBytes) {
             throw refusal
         }
         guard let approach = system.approaches[request.approach] else {
@@ -247,11 +247,11 @@ public actor IncomingMigrations {
             }
         }
         let migration = IncomingMigration(
-            id: request.id, specification: specification, imagesDirectory: "\(directory(request.id))/images", carry: request.carry, mode: mode
+            id: request.id, specification: request.specification, imagesDirectory: "\(directory(request.id))/images", carry: request.carry, mode: mode
         )
         // Entered before the first suspension point: a second prepare of the same id is refused.
         entries[request.id] = Entry(
-            record: IncomingRecord(id: request.id, approach: request.approach, specification: specification, source: request.source, owner: caller),
+            record: IncomingRecord(id: request.id, approach: request.approach, specification: request.specification, source: request.source, owner: caller),
             approach: approach, machine: IncomingStateMachine(), expiresAt: .now + timeout, migration: migration
         )
         entries[request.id]?.record.volumes = request.volumes

@@ -428,10 +428,14 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, EngineImageHolding {
 
     /// Docker keeps a container's checkpoints under its root directory.
     func dockerCheckpointDirectory(_ name: String) async throws -> String {
+        try await dockerCheckpointDirectory(id: try await containerID(name))
+    }
+
+    /// The same for a container whose ID is known (checked first: the engine's ID becomes a path).
+    func dockerCheckpointDirectory(id: String) async throws -> String {
+        try Self.validateContainerID(id)
         let info = try await api.request(.GET, "/info", operation: "read docker's root")
-        let inspect = try await api.request(.GET, "/containers/\(name)/json", operation: "inspect \(name)")
         let root = try info.decode(DockerAPI.Info.self, operation: "read docker's root").dockerRootDir
-        let id = try inspect.decode(DockerAPI.ContainerInspect.self, operation: "inspect \(name)").id
         return "\(root)/containers/\(id)/checkpoints/\(Self.checkpointName)"
     }
 
@@ -508,10 +512,8 @@ public actor EngineOrchestrator: CheckpointingOrchestrator, EngineImageHolding {
     /// stream reads is a link to them: no copy (a copy's dirty pages slowed the destination's
     /// restore on a shared disk by 0.7 s).
     func checkpointThroughContainerd(_ name: String, _ containerd: Ctr, request: CheckpointRequest) async throws {
-        let inspect = try await api.request(.GET, "/containers/\(name)/json", operation: "inspect \(name)")
-        let id = try inspect.decode(DockerAPI.ContainerInspect.self, operation: "inspect \(name)").id
-        try Self.validateContainerID(id)
-        let kept = try await dockerCheckpointDirectory(name)
+        let id = try await containerID(name)
+        let kept = try await dockerCheckpointDirectory(id: id)
         FileSystem.remove(kept)
         try FileSystem.makeDirectory(kept)
         FileSystem.remove(request.imagesDirectory)
