@@ -25,9 +25,12 @@ struct ConnectionTests {
         let plan = try await testbed.a.plan(MigrateRequest(container: name, destination: testbed.bURL))
         #expect(plan.connections?.mode == .carried, "dry run: \(plan.connections?.reason ?? "no answer")")
 
-        let session = try RedisSession(host: testbed.aHost, port: port, seconds: 8, multiAt: 2, execAt: 5.5)
+        // EXEC once the migration has ended (however long its pre-migration took: the image's
+        // first transfer to B under a loaded machine took 10 s once), then 1.5 s more of INCRs.
+        let session = try RedisSession(host: testbed.aHost, port: port, seconds: 1.5, multiAt: 2, execAt: .infinity)
         try await session.waitFor("multi")
         let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+        try session.exec()
         #expect(record.status == .completed, "\(record.error.map { "\($0)" } ?? "")")
         #expect(record.connections?.mode == .carried)
         #expect((record.connections?.carried ?? 0) >= 1, "B restored the established connection")
@@ -66,9 +69,10 @@ struct ConnectionTests {
         try await Testbed.restartB(faults: ["incoming.restore=corrupt-images"])
         do {
             try await runRedis(name, port: port)
-            let session = try RedisSession(host: testbed.aHost, port: port, seconds: 8, multiAt: 2, execAt: 5.5)
+            let session = try RedisSession(host: testbed.aHost, port: port, seconds: 1.5, multiAt: 2, execAt: .infinity)
             try await session.waitFor("multi")
             let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+            try session.exec()
             #expect(record.status == .rolledBack)
             // Rolled back for the reason the test gives, after the address had crossed.
             #expect("\(record.error.map { "\($0)" } ?? "")".contains(" restore "), "\(String(describing: record.error))")
@@ -209,19 +213,27 @@ final class RedisSession {
     let process: Process
     let output: String
     let progress: String
+    let trigger: String
 
+    /// `seconds`: how long the session sends INCRs; with `execAt` infinite, the EXEC waits for
+    /// `exec()` and the session goes on `seconds` after it (at most 120 s in all).
     init(host: String, port: Int, seconds: Double, multiAt: Double, execAt: Double) throws {
         let base = "\(FileManager.default.temporaryDirectory.path)/ums-redis-session-\(UUID().uuidString.prefix(8))"
-        (output, progress) = ("\(base).json", "\(base).log")
+        (output, progress, trigger) = ("\(base).json", "\(base).log", "\(base).exec")
         FileManager.default.createFile(atPath: output, contents: nil)
         FileManager.default.createFile(atPath: progress, contents: nil)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = ["-c", Self.script, host, String(port), String(seconds), String(multiAt), String(execAt)]
+        process.arguments = ["-c", Self.script, host, String(port), String(seconds), String(multiAt), String(execAt), trigger]
         process.standardOutput = FileHandle(forWritingAtPath: output)
         process.standardError = FileHandle(forWritingAtPath: progress)
         try process.run()
         self.process = process
+    }
+
+    /// Tells a session made with an infinite `execAt` to EXEC its transaction now.
+    func exec() throws {
+        guard FileManager.default.createFile(atPath: trigger, contents: nil) else { throw UMSError(.internalError, "cannot write \(trigger)") }
     }
 
     func waitFor(_ line: String, timeout: Duration = .seconds(15)) async throws {
@@ -246,6 +258,7 @@ final class RedisSession {
         defer {
             try? FileManager.default.removeItem(atPath: output)
             try? FileManager.default.removeItem(atPath: progress)
+            try? FileManager.default.removeItem(atPath: trigger)
         }
         return try JSONDecoder().decode(Result.self, from: Data(contentsOf: URL(fileURLWithPath: output)))
     }
@@ -277,8 +290,10 @@ print(cmd(*sys.argv[4:]))
 """#
 
     static let script = #"""
-import json, socket, sys, time
+import json, math, os, socket, sys, time
 host, port, seconds, multi_at, exec_at = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+trigger = sys.argv[6]
+told = math.isinf(exec_at)
 s = socket.create_connection((host, port), timeout=30)
 f = s.makefile('rb')
 def cmd(*words):
@@ -301,12 +316,16 @@ try:
     cmd('SELECT', '7'); cmd('SET', 'n', '0')
     start = time.monotonic(); state = 'plain'; last = 0
     print('ready', flush=True, file=sys.stderr)
-    while time.monotonic() - start < seconds:
+    done_at = None
+    while True:
         t = time.monotonic() - start
+        if not told and t >= seconds: break
+        if told and done_at is not None and time.monotonic() - done_at >= seconds: break
+        if told and t >= 120: raise RuntimeError('never told to EXEC')
         if state == 'plain' and t >= multi_at:
             cmd('MULTI'); state = 'multi'; print('multi', flush=True, file=sys.stderr)
-        elif state == 'multi' and t >= exec_at:
-            answers = [int(a) for a in cmd('EXEC')]; state = 'done'; result['exec'] = len(answers)
+        elif state == 'multi' and (os.path.exists(trigger) if told else t >= exec_at):
+            answers = [int(a) for a in cmd('EXEC')]; state = 'done'; result['exec'] = len(answers); done_at = time.monotonic()
             result['execConsecutive'] = answers == list(range(last + 1, last + 1 + len(answers)))
             if answers: last = answers[-1]
         began = time.monotonic()

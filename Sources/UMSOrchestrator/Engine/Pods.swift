@@ -228,14 +228,11 @@ extension EngineOrchestrator {
             let archive = try await retargetImage(
                 directory, image: member.image, volumes: member.volumes ?? [], archive: Self.podArchive(member.name), imageName: member.engine?.imageName
             )
-            let data = try FileSystem.read(archive)
-            try await api.request(
-                .POST, "/libpod/containers/\(member.name)/restore?import=true&name=\(member.name)&pod=\(pod.id)&tcpEstablished=true"
+            try await importCheckpoint(
+                archive, query: "/libpod/containers/\(member.name)/restore?import=true&name=\(member.name)&pod=\(pod.id)&tcpEstablished=true"
                     + ((member.volumes ?? []).isEmpty ? "" : "&ignoreVolumes=true"),
-                body: .bytes(ByteBuffer(data: data)), contentType: "application/x-tar", timeout: .seconds(300),
-                operation: "restore \(member.name) into pod \(specification.name)"
+                timeout: .seconds(300), operation: "restore \(member.name) into pod \(specification.name)"
             )
-            FileSystem.remove(archive)
         }
     }
 
@@ -256,11 +253,11 @@ extension EngineOrchestrator {
                 throw UMSError(.internalError, "failed to resume \(member.name) of pod \(specification.name): its checkpoint was not kept")
             }
             _ = try? await api.request(.DELETE, "/libpod/containers/\(member.name)?force=true&timeout=0", operation: "remove the stopped \(member.name)")
-            try await api.request(
-                .POST, "/libpod/containers/\(member.name)/restore?import=true&name=\(member.name)&pod=\(pod.id)&tcpEstablished=true"
+            try await importCheckpoint(
+                try TarRewrite.plan(file: archive, replacing: [:]),
+                query: "/libpod/containers/\(member.name)/restore?import=true&name=\(member.name)&pod=\(pod.id)&tcpEstablished=true"
                     + ((member.volumes ?? []).isEmpty ? "" : "&ignoreVolumes=true"),
-                body: .bytes(ByteBuffer(data: try FileSystem.read(archive))), contentType: "application/x-tar", timeout: .seconds(120),
-                operation: "restore \(member.name) of pod \(specification.name) from its checkpoint"
+                timeout: .seconds(120), operation: "restore \(member.name) of pod \(specification.name) from its checkpoint"
             )
         }
         FileSystem.remove(kept)
