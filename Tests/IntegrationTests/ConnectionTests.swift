@@ -90,6 +90,23 @@ struct ConnectionTests {
         await testbed.cleanUp(name)
     }
 
+    @Test("a service of the same name made again at A within the connection linger and moved again: the first kept network goes when the name is made (its address no longer routed into the tunnel), so the container that later gets its slot answers at A")
+    func sameNameWithinTheLinger() async throws {
+        let (name, other, port, otherPort) = ("rdsagain", "rdsslot", 18124, 18125)
+        for service in [name, other] { await testbed.cleanUp(service) }
+        // Twice: each move keeps A's network for its carried connections (the linger is 60 s here).
+        for _ in 1...2 {
+            try await runRedis(name, port: port)
+            let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
+            #expect(record.status == .completed && record.connections?.mode == .carried, "\(record.error.map { "\($0)" } ?? "")")
+            try await testbed.b.remove(name)
+        }
+        // The first network's slot is free again: a new container may get its address, which
+        // must reach this container, not the tunnel the first move routed it into.
+        try await runRedis(other, port: otherPort)
+        for service in [name, other] { await testbed.cleanUp(service) }
+    }
+
     @Test("an HTTP/1.1 keep-alive client (GET every 20 ms on one connection) and a long streaming response (chunked, one count per tick) keep their connections across A → B: every answer, every chunk in sequence, the stream's end")
     func httpKeepAliveAndStream() async throws {
         let (name, port) = ("kacount", 18123)

@@ -61,9 +61,9 @@ public actor BundleOrchestrator<Runtime: BundleRuntime>: Orchestrator, ImageStor
     let logger: Logger
     var registry: ContainerRegistry<Record>
     var runtimeVersionText = "unknown"
-    /// Slots of networks kept after their container was deleted (carried connections), by
-    /// namespace: not given to new containers until released.
-    var keptSlots: [String: Int] = [:]
+    /// Networks kept after their container was deleted (carried connections), with their slots,
+    /// by namespace: their slots are not given to new containers until released.
+    var keptNetworks: [String: (slot: Int, kept: KeptNetwork)] = [:]
     var template: Data?
 
     public init(
@@ -162,7 +162,7 @@ public actor BundleOrchestrator<Runtime: BundleRuntime>: Orchestrator, ImageStor
         try registry.checkCreatable(specification, imageHeld: images.contains(specification.image))
         // Reserve the name and slot before the first suspension point, so that concurrent creates
         // cannot take the same ones.
-        let slots = Set(registry.records.values.map(\.slot)).union(keptSlots.values)
+        let slots = Set(registry.records.values.map(\.slot)).union(keptNetworks.values.map(\.slot))
         guard let slot = (0..<block.slots).first(where: { !slots.contains($0) }) else {
             throw UMSError(.exists, "failed to create container \(specification.name): every address of \(block) is taken on system \(systemName)")
         }
@@ -189,6 +189,7 @@ public actor BundleOrchestrator<Runtime: BundleRuntime>: Orchestrator, ImageStor
                 )
             )
             try FileSystem.writeAtomically(config, to: "\(bundle(specification.name))/config.json")
+            await endKeptNetwork(record.network.namespace)
             try await network.create(record.network, ports: specification.ports)
             if start {
                 try await mountRoot(specification.name, image: specification.image)
@@ -205,6 +206,17 @@ public actor BundleOrchestrator<Runtime: BundleRuntime>: Orchestrator, ImageStor
         }
         logger.info("container created", metadata: ["container": "\(specification.name)", "started": "\(start)"])
         return try await inspect(specification.name)
+    }
+
+    /// A network kept under `namespace` for carried connections goes now, as it was made (its
+    /// routes, rules and namespace): a container of the same name is being made here — the
+    /// service came back, or another of its name starts, within the connection linger. Its
+    /// linger's own release later finds nothing of its own to remove.
+    func endKeptNetwork(_ namespace: String) async {
+        guard let old = keptNetworks.removeValue(forKey: namespace) else { return }
+        await network.bringBack(old.kept.network)
+        await network.remove(old.kept.network, ports: old.kept.ports)
+        logger.info("a network kept for carried connections ended early: a container of its name is made", metadata: ["namespace": "\(namespace)"])
     }
 
     /// CRIU options for every checkpoint and restore of a UMS container. A network service has

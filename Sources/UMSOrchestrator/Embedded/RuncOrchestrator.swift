@@ -219,13 +219,17 @@ extension BundleOrchestrator: ConnectionCarrying where Runtime == RuncRuntime {
         FileSystem.remove(containerDirectory(name))
         forget(name)
         // Its slot (the host link's name) stays taken while the network is kept.
-        keptSlots[record.network.namespace] = record.slot
+        let kept = KeptNetwork(network: record.network, ports: record.specification.ports)
+        keptNetworks[record.network.namespace] = (record.slot, kept)
         logger.info("container deleted; its network kept for its carried connections", metadata: ["container": "\(name)"])
-        return KeptNetwork(network: record.network, ports: record.specification.ports)
+        return kept
     }
 
     public func release(_ kept: KeptNetwork) async {
-        keptSlots[kept.network.namespace] = nil
+        // Only the network this linger kept: one of the same name made since (the service came
+        // back and left again) is another linger's, and this one was ended when that was made.
+        guard let current = keptNetworks[kept.network.namespace], current.kept == kept else { return }
+        keptNetworks[kept.network.namespace] = nil
         await network.bringBack(kept.network)
         // A container of the same name made here since has a namespace of that name: its own.
         guard !registry.records.values.contains(where: { $0.network.namespace == kept.network.namespace }) else { return }
