@@ -212,7 +212,12 @@ public enum TarRewrite {
                         var buffer = ByteBuffer()
                         let fd = self.fd
                         let at = off_t(offset + position)
-                        let got = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: want) { pread(fd, $0.baseAddress, want, at) }
+                        var got = 0
+                        // pread's -1 never reaches the buffer (a negative count would trap it).
+                        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: want) { pointer in
+                            got = pread(fd, pointer.baseAddress, want, at)
+                            return Swift.max(got, 0)
+                        }
                         guard got > 0 else { throw UMSError(.internalError, "failed to read the archive \(file): it changed while it was sent") }
                         position += Int64(got)
                         return buffer
