@@ -16,21 +16,6 @@ struct HostileTarTests {
         return path
     }
 
-    /// Runs a shell script on a thread of its own (never holding the threads tests share).
-    func sh(_ script: String) async throws {
-        let status: Int32 = await withCheckedContinuation { continuation in
-            Thread {
-                let process = Process()
-                process.executableURL = URL(fileURLWithPath: "/bin/sh")
-                process.arguments = ["-ec", script]
-                guard (try? process.run()) != nil else { return continuation.resume(returning: -1) }
-                process.waitUntilExit()
-                continuation.resume(returning: process.terminationStatus)
-            }.start()
-        }
-        guard status == 0 else { throw UMSError(.internalError, "script failed: \(script)") }
-    }
-
     /// Extracts `tar` as umsd extracts a peer's changes, then checks the tree.
     func receive(_ tar: String, into out: String, incremental: Bool = false) async throws {
         let data = try Data(contentsOf: URL(fileURLWithPath: tar))

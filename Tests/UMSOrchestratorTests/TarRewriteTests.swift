@@ -16,21 +16,6 @@ struct TarRewriteTests {
         return path
     }
 
-    /// Runs a shell script on a thread of its own (never holding the threads tests share).
-    func sh(_ script: String) async throws {
-        let status: Int32 = await withCheckedContinuation { continuation in
-            Thread {
-                let process = Process()
-                process.executableURL = URL(fileURLWithPath: "/bin/sh")
-                process.arguments = ["-ec", script]
-                guard (try? process.run()) != nil else { return continuation.resume(returning: -1) }
-                process.waitUntilExit()
-                continuation.resume(returning: process.terminationStatus)
-            }.start()
-        }
-        guard status == 0 else { throw UMSError(.internalError, "script failed: \(script)") }
-    }
-
     /// An export-like tree: config.dump, spec.dump, 3 MiB of "pages", a name longer than 100 bytes, a
     /// sparse file of ten pieces (GNU tar's old format continues its header in extra blocks).
     func makeTree(_ dir: String) async throws {
