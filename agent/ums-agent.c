@@ -32,16 +32,19 @@
  * Control (TCP, one command per connection, one line each way):
  *   "<token> STATUS"                       -> "OK mode=run pid=1001 processes=3 frozen=0 version=1"
  *   "<token> RECEIVE <secret>"             -> "OK"      (restore mode: accept one image stream)
- *   "<token> RESTORE [seconds] [lazy=<host>:<port>]"
+ *   "<token> RESTORE [seconds] [lazy=<host>:<port>] [tcp=1]"
  *                                          -> "OK pid=N restore_ms=M" once the stream is in and CRIU restored;
  *                                             with lazy= (post-copy) CRIU restores without the pages and a
- *                                             `criu lazy-pages` daemon fetches them from <host>:<port>
+ *                                             `criu lazy-pages` daemon fetches them from <host>:<port>;
+ *                                             with tcp=1 (host mode) established connections are restored
+ *                                             and the service is left stopped (the commit continues it)
  *   "<token> PAGES [seconds]"              -> "OK bytes=N" once the lazy-pages daemon has every page (post-copy)
- *   "<token> DUMP <host> <port> <secret> [compress=off|auto|zstd|lz4] [lazy=<port>]"
+ *   "<token> DUMP <host> <port> <secret> [compress=off|auto|zstd|lz4] [lazy=<port>] [tcp=1]"
  *                                          -> "OK bytes=N files=M dump_ms=D wire=W zeros=Z packed=P" (the tree
  *                                             stays frozen; with compress= the stream is version 2; with
  *                                             lazy= the pages stay behind and CRIU serves them on <port>
- *                                             until the destination's daemon has fetched them all)
+ *                                             until the destination's daemon has fetched them all; with
+ *                                             tcp=1, host mode, established connections are dumped too)
  *   "<token> RESUME"                       -> "OK"      (rollback: the frozen tree runs again)
  *   "<token> START"                        -> "OK pid=N" (restore mode, nothing received: start the service
  *                                             afresh, as a restart would — a cluster replaced the task)
@@ -76,7 +79,7 @@
 #include <lz4.h>
 #include <zstd.h>
 
-#define AGENT_VERSION "3"  /* 2: DUMP ... compress=, the image stream's version 2; 3: post-copy (lazy=, PAGES) */
+#define AGENT_VERSION "4"  /* 2: DUMP ... compress=, the image stream's version 2; 3: post-copy (lazy=, PAGES); 4: tcp=1 (carried connections, host mode) */
 #define DEFAULT_PORT 7079
 #define WORK "/.ums/work"
 #define DUMP_DIR WORK "/dump"
@@ -546,6 +549,25 @@ static void json_string(FILE *f, const char *text) {
 
 extern char **environ;
 
+/* CRIU options for the nested container's checkpoints and restores, as for any UMS container
+ * (runc reads them through the config's org.criu.config annotation); and the older mount engine
+ * at a restore: engines give their outer containers different mount propagation (Docker's
+ * differs from runc's), which the newer engine insists on reproducing. CARRY (issue 16, the
+ * Coordinators share a migration network): established connections are dumped and restored with
+ * their sequence numbers and queues (tcp-established); UMS, not CRIU, keeps packets from them
+ * while they move (network-lock skip: the outer container's link is silenced from the host), and
+ * the restored service is left stopped until the destination's commit continues it. */
+static int write_criu_conf(int for_restore, int carry) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/criu.conf", NESTED_BUNDLE);
+    FILE *f = fopen(path, "we");
+    if (!f) return -1;
+    fprintf(f, "%s\nskip-in-flight\n%s%s", carry ? "tcp-established\nnetwork-lock skip" : "tcp-close",
+            for_restore ? "mntns-compat-mode\n" : "",  /* a restore-only option */
+            carry && for_restore ? "leave-stopped\n" : "");
+    return fclose(f);
+}
+
 /* The nested container's OCI config: runc's own defaults (`runc spec`) with the service's command
  * and environment, sharing the outer container's network namespace (so the outer's published
  * ports reach the service) and placed in a cgroup below the outer's (its limits apply). */
@@ -584,14 +606,7 @@ static int write_nested_config(int for_restore) {
         "\"/proc/timer_stats\",\"/proc/sched_debug\",\"/sys/firmware\",\"/proc/scsi\"],"
         "\"readonlyPaths\":[\"/proc/bus\",\"/proc/fs\",\"/proc/irq\",\"/proc/sys\",\"/proc/sysrq-trigger\"]}}\n");
     if (fclose(f) != 0) return -1;
-    /* CRIU options for the nested container's checkpoints, as for any UMS container; and the
-     * older mount engine: engines give their outer containers different mount propagation
-     * (Docker's differs from runc's), which the newer engine insists on reproducing. */
-    snprintf(path, sizeof path, "%s/criu.conf", NESTED_BUNDLE);
-    f = fopen(path, "we");
-    if (!f) return -1;
-    fprintf(f, "tcp-close\nskip-in-flight\n%s", for_restore ? "mntns-compat-mode\n" : "");  /* a restore-only option */
-    return fclose(f);
+    return write_criu_conf(for_restore, 0);
 }
 
 /* Runs runc with ARGS (after --root), stdio on /dev/null; returns its wait status. Before the
@@ -958,7 +973,7 @@ static void stop_tree(pid_t root) {
     for (int i = 0; i < n; i++) kill(pids[i], SIGSTOP);
 }
 
-static void do_dump(int client, const char *host, const char *port, const char *secret, int policy, int lazy_port) {
+static void do_dump(int client, const char *host, const char *port, const char *secret, int policy, int lazy_port, int carry) {
     char error[1024] = "";
     pthread_mutex_lock(&mu);
     pid_t root = service_pid;
@@ -1024,6 +1039,7 @@ static void do_dump(int client, const char *host, const char *port, const char *
         runc_args[k++] = "--lazy-pages"; runc_args[k++] = "--page-server"; runc_args[k++] = page_server;
         runc_args[k++] = NESTED_ID; runc_args[k] = NULL;
     }
+    if (host_mode && write_criu_conf(0, carry) < 0) { snprintf(error, sizeof error, "cannot write the nested container's CRIU options: %s", strerror(errno)); goto done; }
     if (host_mode) {
         char *pause_args[] = { "pause", NESTED_ID, NULL };
         if (!ok_status(run_runc(pause_args, 1))) { snprintf(error, sizeof error, "cannot freeze the nested container (runc pause)"); goto done; }
@@ -1453,7 +1469,7 @@ static void do_pages(int client, int seconds) {
     remove_tree(RESTORE_DIR);
 }
 
-static void do_restore(int client, int seconds, const char *lazy_host, const char *lazy_port) {
+static void do_restore(int client, int seconds, const char *lazy_host, const char *lazy_port, int carry) {
     pthread_mutex_lock(&mu);
     if (strcmp(mode, "restore") != 0 || busy) {
         pthread_mutex_unlock(&mu);
@@ -1500,6 +1516,12 @@ static void do_restore(int client, int seconds, const char *lazy_host, const cha
     if (host_mode) {
         close(out[0]); close(out[1]); close(err[0]); close(err[1]);
         unlink(WORK "/nested.pid");
+        if (write_criu_conf(1, carry) < 0) {
+            stop_fetching(fetching);
+            pthread_mutex_lock(&mu); busy = 0; pthread_mutex_unlock(&mu);
+            reply(client, "ERR cannot write the nested container's CRIU options: %s", strerror(errno));
+            return;
+        }
         char *runc_args[] = { "restore", "--detach", "--image-path", RESTORE_DIR, "--work-path", WORK, "--bundle", NESTED_BUNDLE,
                               "--pid-file", WORK "/nested.pid", lazy_host ? "--lazy-pages" : NESTED_ID, lazy_host ? NESTED_ID : NULL, NULL };
         int status = run_runc(runc_args, 1);
@@ -1651,12 +1673,13 @@ static void serve_connection(int client) {
         pthread_mutex_unlock(&mu);
         if (ok) reply(client, "OK");
         else reply(client, "ERR cannot receive: this agent is not waiting for a checkpoint (mode %s)", mode);
-    } else if (!strcmp(words[1], "RESTORE") && n <= 4) {
-        /* RESTORE [seconds] [lazy=<IPv4>:<port>] */
+    } else if (!strcmp(words[1], "RESTORE") && n <= 5) {
+        /* RESTORE [seconds] [lazy=<IPv4>:<port>] [tcp=1] */
         char host[64] = "", port[16] = "";
-        int lazy = 0, seconds = 120, ok = 1;
+        int lazy = 0, seconds = 120, ok = 1, carry = 0;
         for (int i = 2; i < n && ok; i++) {
             if (i == 2 && number_in(words[i], 1, 3600)) { seconds = atoi(words[i]); continue; }
+            if (!strcmp(words[i], "tcp=1") && !carry) { carry = 1; ok = host_mode; continue; }
             char *colon = strrchr(words[i], ':');
             struct in_addr address;
             ok = !lazy && !strncmp(words[i], "lazy=", 5) && colon && (size_t)(colon - words[i] - 5) < sizeof host;
@@ -1668,20 +1691,23 @@ static void serve_connection(int client) {
                 lazy = 1;
             }
         }
-        if (!ok) reply(client, "ERR invalid RESTORE: expected RESTORE [seconds] [lazy=<IPv4 address>:<port>]");
-        else do_restore(client, seconds, lazy ? host : NULL, lazy ? port : NULL);
+        if (!ok) reply(client, "ERR invalid RESTORE: expected RESTORE [seconds] [lazy=<IPv4 address>:<port>] [tcp=1] (tcp=1 in host mode only, without lazy=)");
+        else if (carry && lazy) reply(client, "ERR invalid RESTORE: tcp=1 (carried connections) and lazy= (post-copy) do not go together");
+        else do_restore(client, seconds, lazy ? host : NULL, lazy ? port : NULL, carry);
     } else if (!strcmp(words[1], "PAGES") && (n == 2 || (n == 3 && number_in(words[2], 1, 3600)))) {
         do_pages(client, n == 3 ? atoi(words[2]) : 600);
-    } else if (!strcmp(words[1], "DUMP") && n >= 5 && n <= 7) {
-        /* DUMP <host> <port> <secret> [compress=POLICY] [lazy=PORT], the options in any order */
-        int policy = C_PLAIN, lazy_port = 0, ok = 1;
+    } else if (!strcmp(words[1], "DUMP") && n >= 5 && n <= 8) {
+        /* DUMP <host> <port> <secret> [compress=POLICY] [lazy=PORT] [tcp=1], the options in any order */
+        int policy = C_PLAIN, lazy_port = 0, carry = 0, ok = 1, bad = n - 1;
         for (int i = 5; i < n && ok; i++) {
             if (!strncmp(words[i], "compress=", 9) && policy == C_PLAIN && policy_named(words[i] + 9) >= 0) policy = policy_named(words[i] + 9);
             else if (!strncmp(words[i], "lazy=", 5) && !lazy_port && number_in(words[i] + 5, 1, 65535)) lazy_port = atoi(words[i] + 5);
-            else ok = 0;
+            else if (!strcmp(words[i], "tcp=1") && !carry && host_mode) carry = 1;
+            else { ok = 0; bad = i; }
         }
-        if (!ok) reply(client, "ERR invalid DUMP option '%s' (compress=off|auto|zstd|lz4, lazy=PORT)", words[n - 1]);
-        else do_dump(client, words[2], words[3], words[4], policy, lazy_port);
+        if (!ok) reply(client, "ERR invalid DUMP option '%s' (compress=off|auto|zstd|lz4, lazy=PORT, tcp=1 in host mode)", words[bad]);
+        else if (carry && lazy_port) reply(client, "ERR invalid DUMP: tcp=1 (carried connections) and lazy= (post-copy) do not go together");
+        else do_dump(client, words[2], words[3], words[4], policy, lazy_port, carry);
     } else if (!strcmp(words[1], "RESUME")) {
         do_resume(client);
     } else if (!strcmp(words[1], "START") && n == 2) {

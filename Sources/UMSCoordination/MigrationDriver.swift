@@ -220,6 +220,9 @@ struct MigrationDriver: Sendable {
         // Control operations have been refused since the request was accepted; now the data
         // plane stops: the service is frozen and stays frozen until the destination confirms.
         // The Frontman holds new requests and connections from the moment of the freeze.
+        // An approach whose agent dumps the connections itself is told whether to (every time:
+        // a rolled-back carried migration must not leave the next one carrying).
+        try await approach.carryConnections(container, through: progress.tunnel)
         await frontmen?.hold(container)
         progress.holding = true
         progress.frozenAt = clock.now
@@ -229,10 +232,12 @@ struct MigrationDriver: Sendable {
             // Before the dump: the frozen copy's sockets still live in this kernel (CRIU leaves
             // them so, for a rollback); nothing from them may reach a client, and what clients
             // send goes to the destination, which holds it until the commit. Recorded first: a
-            // rollback brings the address back whether or not this finished.
+            // rollback brings the address back whether or not this finished. Container-level:
+            // the agent inside dumps and streams, so the approach silences all but its traffic
+            // before the dump and routes the address away once the images crossed.
             await records.note(id, "connections: \(container)'s address routed to \(plan.destination.name) through the tunnel, the frozen copy silenced")
             progress.sentAway = true
-            try await carrier.sendAway(container, through: tunnel)
+            if approach.approach == .orchestrator { try await carrier.sendAway(container, through: tunnel) }
         }
 
         try await enter(.checkpointing, &progress)

@@ -40,8 +40,8 @@ public enum ConnectionDecision {
         _ requested: ConnectionHandling, approach: Approach, mode: TransferMode, serviceAddress: String?, source: Side, destination: Side
     ) -> Result<CarriedConnections, Reason> {
         if requested == .close { return .failure(Reason(message: "closed as asked (--connections close); clients reconnect")) }
-        guard approach == .orchestrator else {
-            return .failure(Reason(message: "the \(approach.rawValue)-level approach restores the service inside another container; connections are carried by the orchestrator-level approach only"))
+        guard approach != .service else {
+            return .failure(Reason(message: "the service-level agent runs CRIU unprivileged inside the service's container, which cannot repair TCP sockets; connections are carried by the orchestrator- and container-level approaches"))
         }
         guard mode == .stopAndCopy else {
             return .failure(Reason(message: "post-copy restores lazily; connections are carried with stop-and-copy only"))

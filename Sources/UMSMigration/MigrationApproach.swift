@@ -115,6 +115,10 @@ public protocol MigrationApproach: Sendable {
         compression: ImageCompression?, consume: @Sendable (ByteBuffer) async throws -> Void
     ) async throws -> ExportedFiles
     func resume(_ name: String) async throws
+    /// Source, before the freeze: the next checkpoint carries the established connections
+    /// through `tunnel` (nil: closes them), for an approach that dumps them itself (the
+    /// container-level agent); the orchestrator-level approach's runc is told by the orchestrator.
+    func carryConnections(_ name: String, through tunnel: MigrationTunnel?) async throws
 }
 
 /// What `exportFiles` sent.
@@ -132,4 +136,5 @@ public struct ExportedFiles: Sendable, Equatable {
 
 extension MigrationApproach {
     public var postCopyRefusal: String { "the \(approach.rawValue)-level approach does not implement post-copy" }
+    public func carryConnections(_ name: String, through tunnel: MigrationTunnel?) async throws {}
 }

@@ -109,7 +109,7 @@ public struct MigrationTunnel: Codable, Sendable, Equatable {
         return (
             [
                 ["-t", "mangle", "PREROUTING", "-i", device, "-d", "\(address)/32", "-j", "CONNMARK", "--set-mark", mark],
-                ["-t", "mangle", "PREROUTING", "-i", hostInterface, "-p", "tcp", "!", "--syn", "-m", "conntrack", "--ctstate", "NEW",
+                ["-t", "mangle", "PREROUTING", "-i", hostInterface, "-s", "\(address)/32", "-p", "tcp", "!", "--syn", "-m", "conntrack", "--ctstate", "NEW",
                  "-j", "CONNMARK", "--set-mark", mark],
                 ["-t", "mangle", "PREROUTING", "-i", hostInterface, "-j", "CONNMARK", "--restore-mark"],
             ],
@@ -133,4 +133,42 @@ public struct MigrationTunnel: Codable, Sendable, Equatable {
         try checkInterface(hostInterface)
         return ["-t", "raw", "PREROUTING", "-i", hostInterface, "-j", "DROP"]
     }
+
+    /// The silence of a container-level service's source (its outer container's link), which
+    /// lets its agent's own traffic pass: the agent answers the Coordinator on its control port
+    /// and streams the images while the service is frozen. The exceptions come first (each a
+    /// raw-table `ACCEPT`, which only ends the raw table's own traversal), then the drop.
+    public static func silence(hostInterface: String, allowing flows: [AllowedFlow]) throws(UMSError) -> [[String]] {
+        try checkInterface(hostInterface)
+        var rules: [[String]] = []
+        for flow in flows {
+            switch flow {
+            case .fromPort(let port):
+                guard (1...65535).contains(port) else { throw UMSError(.invalidArgument, "invalid port \(port) to let out of a silenced link") }
+                rules.append(["-t", "raw", "PREROUTING", "-i", hostInterface, "-p", "tcp", "--sport", String(port), "-j", "ACCEPT"])
+            case .to(let host, let port):
+                guard (1...65535).contains(port) else { throw UMSError(.invalidArgument, "invalid port \(port) to let out of a silenced link") }
+                try checkAddress(host)
+                rules.append(["-t", "raw", "PREROUTING", "-i", hostInterface, "-p", "tcp", "-d", "\(host)/32", "--dport", String(port), "-j", "ACCEPT"])
+            }
+        }
+        return rules + [try silence(hostInterface: hostInterface)]
+    }
+
+    /// The silence of an address a container holds besides its own (a container-level
+    /// destination's: the outer container is an ordinary one of this system's, its agent talks
+    /// over its own address): only what leaves from the carried address is dropped.
+    public static func silence(hostInterface: String, source address: String) throws(UMSError) -> [String] {
+        try checkInterface(hostInterface)
+        try checkAddress(address)
+        return ["-t", "raw", "PREROUTING", "-i", hostInterface, "-s", "\(address)/32", "-j", "DROP"]
+    }
+}
+
+/// Traffic a silenced link still lets out (`MigrationTunnel.silence(hostInterface:allowing:)`).
+public enum AllowedFlow: Sendable, Equatable {
+    /// TCP from this port of the container (a server's answers: the agent's control port).
+    case fromPort(Int)
+    /// TCP to this address and port (a connection the container opens: the agent's image stream).
+    case to(host: String, port: Int)
 }

@@ -20,12 +20,21 @@ public struct ContainerNetwork: Codable, Sendable, Equatable {
     /// commit nothing reaches it or leaves it (`deliver`).
     public var tunnel: MigrationTunnel?
 
+    /// Set when an ordinary container of this system's also holds the address a service had at
+    /// another system (a carried container-level migration's destination: the outer container's
+    /// agent talks over the container's own address, the restored service's connections over
+    /// the carried one). Until the commit nothing reaches the carried address or leaves from it.
+    public var carried: CarriedAddress?
+
     /// The gateway of containers that keep their address across systems.
     public static let gateway = "169.254.1.1"
 
     public var namespacePath: String { "/run/netns/\(namespace)" }
 
-    public init(namespace: String, hostInterface: String, hostAddress: String, containerAddress: String, tunnel: MigrationTunnel? = nil) {
+    public init(
+        namespace: String, hostInterface: String, hostAddress: String, containerAddress: String, tunnel: MigrationTunnel? = nil, carried: CarriedAddress? = nil
+    ) {
+        self.carried = carried
         self.namespace = namespace
         self.hostInterface = hostInterface
         self.hostAddress = hostAddress
@@ -50,26 +59,44 @@ public struct ContainerNetwork: Codable, Sendable, Equatable {
     /// whose connections cross `tunnel`. The address is checked to be outside this system's
     /// block (it is the peer's).
     public static func keeping(_ address: String, through tunnel: MigrationTunnel, slot: Int, system: String, container: String, block: AddressBlock) throws(UMSError) -> ContainerNetwork {
+        try checkForeign(address, block: block)
+        return ContainerNetwork(
+            namespace: "ums-\(system)-\(container)", hostInterface: "umsv\(slot)", hostAddress: gateway, containerAddress: address, tunnel: tunnel
+        )
+    }
+
+    /// The network for slot `slot`, which also holds `address` from another system, its
+    /// connections through `tunnel` (checked as `keeping` checks it).
+    public static func alsoKeeping(_ address: String, through tunnel: MigrationTunnel, slot: Int, system: String, container: String, block: AddressBlock) throws(UMSError) -> ContainerNetwork {
+        try checkForeign(address, block: block)
+        var network = forSlot(slot, system: system, container: container, block: block)
+        network.carried = CarriedAddress(address: address, tunnel: tunnel)
+        return network
+    }
+
+    /// A carried address: strict IPv4 inside 198.19.0.0/16, outside this system's block.
+    static func checkForeign(_ address: String, block: AddressBlock) throws(UMSError) {
         guard let value = IPv4.containerAddress(address) else {
             throw UMSError(.invalidArgument, "invalid carried address '\(String(address.prefix(40)))': inside 198.19.0.0/16 expected")
         }
         guard !IPv4.contains((block.base, block.prefix), value) else {
             throw UMSError(.forbidden, "failed to keep the service's address \(address): it belongs to this system's own container network \(block)")
         }
-        return ContainerNetwork(
-            namespace: "ums-\(system)-\(container)", hostInterface: "umsv\(slot)", hostAddress: gateway, containerAddress: address, tunnel: tunnel
-        )
     }
 
     /// `ip` commands that create it, in the system's namespace (after `ip netns add`), as lines
     /// of one `ip -batch`.
     public var hostSetUp: [String] {
         guard let tunnel else {
-            return [
+            let ordinary = [
                 "link add \(hostInterface) type veth peer name eth0 netns \(namespace)",
                 "addr add \(hostAddress)/30 dev \(hostInterface)",
                 "link set \(hostInterface) up",
             ]
+            // A carried address is held until the commit, as a kept one is.
+            guard let carried else { return ordinary }
+            return ordinary + ((try? carried.tunnel.holdArrivals(carried.address)) ?? [])
+                + ((try? carried.tunnel.returnPath(address: carried.address, hostInterface: hostInterface).ip) ?? [])
         }
         // Held until the commit: a packet delivered into the namespace before its sockets are
         // restored would be answered with a reset.
@@ -83,16 +110,20 @@ public struct ContainerNetwork: Codable, Sendable, Equatable {
     /// `ip -batch` lines that undo what `hostSetUp` made outside the namespace (the link goes
     /// with the namespace); none for an ordinary network.
     public var hostTearDown: [String] {
-        guard let tunnel, let path = try? tunnel.returnPath(address: containerAddress, hostInterface: hostInterface) else { return [] }
-        return path.ip.map { $0.replacingOccurrences(of: "rule add ", with: "rule del ") } + ["route del \(containerAddress)/32"]
+        let (address, through) = tunnel.map { (containerAddress, $0) } ?? carried.map { ($0.address, $0.tunnel) } ?? ("", nil)
+        guard let through, let path = try? through.returnPath(address: address, hostInterface: hostInterface) else { return [] }
+        return path.ip.map { $0.replacingOccurrences(of: "rule add ", with: "rule del ") } + ["route del \(address)/32"]
     }
 
     /// `ip` commands that configure the inside, as lines of one `ip -n NAMESPACE -batch`.
     public var namespaceSetUp: [String] {
         guard tunnel != nil else {
+            // A carried address after the container's own, which stays the source of what the
+            // container opens.
             return [
                 "link set lo up",
                 "addr add \(containerAddress)/30 dev eth0",
+            ] + (carried.map { ["addr add \($0.address)/32 dev eth0"] } ?? []) + [
                 "link set eth0 up",
                 "route add default via \(hostAddress)",
             ]
@@ -109,6 +140,9 @@ public struct ContainerNetwork: Codable, Sendable, Equatable {
     /// iptables rules (without the verb) a network keeping its address has besides the egress
     /// rule: the return path's marks, and the silence until the commit.
     public var carriedRules: [[String]] {
+        if let carried, let path = try? carried.tunnel.returnPath(address: carried.address, hostInterface: hostInterface) {
+            return path.iptables + ((try? MigrationTunnel.silence(hostInterface: hostInterface, source: carried.address)).map { [$0] } ?? [])
+        }
         guard let tunnel, let path = try? tunnel.returnPath(address: containerAddress, hostInterface: hostInterface) else { return [] }
         return path.iptables + ((try? MigrationTunnel.silence(hostInterface: hostInterface)).map { [$0] } ?? [])
     }
@@ -129,6 +163,18 @@ public struct ContainerNetwork: Codable, Sendable, Equatable {
             ["-t", "nat", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL"] + target,
             ["-t", "nat", "OUTPUT", "-m", "addrtype", "--dst-type", "LOCAL", "!", "-d", "127.0.0.0/8"] + target,
         ]
+    }
+}
+
+/// An address a container holds besides its own, carried from another system, and the tunnel its
+/// connections cross.
+public struct CarriedAddress: Codable, Sendable, Equatable {
+    public var address: String
+    public var tunnel: MigrationTunnel
+
+    public init(address: String, tunnel: MigrationTunnel) {
+        self.address = address
+        self.tunnel = tunnel
     }
 }
 
@@ -223,6 +269,11 @@ public struct NetworkManager: Sendable {
     /// Destination, at the commit: the kept address reaches the restored service, and what it
     /// sends leaves.
     public func deliver(_ network: ContainerNetwork) async throws {
+        if let carried = network.carried {
+            try await batch(["ip", "-batch"], try carried.tunnel.deliver(carried.address, hostInterface: network.hostInterface))
+            await removeRules([try MigrationTunnel.silence(hostInterface: network.hostInterface, source: carried.address)])
+            return
+        }
         guard let tunnel = network.tunnel else { return }
         try await batch(["ip", "-batch"], try tunnel.deliver(network.containerAddress, hostInterface: network.hostInterface))
         await removeRules([try MigrationTunnel.silence(hostInterface: network.hostInterface)])
@@ -232,7 +283,18 @@ public struct NetworkManager: Sendable {
     /// address lives at the peer (packets for it cross the tunnel, where the peer holds them
     /// until the commit).
     public func sendAway(_ network: ContainerNetwork, through tunnel: MigrationTunnel) async throws {
-        try await rules("-A", [try MigrationTunnel.silence(hostInterface: network.hostInterface)])
+        try await silence(network, allowing: [])
+        try await routeAway(network, through: tunnel)
+    }
+
+    /// Source: nothing leaves the frozen copy's namespace but `allowing` (a container-level
+    /// service's agent, which dumps and streams it from inside).
+    public func silence(_ network: ContainerNetwork, allowing: [AllowedFlow]) async throws {
+        try await rules("-A", try MigrationTunnel.silence(hostInterface: network.hostInterface, allowing: allowing))
+    }
+
+    /// Source: the address lives at the peer (packets for it cross the tunnel).
+    public func routeAway(_ network: ContainerNetwork, through tunnel: MigrationTunnel) async throws {
         try await batch(["ip", "-batch"], try tunnel.routeAway(network.containerAddress))
     }
 
@@ -241,7 +303,22 @@ public struct NetworkManager: Sendable {
         // Only `sendAway` makes a /32 route for a container of this system's (its own route is
         // the /30 of its link).
         _ = try? await runner.run(Command("ip", ["route", "del", "\(network.containerAddress)/32"]))
+        // The silence and whatever it let out (every raw-table rule on the link is a silence's).
+        await removeRawRules { $0 == network.hostInterface }
         if let rule = try? MigrationTunnel.silence(hostInterface: network.hostInterface) { await removeRules([rule]) }
+    }
+
+    /// Deletes the raw table's PREROUTING rules on links `matching` (UMS's silences and their
+    /// exceptions: `-A PREROUTING -i umsvN …`), as `iptables -S` lists them.
+    func removeRawRules(onInterface matching: (String) -> Bool) async {
+        guard let listing = try? await runner.output("iptables", ["-w", "-t", "raw", "-S", "PREROUTING"]) else { return }
+        for line in listing.split(separator: "\n") {
+            // (iptables lists a rule's matches in its own order: `-d` before `-i`.)
+            let words = line.split(separator: " ").map(String.init)
+            guard words.count >= 6, words[0] == "-A", words[1] == "PREROUTING", let option = words.firstIndex(of: "-i"), option + 1 < words.count,
+                  words[option + 1].hasPrefix("umsv"), matching(words[option + 1]), ["DROP", "ACCEPT"].contains(words.last ?? "") else { continue }
+            _ = try? await runner.run(Command("iptables", ["-w", "-t", "raw", "-D", "PREROUTING"] + words[2...]))
+        }
     }
 
     /// At start-up: what carried migrations left for networks this system no longer has — routes
@@ -256,14 +333,7 @@ public struct NetworkManager: Sendable {
                 _ = try? await runner.run(Command("ip", ["route", "del", "\(words[0])/32", "dev", words[2]]))
             }
         }
-        if let rules = try? await runner.output("iptables", ["-w", "-t", "raw", "-S", "PREROUTING"]) {
-            for line in rules.split(separator: "\n") {
-                let words = line.split(separator: " ").map(String.init)
-                guard words.count == 6, words[0] == "-A", words[2] == "-i", words[3].hasPrefix("umsv"), words[5] == "DROP",
-                      !knownInterfaces.contains(words[3]), let rule = try? MigrationTunnel.silence(hostInterface: words[3]) else { continue }
-                await removeRules([rule])
-            }
-        }
+        await removeRawRules { !knownInterfaces.contains($0) }
     }
 
     /// Publishes ports (all rules in one atomic `iptables-restore`).
@@ -281,7 +351,9 @@ public struct NetworkManager: Sendable {
         // migration's commit, or the linger's end).
         let silence = network.tunnel == nil ? ((try? MigrationTunnel.silence(hostInterface: network.hostInterface)).map { [$0] } ?? []) : []
         await removeRules(ports.flatMap(network.forwardingRules(for:)) + [network.egressRule] + network.carriedRules + silence)
-        let teardown = network.tunnel == nil ? ["route del \(network.containerAddress)/32"] : network.hostTearDown
+        // A container-level source's silence lets its agent's traffic out (rules of their own).
+        if network.tunnel == nil, network.carried == nil { await removeRawRules { $0 == network.hostInterface } }
+        let teardown = (network.tunnel == nil ? ["route del \(network.containerAddress)/32"] : []) + network.hostTearDown
         for line in teardown { _ = try? await runner.run(Command("ip", line.split(separator: " ").map(String.init))) }
         // Deleting the namespace deletes the veth pair with it.
         _ = try? await runner.run(Command("ip", ["netns", "del", network.namespace]))

@@ -185,6 +185,11 @@ public protocol ConnectionCarrying: Sendable {
     /// of this system's and unused here), its connections through `tunnel`; nothing reaches it
     /// or leaves it until `deliver`.
     func createKeeping(_ specification: Specification, address: String, tunnel: MigrationTunnel, migration: String) async throws -> ContainerInfo
+    /// Destination, container-level: the identical outer container, created and started (its
+    /// agent waits for the images) with an address of this system's, which also holds `address`
+    /// (checked as `createKeeping` checks it) for the restored service's connections through
+    /// `tunnel`; nothing reaches that address or leaves from it until `deliver`.
+    func createAlsoKeeping(_ specification: Specification, address: String, tunnel: MigrationTunnel, migration: String) async throws -> ContainerInfo
     /// Destination, at the commit: the address reaches the restored service.
     func deliver(_ name: String) async throws
     /// Established TCP connections in the container's network namespace.
@@ -194,6 +199,11 @@ public protocol ConnectionCarrying: Sendable {
     func carryConnections(_ name: String, _ carry: Bool) async throws
     /// Source, from the freeze: nothing leaves the frozen copy, its address lives at the peer.
     func sendAway(_ name: String, through tunnel: MigrationTunnel) async throws
+    /// Source, container-level, from the freeze: nothing leaves the frozen copy but `allowing`
+    /// (its agent's control answers and image stream).
+    func silence(_ name: String, allowing: [AllowedFlow]) async throws
+    /// Source, container-level, once the images crossed: the address lives at the peer.
+    func routeAway(_ name: String, through tunnel: MigrationTunnel) async throws
     /// Source, on a rollback (also after a restart): the address is the frozen copy's again.
     /// Idempotent.
     func bringBack(_ name: String) async throws

@@ -46,6 +46,35 @@ struct ConnectionTests {
         await testbed.cleanUp(name)
     }
 
+    @Test("container-level: redis unchanged, nested in an outer container, keeps its client's connection across A → B the same way — no error, the same CLIENT ID, database and transaction kept; its outer container at B answers at its own address and B's published port")
+    func carriedNested() async throws {
+        let (name, port) = ("rdsnest", 18126)
+        await testbed.cleanUp(name)
+        try await runRedis(name, port: port, nested: true)
+        let request = MigrateRequest(container: name, destination: testbed.bURL, approach: .specific(.container))
+        let plan = try await testbed.a.plan(request)
+        #expect(plan.approach == .container)
+        #expect(plan.connections?.mode == .carried, "dry run: \(plan.connections?.reason ?? "no answer")")
+        let session = try RedisSession(host: testbed.aHost, port: port, seconds: 1.5, multiAt: 2, execAt: .infinity)
+        try await session.waitFor("multi")
+        let record = try await testbed.migrated(request, by: testbed.a)
+        try session.exec()
+        #expect(record.status == .completed, "\(record.error.map { "\($0)" } ?? "")")
+        #expect(record.approach == .container && record.connections?.mode == .carried)
+        #expect((record.connections?.carried ?? 0) >= 1, "B restored the established connection")
+        let result = try await session.result()
+        #expect(result.error == nil, "the client saw \(result.error ?? "")")
+        #expect(result.sameClient == true, "the same connection, never reconnected")
+        #expect(result.db == "7", "its selected database kept")
+        #expect(result.queued > 0 && result.exec == result.queued && result.execConsecutive == true, "the transaction opened before the freeze ran every queued INCR at EXEC after it")
+        print("carried nested redis connection: \(result.replies) replies, longest wait \(String(format: "%.2f", result.maxStall)) s, downtime \(record.downtime ?? -1) s")
+        // New clients reach it at B (its outer container's own address behind B's port).
+        let atB = try await RedisSession.get("n", database: 7, host: testbed.bHost, port: port)
+        #expect(atB == result.final.map(String.init), "B's redis has the last value")
+        #expect(try await testbed.names(on: testbed.a).contains(name) == false)
+        await testbed.cleanUp(name)
+    }
+
     @Test("asked to close them (--connections close), the same client's connection is cut at the move and the record says closed — what carrying avoids")
     func closedWhenAsked() async throws {
         let (name, port) = ("rdsclose", 18121)
@@ -81,6 +110,33 @@ struct ConnectionTests {
             #expect(result.error == nil, "the client saw \(result.error ?? "")")
             #expect(result.sameClient == true && result.db == "7" && result.execConsecutive == true)
             #expect(try await testbed.names(on: testbed.b).contains(name) == false)
+        } catch {
+            try? await Testbed.restartB(faults: [])
+            await testbed.cleanUp(name)
+            throw error
+        }
+        try await Testbed.restartB(faults: [])
+        await testbed.cleanUp(name)
+    }
+
+    @Test("container-level rollback (B's agent damages the images it received): the carried connection goes on at A, unbroken; the nested redis thawed and A's silence gone (a new client reaches it at A)")
+    func nestedRollbackKeepsTheConnection() async throws {
+        let (name, port) = ("rdsnestback", 18128)
+        await testbed.cleanUp(name)
+        try await Testbed.restartB(faults: ["incoming.restore=corrupt-images"])
+        do {
+            try await runRedis(name, port: port, nested: true)
+            let session = try RedisSession(host: testbed.aHost, port: port, seconds: 1.5, multiAt: 2, execAt: .infinity)
+            try await session.waitFor("multi")
+            let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL, approach: .specific(.container)), by: testbed.a)
+            try session.exec()
+            #expect(record.status == .rolledBack)
+            #expect(record.connections?.mode == .carried)
+            let result = try await session.result()
+            #expect(result.error == nil, "the client saw \(result.error ?? "")")
+            #expect(result.sameClient == true && result.db == "7" && result.execConsecutive == true)
+            #expect(try await testbed.names(on: testbed.b).contains(name) == false)
+            #expect(try await RedisSession.ping(host: testbed.aHost, port: port), "a new client reaches it at A")
         } catch {
             try? await Testbed.restartB(faults: [])
             await testbed.cleanUp(name)
@@ -183,12 +239,12 @@ for t in threads: t.join()
 print(json.dumps(result))
 """#
 
-    /// redis under runc at A (its root filesystem unpacked from the image archive), published on
-    /// `port`, answering PING.
-    func runRedis(_ name: String, port: Int) async throws {
+    /// redis under runc at A (its root filesystem unpacked from the image archive; `nested`: in
+    /// the host image's outer container, container-level), published on `port`, answering PING.
+    func runRedis(_ name: String, port: Int, nested: Bool = false) async throws {
         _ = try await testbed.a.run(RunRequest(
             name: name, rootfs: try await Self.redisRootfs(), command: ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--dir", "/data"],
-            publish: ["\(port):6379"]
+            publish: ["\(port):6379"], nested: nested ? true : nil
         ))
         let deadline = ContinuousClock.now + .seconds(15)
         while (try? await RedisSession.ping(host: testbed.aHost, port: port)) != true {

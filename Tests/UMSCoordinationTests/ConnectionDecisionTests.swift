@@ -19,11 +19,13 @@ struct ConnectionDecisionTests {
         try ConnectionDecision.decide(requested, approach: approach, mode: mode, serviceAddress: address, source: source ?? a, destination: destination ?? b)
     }
 
-    @Test("carried between two systems that share a migration network with disjoint blocks, orchestrator-level, stop-and-copy: the destination is told the service's address and the source's tunnel end")
+    @Test("carried between two systems that share a migration network with disjoint blocks, orchestrator- or container-level, stop-and-copy: the destination is told the service's address and the source's tunnel end")
     func carried() throws {
-        let verdict = try decide()
-        #expect(verdict.summary.mode == .carried)
-        #expect(verdict.carry == (try CarriedConnections(address: "198.19.0.2", tunnelAddress: "198.18.0.1")))
+        for approach in [Approach.orchestrator, .container] {
+            let verdict = try decide(approach: approach)
+            #expect(verdict.summary.mode == .carried)
+            #expect(verdict.carry == (try CarriedConnections(address: "198.19.0.2", tunnelAddress: "198.18.0.1")))
+        }
     }
 
     @Test("closed, each with its reason: asked to close, another approach, post-copy, either system without a migration network, overlapping blocks, an address not from the source's block")
@@ -33,8 +35,9 @@ struct ConnectionDecisionTests {
         let same = ConnectionDecision.Side(name: "b", network: MigrationNetworkInfo(tunnelAddress: "198.18.0.2", containerNetwork: "198.19.0.0/17"))
         let cases: [((summary: ConnectionsSummary, carry: CarriedConnections?), String)] = [
             (try decide(.close), "as asked"),
-            (try decide(approach: .service), "orchestrator-level approach only"),
+            (try decide(approach: .service), "cannot repair TCP sockets"),
             (try decide(mode: .postCopy), "stop-and-copy only"),
+            (try decide(approach: .container, mode: .postCopy), "stop-and-copy only"),
             (try decide(source: ConnectionDecision.Side(name: "a", network: nil)), "a shares no migration network"),
             (try decide(destination: none), "b shares no migration network"),
             (try decide(destination: overlapping), "overlap"),

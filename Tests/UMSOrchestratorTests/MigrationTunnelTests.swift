@@ -29,11 +29,80 @@ struct MigrationTunnelTests {
         let mark = "0x" + String(tunnel.mark, radix: 16)
         #expect(path.iptables == [
             ["-t", "mangle", "PREROUTING", "-i", tunnel.device, "-d", "198.19.0.2/32", "-j", "CONNMARK", "--set-mark", mark],
-            ["-t", "mangle", "PREROUTING", "-i", "umsv0", "-p", "tcp", "!", "--syn", "-m", "conntrack", "--ctstate", "NEW", "-j", "CONNMARK", "--set-mark", mark],
+            ["-t", "mangle", "PREROUTING", "-i", "umsv0", "-s", "198.19.0.2/32", "-p", "tcp", "!", "--syn", "-m", "conntrack", "--ctstate", "NEW", "-j", "CONNMARK", "--set-mark", mark],
             ["-t", "mangle", "PREROUTING", "-i", "umsv0", "-j", "CONNMARK", "--restore-mark"],
         ])
         #expect(path.ip == ["rule add fwmark \(mark) iif umsv0 lookup \(tunnel.table)"])
         #expect(tunnel.setUp.contains("route replace default dev \(tunnel.device) table \(tunnel.table)"))
+    }
+
+    @Test("container-level: the source's silence lets only its agent's control answers and image stream out, the drop last; the destination's silences only the carried address, the outer container's own stays open")
+    func containerLevelSilences() throws {
+        let rules = try MigrationTunnel.silence(hostInterface: "umsv3", allowing: [.fromPort(7070), .to(host: "198.18.0.1", port: 34567)])
+        #expect(rules == [
+            ["-t", "raw", "PREROUTING", "-i", "umsv3", "-p", "tcp", "--sport", "7070", "-j", "ACCEPT"],
+            ["-t", "raw", "PREROUTING", "-i", "umsv3", "-p", "tcp", "-d", "198.18.0.1/32", "--dport", "34567", "-j", "ACCEPT"],
+            ["-t", "raw", "PREROUTING", "-i", "umsv3", "-j", "DROP"],
+        ])
+        #expect(try MigrationTunnel.silence(hostInterface: "umsv3", allowing: []) == [try MigrationTunnel.silence(hostInterface: "umsv3")])
+        #expect(try MigrationTunnel.silence(hostInterface: "umsv3", source: "198.19.0.6") == ["-t", "raw", "PREROUTING", "-i", "umsv3", "-s", "198.19.0.6/32", "-j", "DROP"])
+        // Hostile: what a peer or an image names never becomes an argument unchecked.
+        for flow in [AllowedFlow.fromPort(0), .fromPort(65536), .to(host: "example.com", port: 80), .to(host: "198.18.0.1 -j ACCEPT", port: 80), .to(host: "198.18.0.1", port: -1)] {
+            #expect(throws: UMSError.self) { try MigrationTunnel.silence(hostInterface: "umsv3", allowing: [flow]) }
+        }
+        #expect(throws: UMSError.self) { try MigrationTunnel.silence(hostInterface: "umsv3", source: "198.19.0.6/0") }
+        #expect(throws: UMSError.self) { try MigrationTunnel.silence(hostInterface: "x; reboot", source: "198.19.0.6") }
+    }
+
+    @Test("container-level destination: an ordinary network of this system's that also holds the source's address — held until the commit, its connections' replies back through the tunnel, its own address the one the agent uses; the address must be the peer's")
+    func alsoKeeping() throws {
+        let tunnel = try MigrationTunnel.between(local: "198.18.0.2", remote: "198.18.0.1")
+        let block = try AddressBlock(parsing: "198.19.128.0/17")
+        let network = try ContainerNetwork.alsoKeeping("198.19.0.2", through: tunnel, slot: 1, system: "b", container: "svc", block: block)
+        #expect(network.containerAddress == "198.19.128.6" && network.hostAddress == "198.19.128.5" && network.tunnel == nil)
+        #expect(network.namespaceSetUp == [
+            "link set lo up", "addr add 198.19.128.6/30 dev eth0", "addr add 198.19.0.2/32 dev eth0", "link set eth0 up", "route add default via 198.19.128.5",
+        ])
+        #expect(network.hostSetUp.suffix(2) == ["route replace blackhole 198.19.0.2/32", "rule add fwmark \(tunnel.markText) iif umsv1 lookup \(tunnel.table)"])
+        #expect(network.carriedRules.last == ["-t", "raw", "PREROUTING", "-i", "umsv1", "-s", "198.19.0.2/32", "-j", "DROP"])
+        #expect(network.carriedRules.count == 4)
+        #expect(network.hostTearDown == ["rule del fwmark \(tunnel.markText) iif umsv1 lookup \(tunnel.table)", "route del 198.19.0.2/32"])
+        // Its own egress is an ordinary container's: the carried address's replies are not in it.
+        #expect(network.egressRule.contains("198.19.128.6/32") && !network.egressRule.contains("198.19.0.2/32"))
+        #expect(throws: UMSError.self) { try ContainerNetwork.alsoKeeping("198.19.130.2", through: tunnel, slot: 1, system: "b", container: "svc", block: block) }
+        #expect(throws: UMSError.self) { try ContainerNetwork.alsoKeeping("10.0.0.2", through: tunnel, slot: 1, system: "b", container: "svc", block: block) }
+        #expect(throws: UMSError.self) { try ContainerNetwork.alsoKeeping("198.19.0.2/32", through: tunnel, slot: 1, system: "b", container: "svc", block: block) }
+        // A record written before there were carried addresses reads as none.
+        let old = try JSONDecoder().decode(ContainerNetwork.self, from: Data(#"{"namespace":"n","hostInterface":"umsv0","hostAddress":"198.19.0.1","containerAddress":"198.19.0.2"}"#.utf8))
+        #expect(old.carried == nil && old.hostTearDown.isEmpty)
+    }
+
+    @Test("a rollback or the linger's end removes every silence rule of the link, its exceptions included, in whatever order iptables lists their matches; the start-up sweep those of links no container has; nothing else")
+    func silencesRemoved() async throws {
+        let listing = """
+        -P PREROUTING ACCEPT
+        -A PREROUTING -i umsv0 -p tcp -m tcp --sport 7079 -j ACCEPT
+        -A PREROUTING -d 198.18.0.1/32 -i umsv0 -p tcp -m tcp --dport 45341 -j ACCEPT
+        -A PREROUTING -i umsv0 -j DROP
+        -A PREROUTING -i umsv1 -j DROP
+        -A PREROUTING -s 198.19.0.6/32 -i umsv12 -j DROP
+        -A PREROUTING -i eth0 -j DROP
+        -A PREROUTING -i umsv0 -j CT --notrack
+        """
+        func deleted(_ run: (NetworkManager) async -> Void) async -> [[String]] {
+            let runner = ScriptedRunner(outputs: ["-w": listing])
+            await run(NetworkManager(runner: runner))
+            return runner.commands.filter { $0.arguments.prefix(4) == ["-w", "-t", "raw", "-D"] }.map { Array($0.arguments.dropFirst(5)) }
+        }
+        let network = ContainerNetwork.forSlot(0, system: "a", container: "svc")
+        #expect(await deleted { await $0.bringBack(network) } == [
+            ["-i", "umsv0", "-p", "tcp", "-m", "tcp", "--sport", "7079", "-j", "ACCEPT"],
+            ["-d", "198.18.0.1/32", "-i", "umsv0", "-p", "tcp", "-m", "tcp", "--dport", "45341", "-j", "ACCEPT"],
+            ["-i", "umsv0", "-j", "DROP"],
+        ])
+        #expect(await deleted { await $0.sweepCarried(knownAddresses: [], knownInterfaces: ["umsv0"]) } == [
+            ["-i", "umsv1", "-j", "DROP"], ["-s", "198.19.0.6/32", "-i", "umsv12", "-j", "DROP"],
+        ])
     }
 
     @Test("hostile input: endpoints, addresses and interface names that are not what they claim are refused (they would become ip and iptables arguments)")

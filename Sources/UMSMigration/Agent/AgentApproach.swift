@@ -95,7 +95,19 @@ public struct AgentApproach: MigrationApproach {
         guard incoming.specification.labels[label] != nil, incoming.specification.command.first == MigratableImage.agentPath else {
             throw UMSError(.invalidArgument, "failed to prepare \(incoming.specification.name) for the \(approach.rawValue)-level approach: its container does not run the UMS agent (label \(label))")
         }
-        let container = try await createRestoring(incoming)
+        // Carried connections (container-level on an orchestrator that can): the outer container
+        // also holds the source's address for the restored service's connections, its agent
+        // talking over the container's own.
+        var keeping: (carrier: any ConnectionCarrying, address: String, tunnel: MigrationTunnel)?
+        if let carry = incoming.carry {
+            guard approach == .container, let carrier = orchestrator as? any ConnectionCarrying else {
+                throw UMSError(.unsupported, "failed to prepare \(incoming.specification.name): the \(approach.rawValue)-level approach does not carry established connections here")
+            }
+            let tunnel = try MigrationTunnel.between(local: advertiseHost, remote: carry.tunnelAddress)
+            try await carrier.ensure(tunnel)
+            keeping = (carrier, carry.address, tunnel)
+        }
+        let container = try await createRestoring(incoming, keeping: keeping)
         do {
             let agent = try AgentClient(for: container)
             await agents.set(agent, for: incoming.id)
@@ -128,7 +140,9 @@ public struct AgentApproach: MigrationApproach {
     /// Creates the identical container with its agent in restore mode, publishing the agent's
     /// port on a free host port: a random one from `agentPorts`, another if the orchestrator
     /// says it is taken.
-    func createRestoring(_ incoming: IncomingMigration) async throws -> ContainerInfo {
+    func createRestoring(
+        _ incoming: IncomingMigration, keeping: (carrier: any ConnectionCarrying, address: String, tunnel: MigrationTunnel)? = nil
+    ) async throws -> ContainerInfo {
         var lastError: (any Error)?
         let damage = await faults.corruptsImages()
         // With mutual TLS the agent's port is not published: one attempt, no host port.
@@ -140,6 +154,9 @@ public struct AgentApproach: MigrationApproach {
                 specification.environment.append("\(MigratableImage.corruptImagesFaultVariable)=1")
             }
             do {
+                if let keeping {
+                    return try await keeping.carrier.createAlsoKeeping(specification, address: keeping.address, tunnel: keeping.tunnel, migration: incoming.id)
+                }
                 return try await orchestrator.create(specification, start: true, migration: incoming.id)
             } catch let error as UMSError where hostPort != nil && error.code == .exists && error.message.contains("port \(hostPort ?? 0)") {
                 lastError = error
@@ -157,7 +174,9 @@ public struct AgentApproach: MigrationApproach {
     public func restore(_ incoming: IncomingMigration, postCopySource: PageServerAddress?) async throws -> ContainerInfo {
         let name = incoming.specification.name
         let agent = try await destinationAgent(incoming)
-        var command = "RESTORE 120"
+        // Carried: the nested service's established connections are restored (it stays stopped
+        // until the commit delivers its address and continues it).
+        var command = "RESTORE 120" + (incoming.carry != nil ? " tcp=1" : "")
         if let postCopySource {
             // The agent's lazy-pages daemon fetches the pages from a relay on this system's
             // address (reachable from its container), which carries them over mutual TLS.
@@ -217,7 +236,22 @@ public struct AgentApproach: MigrationApproach {
             throw UMSError(.invalidState, "failed to checkpoint \(name): its agent runs no service (\(status.message))")
         }
         // An agent of an image made before issue 17 knows no `compress=`: it gets the plain stream.
-        await agents.set(agent, for: name, version: status.int("version") ?? 1)
+        let version = status.int("version") ?? 1
+        await agents.set(agent, for: name, version: version)
+        if await agents.tunnel(name) != nil, version < 4 {
+            throw UMSError(.unsupported, "failed to carry the connections of \(name): its agent predates carried connections (version \(version)); make its host image again (scripts/build-host-image)")
+        }
+    }
+
+    /// Container-level: the next checkpoint carries the established connections through
+    /// `tunnel` (nil: closes them). The agent dumps them with the nested service (`tcp=1`);
+    /// around the dump this system silences the outer container's link but for the agent's own
+    /// traffic, and routes the address into the tunnel once the images crossed.
+    public func carryConnections(_ name: String, through tunnel: MigrationTunnel?) async throws {
+        guard tunnel == nil || approach == .container else {
+            throw UMSError(.unsupported, "failed to carry the connections of \(name): the \(approach.rawValue)-level approach does not carry them")
+        }
+        await agents.setTunnel(tunnel, for: name)
     }
 
     public func checkpoint(
@@ -254,11 +288,25 @@ public struct AgentApproach: MigrationApproach {
         // Generous: the agents' stream is bounded by the link, and the dump by the memory size.
         // With a policy, the agents speak the stream's version 2 (the destination said it reads it).
         let compression = await agents.version(name) >= 2 ? compression : nil
+        let tunnel = await agents.tunnel(name)
         let dump = "DUMP \(host) \(port) \(intake.secret)" + (compression.map { " compress=\($0.rawValue)" } ?? "")
-            + (postCopy.map { " lazy=\($0.port)" } ?? "")
+            + (postCopy.map { " lazy=\($0.port)" } ?? "") + (tunnel != nil ? " tcp=1" : "")
         let reply: AgentClient.Reply
         do {
+            if tunnel != nil {
+                // Carried: from here nothing leaves the frozen copy's sockets (they stay in this
+                // kernel for a rollback) but the agent's answers and its stream to `host`.
+                guard let carrier = orchestrator as? any ConnectionCarrying, let streamPort = Int(port) else {
+                    throw UMSError(.unsupported, "failed to carry the connections of \(name): the \(orchestrator.kind) adapter does not carry them")
+                }
+                try await carrier.silence(name, allowing: [.fromPort(agent.port), .to(host: host, port: streamPort)])
+            }
             reply = try await agent.send(dump, timeout: .seconds(900), operation: "checkpoint \(name)")
+            if let tunnel, let carrier = orchestrator as? any ConnectionCarrying {
+                // The images crossed: what clients send goes to the destination now, which
+                // holds it until the commit.
+                try await carrier.routeAway(name, through: tunnel)
+            }
         } catch {
             pages?.close()
             throw error
@@ -328,6 +376,17 @@ actor AgentDirectory {
 
     func set(_ agent: AgentClient, for key: String) {
         agents[key] = agent
+    }
+
+    /// Source containers whose next checkpoint carries their connections, with the tunnel.
+    var tunnels: [String: MigrationTunnel] = [:]
+
+    func setTunnel(_ tunnel: MigrationTunnel?, for key: String) {
+        tunnels[key] = tunnel
+    }
+
+    func tunnel(_ key: String) -> MigrationTunnel? {
+        tunnels[key]
     }
 
     func get(_ key: String) -> AgentClient? {

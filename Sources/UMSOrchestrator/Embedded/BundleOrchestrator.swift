@@ -157,8 +157,12 @@ public actor BundleOrchestrator<Runtime: BundleRuntime>: Orchestrator, ImageStor
     }
 
     /// Creates a container; `keeping`: with the address it had at another system, its
-    /// connections through the tunnel (a carried migration's destination).
-    func create(_ specification: Specification, start: Bool, migration: String?, keeping: (address: String, tunnel: MigrationTunnel)?) async throws -> ContainerInfo {
+    /// connections through the tunnel (a carried migration's destination) — instead of an
+    /// address of this system's, or, `alsoOwn` (container-level: its agent talks over it),
+    /// besides one.
+    func create(
+        _ specification: Specification, start: Bool, migration: String?, keeping: (address: String, tunnel: MigrationTunnel)?, alsoOwn: Bool = false
+    ) async throws -> ContainerInfo {
         try registry.checkCreatable(specification, imageHeld: images.contains(specification.image))
         // Reserve the name and slot before the first suspension point, so that concurrent creates
         // cannot take the same ones.
@@ -168,8 +172,10 @@ public actor BundleOrchestrator<Runtime: BundleRuntime>: Orchestrator, ImageStor
         }
         var assigned = ContainerNetwork.forSlot(slot, system: systemName, container: specification.name, block: block)
         if let keeping {
-            assigned = try .keeping(keeping.address, through: keeping.tunnel, slot: slot, system: systemName, container: specification.name, block: block)
-            if registry.records.values.contains(where: { $0.network.containerAddress == keeping.address }) {
+            assigned = alsoOwn
+                ? try .alsoKeeping(keeping.address, through: keeping.tunnel, slot: slot, system: systemName, container: specification.name, block: block)
+                : try .keeping(keeping.address, through: keeping.tunnel, slot: slot, system: systemName, container: specification.name, block: block)
+            if registry.records.values.contains(where: { $0.network.containerAddress == keeping.address || $0.network.carried?.address == keeping.address }) {
                 throw UMSError(.exists, "failed to keep the address \(keeping.address): a container on system \(systemName) has it already")
             }
         }
@@ -180,7 +186,10 @@ public actor BundleOrchestrator<Runtime: BundleRuntime>: Orchestrator, ImageStor
             FileSystem.remove(directory)
             for sub in ["bundle/rootfs", "upper", "work"] { try FileSystem.makeDirectory("\(directory)/\(sub)") }
             let criuConfig = "\(directory)/criu.conf"
-            try FileSystem.writeAtomically(Data((Self.criuOptions(carrying: keeping != nil, restoring: keeping != nil).joined(separator: "\n") + "\n").utf8), to: criuConfig)
+            // (A container-level service's outer container is never checkpointed by runc here:
+            // its agent dumps the nested one, with options of its own.)
+            let restoresCarried = keeping != nil && !alsoOwn
+            try FileSystem.writeAtomically(Data((Self.criuOptions(carrying: restoresCarried, restoring: restoresCarried).joined(separator: "\n") + "\n").utf8), to: criuConfig)
             let config = try OCIConfig.make(
                 template: try await ociTemplate(), specification: specification,
                 placement: .init(

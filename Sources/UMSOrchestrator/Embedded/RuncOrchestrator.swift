@@ -177,6 +177,10 @@ extension BundleOrchestrator: ConnectionCarrying where Runtime == RuncRuntime {
         try await create(specification, start: false, migration: migration, keeping: (address, tunnel))
     }
 
+    public func createAlsoKeeping(_ specification: Specification, address: String, tunnel: MigrationTunnel, migration: String) async throws -> ContainerInfo {
+        try await create(specification, start: true, migration: migration, keeping: (address, tunnel), alsoOwn: true)
+    }
+
     public func deliver(_ name: String) async throws {
         try await network.deliver(try record(name).network)
         // CRIU left the restored service stopped (criuOptions): it goes on now, its replies
@@ -199,6 +203,14 @@ extension BundleOrchestrator: ConnectionCarrying where Runtime == RuncRuntime {
 
     public func sendAway(_ name: String, through tunnel: MigrationTunnel) async throws {
         try await network.sendAway(try record(name).network, through: tunnel)
+    }
+
+    public func silence(_ name: String, allowing: [AllowedFlow]) async throws {
+        try await network.silence(try record(name).network, allowing: allowing)
+    }
+
+    public func routeAway(_ name: String, through tunnel: MigrationTunnel) async throws {
+        try await network.routeAway(try record(name).network, through: tunnel)
     }
 
     public func bringBack(_ name: String) async throws {
