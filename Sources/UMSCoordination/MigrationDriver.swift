@@ -189,6 +189,7 @@ struct MigrationDriver: Sendable {
         let address = try await system.orchestrator.inspect(container).address
         let decision = try ConnectionDecision.decide(
             connections, approach: approach, mode: mode, serviceAddress: address,
+            alsoHolds: await (system.orchestrator as? any ConnectionCarrying)?.carriedAddress(container),
             source: .init(name: system.name, network: system.migrationNetwork), destination: .init(name: destination.name, network: destination.migrationNetwork)
         )
         await records.update(id) {

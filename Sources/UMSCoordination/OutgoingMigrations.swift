@@ -328,6 +328,7 @@ public actor OutgoingMigrations {
             do {
                 plan.connections = try ConnectionDecision.decide(
                     request.connections ?? .auto, approach: chosen, mode: plan.mode, serviceAddress: try await system.orchestrator.inspect(request.container).address,
+                    alsoHolds: await (system.orchestrator as? any ConnectionCarrying)?.carriedAddress(request.container),
                     source: .init(name: system.name, network: system.migrationNetwork), destination: .init(name: destination.name, network: destination.migrationNetwork)
                 ).summary
             } catch {

@@ -19,9 +19,12 @@ public enum ConnectionDecision {
     /// The verdict: carried (with what the destination needs) or closed with the reason. With
     /// `carry` asked and not possible, an error with the reason (refused before anything moves).
     public static func decide(
-        _ requested: ConnectionHandling, approach: Approach, mode: TransferMode, serviceAddress: String?, source: Side, destination: Side
+        _ requested: ConnectionHandling, approach: Approach, mode: TransferMode, serviceAddress: String?, alsoHolds carriedAddress: String? = nil,
+        source: Side, destination: Side
     ) throws(UMSError) -> (summary: ConnectionsSummary, carry: CarriedConnections?) {
-        let verdict = evaluate(requested, approach: approach, mode: mode, serviceAddress: serviceAddress, source: source, destination: destination)
+        let verdict = evaluate(
+            requested, approach: approach, mode: mode, serviceAddress: serviceAddress, alsoHolds: carriedAddress, source: source, destination: destination
+        )
         switch verdict {
         case .success(let carry):
             let reason = "through the tunnel between \(source.name) (\(carry.tunnelAddress)) and \(destination.name) (\(destination.network?.tunnelAddress ?? "?")), the service keeping its address \(carry.address)"
@@ -37,7 +40,8 @@ public enum ConnectionDecision {
     struct Reason: Error { var message: String }
 
     static func evaluate(
-        _ requested: ConnectionHandling, approach: Approach, mode: TransferMode, serviceAddress: String?, source: Side, destination: Side
+        _ requested: ConnectionHandling, approach: Approach, mode: TransferMode, serviceAddress: String?, alsoHolds carriedAddress: String?,
+        source: Side, destination: Side
     ) -> Result<CarriedConnections, Reason> {
         if requested == .close { return .failure(Reason(message: "closed as asked (--connections close); clients reconnect")) }
         guard approach != .service else {
@@ -45,6 +49,11 @@ public enum ConnectionDecision {
         }
         guard mode == .stopAndCopy else {
             return .failure(Reason(message: "post-copy restores lazily; connections are carried with stop-and-copy only"))
+        }
+        // A container-level service restored with connections carried from a third system still
+        // holds that system's address: its sockets there could not be restored anywhere else.
+        if let carriedAddress {
+            return .failure(Reason(message: "the service still holds \(carriedAddress), carried here with its connections from another system; only connections on a service's own address are carried"))
         }
         guard let local = source.network else {
             return .failure(Reason(message: "\(source.name) shares no migration network (admission migrationNetwork off, or its orchestrator cannot restore established connections)"))

@@ -192,6 +192,9 @@ public protocol ConnectionCarrying: Sendable {
     func createAlsoKeeping(_ specification: Specification, address: String, tunnel: MigrationTunnel, migration: String) async throws -> ContainerInfo
     /// Destination, at the commit: the address reaches the restored service.
     func deliver(_ name: String) async throws
+    /// The address a container holds besides its own, carried from another system
+    /// (`createAlsoKeeping`), if any.
+    func carriedAddress(_ name: String) async -> String?
     /// Established TCP connections in the container's network namespace.
     func establishedConnections(_ name: String) async -> Int?
     /// Source: whether the next checkpoint keeps established connections (`tcp-established`,

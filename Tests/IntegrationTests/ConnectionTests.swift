@@ -72,6 +72,10 @@ struct ConnectionTests {
         let atB = try await RedisSession.get("n", database: 7, host: testbed.bHost, port: port)
         #expect(atB == result.final.map(String.init), "B's redis has the last value")
         #expect(try await testbed.names(on: testbed.a).contains(name) == false)
+        // Its outer container at B still holds A's address for the carried connection: a move
+        // on would close them, and says why.
+        let onward = try await testbed.b.plan(MigrateRequest(container: name, destination: testbed.aURL, approach: .specific(.container)))
+        #expect(onward.connections?.mode == .closed && onward.connections?.reason.contains("still holds") == true, "\(onward.connections?.reason ?? "no answer")")
         await testbed.cleanUp(name)
     }
 

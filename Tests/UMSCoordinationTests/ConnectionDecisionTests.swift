@@ -44,6 +44,8 @@ struct ConnectionDecisionTests {
             (try decide(destination: same), "overlap"),
             (try decide(address: "198.19.200.2"), "not from a's container network"),
             (try decide(address: nil), "not from a's container network"),
+            (try ConnectionDecision.decide(.auto, approach: .container, mode: .stopAndCopy, serviceAddress: "198.19.0.2", alsoHolds: "198.19.200.2", source: a, destination: b),
+             "still holds 198.19.200.2"),
         ]
         for (verdict, reason) in cases {
             #expect(verdict.summary.mode == .closed && verdict.carry == nil)

@@ -188,6 +188,10 @@ extension BundleOrchestrator: ConnectionCarrying where Runtime == RuncRuntime {
         Cgroups.signal(SIGCONT, tree: cgroupPath(name))
     }
 
+    public func carriedAddress(_ name: String) async -> String? {
+        (try? record(name))?.network.carried?.address
+    }
+
     public func establishedConnections(_ name: String) async -> Int? {
         guard let record = try? record(name),
               let text = try? await runner.output("nsenter", ["--net=\(record.network.namespacePath)", "ss", "-H", "-t", "-n", "state", "established"])
