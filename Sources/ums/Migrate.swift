@@ -47,7 +47,7 @@ struct Migrate: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp(
         "auto, carry or close.",
-        discussion: "What happens to TCP connections established before the migration. carry: they go on over the same connection at the destination (the service keeps its address; both systems must share a migration network — admission migrationNetwork — and the approach is orchestrator-level on runc, stop-and-copy), or the migration is refused before anything freezes. close: they are cut and their clients reconnect. auto (default): carried when possible, closed otherwise; the record and --dry-run say which and why."
+        discussion: "What happens to TCP connections established before the migration. carry: they go on over the same connection at the destination (the service keeps its address; both systems must share a migration network — admission migrationNetwork — and the approach is orchestrator- or container-level on runc, stop-and-copy), or the migration is refused before anything freezes. close: they are cut and their clients reconnect. auto (default): carried when possible, closed otherwise; the record and --dry-run say which and why."
     ))
     var connections: String = ConnectionHandling.auto.rawValue
 

@@ -110,7 +110,7 @@ struct UMSD: AsyncParsableCommand {
 
     @Flag(name: .customLong("migration-network"), help: ArgumentHelp(
         "Share a migration network with peers that do too: established TCP connections are carried across migrations.",
-        discussion: "A VXLAN tunnel to the peer, the service keeping its address (give each system its own --container-network), CRIU's tcp-established. Orchestrator-level approach on runc, stop-and-copy. Same as admission: migrationNetwork: true."
+        discussion: "A VXLAN tunnel to the peer, the service keeping its address (give each system its own --container-network), CRIU's tcp-established. Orchestrator- or container-level approach on runc, stop-and-copy. Same as admission: migrationNetwork: true."
     ))
     var migrationNetwork = false
 
