@@ -74,7 +74,9 @@ public struct Coordinator: Sendable {
         )
         system.connectionLinger = connectionLinger
         if admission.migrationNetwork, let carrier = orchestrator as? any ConnectionCarrying, IPv4.value(advertiseHost) != nil {
-            system.migrationNetwork = MigrationNetworkInfo(tunnelAddress: advertiseHost, containerNetwork: carrier.containerNetwork)
+            system.migrationNetwork = MigrationNetworkInfo(
+                tunnelAddress: advertiseHost, containerNetwork: carrier.containerNetwork, approaches: carrier.carriedApproaches.sorted()
+            )
         }
         let runner = SubprocessRunner(logger: logger)
         let background = BackgroundTasks()

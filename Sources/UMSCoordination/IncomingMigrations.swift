@@ -233,9 +233,9 @@ public actor IncomingMigrations {
                 : "failed to prepare migration \(request.id): the host directory \(bind.hostPath) already exists on system \(system.name)")
         }
         if request.carry != nil {
-            // The operator agreed to share a migration network, and only the orchestrator- and
-            // container-level approaches restore established sockets here (runc's CRIU, or the
-            // nested runc's in an outer container this system's runc made).
+            // The operator agreed to share a migration network, and the approach restores
+            // established sockets here (runc's CRIU, or the nested runc's in an outer container
+            // on a network this system made).
             guard admission.migrationNetwork else {
                 throw UMSError(.forbidden, "admission refused (rule migrationNetwork): this system shares no migration network; established connections cannot be carried here")
             }
@@ -243,8 +243,8 @@ public actor IncomingMigrations {
             if let address, let carry = request.carry, carry.tunnelAddress != address {
                 throw UMSError(.forbidden, "failed to prepare migration \(request.id): the tunnel must end at the peer's own address \(address), not \(carry.tunnelAddress)")
             }
-            guard request.approach != .service, system.orchestrator is any ConnectionCarrying else {
-                throw UMSError(.unsupported, "failed to prepare migration \(request.id): established connections are carried by the orchestrator- and container-level approaches on runc only")
+            guard let carrier = system.orchestrator as? any ConnectionCarrying, carrier.carriedApproaches.contains(request.approach) else {
+                throw UMSError(.unsupported, "failed to prepare migration \(request.id): this system carries no established connections of the \(request.approach.rawValue)-level approach")
             }
         }
         let migration = IncomingMigration(

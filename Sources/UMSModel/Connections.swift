@@ -18,10 +18,33 @@ public struct MigrationNetworkInfo: Codable, Sendable, Equatable {
     public var tunnelAddress: String
     /// `A.B.C.D/N`, inside 198.19.0.0/16.
     public var containerNetwork: String
+    /// The approaches whose connections its orchestrator carries (runc: orchestrator- and
+    /// container-level; UMS's containers on containerd: container-level). Absent from a peer of
+    /// before container-level carried them: orchestrator-level only.
+    public var approaches: [Approach]?
 
-    public init(tunnelAddress: String, containerNetwork: String) {
+    public init(tunnelAddress: String, containerNetwork: String, approaches: [Approach] = [.orchestrator, .container]) {
         self.tunnelAddress = tunnelAddress
         self.containerNetwork = containerNetwork
+        self.approaches = approaches
+    }
+
+    /// Whether connections of `approach` are carried to or from this system.
+    public func carries(_ approach: Approach) -> Bool {
+        (approaches ?? [.orchestrator]).contains(approach)
+    }
+
+    enum CodingKeys: String, CodingKey { case tunnelAddress, containerNetwork, approaches }
+
+    /// A peer's: at most one entry per approach (each an approach this version knows).
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        tunnelAddress = try container.decode(String.self, forKey: .tunnelAddress)
+        containerNetwork = try container.decode(String.self, forKey: .containerNetwork)
+        approaches = try container.decodeIfPresent([Approach].self, forKey: .approaches)
+        if let approaches, approaches.count > Approach.allCases.count || Set(approaches).count != approaches.count {
+            throw DecodingError.dataCorruptedError(forKey: .approaches, in: container, debugDescription: "at most one entry per approach")
+        }
     }
 }
 

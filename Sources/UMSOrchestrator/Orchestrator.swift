@@ -179,6 +179,8 @@ public struct KeptNetwork: Codable, Sendable, Equatable {
 public protocol ConnectionCarrying: Sendable {
     /// The block this system's containers take their addresses from (`A.B.C.D/N`).
     var containerNetwork: String { get }
+    /// The approaches whose connections it carries.
+    var carriedApproaches: Set<Approach> { get }
     /// The tunnel to a peer, made unless it is there.
     func ensure(_ tunnel: MigrationTunnel) async throws
     /// Destination: the identical container, not started, keeping `address` (checked to be none

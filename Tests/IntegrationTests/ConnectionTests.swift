@@ -424,3 +424,54 @@ except Exception as error:
 print(json.dumps(result), flush=True)
 """#
 }
+
+/// Issue 16 between two different orchestrators: A on runc (UMS's embedded orchestrator), B on
+/// containerd (UMS's containers run by containerd, on networks UMS makes). The unchanged redis,
+/// nested (container-level), keeps its client's connection across the move.
+@Suite(
+    "Established connections carried between different orchestrators (runc → containerd)", .serialized,
+    .enabled(
+        if: Testbed.isUp && Testbed.environment["UMS_TESTBED_MIGRATION_NETWORK"] == "1" && Testbed.kinds?.0 == .runc && Testbed.kinds?.1 == .containerd,
+        "needs scripts/testbed up --a runc --b containerd --migration-network and UMS_TESTBED_KINDS=runc,containerd"
+    )
+)
+struct CarriedAcrossOrchestratorsTests {
+    let testbed: Testbed
+
+    init() throws {
+        testbed = try Testbed()
+    }
+
+    @Test("container-level, runc → containerd: one redis connection sending INCR every 10 ms keeps going over the same connection (the same CLIENT ID, its database and its MULTI … EXEC)")
+    func nestedRuncToContainerd() async throws {
+        let (name, port) = ("rdsxorch", 18129)
+        await testbed.cleanUp(name)
+        _ = try await testbed.a.run(RunRequest(
+            name: name, rootfs: try await ConnectionTests.redisRootfs(), command: ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--dir", "/data"],
+            publish: ["\(port):6379"], nested: true
+        ))
+        let deadline = ContinuousClock.now + .seconds(15)
+        while (try? await RedisSession.ping(host: testbed.aHost, port: port)) != true {
+            guard ContinuousClock.now < deadline else { throw UMSError(.timeout, "redis did not answer at A") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let request = MigrateRequest(container: name, destination: testbed.bURL, approach: .specific(.container))
+        let plan = try await testbed.a.plan(request)
+        #expect(plan.connections?.mode == .carried, "dry run: \(plan.connections?.reason ?? "no answer")")
+        let session = try RedisSession(host: testbed.aHost, port: port, seconds: 1.5, multiAt: 2, execAt: .infinity)
+        try await session.waitFor("multi")
+        let record = try await testbed.migrated(request, by: testbed.a)
+        try session.exec()
+        #expect(record.status == .completed, "\(record.error.map { "\($0)" } ?? "")")
+        #expect(record.approach == .container && record.connections?.mode == .carried)
+        #expect((record.connections?.carried ?? 0) >= 1, "B restored the established connection")
+        let result = try await session.result()
+        #expect(result.error == nil, "the client saw \(result.error ?? "")")
+        #expect(result.sameClient == true, "the same connection, never reconnected")
+        #expect(result.db == "7" && result.queued > 0 && result.exec == result.queued && result.execConsecutive == true, "database and transaction kept")
+        print("carried nested redis connection runc → containerd: \(result.replies) replies, longest wait \(String(format: "%.2f", result.maxStall)) s, downtime \(record.downtime ?? -1) s")
+        let atB = try await RedisSession.get("n", database: 7, host: testbed.bHost, port: port)
+        #expect(atB == result.final.map(String.init), "B's redis has the last value")
+        await testbed.cleanUp(name)
+    }
+}

@@ -53,6 +53,27 @@ struct ConnectionDecisionTests {
         }
     }
 
+    @Test("between orchestrators: each side says which approaches' connections it carries (UMS's containers on containerd: container-level only); a peer that says nothing carries orchestrator-level only, as before container-level carried them")
+    func approachesEachSideCarries() throws {
+        let containerd = ConnectionDecision.Side(name: "b", network: MigrationNetworkInfo(tunnelAddress: "198.18.0.2", containerNetwork: "198.19.128.0/17", approaches: [.container]))
+        #expect(try decide(approach: .container, destination: containerd).summary.mode == .carried)
+        let refused = try decide(approach: .orchestrator, destination: containerd).summary
+        #expect(refused.mode == .closed && refused.reason.contains("b's orchestrator carries the connections of the container-level approach only"), "\(refused.reason)")
+        let old = try JSONDecoder().decode(MigrationNetworkInfo.self, from: Data(#"{"tunnelAddress":"198.18.0.2","containerNetwork":"198.19.128.0/17"}"#.utf8))
+        #expect(old.carries(.orchestrator) && !old.carries(.container))
+        let before = try decide(approach: .container, destination: ConnectionDecision.Side(name: "b", network: old)).summary
+        #expect(before.mode == .closed && before.reason.contains("orchestrator-level approach only"), "\(before.reason)")
+        // Hostile: what a peer publishes is bounded and known.
+        for json in [
+            #"{"tunnelAddress":"198.18.0.2","containerNetwork":"198.19.128.0/17","approaches":["orchestrator","orchestrator"]}"#,
+            #"{"tunnelAddress":"198.18.0.2","containerNetwork":"198.19.128.0/17","approaches":["teleport"]}"#,
+            #"{"tunnelAddress":"198.18.0.2","containerNetwork":"198.19.128.0/17","approaches":["orchestrator","service","container","container"]}"#,
+            #"{"tunnelAddress":"198.18.0.2","containerNetwork":"198.19.128.0/17","approaches":"container"}"#,
+        ] {
+            #expect(throws: DecodingError.self) { try JSONDecoder().decode(MigrationNetworkInfo.self, from: Data(json.utf8)) }
+        }
+    }
+
     @Test("asked to carry them where they cannot be, the migration is refused with the reason")
     func carryOrRefuse() throws {
         #expect(throws: UMSError.self) { try decide(.carry, destination: ConnectionDecision.Side(name: "b", network: nil)) }

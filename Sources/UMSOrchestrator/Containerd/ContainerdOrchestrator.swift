@@ -537,6 +537,7 @@ public actor ContainerdOrchestrator: Orchestrator, CheckpointingOrchestrator, Le
 public struct ContainerdRuntime: BundleRuntime {
     public static let kind = OrchestratorKind.containerd
     public static let absoluteRoot = true
+    public static let carriedApproaches: Set<Approach> = [.container]
     public let ctr: Ctr
 
     public init(ctr: Ctr) {

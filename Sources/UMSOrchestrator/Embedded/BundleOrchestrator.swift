@@ -10,6 +10,10 @@ public protocol BundleRuntime: Sendable {
     static var kind: OrchestratorKind { get }
     /// Whether the OCI root path must be absolute (`ctr run --config` does not know the bundle).
     static var absoluteRoot: Bool { get }
+    /// The approaches whose established connections it restores (`ConnectionCarrying`): its
+    /// own checkpoint's (orchestrator-level) where that is wired, and always a container-level
+    /// outer container's, whose network UMS makes.
+    static var carriedApproaches: Set<Approach> { get }
     /// The runtime's version; fails with what to do when it is missing or unreachable.
     func version(runner: any CommandRunner) async throws -> String
     func start(_ name: String, bundle: String, log: String, runner: any CommandRunner) async throws

@@ -11,6 +11,7 @@ public typealias RuncOrchestrator = BundleOrchestrator<RuncRuntime>
 public struct RuncRuntime: BundleRuntime {
     public static let kind = OrchestratorKind.runc
     public static let absoluteRoot = false
+    public static let carriedApproaches: Set<Approach> = [.orchestrator, .container]
     public let runc: Runc
 
     public init(runc: Runc) {
@@ -165,16 +166,21 @@ extension BundleOrchestrator: CheckpointingOrchestrator where Runtime == RuncRun
 }
 
 /// Carrying established connections (issue 16): runc's checkpoint/restore through CRIU with
-/// `tcp-established`, the service's address kept, packets through the migration tunnel.
-extension BundleOrchestrator: ConnectionCarrying where Runtime == RuncRuntime {
+/// `tcp-established` (orchestrator-level, runc only) or a container-level agent's nested runc,
+/// the service's address kept, packets through the migration tunnel.
+extension BundleOrchestrator: ConnectionCarrying {
     public nonisolated var containerNetwork: String { block.description }
+    public nonisolated var carriedApproaches: Set<Approach> { Runtime.carriedApproaches }
 
     public func ensure(_ tunnel: MigrationTunnel) async throws {
         try await network.ensure(tunnel)
     }
 
     public func createKeeping(_ specification: Specification, address: String, tunnel: MigrationTunnel, migration: String) async throws -> ContainerInfo {
-        try await create(specification, start: false, migration: migration, keeping: (address, tunnel))
+        guard Runtime.carriedApproaches.contains(.orchestrator) else {
+            throw UMSError(.unsupported, "failed to create \(specification.name) keeping its connections: the \(Runtime.kind.rawValue) runtime's own checkpoint is not wired")
+        }
+        return try await create(specification, start: false, migration: migration, keeping: (address, tunnel))
     }
 
     public func createAlsoKeeping(_ specification: Specification, address: String, tunnel: MigrationTunnel, migration: String) async throws -> ContainerInfo {
