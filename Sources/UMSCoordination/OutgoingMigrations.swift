@@ -114,7 +114,14 @@ public actor OutgoingMigrations {
             try? await carrier.carryConnections(record.container, false)
         }
         do {
-            try await (system.orchestrator as? any CheckpointingOrchestrator)?.resume(record.container)
+            // Through the approach that froze it: an agent-based one's service is frozen inside
+            // its container (by the agent's CRIU or the nested runc), which the orchestrator
+            // sees running.
+            if let approach = record.approach.flatMap({ system.approaches[$0] }) {
+                try await approach.resume(record.container)
+            } else {
+                try await (system.orchestrator as? any CheckpointingOrchestrator)?.resume(record.container)
+            }
         } catch let error as UMSError where error.code == .notFound || error.code == .invalidState {
             // Not frozen (the freeze never came) or gone: nothing to resume.
         } catch {
