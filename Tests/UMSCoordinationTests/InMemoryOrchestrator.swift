@@ -88,7 +88,7 @@ actor InMemoryOrchestrator: Orchestrator, CheckpointingOrchestrator {
 /// A test double of the `MigrationApproach` seam over `InMemoryOrchestrator`, for the
 /// destination-side bookkeeping of the Coordinator; real approaches are tested in IntegrationTests.
 struct InMemoryApproach: MigrationApproach {
-    let approach = Approach.orchestrator
+    var approach = Approach.orchestrator
     let supportsPostCopy = true
     let coordinatorParts: [FilePart] = [.images, .changes]
     let orchestrator: InMemoryOrchestrator

@@ -239,23 +239,29 @@ struct MigrationDriverTests {
         var source: ContainerInfo?
         var peerCalls: [PeerCall]
         var peerJournal: IncomingState?
+        /// What the record's approach was asked (with `approach`).
+        var approachCalls: [String] = []
     }
 
     /// A previous run of the source Coordinator left a record at `step` (the container locked,
     /// frozen); this run recovers, asking the fake destination, which answers `answer`.
-    func recover(at step: MigrationStep, status: MigrationStatus? = nil, answer: PeerAnswer, then: ((Coordinator, FakePeer) async throws -> Void)? = nil) async throws -> Recovered {
+    func recover(
+        at step: MigrationStep, status: MigrationStatus? = nil, answer: PeerAnswer, approach: Approach? = nil, then: ((Coordinator, FakePeer) async throws -> Void)? = nil
+    ) async throws -> Recovered {
         let state = FileManager.default.temporaryDirectory.appendingPathComponent("ums-recover-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: state) }
         var record = MigrationRecord(id: "m-left", container: "svc", requestedApproach: .auto, source: SystemRef(name: "a", url: "http://198.18.0.8:7000"),
                                      destination: SystemRef(name: "b", url: "http://198.18.0.9:7000"), startedAt: Date())
         record.apply(.running(step))
+        record.approach = approach
         if let status { record.status = status }
         try JSONStore<MigrationRecord>(directory: "\(state)/migrations").save(record, key: record.id)
         let orchestrator = InMemoryOrchestrator(["svc"])
         try await orchestrator.lock("svc", migration: "m-left")
         let peer = FakePeer(failing: answer == .unreachable ? [.status, .abort, .commit] : [], journal: answer.journal)
+        let approaches = approach.map { [InMemoryApproach(approach: $0, orchestrator: orchestrator)] } ?? []
         let coordinator = try Coordinator(
-            name: "a", url: "http://198.18.0.8:7000", orchestrator: orchestrator, approaches: [], stateDirectory: state,
+            name: "a", url: "http://198.18.0.8:7000", orchestrator: orchestrator, approaches: approaches, stateDirectory: state,
             advertiseHost: "198.18.0.8", http: HTTPClient.shared, peerTokens: [:], logger: Logger(label: "test"), peers: { _, _ in peer }
         )
         let recovered = try await withBackground(coordinator) {
@@ -275,8 +281,17 @@ struct MigrationDriverTests {
         }
         return Recovered(
             record: recovered, resumed: await orchestrator.resumed == ["svc"], source: try? await orchestrator.inspect("svc"),
-            peerCalls: await peer.calls, peerJournal: await peer.journal
+            peerCalls: await peer.calls, peerJournal: await peer.journal, approachCalls: await approaches.first?.log.calls ?? []
         )
+    }
+
+    @Test("a restart of an agent-based migration before the restore was asked resumes the service through its approach — the agent that froze it inside its container — not through the orchestrator, which sees that container running",
+          arguments: [Approach.container, .service])
+    func recoveryResumesThroughTheApproach(approach: Approach) async throws {
+        let outcome = try await recover(at: .transferring, answer: .unknown, approach: approach)
+        #expect(outcome.record.status == .rolledBack, "\(outcome.record.error.map { "\($0)" } ?? "")")
+        #expect(outcome.approachCalls == ["resume"], "the agent was told to resume")
+        #expect(!outcome.resumed, "not the orchestrator's resume")
     }
 
     @Test("a restart at every step, whatever the destination's journal says: exactly one copy runs — the one both journals agree on",
