@@ -62,8 +62,9 @@ public enum ConnectionDecision {
             return .failure(Reason(message: "\(destination.name) shares no migration network (admission migrationNetwork off, or its orchestrator cannot restore established connections)"))
         }
         for (side, network) in [(source, local), (destination, remote)] where !network.carries(approach) {
-            let carried = (network.approaches ?? [.orchestrator]).map { "\($0.rawValue)-level" }.joined(separator: " and ")
-            return .failure(Reason(message: "\(side.name)'s orchestrator carries the connections of the \(carried.isEmpty ? "no" : carried) approach\((network.approaches ?? [.orchestrator]).count == 1 ? "" : "es") only, not the \(approach.rawValue)-level one"))
+            let carried = network.carriedApproaches
+            let named = carried.isEmpty ? "no" : carried.map { "\($0.rawValue)-level" }.joined(separator: " and ")
+            return .failure(Reason(message: "\(side.name)'s orchestrator carries the connections of the \(named) approach\(carried.count == 1 ? "" : "es") only, not the \(approach.rawValue)-level one"))
         }
         guard let localBlock = IPv4.containerBlock(local.containerNetwork), let remoteBlock = IPv4.containerBlock(remote.containerNetwork) else {
             return .failure(Reason(message: "a container network is not an aligned block inside 198.19.0.0/16"))

@@ -29,9 +29,12 @@ public struct MigrationNetworkInfo: Codable, Sendable, Equatable {
         self.approaches = approaches
     }
 
+    /// The approaches it carries, as said or implied (a peer that says nothing: orchestrator-level).
+    public var carriedApproaches: [Approach] { approaches ?? [.orchestrator] }
+
     /// Whether connections of `approach` are carried to or from this system.
     public func carries(_ approach: Approach) -> Bool {
-        (approaches ?? [.orchestrator]).contains(approach)
+        carriedApproaches.contains(approach)
     }
 
     enum CodingKeys: String, CodingKey { case tunnelAddress, containerNetwork, approaches }

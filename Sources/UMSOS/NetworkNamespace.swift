@@ -303,15 +303,22 @@ public struct NetworkManager: Sendable {
         // Only `sendAway` makes a /32 route for a container of this system's (its own route is
         // the /30 of its link).
         _ = try? await runner.run(Command("ip", ["route", "del", "\(network.containerAddress)/32"]))
-        // The silence and whatever it let out (every raw-table rule on the link is a silence's).
-        await removeRawRules { $0 == network.hostInterface }
-        if let rule = try? MigrationTunnel.silence(hostInterface: network.hostInterface) { await removeRules([rule]) }
+        await removeSilences(network)
+    }
+
+    /// Every silence of the network's link and whatever it let out (each raw-table rule on a
+    /// UMS link is one); the plain silence by its own rule if the table cannot be listed.
+    func removeSilences(_ network: ContainerNetwork) async {
+        if await !removeRawRules(onInterface: { $0 == network.hostInterface }), let rule = try? MigrationTunnel.silence(hostInterface: network.hostInterface) {
+            await removeRules([rule])
+        }
     }
 
     /// Deletes the raw table's PREROUTING rules on links `matching` (UMS's silences and their
     /// exceptions: `-A PREROUTING -i umsvN …`), as `iptables -S` lists them.
-    func removeRawRules(onInterface matching: (String) -> Bool) async {
-        guard let listing = try? await runner.output("iptables", ["-w", "-t", "raw", "-S", "PREROUTING"]) else { return }
+    @discardableResult
+    func removeRawRules(onInterface matching: (String) -> Bool) async -> Bool {
+        guard let listing = try? await runner.output("iptables", ["-w", "-t", "raw", "-S", "PREROUTING"]) else { return false }
         for line in listing.split(separator: "\n") {
             // (iptables lists a rule's matches in its own order: `-d` before `-i`.)
             let words = line.split(separator: " ").map(String.init)
@@ -319,6 +326,7 @@ public struct NetworkManager: Sendable {
                   words[option + 1].hasPrefix("umsv"), matching(words[option + 1]), ["DROP", "ACCEPT"].contains(words.last ?? "") else { continue }
             _ = try? await runner.run(Command("iptables", ["-w", "-t", "raw", "-D", "PREROUTING"] + words[2...]))
         }
+        return true
     }
 
     /// At start-up: what carried migrations left for networks this system no longer has — routes
@@ -347,12 +355,11 @@ public struct NetworkManager: Sendable {
 
     /// Removes the namespace, its link and its rules; never fails (it is cleanup).
     public func remove(_ network: ContainerNetwork, ports: [PortMapping]) async {
-        // A source's network may still be silenced and its address routed away (a carried
-        // migration's commit, or the linger's end).
-        let silence = network.tunnel == nil ? ((try? MigrationTunnel.silence(hostInterface: network.hostInterface)).map { [$0] } ?? []) : []
-        await removeRules(ports.flatMap(network.forwardingRules(for:)) + [network.egressRule] + network.carriedRules + silence)
-        // A container-level source's silence lets its agent's traffic out (rules of their own).
-        if network.tunnel == nil, network.carried == nil { await removeRawRules { $0 == network.hostInterface } }
+        // Silences go by listing (a source's may still be there after a carried migration's
+        // commit or the linger's end, with a container-level agent's exceptions; a destination's
+        // went at the commit): one that is not there would fail the batch of the others.
+        await removeRules((ports.flatMap(network.forwardingRules(for:)) + [network.egressRule] + network.carriedRules).filter { $0[1] != "raw" })
+        await removeSilences(network)
         let teardown = (network.tunnel == nil ? ["route del \(network.containerAddress)/32"] : []) + network.hostTearDown
         for line in teardown { _ = try? await runner.run(Command("ip", line.split(separator: " ").map(String.init))) }
         // Deleting the namespace deletes the veth pair with it.

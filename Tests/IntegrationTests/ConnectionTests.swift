@@ -20,28 +20,7 @@ struct ConnectionTests {
     @Test("one redis connection sending INCR every 10 ms across A → B: no error, no reconnect (the same CLIENT ID), its selected database kept, a MULTI opened before the freeze EXEC'd after with every queued command; the record says carried and counts it; B's redis holds the last value")
     func carriedAcrossTheMove() async throws {
         let (name, port) = ("rdscarry", 18120)
-        await testbed.cleanUp(name)
-        try await runRedis(name, port: port)
-        let plan = try await testbed.a.plan(MigrateRequest(container: name, destination: testbed.bURL))
-        #expect(plan.connections?.mode == .carried, "dry run: \(plan.connections?.reason ?? "no answer")")
-
-        // EXEC once the migration has ended (however long its pre-migration took: the image's
-        // first transfer to B under a loaded machine took 10 s once), then 1.5 s more of INCRs.
-        let session = try RedisSession(host: testbed.aHost, port: port, seconds: 1.5, multiAt: 2, execAt: .infinity)
-        try await session.waitFor("multi")
-        let record = try await testbed.migrated(MigrateRequest(container: name, destination: testbed.bURL), by: testbed.a)
-        try session.exec()
-        #expect(record.status == .completed, "\(record.error.map { "\($0)" } ?? "")")
-        #expect(record.connections?.mode == .carried)
-        #expect((record.connections?.carried ?? 0) >= 1, "B restored the established connection")
-        let result = try await session.result()
-        #expect(result.error == nil, "the client saw \(result.error ?? "")")
-        #expect(result.sameClient == true, "the same connection, never reconnected")
-        #expect(result.db == "7", "its selected database kept")
-        #expect(result.queued > 0 && result.exec == result.queued && result.execConsecutive == true, "the transaction opened before the freeze ran every queued INCR at EXEC after it")
-        print("carried redis connection: \(result.replies) replies, longest wait \(String(format: "%.2f", result.maxStall)) s, downtime \(record.downtime ?? -1) s")
-        let atB = try await RedisSession.get("n", database: 7, host: testbed.bHost, port: port)
-        #expect(atB == result.final.map(String.init), "B's redis has the last value")
+        try await Self.moveCarryingOneClient(testbed, name: name, port: port, approach: nil, label: "carried redis connection")
         #expect(try await testbed.names(on: testbed.a).contains(name) == false)
         await testbed.cleanUp(name)
     }
@@ -49,28 +28,8 @@ struct ConnectionTests {
     @Test("container-level: redis unchanged, nested in an outer container, keeps its client's connection across A → B the same way — no error, the same CLIENT ID, database and transaction kept; its outer container at B answers at its own address and B's published port")
     func carriedNested() async throws {
         let (name, port) = ("rdsnest", 18126)
-        await testbed.cleanUp(name)
-        try await runRedis(name, port: port, nested: true)
-        let request = MigrateRequest(container: name, destination: testbed.bURL, approach: .specific(.container))
-        let plan = try await testbed.a.plan(request)
-        #expect(plan.approach == .container)
-        #expect(plan.connections?.mode == .carried, "dry run: \(plan.connections?.reason ?? "no answer")")
-        let session = try RedisSession(host: testbed.aHost, port: port, seconds: 1.5, multiAt: 2, execAt: .infinity)
-        try await session.waitFor("multi")
-        let record = try await testbed.migrated(request, by: testbed.a)
-        try session.exec()
-        #expect(record.status == .completed, "\(record.error.map { "\($0)" } ?? "")")
-        #expect(record.approach == .container && record.connections?.mode == .carried)
-        #expect((record.connections?.carried ?? 0) >= 1, "B restored the established connection")
-        let result = try await session.result()
-        #expect(result.error == nil, "the client saw \(result.error ?? "")")
-        #expect(result.sameClient == true, "the same connection, never reconnected")
-        #expect(result.db == "7", "its selected database kept")
-        #expect(result.queued > 0 && result.exec == result.queued && result.execConsecutive == true, "the transaction opened before the freeze ran every queued INCR at EXEC after it")
-        print("carried nested redis connection: \(result.replies) replies, longest wait \(String(format: "%.2f", result.maxStall)) s, downtime \(record.downtime ?? -1) s")
-        // New clients reach it at B (its outer container's own address behind B's port).
-        let atB = try await RedisSession.get("n", database: 7, host: testbed.bHost, port: port)
-        #expect(atB == result.final.map(String.init), "B's redis has the last value")
+        // (B's last value is read by a new client: its outer container's own address behind B's port.)
+        try await Self.moveCarryingOneClient(testbed, name: name, port: port, approach: .container, label: "carried nested redis connection")
         #expect(try await testbed.names(on: testbed.a).contains(name) == false)
         // Its outer container at B still holds A's address for the carried connection: a move
         // on would close them, and says why.
@@ -246,6 +205,10 @@ print(json.dumps(result))
     /// redis under runc at A (its root filesystem unpacked from the image archive; `nested`: in
     /// the host image's outer container, container-level), published on `port`, answering PING.
     func runRedis(_ name: String, port: Int, nested: Bool = false) async throws {
+        try await Self.runRedis(testbed, name, port: port, nested: nested)
+    }
+
+    static func runRedis(_ testbed: Testbed, _ name: String, port: Int, nested: Bool) async throws {
         _ = try await testbed.a.run(RunRequest(
             name: name, rootfs: try await Self.redisRootfs(), command: ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--dir", "/data"],
             publish: ["\(port):6379"], nested: nested ? true : nil
@@ -255,6 +218,36 @@ print(json.dumps(result))
             guard ContinuousClock.now < deadline else { throw UMSError(.timeout, "redis did not answer at A") }
             try await Task.sleep(for: .milliseconds(100))
         }
+    }
+
+    /// redis at A (nested for container-level) moved to B with `approach` (nil: auto) while one
+    /// client connection sends INCR every 10 ms, MULTI before the freeze and EXEC once the move
+    /// ended (however long its pre-migration took: the image's first transfer to B under a loaded
+    /// machine took 10 s once), then 1.5 s more: the dry run and the record say carried, the
+    /// client saw no error on the same connection with its database and transaction, and B's
+    /// redis has the last value.
+    static func moveCarryingOneClient(_ testbed: Testbed, name: String, port: Int, approach: Approach?, label: String) async throws {
+        await testbed.cleanUp(name)
+        try await runRedis(testbed, name, port: port, nested: approach == .container)
+        let request = MigrateRequest(container: name, destination: testbed.bURL, approach: approach.map { .specific($0) })
+        let plan = try await testbed.a.plan(request)
+        if let approach { #expect(plan.approach == approach) }
+        #expect(plan.connections?.mode == .carried, "dry run: \(plan.connections?.reason ?? "no answer")")
+        let session = try RedisSession(host: testbed.aHost, port: port, seconds: 1.5, multiAt: 2, execAt: .infinity)
+        try await session.waitFor("multi")
+        let record = try await testbed.migrated(request, by: testbed.a)
+        try session.exec()
+        #expect(record.status == .completed, "\(record.error.map { "\($0)" } ?? "")")
+        #expect(record.connections?.mode == .carried && (approach == nil || record.approach == approach))
+        #expect((record.connections?.carried ?? 0) >= 1, "B restored the established connection")
+        let result = try await session.result()
+        #expect(result.error == nil, "the client saw \(result.error ?? "")")
+        #expect(result.sameClient == true, "the same connection, never reconnected")
+        #expect(result.db == "7", "its selected database kept")
+        #expect(result.queued > 0 && result.exec == result.queued && result.execConsecutive == true, "the transaction opened before the freeze ran every queued INCR at EXEC after it")
+        print("\(label): \(result.replies) replies, longest wait \(String(format: "%.2f", result.maxStall)) s, downtime \(record.downtime ?? -1) s")
+        let atB = try await RedisSession.get("n", database: 7, host: testbed.bHost, port: port)
+        #expect(atB == result.final.map(String.init), "B's redis has the last value")
     }
 
     /// The redis image's one layer unpacked once per archive (scripts/build-image).
@@ -445,33 +438,7 @@ struct CarriedAcrossOrchestratorsTests {
     @Test("container-level, runc → containerd: one redis connection sending INCR every 10 ms keeps going over the same connection (the same CLIENT ID, its database and its MULTI … EXEC)")
     func nestedRuncToContainerd() async throws {
         let (name, port) = ("rdsxorch", 18129)
-        await testbed.cleanUp(name)
-        _ = try await testbed.a.run(RunRequest(
-            name: name, rootfs: try await ConnectionTests.redisRootfs(), command: ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--dir", "/data"],
-            publish: ["\(port):6379"], nested: true
-        ))
-        let deadline = ContinuousClock.now + .seconds(15)
-        while (try? await RedisSession.ping(host: testbed.aHost, port: port)) != true {
-            guard ContinuousClock.now < deadline else { throw UMSError(.timeout, "redis did not answer at A") }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        let request = MigrateRequest(container: name, destination: testbed.bURL, approach: .specific(.container))
-        let plan = try await testbed.a.plan(request)
-        #expect(plan.connections?.mode == .carried, "dry run: \(plan.connections?.reason ?? "no answer")")
-        let session = try RedisSession(host: testbed.aHost, port: port, seconds: 1.5, multiAt: 2, execAt: .infinity)
-        try await session.waitFor("multi")
-        let record = try await testbed.migrated(request, by: testbed.a)
-        try session.exec()
-        #expect(record.status == .completed, "\(record.error.map { "\($0)" } ?? "")")
-        #expect(record.approach == .container && record.connections?.mode == .carried)
-        #expect((record.connections?.carried ?? 0) >= 1, "B restored the established connection")
-        let result = try await session.result()
-        #expect(result.error == nil, "the client saw \(result.error ?? "")")
-        #expect(result.sameClient == true, "the same connection, never reconnected")
-        #expect(result.db == "7" && result.queued > 0 && result.exec == result.queued && result.execConsecutive == true, "database and transaction kept")
-        print("carried nested redis connection runc → containerd: \(result.replies) replies, longest wait \(String(format: "%.2f", result.maxStall)) s, downtime \(record.downtime ?? -1) s")
-        let atB = try await RedisSession.get("n", database: 7, host: testbed.bHost, port: port)
-        #expect(atB == result.final.map(String.init), "B's redis has the last value")
+        try await ConnectionTests.moveCarryingOneClient(testbed, name: name, port: port, approach: .container, label: "carried nested redis connection runc → containerd")
         await testbed.cleanUp(name)
     }
 }

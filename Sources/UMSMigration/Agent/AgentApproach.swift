@@ -289,6 +289,7 @@ public struct AgentApproach: MigrationApproach {
         // With a policy, the agents speak the stream's version 2 (the destination said it reads it).
         let compression = await agents.version(name) >= 2 ? compression : nil
         let tunnel = await agents.tunnel(name)
+        let carrier = orchestrator as? any ConnectionCarrying
         let dump = "DUMP \(host) \(port) \(intake.secret)" + (compression.map { " compress=\($0.rawValue)" } ?? "")
             + (postCopy.map { " lazy=\($0.port)" } ?? "") + (tunnel != nil ? " tcp=1" : "")
         let reply: AgentClient.Reply
@@ -296,13 +297,13 @@ public struct AgentApproach: MigrationApproach {
             if tunnel != nil {
                 // Carried: from here nothing leaves the frozen copy's sockets (they stay in this
                 // kernel for a rollback) but the agent's answers and its stream to `host`.
-                guard let carrier = orchestrator as? any ConnectionCarrying, let streamPort = Int(port) else {
+                guard let carrier, let streamPort = Int(port) else {
                     throw UMSError(.unsupported, "failed to carry the connections of \(name): the \(orchestrator.kind) adapter does not carry them")
                 }
                 try await carrier.silence(name, allowing: [.fromPort(agent.port), .to(host: host, port: streamPort)])
             }
             reply = try await agent.send(dump, timeout: .seconds(900), operation: "checkpoint \(name)")
-            if let tunnel, let carrier = orchestrator as? any ConnectionCarrying {
+            if let tunnel, let carrier {
                 // The images crossed: what clients send goes to the destination now, which
                 // holds it until the commit.
                 try await carrier.routeAway(name, through: tunnel)
