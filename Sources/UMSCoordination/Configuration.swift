@@ -92,6 +92,8 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     public var frontmanHoldCount: Int?
     public var frontmanHoldBytes: Int?
     public var frontmanHoldSeconds: Double?
+    /// How many held requests/connections a Frontman sends on at once when the hold ends (default 32).
+    public var frontmanReleaseAtOnce: Int?
     /// How long a Frontman stays after its service left and the endpoint record was updated (seconds).
     public var frontmanLinger: Double?
     /// Seconds an incoming migration may wait for the source's restore before this system removes
@@ -118,7 +120,10 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         guard frontman ?? true else { return nil }
         let defaults = HoldLimits()
         return FrontmanSettings(
-            limits: HoldLimits(count: frontmanHoldCount ?? defaults.count, bytes: frontmanHoldBytes ?? defaults.bytes, seconds: frontmanHoldSeconds ?? defaults.seconds),
+            limits: HoldLimits(
+                count: frontmanHoldCount ?? defaults.count, bytes: frontmanHoldBytes ?? defaults.bytes, seconds: frontmanHoldSeconds ?? defaults.seconds,
+                releaseAtOnce: frontmanReleaseAtOnce ?? defaults.releaseAtOnce
+            ),
             linger: .milliseconds(Int64((frontmanLinger ?? 10) * 1000))
         )
     }
@@ -153,7 +158,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case name, listen, stateDir, orchestrator, tokenFile, advertiseURL, peers, criuPath, logLevel, hostImage, engineSocket, swarmNodes, dockerContainerd
-        case containerNetwork, endpointsFile, endpointHook, dnsServer, dnsZone, dnsKeyFile, dnsTTL, frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger
+        case containerNetwork, endpointsFile, endpointHook, dnsServer, dnsZone, dnsKeyFile, dnsTTL, frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanReleaseAtOnce, frontmanLinger
         case admission, tlsDir, insecure, readerTokenFiles, trustedPeers, incomingTimeout, shutdownGrace, migrationNetwork, connectionLinger
     }
 
@@ -183,6 +188,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         dnsTTL = try container.decodeIfPresent(Int.self, forKey: .dnsTTL)
         frontman = try container.decodeIfPresent(Bool.self, forKey: .frontman)
         frontmanHoldCount = try container.decodeIfPresent(Int.self, forKey: .frontmanHoldCount)
+        frontmanReleaseAtOnce = try container.decodeIfPresent(Int.self, forKey: .frontmanReleaseAtOnce)
         frontmanHoldBytes = try container.decodeIfPresent(Int.self, forKey: .frontmanHoldBytes)
         frontmanHoldSeconds = try container.decodeIfPresent(Double.self, forKey: .frontmanHoldSeconds)
         frontmanLinger = try container.decodeIfPresent(Double.self, forKey: .frontmanLinger)
@@ -227,6 +233,9 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
             }
         }
         if let count = frontmanHoldCount, count < 0 { throw UMSError(.invalidArgument, "invalid frontman hold count \(count): expected 0 or more") }
+        if let count = frontmanReleaseAtOnce, !(1...4096).contains(count) {
+            throw UMSError(.invalidArgument, "invalid frontman release-at-once \(count): expected 1 to 4096")
+        }
         if let bytes = frontmanHoldBytes, bytes < 0 { throw UMSError(.invalidArgument, "invalid frontman hold bytes \(bytes): expected 0 or more") }
         if let seconds = frontmanHoldSeconds, !(seconds >= 0) { throw UMSError(.invalidArgument, "invalid frontman hold time \(seconds): expected 0 or more seconds") }
         if let seconds = frontmanLinger, !(seconds >= 0) { throw UMSError(.invalidArgument, "invalid frontman linger \(seconds): expected 0 or more seconds") }

@@ -42,13 +42,23 @@ public struct HoldLimits: Sendable, Equatable, Codable {
     /// Request body bytes buffered at once across all requests (each at most the per-request
     /// bound), reserved before a body is read; beyond: 503.
     public var bufferedBytes: Int
+    /// When the hold ends, how many of the held requests and connections go on at once; each
+    /// next one goes when one of those reached its target (its connection opened, its answer's
+    /// head came back, or it failed). Hundreds of connections opened at one instant overrun a
+    /// service's accept queue (a listen backlog of 64 is common), and each connection the kernel
+    /// drops there waits for a retransmission — longer than the rest of the release takes.
+    public var releaseAtOnce: Int
 
-    public init(count: Int = 1024, bytes: Int = 64 << 20, seconds: Double = 30, concurrent: Int = 4096, bufferedBytes: Int = 256 << 20) {
+    public init(
+        count: Int = 1024, bytes: Int = 64 << 20, seconds: Double = 30, concurrent: Int = 4096, bufferedBytes: Int = 256 << 20,
+        releaseAtOnce: Int = 32
+    ) {
         self.count = count
         self.bytes = bytes
         self.seconds = seconds
         self.concurrent = concurrent
         self.bufferedBytes = bufferedBytes
+        self.releaseAtOnce = releaseAtOnce
     }
 }
 
@@ -62,6 +72,24 @@ public enum FrontmanRefusal: Error, Sendable, Equatable {
     case closed
     /// It serves as many requests and connections (or buffers as many body bytes) as it may.
     case busy
+}
+
+/// What `FrontmanGate.admit` lets through: the route, and — when it was held and the release
+/// paces what it held — the release it belongs to, handed back with `settle` once it reached its
+/// target (or failed to), so that the next held one may go.
+public struct FrontmanAdmission: Sendable, Equatable {
+    public let route: FrontmanRoute
+    /// The paced release's epoch and this one's place in it.
+    let paced: (release: Int, id: Int)?
+
+    init(_ route: FrontmanRoute, paced: (release: Int, id: Int)? = nil) {
+        self.route = route
+        self.paced = paced
+    }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.route == rhs.route && lhs.paced?.release == rhs.paced?.release && lhs.paced?.id == rhs.paced?.id
+    }
 }
 
 /// What the gate tells a request or connection to do.
@@ -101,7 +129,7 @@ public actor FrontmanGate {
     let metrics: FrontmanMetrics
 
     struct Waiter {
-        let continuation: CheckedContinuation<FrontmanRoute, any Error>
+        let continuation: CheckedContinuation<FrontmanAdmission, any Error>
         let bytes: Int
         let since: ContinuousClock.Instant
         let deadline: ContinuousClock.Instant
@@ -115,6 +143,19 @@ public actor FrontmanGate {
     private var nextID = 0
     /// In-flight work per epoch, with how to cut it (`true`: it never reached a service).
     private var inFlight: [Int: (epoch: Int, cut: @Sendable (_ undelivered: Bool) -> Void)] = [:]
+
+    /// A release that lets what was held go on `limits.releaseAtOnce` at a time, oldest first.
+    struct PacedRelease {
+        let epoch: Int
+        let route: FrontmanRoute
+        /// The held ones still to go, oldest first (one expired or refused meanwhile is skipped).
+        var queue: [Int]
+        var next = 0
+        /// Released and not yet settled.
+        var outstanding: Set<Int> = []
+    }
+
+    private var pacing: PacedRelease?
 
     /// Wakes `expireHeld` when the first request is held.
     private let held: AsyncStream<Void>.Continuation
@@ -144,13 +185,14 @@ public actor FrontmanGate {
     }
 
     /// Waits for a route. Immediate while forwarding; while holding it waits until `release` or
-    /// the limits say no.
-    public func admit(bytes: Int = 0) async throws -> FrontmanRoute {
+    /// the limits say no. The caller hands the admission back with `settle` once what it let
+    /// through reached its target or failed to.
+    public func admit(bytes: Int = 0) async throws -> FrontmanAdmission {
         switch mode {
         case .forwarding(let target):
-            return .forward(target, epoch: epoch)
+            return FrontmanAdmission(.forward(target, epoch: epoch))
         case .redirecting(let target):
-            return .redirect(target, epoch: epoch)
+            return FrontmanAdmission(.redirect(target, epoch: epoch))
         case .closed:
             throw FrontmanRefusal.closed
         case .holding:
@@ -210,27 +252,59 @@ public actor FrontmanGate {
         return waiter
     }
 
-    /// From now on, hold (the service is about to freeze).
+    /// From now on, hold (the service is about to freeze). What a paced release had not let go
+    /// yet stays held, for the next release.
     public func hold() {
         guard mode != .closed else { return }
         mode = .holding
         epoch += 1
+        pacing = nil
     }
 
-    /// Sends everything held, and everything after, to `target` (or redirects there). Returns
-    /// the epoch it started (what goes out in it is told apart by that), nil when closed.
+    /// Sends everything held, and everything after, to `target` (or redirects there). What was
+    /// held goes oldest first, `limits.releaseAtOnce` at a time (a redirect goes at once: it
+    /// opens nothing here). Returns the epoch it started (what goes out in it is told apart by
+    /// that), nil when closed.
     @discardableResult
     public func release(to target: FrontmanTarget, redirect: Bool = false) -> Int? {
         guard mode != .closed else { return nil }
         epoch += 1
         mode = redirect ? .redirecting(target) : .forwarding(target)
         let route: FrontmanRoute = redirect ? .redirect(target, epoch: epoch) : .forward(target, epoch: epoch)
-        for id in Array(waiters.keys).sorted() {
-            guard let waiter = take(id) else { continue }
-            stats.released += 1
-            waiter.continuation.resume(returning: route)
+        let held = Array(waiters.keys).sorted()
+        if redirect {
+            pacing = nil
+            for id in held {
+                guard let waiter = take(id) else { continue }
+                stats.released += 1
+                waiter.continuation.resume(returning: FrontmanAdmission(route))
+            }
+        } else {
+            pacing = PacedRelease(epoch: epoch, route: route, queue: held)
+            pump()
         }
         return epoch
+    }
+
+    /// What a request or connection `admit` let through hands back once it reached its target
+    /// (or failed to): under a paced release, the next held one goes.
+    public func settle(_ admission: FrontmanAdmission) {
+        guard let paced = admission.paced, paced.release == pacing?.epoch, pacing?.outstanding.remove(paced.id) != nil else { return }
+        pump()
+    }
+
+    /// Lets held ones go until `releaseAtOnce` are out; forgets the release once all went.
+    private func pump() {
+        guard var release = pacing else { return }
+        while release.outstanding.count < max(1, limits.releaseAtOnce), release.next < release.queue.count {
+            let id = release.queue[release.next]
+            release.next += 1
+            guard let waiter = take(id) else { continue }
+            release.outstanding.insert(id)
+            stats.released += 1
+            waiter.continuation.resume(returning: FrontmanAdmission(release.route, paced: (release.epoch, id)))
+        }
+        pacing = release.next < release.queue.count ? release : nil
     }
 
     /// Cuts what is still in flight to targets before the current one: their service is gone
@@ -256,6 +330,7 @@ public actor FrontmanGate {
     /// Refuses everything held and everything after; what is in flight goes on.
     public func close() {
         mode = .closed
+        pacing = nil
         for id in Array(waiters.keys) {
             guard let waiter = take(id) else { continue }
             waiter.continuation.resume(throwing: FrontmanRefusal.closed)

@@ -62,23 +62,29 @@ struct HTTPFrontmanResponder: HTTPResponder {
         var attempt = 0
         while true {
             attempt += 1
-            let route: FrontmanRoute
+            let admission: FrontmanAdmission
             do {
-                route = try await gate.admit(bytes: body.readableBytes)
+                admission = try await gate.admit(bytes: body.readableBytes)
             } catch let refusal as FrontmanRefusal {
                 return Self.refused(refusal, service: service, holdSeconds: gate.limits.seconds)
             } catch {
                 return Self.plain(.serviceUnavailable, "\(service): \(error); retry later\n")
             }
+            let route = admission.route
             guard let endpoint = route.target.endpoint(forPublished: publishedPort) else {
+                await gate.settle(admission)
                 return Self.plain(.badGateway, "\(service): port \(publishedPort) is not published at \(route.target.host)\n")
             }
             if case .redirect = route {
+                await gate.settle(admission)
                 await gate.count(.redirected)
                 let location = "http://\(endpoint.host):\(endpoint.port)\(request.uri.description)"
                 return Response(status: .temporaryRedirect, headers: [.location: location, Self.frontmanHeader: "redirected"])
             }
-            switch await forward(request, body: body, to: endpoint, epoch: route.epoch, reuse: route.target.reuseConnections) {
+            // The answer's head came back or the attempt failed: a held request may go next.
+            let outcome = await forward(request, body: body, to: endpoint, epoch: route.epoch, reuse: route.target.reuseConnections)
+            await gate.settle(admission)
+            switch outcome {
             case .answered(let response) where response.status == .serviceUnavailable && response.headers[Self.frontmanHeader] == "closed":
                 // Another Frontman (the destination's, after a rollback) refused it before it
                 // reached any service: send it again to wherever this gate points now.

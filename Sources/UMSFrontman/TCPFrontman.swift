@@ -54,28 +54,40 @@ struct TCPFrontman: Sendable {
         var attempt = 0
         while true {
             attempt += 1
-            let route: FrontmanRoute
+            let admission: FrontmanAdmission
             do {
-                route = try await gate.admit()
+                admission = try await gate.admit()
             } catch {
                 try? await client.executeThenClose { _, _ in }
                 return
             }
+            let route = admission.route
             guard let endpoint = route.target.endpoint(forPublished: publishedPort) else {
+                await gate.settle(admission)
                 try? await client.executeThenClose { _, _ in }
                 return
             }
-            let upstream: Connection
+            let connected: Result<Connection, any Error>
             do {
-                upstream = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                    .channelOption(.allowRemoteHalfClosure, value: true)
-                    .connectTimeout(.seconds(5))
-                    .connect(host: endpoint.host, port: endpoint.port) { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try Connection(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
-                        }
-                    }
+                connected = .success(
+                    try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                        .channelOption(.allowRemoteHalfClosure, value: true)
+                        .connectTimeout(.seconds(5))
+                        .connect(host: endpoint.host, port: endpoint.port) { channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                try Connection(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                            }
+                        })
             } catch {
+                connected = .failure(error)
+            }
+            // Connected or not, a held connection may go next.
+            await gate.settle(admission)
+            let upstream: Connection
+            switch connected {
+            case .success(let connection):
+                upstream = connection
+            case .failure(let error):
                 // Nothing was sent yet: try again (the new location may be a moment from ready).
                 if attempt < maxConnectAttempts {
                     await gate.count(.retried)

@@ -15,7 +15,7 @@ struct UMSD: AsyncParsableCommand {
         discussion: """
             Flags override the same keys of --config (YAML: name, listen, stateDir, orchestrator, tokenFile, \
             advertiseURL, peers[{url, tokenFile}], criuPath, logLevel, hostImage, engineSocket, swarmNodes, dockerContainerd, containerNetwork, endpointsFile, endpointHook, dnsServer, dnsZone, dnsKeyFile, dnsTTL, \
-            frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanLinger, incomingTimeout, shutdownGrace, migrationNetwork, connectionLinger, admission, tlsDir, insecure, \
+            frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanReleaseAtOnce, frontmanLinger, incomingTimeout, shutdownGrace, migrationNetwork, connectionLinger, admission, tlsDir, insecure, \
             readerTokenFiles). Speaks mutual TLS 1.3: make the system's identity with `ums trust init --dir TLSDIR` and pin \
             each peer with `ums trust add-peer`. Needs root, runc and CRIU >= 4.2 (scripts/setup installs them).
             """
@@ -105,6 +105,9 @@ struct UMSD: AsyncParsableCommand {
     @Option(name: .customLong("frontman-hold-seconds"), help: "The longest a Frontman holds anything (default 30); then 503 Retry-After / closed.")
     var frontmanHoldSeconds: Double?
 
+    @Option(name: .customLong("frontman-release-at-once"), help: "Held requests/connections a Frontman sends on at once when the hold ends, each next one when one of those reached the service (default 32, 1–4096): hundreds at one instant overrun a service's accept queue.")
+    var frontmanReleaseAtOnce: Int?
+
     @Option(name: .customLong("frontman-linger"), help: "Seconds a Frontman keeps forwarding after its service left and the endpoint record was updated (default 10).")
     var frontmanLinger: Double?
 
@@ -169,6 +172,7 @@ struct UMSD: AsyncParsableCommand {
         if let dnsTTL { configuration.dnsTTL = dnsTTL }
         if noFrontman { configuration.frontman = false }
         if let frontmanHoldCount { configuration.frontmanHoldCount = frontmanHoldCount }
+        if let frontmanReleaseAtOnce { configuration.frontmanReleaseAtOnce = frontmanReleaseAtOnce }
         if let frontmanHoldBytes { configuration.frontmanHoldBytes = frontmanHoldBytes }
         if let frontmanHoldSeconds { configuration.frontmanHoldSeconds = frontmanHoldSeconds }
         if let frontmanLinger { configuration.frontmanLinger = frontmanLinger }

@@ -20,6 +20,7 @@ struct ConfigurationTests {
                 tokenFile: /etc/ums/cloud.token
             frontmanHoldCount: 10
             frontmanHoldSeconds: 2.5
+            frontmanReleaseAtOnce: 8
             frontmanLinger: 60
             endpointHook: /usr/local/bin/update-dns
             admission:
@@ -39,7 +40,7 @@ struct ConfigurationTests {
         #expect(try configuration.resolvedAdvertiseURL() == "https://198.18.0.1:7000", "mutual TLS unless insecure")
         #expect(try configuration.advertiseHost() == "198.18.0.1")
         let frontman = try #require(configuration.frontmanSettings)
-        #expect(frontman.limits.count == 10 && frontman.limits.seconds == 2.5 && frontman.limits.bytes == 64 << 20)
+        #expect(frontman.limits.count == 10 && frontman.limits.seconds == 2.5 && frontman.limits.bytes == 64 << 20 && frontman.limits.releaseAtOnce == 8)
         #expect(frontman.linger == .seconds(60))
         #expect(configuration.endpointHook == "/usr/local/bin/update-dns")
     }
@@ -58,6 +59,8 @@ struct ConfigurationTests {
         CoordinatorConfiguration(name: "edge", stateDir: "/s", orchestrator: "kubernetes"),
         { var c = CoordinatorConfiguration(name: "edge", stateDir: "/s"); c.frontmanHoldSeconds = -1; return c }(),
         { var c = CoordinatorConfiguration(name: "edge", stateDir: "/s"); c.frontmanHoldCount = -5; return c }(),
+        { var c = CoordinatorConfiguration(name: "edge", stateDir: "/s"); c.frontmanReleaseAtOnce = 0; return c }(),
+        { var c = CoordinatorConfiguration(name: "edge", stateDir: "/s"); c.frontmanReleaseAtOnce = Int.max; return c }(),
         { var c = CoordinatorConfiguration(name: "edge", listen: "198.18.0.1:7000", stateDir: "/s"); c.insecure = true; return c }(),
     ])
     func invalid(configuration: CoordinatorConfiguration) {

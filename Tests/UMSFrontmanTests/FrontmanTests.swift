@@ -20,10 +20,15 @@ import UMSModel
     }()
 
     /// An HTTP service answering `/who` with its name, `/slow` after `delay`.
-    static func service(_ name: String, delay: Duration = .zero) async throws -> (port: Int, task: Task<Void, Never>) {
+    static func service(_ name: String, delay: Duration = .zero, concurrency: Concurrency? = nil) async throws -> (port: Int, task: Task<Void, Never>) {
         let router = Router()
         router.get("who") { _, _ in name }
-        router.get("slow") { _, _ in try await Task.sleep(for: delay); return name }
+        router.get("slow") { _, _ in
+            await concurrency?.enter()
+            try await Task.sleep(for: delay)
+            await concurrency?.leave()
+            return name
+        }
         router.post("slow") { _, _ in try await Task.sleep(for: delay); return name }
         let (stream, continuation) = AsyncStream.makeStream(of: Int.self)
         let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: {
@@ -82,6 +87,82 @@ import UMSModel
         #expect(try await answers.value == Array(repeating: "B", count: 5))
         let stats = await frontman.gate.stats
         #expect(stats.held == 5 && stats.released == 5 && stats.rejected == 0 && stats.longestHoldSeconds >= 0.25)
+    }
+
+    /// The most requests an HTTP service had in hand at once, answering `/slow` after `delay`.
+    actor Concurrency {
+        var now = 0
+        var most = 0
+        func enter() { now += 1; most = max(most, now) }
+        func leave() { now -= 1 }
+    }
+
+    @Test("a release sends what was held oldest first, at most releaseAtOnce at a time, each next one when one settles; a hold keeps the rest for the next release")
+    func releaseIsPaced() async throws {
+        let gate = FrontmanGate(target: nil, limits: HoldLimits(releaseAtOnce: 2), metrics: FrontmanMetrics(service: "paced"))
+        let admitted = AsyncStream.makeStream(of: (Int, FrontmanAdmission).self)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<5 {
+                while await gate.stats.holdingNow < index { await Task.yield() }
+                group.addTask { admitted.continuation.yield((index, try await gate.admit())) }
+            }
+            while await gate.stats.holdingNow < 5 { await Task.yield() }
+            var order = admitted.stream.makeAsyncIterator()
+            let target = FrontmanTarget(host: "127.0.0.1", ports: [80: 1])
+            await gate.release(to: target)
+            let first = [await order.next()!, await order.next()!]
+            #expect(first.map(\.0) == [0, 1])
+            let stats23 = await gate.stats
+            #expect(stats23.released == 2 && stats23.holdingNow == 3)
+            // New arrivals are not held back while the release paces.
+            let arrival = try await gate.admit().route
+            #expect(arrival == .forward(target, epoch: await gate.epoch))
+            // Settling one lets one more go; settling it again lets nothing more go.
+            await gate.settle(first[0].1)
+            await gate.settle(first[0].1)
+            #expect(await order.next()!.0 == 2)
+            let stats32 = await gate.stats
+            #expect(stats32.released == 3 && stats32.holdingNow == 2)
+            // The service is about to freeze again: what was not let go stays held, and what the
+            // paced release had out settles without letting anything go.
+            await gate.hold()
+            await gate.settle(first[1].1)
+            let afterHold = await gate.stats
+            #expect(afterHold.released == 3 && afterHold.holdingNow == 2)
+            // A redirect opens nothing here: the rest go at once.
+            await gate.release(to: target, redirect: true)
+            #expect([await order.next()!.0, await order.next()!.0] == [3, 4])
+            let stats50 = await gate.stats
+            #expect(stats50.released == 5 && stats50.holdingNow == 0)
+            admitted.continuation.finish()
+            try await group.waitForAll()
+        }
+    }
+
+    @Test("held requests reach the service at most releaseAtOnce at a time, and every one is answered")
+    func heldRequestsReachTheServicePaced() async throws {
+        let concurrency = Concurrency()
+        let b = try await Self.service("B", delay: .milliseconds(50), concurrency: concurrency)
+        defer { b.task.cancel() }
+        let frontman = try await Self.frontman(to: b.port, limits: HoldLimits(releaseAtOnce: 3))
+        defer { Task { await frontman.stop() } }
+        await frontman.gate.hold()
+        let answers = Task {
+            try await withThrowingTaskGroup(of: String.self) { group in
+                for _ in 0..<8 { group.addTask { try await Self.get(frontman, "/slow").body } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+        }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while await frontman.gate.stats.holdingNow < 8, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        // (The shared HTTP client opens at most 8 connections to one host.)
+        #expect(await frontman.gate.stats.holdingNow == 8)
+        await frontman.gate.release(to: FrontmanTarget(host: "127.0.0.1", ports: [80: b.port]))
+        #expect(try await answers.value == Array(repeating: "B", count: 8))
+        let most = await concurrency.most
+        #expect(most <= 3 && most >= 2, "the service had \(most) at once")
     }
 
     @Test("while forwarding, requests beyond the concurrency bound get 503 at once; those within are served")
