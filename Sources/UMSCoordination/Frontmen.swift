@@ -163,7 +163,9 @@ actor Frontmen {
         entry.role = role
         if role == .serving { entry.local = target }
         entries[service] = entry
-        await entry.frontman.gate.release(to: target, redirect: redirect)
+        // Paced only into the service itself: another system's Frontman holds what it gets
+        // until the commit, so waiting for its answers would hold the rest here.
+        await entry.frontman.gate.release(to: target, redirect: redirect, paced: role == .serving)
     }
 
     /// Before the restore: what is held goes to the destination's Frontman, which holds it until
@@ -171,7 +173,7 @@ actor Frontmen {
     func sendAhead(_ service: String, to target: FrontmanTarget) async {
         guard let frontman = entries[service]?.frontman else { return }
         // The epoch from the release itself: read afterwards, another release could come between.
-        let epoch = await frontman.gate.release(to: target)
+        let epoch = await frontman.gate.release(to: target, paced: false)
         if entries[service]?.frontman === frontman { entries[service]?.sentAhead = epoch }
     }
 

@@ -261,18 +261,19 @@ public actor FrontmanGate {
         pacing = nil
     }
 
-    /// Sends everything held, and everything after, to `target` (or redirects there). What was
-    /// held goes oldest first, `limits.releaseAtOnce` at a time (a redirect goes at once: it
-    /// opens nothing here). Returns the epoch it started (what goes out in it is told apart by
-    /// that), nil when closed.
+    /// Sends everything held, and everything after, to `target` (or redirects there). `paced`:
+    /// what was held goes oldest first, `limits.releaseAtOnce` at a time — for a target that
+    /// answers (the service); not for another Frontman that holds what it gets, nor for a
+    /// redirect, which opens nothing here. Returns the epoch it started (what goes out in it is
+    /// told apart by that), nil when closed.
     @discardableResult
-    public func release(to target: FrontmanTarget, redirect: Bool = false) -> Int? {
+    public func release(to target: FrontmanTarget, redirect: Bool = false, paced: Bool = true) -> Int? {
         guard mode != .closed else { return nil }
         epoch += 1
         mode = redirect ? .redirecting(target) : .forwarding(target)
         let route: FrontmanRoute = redirect ? .redirect(target, epoch: epoch) : .forward(target, epoch: epoch)
         let held = Array(waiters.keys).sorted()
-        if redirect {
+        if redirect || !paced {
             pacing = nil
             for id in held {
                 guard let waiter = take(id) else { continue }

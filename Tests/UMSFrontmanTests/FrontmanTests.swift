@@ -139,6 +139,22 @@ import UMSModel
         }
     }
 
+    @Test("a release to another Frontman (which holds what it gets) is not paced: everything held goes at once")
+    func releaseAheadIsNotPaced() async throws {
+        let gate = FrontmanGate(target: nil, limits: HoldLimits(releaseAtOnce: 2), metrics: FrontmanMetrics(service: "ahead"))
+        await withTaskGroup(of: FrontmanAdmission?.self) { group in
+            for _ in 0..<5 { group.addTask { try? await gate.admit() } }
+            while await gate.stats.holdingNow < 5 { await Task.yield() }
+            await gate.release(to: FrontmanTarget(host: "198.18.0.2", ports: [80: 18300], reuseConnections: false), paced: false)
+            let stats = await gate.stats
+            #expect(stats.released == 5 && stats.holdingNow == 0)
+            await gate.close()  // (refuses what a paced release would still hold)
+            var admitted = 0
+            for await admission in group where admission != nil { admitted += 1 }
+            #expect(admitted == 5)
+        }
+    }
+
     @Test("held requests reach the service at most releaseAtOnce at a time, and every one is answered")
     func heldRequestsReachTheServicePaced() async throws {
         let concurrency = Concurrency()
