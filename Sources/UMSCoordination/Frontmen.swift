@@ -192,9 +192,10 @@ actor Frontmen {
     }
 
     /// The old instance is gone: what was in flight to it will never be answered.
-    func cutStale(_ service: String) async {
+    /// `onlyRetryable`: what may be sent again, as soon as the service runs at its new location.
+    func cutStale(_ service: String, onlyRetryable: Bool = false) async {
         guard let entry = entries[service] else { return }
-        await entry.frontman.gate.cutStale(sparing: entry.sentAhead)
+        await entry.frontman.gate.cutStale(sparing: entry.sentAhead, onlyRetryable: onlyRetryable)
     }
 
     /// After the endpoint record was updated: stay `linger` for clients still on the old

@@ -353,6 +353,11 @@ struct MigrationDriver: Sendable {
         // Released before the step is recorded (a durable write): every held client waits for
         // this, and the destination's Frontman holds them until the commit anyway.
         await frontmen?.release(container, to: Frontmen.target(host: newHost, specification: plan.specification), redirect: redirect, role: .forwarding)
+        // What the frozen copy here was asked (in flight at the freeze) and may be asked again
+        // goes to the restored service now, not when the copy is deleted; the rest waits for
+        // the deletion (or a rollback, when the copy answers it). Carried: those connections
+        // reach the restored service themselves.
+        if progress.carry == nil { await frontmen?.cutStale(container, onlyRetryable: true) }
         try await enter(.confirming, &progress)
         // With post-copy the destination answers once every page has crossed; by then this
         // side's page-serving dump has ended too.

@@ -31,6 +31,12 @@ public final class Frontman: Sendable {
     private let groups: [ServiceGroup]
     private let servers: [any Channel]
 
+    /// The listen backlog of a Frontman's ports: what a source's Frontman sends ahead (every
+    /// request it held, up to the hold's bound, at once) must not overrun the accept queue —
+    /// a connection dropped there waits a second for its SYN's retransmission. The kernel caps
+    /// it at `net.core.somaxconn` (4096 here).
+    static let listenBacklog = 4096
+
     private init(
         service: String, gate: FrontmanGate, ports: [FrontmanPort], tasks: [Task<Void, Never>], groups: [ServiceGroup], servers: [any Channel]
     ) {
@@ -69,7 +75,7 @@ public final class Frontman: Sendable {
                     )
                     let (stream, continuation) = AsyncStream.makeStream(of: Int.self)
                     let app = Application(
-                        responder: responder, configuration: .init(address: .hostname(host, port: 0), serverName: nil),
+                        responder: responder, configuration: .init(address: .hostname(host, port: 0), serverName: nil, backlog: Frontman.listenBacklog),
                         onServerRunning: { channel in
                             continuation.yield(channel.localAddress?.port ?? 0)
                             continuation.finish()

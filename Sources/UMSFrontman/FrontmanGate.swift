@@ -142,7 +142,7 @@ public actor FrontmanGate {
     private var heldBytes = 0
     private var nextID = 0
     /// In-flight work per epoch, with how to cut it (`true`: it never reached a service).
-    private var inFlight: [Int: (epoch: Int, cut: @Sendable (_ undelivered: Bool) -> Void)] = [:]
+    private var inFlight: [Int: (epoch: Int, retryable: Bool, cut: @Sendable (_ undelivered: Bool) -> Void)] = [:]
 
     /// A release that lets what was held go on `limits.releaseAtOnce` at a time, oldest first.
     struct PacedRelease {
@@ -311,8 +311,12 @@ public actor FrontmanGate {
     /// Cuts what is still in flight to targets before the current one: their service is gone
     /// (the migrated source was deleted), so nothing will ever answer them. `sparing`: an earlier
     /// epoch that went to where the service now runs (sent ahead before its restore).
-    public func cutStale(sparing spared: Int? = nil) {
-        for (id, entry) in inFlight where entry.epoch < epoch && entry.epoch != spared {
+    /// `onlyRetryable`: only what may be sent again (idempotent) — once the service runs at its
+    /// new location, before the old one is gone: the frozen copy would answer only after a
+    /// rollback, and what it was asked is asked again where the service now runs instead of
+    /// waiting for the old copy's deletion.
+    public func cutStale(sparing spared: Int? = nil, onlyRetryable: Bool = false) {
+        for (id, entry) in inFlight where entry.epoch < epoch && entry.epoch != spared && (entry.retryable || !onlyRetryable) {
             inFlight[id] = nil
             entry.cut(false)
         }
@@ -344,11 +348,12 @@ public actor FrontmanGate {
         inFlight = [:]
     }
 
-    /// Registers in-flight work; returns its key for `finished`.
-    public func started(epoch: Int, cut: @escaping @Sendable (_ undelivered: Bool) -> Void) -> Int {
+    /// Registers in-flight work (`retryable`: it may be sent again, see `cutStale`); returns its
+    /// key for `finished`.
+    public func started(epoch: Int, retryable: Bool = false, cut: @escaping @Sendable (_ undelivered: Bool) -> Void) -> Int {
         let id = nextID
         nextID += 1
-        inFlight[id] = (epoch, cut)
+        inFlight[id] = (epoch, retryable, cut)
         return id
     }
 

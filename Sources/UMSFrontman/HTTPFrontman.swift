@@ -82,7 +82,7 @@ struct HTTPFrontmanResponder: HTTPResponder {
                 return Response(status: .temporaryRedirect, headers: [.location: location, Self.frontmanHeader: "redirected"])
             }
             // The answer's head came back or the attempt failed: a held request may go next.
-            let outcome = await forward(request, body: body, to: endpoint, epoch: route.epoch, reuse: route.target.reuseConnections)
+            let outcome = await forward(request, body: body, to: endpoint, epoch: route.epoch, reuse: route.target.reuseConnections, retryable: retryable)
             await gate.settle(admission)
             switch outcome {
             case .answered(let response) where response.status == .serviceUnavailable && response.headers[Self.frontmanHeader] == "closed":
@@ -122,7 +122,7 @@ struct HTTPFrontmanResponder: HTTPResponder {
     }
 
     /// One attempt: the response head comes back, or it says why not. The body streams.
-    func forward(_ request: Request, body: ByteBuffer, to endpoint: (host: String, port: Int), epoch: Int, reuse: Bool) async -> Outcome {
+    func forward(_ request: Request, body: ByteBuffer, to endpoint: (host: String, port: Int), epoch: Int, reuse: Bool, retryable: Bool) async -> Outcome {
         var outgoing = HTTPClientRequest(url: "http://\(endpoint.host):\(endpoint.port)\(request.uri.description)")
         outgoing.method = HTTPMethod(rawValue: request.method.rawValue)
         for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) && field.name != .contentLength {
@@ -137,7 +137,7 @@ struct HTTPFrontmanResponder: HTTPResponder {
         let http = self.http
         let timeout = requestTimeout
         let attempt = Task { try await http.execute(outgoing, timeout: timeout) }
-        let key = await gate.started(epoch: epoch) { undelivered in
+        let key = await gate.started(epoch: epoch, retryable: retryable) { undelivered in
             cut.set(undelivered: undelivered)
             attempt.cancel()
         }

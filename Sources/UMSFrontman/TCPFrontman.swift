@@ -19,6 +19,7 @@ struct TCPFrontman: Sendable {
     static func bind(host: String) async throws -> NIOAsyncChannel<Connection, Never> {
         try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.backlog, value: Int32(Frontman.listenBacklog))
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .bind(host: host, port: 0) { channel in
                 channel.eventLoop.makeCompletedFuture {

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 import Testing
 @testable import UMSFrontman
 import UMSModel
@@ -153,6 +154,21 @@ import UMSModel
             for await admission in group where admission != nil { admitted += 1 }
             #expect(admitted == 5)
         }
+    }
+
+    @Test("once the service runs at its new location only what may be sent again is cut from the frozen copy; the rest when the copy is gone")
+    func retryableStaleWorkIsCutFirst() async throws {
+        let gate = FrontmanGate(target: FrontmanTarget(host: "127.0.0.1", ports: [80: 1]), metrics: FrontmanMetrics(service: "stale"))
+        let cuts = Mutex<[String]>([])
+        let epoch = await gate.epoch
+        _ = await gate.started(epoch: epoch, retryable: true) { _ in cuts.withLock { $0.append("GET") } }
+        _ = await gate.started(epoch: epoch) { _ in cuts.withLock { $0.append("POST") } }
+        await gate.hold()
+        await gate.release(to: FrontmanTarget(host: "198.18.0.2", ports: [80: 18300], reuseConnections: false))
+        await gate.cutStale(onlyRetryable: true)
+        #expect(cuts.withLock { $0 } == ["GET"])
+        await gate.cutStale()
+        #expect(cuts.withLock { $0 } == ["GET", "POST"])
     }
 
     @Test("held requests reach the service at most releaseAtOnce at a time, and every one is answered")
