@@ -224,10 +224,13 @@ struct MigrationDriver: Sendable {
         // An approach whose agent dumps the connections itself is told whether to (every time:
         // a rolled-back carried migration must not leave the next one carrying).
         try await approach.carryConnections(container, through: progress.tunnel)
+        // An approach whose checkpoint stops the service checks first: clients are held no
+        // earlier than they must be (every held request's wait counts against the downtime).
+        if approach.freezesAtCheckpoint { try await approach.freeze(container) }
         await frontmen?.hold(container)
         progress.holding = true
         progress.frozenAt = clock.now
-        try await approach.freeze(container)
+        if !approach.freezesAtCheckpoint { try await approach.freeze(container) }
         progress.frozen = true
         if let tunnel = progress.tunnel, let carrier = system.orchestrator as? any ConnectionCarrying {
             // Before the dump: the frozen copy's sockets still live in this kernel (CRIU leaves

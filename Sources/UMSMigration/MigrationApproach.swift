@@ -101,6 +101,10 @@ public protocol MigrationApproach: Sendable {
     func abort(_ incoming: IncomingMigration) async
 
     // Source
+    /// Whether the checkpoint itself stops the service (CRIU freezes the tree when its dump
+    /// starts) and `freeze` only checks that it can: the driver then checks before the
+    /// Frontman holds, so that clients are held no earlier than the service stops.
+    var freezesAtCheckpoint: Bool { get }
     func freeze(_ name: String) async throws
     /// Dumps the frozen container into `directory` (or, with an `intake`, straight to the
     /// destination), keeping it frozen. With `postCopy`, dumps all but the pages and returns the
@@ -135,6 +139,7 @@ public struct ExportedFiles: Sendable, Equatable {
 }
 
 extension MigrationApproach {
+    public var freezesAtCheckpoint: Bool { false }
     public var postCopyRefusal: String { "the \(approach.rawValue)-level approach does not implement post-copy" }
     public func carryConnections(_ name: String, through tunnel: MigrationTunnel?) async throws {}
 }

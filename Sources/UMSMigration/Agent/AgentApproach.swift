@@ -37,6 +37,8 @@ public struct AgentApproach: MigrationApproach {
     /// `.service` or `.container`.
     public let approach: Approach
     public var supportsPostCopy: Bool { approach == .container }
+    /// The agent's CRIU freezes the service when DUMP starts; `freeze` asks the agent's STATUS.
+    public var freezesAtCheckpoint: Bool { true }
     public var postCopyRefusal: String {
         "the \(approach.rawValue)-level approach does not implement post-copy: \(TransferMode.serviceLevelPostCopyUnavailable)"
     }
