@@ -132,6 +132,8 @@ public actor FrontmanGate {
         let continuation: CheckedContinuation<FrontmanAdmission, any Error>
         let bytes: Int
         let since: ContinuousClock.Instant
+        /// When its client sent it, as far as is known: the order of a paced release.
+        let arrived: ContinuousClock.Instant
         let deadline: ContinuousClock.Instant
     }
 
@@ -148,7 +150,7 @@ public actor FrontmanGate {
     struct PacedRelease {
         let epoch: Int
         let route: FrontmanRoute
-        /// The held ones still to go, oldest first (one expired or refused meanwhile is skipped).
+        /// The held ones still to go, longest-waiting first (one expired or refused meanwhile is skipped).
         var queue: [Int]
         var next = 0
         /// Released and not yet settled.
@@ -187,7 +189,11 @@ public actor FrontmanGate {
     /// Waits for a route. Immediate while forwarding; while holding it waits until `release` or
     /// the limits say no. The caller hands the admission back with `settle` once what it let
     /// through reached its target or failed to.
-    public func admit(bytes: Int = 0) async throws -> FrontmanAdmission {
+    ///
+    /// `waited`: how long it already waited before it reached this gate (another system's
+    /// Frontman held it, or the frozen copy it was in flight to); a paced release lets the
+    /// longest-waiting go first. The caller bounds it.
+    public func admit(bytes: Int = 0, waited: Duration = .zero) async throws -> FrontmanAdmission {
         switch mode {
         case .forwarding(let target):
             return FrontmanAdmission(.forward(target, epoch: epoch))
@@ -209,7 +215,7 @@ public actor FrontmanGate {
         heldBytes += bytes
         let deadline = ContinuousClock.now + .milliseconds(Int64(limits.seconds * 1000))
         return try await withCheckedThrowingContinuation { continuation in
-            waiters[id] = Waiter(continuation: continuation, bytes: bytes, since: .now, deadline: deadline)
+            waiters[id] = Waiter(continuation: continuation, bytes: bytes, since: .now, arrived: .now - max(waited, .zero), deadline: deadline)
             stats.holdingNow = waiters.count
             held.yield()
         }
@@ -281,7 +287,11 @@ public actor FrontmanGate {
                 waiter.continuation.resume(returning: FrontmanAdmission(route))
             }
         } else {
-            pacing = PacedRelease(epoch: epoch, route: route, queue: held)
+            // The longest-waiting first (ids break ties: the order they came here).
+            let order = held.compactMap { id in waiters[id].map { (arrived: $0.arrived, id: id) } }
+                .sorted { ($0.arrived, $0.id) < ($1.arrived, $1.id) }
+                .map(\.id)
+            pacing = PacedRelease(epoch: epoch, route: route, queue: order)
             pump()
         }
         return epoch

@@ -17,6 +17,11 @@ struct HTTPFrontmanResponder: HTTPResponder {
 
     static let retryableHeader = HTTPField.Name("X-UMS-Retryable")!
     static let frontmanHeader = HTTPField.Name("X-UMS-Frontman")!
+    /// How long (milliseconds) a request already waited at the Frontman that sends it on to
+    /// another system's: the destination's paced release lets the longest-waiting go first.
+    /// Not forwarded to a service. From any client it can only move a request forward in a
+    /// release's queue, by at most the hold's bound.
+    static let waitedHeader = HTTPField.Name("X-UMS-Waited-Ms")!
     /// Hop-by-hop headers (RFC 9110 §7.6.1) are the proxy's own business, not forwarded.
     static let hopByHop: Set<String> = [
         "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -45,12 +50,22 @@ struct HTTPFrontmanResponder: HTTPResponder {
         } catch {
             return Self.refused(error, service: service, holdSeconds: gate.limits.seconds)
         }
-        let response = await respondEntered(to: request, reserved: reserved)
+        let response = await respondEntered(to: request, reserved: reserved, arrived: .now - waited(request.headers))
         await gate.leave(releasing: reserved)
         return response
     }
 
-    func respondEntered(to request: Request, reserved: Int) async -> Response {
+    /// What an earlier Frontman says the request waited there: a decimal number of
+    /// milliseconds, bounded by this Frontman's hold; anything else counts as nothing.
+    func waited(_ headers: HTTPFields) -> Duration {
+        let values = headers[values: Self.waitedHeader]
+        guard values.count == 1, let text = values.first, text.utf8.count <= 9, text.utf8.allSatisfy({ (0x30...0x39).contains($0) }),
+              let milliseconds = Int64(text)
+        else { return .zero }
+        return .milliseconds(min(milliseconds, Int64(gate.limits.seconds * 1000)))
+    }
+
+    func respondEntered(to request: Request, reserved: Int, arrived: ContinuousClock.Instant) async -> Response {
         let body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: reserved)
@@ -64,7 +79,7 @@ struct HTTPFrontmanResponder: HTTPResponder {
             attempt += 1
             let admission: FrontmanAdmission
             do {
-                admission = try await gate.admit(bytes: body.readableBytes)
+                admission = try await gate.admit(bytes: body.readableBytes, waited: .now - arrived)
             } catch let refusal as FrontmanRefusal {
                 return Self.refused(refusal, service: service, holdSeconds: gate.limits.seconds)
             } catch {
@@ -82,7 +97,9 @@ struct HTTPFrontmanResponder: HTTPResponder {
                 return Response(status: .temporaryRedirect, headers: [.location: location, Self.frontmanHeader: "redirected"])
             }
             // The answer's head came back or the attempt failed: a held request may go next.
-            let outcome = await forward(request, body: body, to: endpoint, epoch: route.epoch, reuse: route.target.reuseConnections, retryable: retryable)
+            let outcome = await forward(
+                request, body: body, to: endpoint, epoch: route.epoch, reuse: route.target.reuseConnections, retryable: retryable, arrived: arrived
+            )
             await gate.settle(admission)
             switch outcome {
             case .answered(let response) where response.status == .serviceUnavailable && response.headers[Self.frontmanHeader] == "closed":
@@ -122,14 +139,23 @@ struct HTTPFrontmanResponder: HTTPResponder {
     }
 
     /// One attempt: the response head comes back, or it says why not. The body streams.
-    func forward(_ request: Request, body: ByteBuffer, to endpoint: (host: String, port: Int), epoch: Int, reuse: Bool, retryable: Bool) async -> Outcome {
+    func forward(
+        _ request: Request, body: ByteBuffer, to endpoint: (host: String, port: Int), epoch: Int, reuse: Bool, retryable: Bool,
+        arrived: ContinuousClock.Instant
+    ) async -> Outcome {
         var outgoing = HTTPClientRequest(url: "http://\(endpoint.host):\(endpoint.port)\(request.uri.description)")
         outgoing.method = HTTPMethod(rawValue: request.method.rawValue)
-        for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) && field.name != .contentLength {
+        for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) && field.name != .contentLength && field.name != Self.waitedHeader {
             outgoing.headers.add(name: field.name.rawName, value: field.value)
         }
         outgoing.headers.add(name: "Via", value: "1.1 ums-frontman")
-        if !reuse { outgoing.headers.add(name: "Connection", value: "close") }
+        if !reuse {
+            // Another system's Frontman (the service's own connections are kept): it orders
+            // its release by how long each request has waited in all.
+            outgoing.headers.add(name: "Connection", value: "close")
+            let waited = ContinuousClock.now - arrived
+            outgoing.headers.add(name: Self.waitedHeader.rawName, value: String(waited.components.seconds * 1000 + waited.components.attoseconds / 1_000_000_000_000_000))
+        }
         if body.readableBytes > 0 || [.post, .put, .patch].contains(request.method) {
             outgoing.body = .bytes(body)
         }

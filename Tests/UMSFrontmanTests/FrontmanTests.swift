@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
@@ -24,6 +25,7 @@ import UMSModel
     static func service(_ name: String, delay: Duration = .zero, concurrency: Concurrency? = nil) async throws -> (port: Int, task: Task<Void, Never>) {
         let router = Router()
         router.get("who") { _, _ in name }
+        router.get("waited") { request, _ in request.headers[HTTPFrontmanResponder.waitedHeader] ?? "none" }
         router.get("slow") { _, _ in
             await concurrency?.enter()
             try await Task.sleep(for: delay)
@@ -169,6 +171,52 @@ import UMSModel
         #expect(cuts.withLock { $0 } == ["GET"])
         await gate.cutStale()
         #expect(cuts.withLock { $0 } == ["GET", "POST"])
+    }
+
+    @Test("a paced release lets the longest-waiting go first, counting what they waited before they came here")
+    func pacedReleaseOrdersByWaiting() async throws {
+        let gate = FrontmanGate(target: nil, limits: HoldLimits(releaseAtOnce: 1), metrics: FrontmanMetrics(service: "order"))
+        let admitted = AsyncStream.makeStream(of: (String, FrontmanAdmission).self)
+        await withThrowingTaskGroup(of: Void.self) { group in
+            // Came here in this order; "retried" had waited 5 s elsewhere, "ahead" 2 s.
+            let arrivals: [(String, Duration)] = [("first", .zero), ("ahead", .seconds(2)), ("second", .zero), ("retried", .seconds(5))]
+            for (index, (name, waited)) in arrivals.enumerated() {
+                while await gate.stats.holdingNow < index { await Task.yield() }
+                group.addTask { admitted.continuation.yield((name, try await gate.admit(waited: waited))) }
+            }
+            while await gate.stats.holdingNow < 4 { await Task.yield() }
+            await gate.release(to: FrontmanTarget(host: "127.0.0.1", ports: [80: 1]))
+            var order: [String] = []
+            for await (name, admission) in admitted.stream {
+                order.append(name)
+                await gate.settle(admission)
+                if order.count == 4 { break }
+            }
+            #expect(order == ["retried", "ahead", "first", "second"])
+        }
+    }
+
+    @Test("what an earlier Frontman says a request waited is a bounded number of milliseconds, or nothing; it goes on to another system's Frontman, never to the service", arguments: [
+        (["1500"], 1500), (["0"], 0), (["99999999"], 30_000), (["-5"], 0), (["1e3"], 0), (["abc"], 0), ([" 12"], 12), (["12", "13"], 0),
+        (["1234567890123"], 0), ([String](), 0),
+    ])
+    func waitedHeader(values: [String], milliseconds: Int) async throws {
+        let gate = FrontmanGate(target: nil, metrics: FrontmanMetrics(service: "hostile"))
+        let responder = HTTPFrontmanResponder(service: "svc", publishedPort: 80, gate: gate, http: .shared, maxBodyBytes: 1 << 20, logger: Self.logger)
+        var headers = HTTPFields()
+        for value in values { headers.append(HTTPField(name: HTTPFrontmanResponder.waitedHeader, value: value)) }
+        #expect(responder.waited(headers) == .milliseconds(milliseconds))
+    }
+
+    @Test func theWaitedHeaderIsNotForwardedToTheService() async throws {
+        let a = try await Self.service("A")
+        defer { a.task.cancel() }
+        let frontman = try await Self.frontman(to: a.port)
+        defer { Task { await frontman.stop() } }
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(frontman.ports[0].listening)/waited")
+        request.headers.add(name: "X-UMS-Waited-Ms", value: "200")
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(20))
+        #expect(String(buffer: try await response.body.collect(upTo: 1 << 10)) == "none")
     }
 
     @Test("held requests reach the service at most releaseAtOnce at a time, and every one is answered")
