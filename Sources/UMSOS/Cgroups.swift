@@ -64,6 +64,53 @@ public enum Cgroups {
         }
     }
 
+    /// How `freeze` ended.
+    public enum Freezing: Sendable, Equatable {
+        /// Every process in the cgroup is frozen.
+        case frozen
+        /// There is no freezer for this cgroup (no such cgroup, or no freezer controller).
+        case noFreezer
+        /// The freezer did not report frozen within the time given; the cgroup was thawed again.
+        case notFrozenInTime
+    }
+
+    /// Freezes the processes of the cgroup `path` (e.g. `/ums/a/web`) through the kernel's freezer
+    /// — cgroup v1's `freezer.state` where that hierarchy is mounted, else v2's `cgroup.freeze` —
+    /// and returns once the kernel reports them frozen. What a runtime's own `pause` does, without
+    /// starting the runtime: its process start was most of the time between the Frontman's hold
+    /// and the freeze. The runtime sees the cgroup frozen, as if it had paused it itself.
+    public static func freeze(_ path: String, root: String = "/sys/fs/cgroup", timeout: Duration = .seconds(2)) async -> Freezing {
+        let deadline = ContinuousClock.now + timeout
+        let v1 = "\(root)/freezer\(path)/freezer.state"
+        if FileManager.default.fileExists(atPath: v1) {
+            var attempt = 0
+            while ContinuousClock.now < deadline {
+                // As runc does: writing FROZEN again moves a freeze that raced a fork along.
+                write("FROZEN", to: v1)
+                if read(v1) == "FROZEN" { return .frozen }
+                attempt += 1
+                try? await Task.sleep(for: attempt < 20 ? .microseconds(500) : .milliseconds(2))
+            }
+            write("THAWED", to: v1)
+            return .notFrozenInTime
+        }
+        let v2 = "\(root)\(path)"
+        guard FileManager.default.fileExists(atPath: "\(v2)/cgroup.freeze") else { return .noFreezer }
+        write("1", to: "\(v2)/cgroup.freeze")
+        var attempt = 0
+        while ContinuousClock.now < deadline {
+            if (read("\(v2)/cgroup.events") ?? "").split(separator: "\n").contains("frozen 1") { return .frozen }
+            attempt += 1
+            try? await Task.sleep(for: attempt < 20 ? .microseconds(500) : .milliseconds(2))
+        }
+        write("0", to: "\(v2)/cgroup.freeze")
+        return .notFrozenInTime
+    }
+
+    static func read(_ path: String) -> String? {
+        (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     /// Directories below `path` in every hierarchy, deepest first.
     static func descendants(of path: String, root: String) -> [String] {
         var found: [String] = []

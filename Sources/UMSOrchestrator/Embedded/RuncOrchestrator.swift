@@ -70,8 +70,13 @@ extension BundleOrchestrator where Runtime == RuncRuntime {
 /// runc's own checkpoint/restore, through CRIU: the orchestrator-level approach.
 extension BundleOrchestrator: CheckpointingOrchestrator where Runtime == RuncRuntime {
 
+    /// The kernel's freezer on the container's cgroup, directly (runc sees it paused, as after
+    /// `runc pause`, which is the fallback where there is no freezer to write).
     public func freeze(_ name: String) async throws {
         _ = try record(name)
+        let freezing = await Cgroups.freeze(cgroupPath(name))
+        guard freezing != .frozen else { return }
+        logger.notice("froze the container through runc: its cgroup freezer did not", metadata: ["container": "\(name)", "freezer": "\(freezing)"])
         try await runner.execute(runc.binary, runc.pauseArguments(id: name))
     }
 
