@@ -107,6 +107,23 @@ public enum Cgroups {
         return .notFrozenInTime
     }
 
+    /// How many processes the cgroup `path` and those below it hold (what `runc ps` lists), from
+    /// the freezer hierarchy (v1) or the unified one; nil where there is no such cgroup.
+    public static func processCount(_ path: String, root: String = "/sys/fs/cgroup") -> Int? {
+        let hierarchy = FileManager.default.fileExists(atPath: "\(root)/freezer/cgroup.procs") ? "\(root)/freezer" : root
+        let base = hierarchy + path
+        guard FileManager.default.fileExists(atPath: "\(base)/cgroup.procs") else { return nil }
+        var directories = [base]
+        if let walker = FileManager.default.enumerator(atPath: base) {
+            while let relative = walker.nextObject() as? String {
+                if relative.hasSuffix("/cgroup.procs") { directories.append("\(base)/\(relative.dropLast("/cgroup.procs".count))") }
+            }
+        }
+        return directories.reduce(0) { count, directory in
+            count + (read("\(directory)/cgroup.procs") ?? "").split(separator: "\n").count
+        }
+    }
+
     static func read(_ path: String) -> String? {
         (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
     }

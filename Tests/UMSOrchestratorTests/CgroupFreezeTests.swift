@@ -49,4 +49,33 @@ struct CgroupFreezeTests {
         // Its last `sleep` ends within 10 ms; then the cgroup can go.
         try await sh("for i in $(seq 50); do rmdir \(directory) 2>/dev/null && exit 0; sleep 0.05; done; exit 1")
     }
+
+    @Test("the process count is read from the cgroup and those below it (as runc ps lists them)")
+    func processCount() async throws {
+        let path = "/ums-count-test-\(UUID().uuidString.prefix(8))"
+        let v1 = FileManager.default.fileExists(atPath: "/sys/fs/cgroup/freezer/cgroup.procs")
+        let directory = v1 ? "/sys/fs/cgroup/freezer\(path)" : "/sys/fs/cgroup\(path)"
+        #expect(Cgroups.processCount(path) == nil, "no such cgroup")
+        try await sh("mkdir -p \(directory)/inner")
+        let sleepers: [Process] = try await withCheckedThrowingContinuation { continuation in
+            Thread {
+                do {
+                    let sleepers = try [directory, "\(directory)/inner"].map { cgroup in
+                        let process = Process()
+                        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+                        process.arguments = ["-c", "echo $$ > \(cgroup)/cgroup.procs && exec sleep 30"]
+                        try process.run()
+                        return process
+                    }
+                    continuation.resume(returning: sleepers)
+                } catch { continuation.resume(throwing: error) }
+            }.start()
+        }
+        defer { for sleeper in sleepers where sleeper.isRunning { kill(sleeper.processIdentifier, SIGKILL) } }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(Cgroups.processCount(path) == 2)
+        #expect(Cgroups.processCount("\(path)/inner") == 1)
+        for sleeper in sleepers { kill(sleeper.processIdentifier, SIGKILL) }
+        try await sh("for i in $(seq 50); do rmdir \(directory)/inner \(directory) 2>/dev/null && exit 0; sleep 0.05; done; exit 1")
+    }
 }

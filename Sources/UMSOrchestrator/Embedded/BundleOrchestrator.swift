@@ -152,8 +152,11 @@ public actor BundleOrchestrator<Runtime: BundleRuntime>: Orchestrator, ImageStor
         return specification
     }
 
+    /// From the container's cgroup (every bundle names one), without starting the runtime; the
+    /// runtime's answer where the cgroup cannot be read.
     func processCount(_ name: String) async -> Int? {
-        await runtime.processCount(name, runner: runner)
+        if let count = Cgroups.processCount(cgroupPath(name)) { return count }
+        return await runtime.processCount(name, runner: runner)
     }
 
     public func create(_ specification: Specification, start: Bool, migration: String?) async throws -> ContainerInfo {

@@ -154,14 +154,21 @@ extension BundleOrchestrator: CheckpointingOrchestrator where Runtime == RuncRun
             try await mountRoot(name, image: record.specification.image)
             let options = Runc.RestoreOptions(imagePath: request.imagesDirectory, workPath: work, bundle: bundle(name), lazyPages: request.lazyPages)
             _ = try await runner.run(runc.command(runc.restoreArguments(id: name, options: options, log: runcLog(name)), discardOutput: true))
-            try await publish(name)
         } catch {
             throw UMSError.wrap(error, .internalError, "failed to restore \(name)")
                 .withDetail(LogFile.tail("\(work)/restore.log"))
         }
         record.started = true
         try save(record)
+        // Its published ports and runc's word that it runs, together: each starts processes, and
+        // the service is already running (its clients wait on this answer).
+        async let publishing: Void = publish(name)
         let info = try await inspect(name)
+        do {
+            try await publishing
+        } catch {
+            throw UMSError.wrap(error, .internalError, "failed to restore \(name): its ports could not be published")
+        }
         guard info.state == .running else {
             throw UMSError(.internalError, "failed to restore \(name): it is \(info.state.rawValue) after restore")
                 .withDetail(LogFile.tail("\(work)/restore.log"))
