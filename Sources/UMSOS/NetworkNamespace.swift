@@ -362,7 +362,11 @@ public struct NetworkManager: Sendable {
         await removeSilences(network)
         let teardown = (network.tunnel == nil ? ["route del \(network.containerAddress)/32"] : []) + network.hostTearDown
         for line in teardown { _ = try? await runner.run(Command("ip", line.split(separator: " ").map(String.init))) }
-        // Deleting the namespace deletes the veth pair with it.
+        // The veth pair goes with its namespace — but only once nothing holds the namespace, and
+        // the sockets of a service killed with open connections (closing, retransmitting their
+        // FIN) hold it for up to a minute: its link would still be there, and the next container
+        // given this slot fail on "File exists". Deleting this end deletes the pair now.
+        _ = try? await runner.run(Command("ip", ["link", "del", network.hostInterface]))
         _ = try? await runner.run(Command("ip", ["netns", "del", network.namespace]))
     }
 
