@@ -202,6 +202,100 @@ for t in threads: t.join()
 print(json.dumps(result))
 """#
 
+    @Test("PostgreSQL under pgbench -c 4 -T 20 while it moves A → B: 0 failed transactions, no client aborted (pgbench holds one connection per client for the whole run and never reconnects: a lost one ends its client), every transaction it counted is in pgbench_history at B, and the record counts the four connections carried")
+    func postgresqlUnderPgbench() async throws {
+        let (name, port) = ("pgcarry", 18131)
+        await testbed.cleanUp(name)
+        try await Self.runPostgreSQL(testbed, name, port: port)
+        _ = try await command("/usr/bin/pgbench", ["-h", testbed.aHost, "-p", "\(port)", "-U", "postgres", "-i", "-s", "2", "-q", "postgres"])
+        let request = MigrateRequest(container: name, destination: testbed.bURL)
+        let plan = try await testbed.a.plan(request)
+        #expect(plan.connections?.mode == .carried, "dry run: \(plan.connections?.reason ?? "no answer")")
+
+        let benchStarted = Date()
+        let bench = try Pgbench(host: testbed.aHost, port: port, clients: 4, seconds: 20)
+        try await Task.sleep(for: .seconds(1))
+        let started = ContinuousClock.now
+        let record = try await testbed.migrated(request, by: testbed.a)
+        let moved = ContinuousClock.now - started
+        #expect(record.status == .completed, "\(record.error.map { "\($0)" } ?? "")")
+        #expect(record.connections?.mode == .carried, "\(record.connections?.reason ?? "")")
+        #expect((record.connections?.carried ?? 0) >= 4, "B restored pgbench's four connections: \(record.connections?.carried ?? 0)")
+        // (The first move to B also sends the 228 MB image: 3–11 s here.)
+        let ended = (record.finishedAt ?? .distantFuture).timeIntervalSince(benchStarted)
+        #expect(ended < 18, "the move ended \(ended) s into pgbench's 20 s: too late to show its connections carried")
+
+        let result = try await bench.finish()
+        #expect(result.status == 0, "pgbench exited \(result.status):\n\(result.output)")
+        #expect(!result.output.contains("aborted"), "a client lost its connection:\n\(result.output)")
+        #expect(result.failed == 0, "failed transactions: \(result.failed.map(String.init) ?? "not said")")
+        let processed = try #require(result.processed, "pgbench's summary:\n\(result.output)")
+        #expect(processed > 0)
+        #expect((result.lastTPS ?? 0) > 0, "transactions went on after the move:\n\(result.output)")
+        // Each transaction pgbench counted inserted one row: every one of them is at B.
+        let atB = try await command("/usr/bin/psql", ["-h", testbed.bHost, "-p", "\(port)", "-U", "postgres", "-tAc", "select count(*) from pgbench_history", "postgres"])
+        #expect(atB == String(processed), "pgbench counted \(processed) transactions, B's history has \(atB)")
+        print("carried pgbench: \(processed) transactions, 0 failed, downtime \(record.downtime ?? -1) s, move \(moved)")
+        await testbed.cleanUp(name)
+    }
+
+    /// PostgreSQL from the Debian-built image under runc at A, published on `port`, answering.
+    ///
+    /// It runs as **root**, pretending to be the `postgres` user: CRIU on these machines cannot
+    /// checkpoint another user's process (root lacks CAP_SYS_RESOURCE, docs/adopting.md), and
+    /// PostgreSQL refuses to run as root. A preload library made here (`ums-test-pretend-uid.so`,
+    /// test-only, never in an image UMS ships) answers `geteuid`/`getuid` with the postgres uid and
+    /// reports root-owned files as that uid's; the data directory and socket directory are root's.
+    /// Everything else — the server, its processes, shared memory, sockets — is PostgreSQL's own.
+    static func runPostgreSQL(_ testbed: Testbed, _ name: String, port: Int) async throws {
+        let (rootfs, uid) = try await postgresqlRootfs()
+        _ = try await testbed.a.run(RunRequest(
+            name: name, rootfs: rootfs, command: ["/usr/local/bin/postgres-start"],
+            environment: ["LD_PRELOAD=/usr/local/lib/ums-test-pretend-uid.so", "UMS_TEST_PRETEND_UID=\(uid)"],
+            publish: ["\(port):5432"]
+        ))
+        let deadline = ContinuousClock.now + .seconds(30)
+        while (try? await command("/usr/bin/psql", ["-h", testbed.aHost, "-p", "\(port)", "-U", "postgres", "-tAc", "select 1", "postgres"])) != "1" {
+            guard ContinuousClock.now < deadline else { throw UMSError(.timeout, "PostgreSQL did not answer at A") }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+    }
+
+    /// The PostgreSQL image unpacked, with the test's preload built into it and the directories
+    /// PostgreSQL writes given to root (above); and the image's postgres uid.
+    static func postgresqlRootfs() async throws -> (String, UInt32) {
+        let root = try await unpacked("postgresql", marker: "usr/local/bin/postgres-start")
+        let passwd = try String(contentsOfFile: "\(root)/etc/passwd", encoding: .utf8)
+        let entry = try #require(passwd.split(separator: "\n").first { $0.hasPrefix("postgres:") }, "the image has a postgres user")
+        let uid = try #require(entry.split(separator: ":", omittingEmptySubsequences: false).dropFirst(2).first.flatMap { UInt32($0) })
+        let library = "\(root)/usr/local/lib/ums-test-pretend-uid.so"
+        if !FileManager.default.fileExists(atPath: library) {
+            let source = "\(FileManager.default.temporaryDirectory.path)/ums-test-pretend-uid-\(UUID().uuidString.prefix(8)).c"
+            try Self.pretendUID.write(toFile: source, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(atPath: source) }
+            _ = try await command("/usr/bin/chown", ["0:0", "\(root)/var/lib/postgresql/data", "\(root)/run/postgresql"])
+            _ = try await command("/usr/bin/gcc", ["-shared", "-fPIC", "-O2", "-o", "\(library).tmp", source, "-ldl"])
+            try FileManager.default.moveItem(atPath: "\(library).tmp", toPath: library)
+        }
+        return (root, uid)
+    }
+
+    /// The preload (above): `UMS_TEST_PRETEND_UID` as the process's uid and as the owner of files root owns.
+    static let pretendUID = #"""
+    #define _GNU_SOURCE
+    #include <dlfcn.h>
+    #include <stdlib.h>
+    #include <sys/stat.h>
+    #include <sys/types.h>
+    static uid_t pretend(void) { const char *s = getenv("UMS_TEST_PRETEND_UID"); return s ? (uid_t)strtoul(s, 0, 10) : 0; }
+    uid_t geteuid(void) { return pretend(); }
+    uid_t getuid(void) { return pretend(); }
+    static int fix(int r, struct stat *st) { if (r == 0 && st->st_uid == 0) st->st_uid = pretend(); return r; }
+    int stat(const char *p, struct stat *st) { static int (*real)(const char *, struct stat *); if (!real) real = dlsym(RTLD_NEXT, "stat"); return fix(real(p, st), st); }
+    int lstat(const char *p, struct stat *st) { static int (*real)(const char *, struct stat *); if (!real) real = dlsym(RTLD_NEXT, "lstat"); return fix(real(p, st), st); }
+    int fstat(int fd, struct stat *st) { static int (*real)(int, struct stat *); if (!real) real = dlsym(RTLD_NEXT, "fstat"); return fix(real(fd, st), st); }
+    """#
+
     /// redis under runc at A (its root filesystem unpacked from the image archive; `nested`: in
     /// the host image's outer container, container-level), published on `port`, answering PING.
     func runRedis(_ name: String, port: Int, nested: Bool = false) async throws {
@@ -252,10 +346,17 @@ print(json.dumps(result))
 
     /// The redis image's one layer unpacked once per archive (scripts/build-image).
     static func redisRootfs() async throws -> String {
-        let archive = try EngineTests.serviceImage("redis")
+        try await unpacked("redis", marker: "usr/bin/redis-server")
+    }
+
+    /// An image's one layer (scripts/build-image) unpacked once per archive; `marker` is a file
+    /// the unpacked tree has.
+    static func unpacked(_ image: String, marker: String) async throws -> String {
+        let archive = try EngineTests.serviceImage(image)
         let stamp = try await command("/usr/bin/sha256sum", [archive]).split(separator: " ").first.map(String.init) ?? ""
-        let directory = "\(FileManager.default.temporaryDirectory.path)/ums-redis-rootfs-\(stamp.prefix(16))"
-        if FileManager.default.fileExists(atPath: "\(directory)/usr/bin/redis-server") { return directory }
+        let directory = "\(FileManager.default.temporaryDirectory.path)/ums-\(image)-rootfs-\(stamp.prefix(16))"
+        if FileManager.default.fileExists(atPath: "\(directory)/\(marker)") { return directory }
+        try? FileManager.default.removeItem(atPath: directory)
         let manifest = try await command("/usr/bin/tar", ["-xOf", archive, "./manifest.json"])
         let layer = try #require(manifest.split(separator: "\"").first(where: { $0.hasSuffix("/layer.tar") }).map(String.init))
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -440,5 +541,102 @@ struct CarriedAcrossOrchestratorsTests {
         let (name, port) = ("rdsxorch", 18129)
         try await ConnectionTests.moveCarryingOneClient(testbed, name: name, port: port, approach: .container, label: "carried nested redis connection runc → containerd")
         await testbed.cleanUp(name)
+    }
+}
+
+/// `pgbench -c CLIENTS -T SECONDS -P 1` against a server, its output (progress and summary) in a file.
+final class Pgbench {
+    struct Result {
+        var status: Int32
+        var output: String
+        var processed: Int?
+        var failed: Int?
+        /// The transactions per second of its last progress line.
+        var lastTPS: Double?
+    }
+
+    let process = Process()
+    let output: String
+
+    init(host: String, port: Int, clients: Int, seconds: Int) throws {
+        output = "\(FileManager.default.temporaryDirectory.path)/ums-pgbench-\(UUID().uuidString.prefix(8)).log"
+        FileManager.default.createFile(atPath: output, contents: nil)
+        self.seconds = seconds
+        // pgbench ends a -T run on SIGALRM, which a process started from the test runner's
+        // threads inherits blocked (the run went on for minutes): python3 clears the signal
+        // mask and becomes pgbench.
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.arguments = [
+            "-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execv(sys.argv[1], sys.argv[1:])",
+            "/usr/bin/pgbench", "-h", host, "-p", String(port), "-U", "postgres", "-c", String(clients), "-T", String(seconds), "-P", "1", "postgres",
+        ]
+        let file = FileHandle(forWritingAtPath: output)
+        process.standardOutput = file
+        process.standardError = file
+        let ended = self.ended
+        process.terminationHandler = { process in ended.finish(process.terminationStatus) }
+        try process.run()
+    }
+
+    /// Its exit status, once it ended.
+    final class Ended: @unchecked Sendable {
+        private let lock = NSLock()
+        private var status: Int32?
+        private var waiter: CheckedContinuation<Int32, Never>?
+
+        func finish(_ value: Int32) {
+            lock.lock()
+            status = value
+            let waiting = waiter
+            waiter = nil
+            lock.unlock()
+            waiting?.resume(returning: value)
+        }
+
+        func wait() async -> Int32 {
+            await withCheckedContinuation { continuation in
+                lock.lock()
+                if let status {
+                    lock.unlock()
+                    continuation.resume(returning: status)
+                } else {
+                    waiter = continuation
+                    lock.unlock()
+                }
+            }
+        }
+    }
+
+    let ended = Ended()
+    let seconds: Int
+
+    /// Waits for it to end — killed if it runs 60 s past its time (a stalled connection would
+    /// otherwise hold it forever) — and reads what it said.
+    func finish() async throws -> Result {
+        let (ended, pid, seconds) = (self.ended, process.processIdentifier, self.seconds)
+        let status = await withTaskGroup(of: Int32?.self) { group in
+            group.addTask { await ended.wait() }
+            group.addTask {
+                guard (try? await Task.sleep(for: .seconds(seconds + 60))) != nil else { return nil }
+                kill(pid, SIGKILL)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            if let first { return first }
+            return await ended.wait()
+        }
+        let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+        try? FileManager.default.removeItem(atPath: output)
+        func number(after prefix: String) -> Int? {
+            text.split(separator: "\n").first { $0.hasPrefix(prefix) }.flatMap { Int($0.dropFirst(prefix.count).prefix { $0.isNumber }) }
+        }
+        let lastTPS = text.split(separator: "\n").last { $0.hasPrefix("progress:") }
+            .flatMap { $0.split(separator: ",").dropFirst().first }
+            .flatMap { Double($0.trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "") }
+        return Result(
+            status: status, output: text, processed: number(after: "number of transactions actually processed: "),
+            failed: number(after: "number of failed transactions: "), lastTPS: lastTPS
+        )
     }
 }
