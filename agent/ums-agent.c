@@ -73,6 +73,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -758,6 +759,66 @@ static int open_files(pid_t root, char files[][PATH_MAX], int cap) {
 
 /* ---------- CRIU ---------- */
 
+/* CRIU learns what the kernel can do (its "kerndat") on every run unless it finds a cache:
+ * ~65 ms here before it even seizes the service — at the source while the Frontman already holds
+ * clients, at the destination inside the downtime. Unprivileged, it keeps the cache only under
+ * $XDG_RUNTIME_DIR and only on a tmpfs: the container's /dev/shm, in a directory of this agent's
+ * own named after the boot (a cache restored or copied from another machine is never read).
+ * Only CRIU's environment has it; the service's is left as it was. */
+static char criu_cache_env[128];
+static char *criu_envp[256];
+static int criu_env_ready;
+
+static void prepare_criu_cache(void) {
+    char boot[64] = "";
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+    if (f) { if (!fgets(boot, sizeof boot, f)) boot[0] = 0; fclose(f); }
+    boot[strcspn(boot, "\n")] = 0;
+    if (strlen(boot) != 36 || strspn(boot, "0123456789abcdef-") != 36) return;
+    char dir[96];
+    snprintf(dir, sizeof dir, "/dev/shm/.ums-criu-%s", boot);
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) return;
+    /* Only a directory of this agent's own, never followed through a link. */
+    struct stat st;
+    if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077)) return;
+    snprintf(criu_cache_env, sizeof criu_cache_env, "XDG_RUNTIME_DIR=%s", dir);
+    int n = 0;
+    for (char **e = environ; *e && n < 254; e++)
+        if (strncmp(*e, "XDG_RUNTIME_DIR=", 16)) criu_envp[n++] = *e;
+    criu_envp[n++] = criu_cache_env;
+    criu_envp[n] = NULL;
+    criu_env_ready = 1;
+}
+
+static void exec_criu(char **args);
+
+/* Container-level: the CRIU that runc runs here is root's, which keeps the cache only at
+ * /run/criu.kdat and only when /run is a tmpfs; the outer container's /run is its root
+ * filesystem's. A tmpfs there (runc's state for the nested container lives in it too, which a
+ * restarted container starts without anyway). */
+static void mount_run_tmpfs(void) {
+    struct statfs fs;
+    if (statfs("/run", &fs) == 0 && fs.f_type == 0x01021994 /* TMPFS_MAGIC */) return;
+    if (mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16m") != 0)
+        logmsg("cannot mount a tmpfs on /run (CRIU will not keep its kernel facts): %s", strerror(errno));
+}
+
+/* Runs `criu check` once in the background so that the first DUMP or RESTORE finds the cache
+ * (the reaper collects it; its outcome does not matter). Container-level: the `criu` runc finds. */
+static void warm_criu_cache(void) {
+    if (!host_mode && !criu_env_ready) return;
+    pid_t pid = fork();
+    if (pid != 0) return;
+    if (host_mode) {
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) { dup2(null, 0); dup2(null, 1); dup2(null, 2); }
+        execlp("criu", "criu", "check", (char *)NULL);
+        _exit(127);
+    }
+    char *args[] = { "check", "--unprivileged", NULL };
+    exec_criu(args);
+}
+
 static void exec_criu(char **args) {
     char loader[PATH_MAX], libs[2 * PATH_MAX], criu[PATH_MAX];
     snprintf(loader, sizeof loader, "%s/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", cfg.criu_root);
@@ -773,7 +834,7 @@ static void exec_criu(char **args) {
     argv[n] = NULL;
     int null = open("/dev/null", O_RDWR);
     if (null >= 0) { dup2(null, 0); dup2(null, 1); dup2(null, 2); }
-    execv(loader, argv);
+    execve(loader, argv, criu_env_ready ? criu_envp : environ);
     _exit(127);
 }
 
@@ -1834,6 +1895,7 @@ int main(int argc, char **argv) {
     if (!restore && !host_mode) advance_pids();  /* before the reaper runs: these children are reaped below */
     while (waitpid(-1, NULL, WNOHANG) > 0) {}
     if (host_mode) remount_cgroups_writable();
+    if (host_mode) mount_run_tmpfs();
     if (host_mode && write_nested_config(restore) < 0) { logmsg("cannot write the nested container's config: %s", strerror(errno)); return 125; }
 
     sigemptyset(&forwarded);
@@ -1855,6 +1917,9 @@ int main(int argc, char **argv) {
         start_service();
     }
     pthread_create(&t, NULL, reaper, NULL);
+    /* CRIU's kernel facts learnt now, not while the service is held or frozen. */
+    if (!host_mode) prepare_criu_cache();
+    warm_criu_cache();
 
     for (;;) {
         int client = accept4(listener, NULL, NULL, SOCK_CLOEXEC);

@@ -30,6 +30,10 @@ struct ContainerLevelTests {
         #expect(try await testbed.count(at: "\(testbed.bHost):18095", path: "/children") == 2)
         let fileAfter = try #require(testbed.containerFile(system: "b", container: name, path: "/.ums/nested/rootfs/tmp/count.log"))
         #expect(fileAfter.hasPrefix(fileBefore), "the open file crossed with the service")
+        // B's agent had CRIU learn the kernel's facts when it started (on the tmpfs it mounts on
+        // the outer container's /run): the nested restore read them from the cache.
+        let restoreLog = try #require(testbed.containerFile(system: "b", container: name, path: "/.ums/work/restore.log"))
+        #expect(restoreLog.contains("Loaded kdat cache"), "\(restoreLog.split(separator: "\n").prefix(8).joined(separator: "\n"))")
         #expect(testbed.processes(inCgroupBelow: "/ums/tbb/\(name)/ums-nested/").count == 3)
         // The source is gone, nested processes and cgroups included.
         #expect(try await testbed.names(on: testbed.a).contains(name) == false)

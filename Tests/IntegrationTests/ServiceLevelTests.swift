@@ -36,6 +36,14 @@ struct ServiceLevelTests {
         // The file the service holds open crossed with it, and it keeps appending to it at B.
         let fileAfter = try #require(testbed.containerFile(system: "b", container: name, path: "/tmp/count.log"))
         #expect(fileAfter.hasPrefix(fileBefore))
+        // B's agent had CRIU learn the kernel's facts when it started, on its container's /dev/shm
+        // (CRIU's cache, read first by every run): there before the restore began, so the restore
+        // spent none of the downtime on them.
+        let pidAtB = try #require(try await testbed.b.container(name).container.pid)
+        let boot = try String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let cache = try FileManager.default.attributesOfItem(atPath: "/proc/\(pidAtB)/root/dev/shm/.ums-criu-\(boot)/criu.kdat")
+        let restoring = try #require(record.events.first { $0.step == MigrationStep.restoring.rawValue }?.at)
+        #expect(try #require(cache[.modificationDate] as? Date) < restoring, "the cache was made at B's start, before the restore")
         // The source container is gone: not listed, no namespace; A only forwards to B.
         #expect(try await testbed.names(on: testbed.a).contains(name) == false)
         #expect(testbed.namespaces(system: "tba").contains("ums-tba-\(name)") == false)
