@@ -790,7 +790,24 @@ static void prepare_criu_cache(void) {
     criu_env_ready = 1;
 }
 
-static void exec_criu(char **args);
+static void exec_criu(char **args) {
+    char loader[PATH_MAX], libs[2 * PATH_MAX], criu[PATH_MAX];
+    snprintf(loader, sizeof loader, "%s/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", cfg.criu_root);
+    snprintf(libs, sizeof libs, "%s/usr/lib/x86_64-linux-gnu:%s/lib/x86_64-linux-gnu", cfg.criu_root, cfg.criu_root);
+    snprintf(criu, sizeof criu, "%s/usr/sbin/criu", cfg.criu_root);
+    char *argv[64];
+    int n = 0;
+    argv[n++] = loader;
+    argv[n++] = "--library-path";
+    argv[n++] = libs;
+    argv[n++] = criu;
+    for (int i = 0; args[i] && n < 63; i++) argv[n++] = args[i];
+    argv[n] = NULL;
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) { dup2(null, 0); dup2(null, 1); dup2(null, 2); }
+    execve(loader, argv, criu_env_ready ? criu_envp : environ);
+    _exit(127);
+}
 
 /* Container-level: the CRIU that runc runs here is root's, which keeps the cache only at
  * /run/criu.kdat and only when /run is a tmpfs; the outer container's /run is its root
@@ -817,25 +834,6 @@ static void warm_criu_cache(void) {
     }
     char *args[] = { "check", "--unprivileged", NULL };
     exec_criu(args);
-}
-
-static void exec_criu(char **args) {
-    char loader[PATH_MAX], libs[2 * PATH_MAX], criu[PATH_MAX];
-    snprintf(loader, sizeof loader, "%s/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", cfg.criu_root);
-    snprintf(libs, sizeof libs, "%s/usr/lib/x86_64-linux-gnu:%s/lib/x86_64-linux-gnu", cfg.criu_root, cfg.criu_root);
-    snprintf(criu, sizeof criu, "%s/usr/sbin/criu", cfg.criu_root);
-    char *argv[64];
-    int n = 0;
-    argv[n++] = loader;
-    argv[n++] = "--library-path";
-    argv[n++] = libs;
-    argv[n++] = criu;
-    for (int i = 0; args[i] && n < 63; i++) argv[n++] = args[i];
-    argv[n] = NULL;
-    int null = open("/dev/null", O_RDWR);
-    if (null >= 0) { dup2(null, 0); dup2(null, 1); dup2(null, 2); }
-    execve(loader, argv, criu_env_ready ? criu_envp : environ);
-    _exit(127);
 }
 
 /* ---------- source: DUMP ---------- */

@@ -107,8 +107,8 @@ public struct ContainerNetwork: Codable, Sendable, Equatable {
         ] + ((try? tunnel.holdArrivals(containerAddress)) ?? []) + ((try? tunnel.returnPath(address: containerAddress, hostInterface: hostInterface).ip) ?? [])
     }
 
-    /// `ip -batch` lines that undo what `hostSetUp` made outside the namespace (the link goes
-    /// with the namespace); none for an ordinary network.
+    /// `ip -batch` lines that undo what `hostSetUp` made outside the namespace besides its link
+    /// (`remove` deletes that); none for an ordinary network.
     public var hostTearDown: [String] {
         let (address, through) = tunnel.map { (containerAddress, $0) } ?? carried.map { ($0.address, $0.tunnel) } ?? ("", nil)
         guard let through, let path = try? through.returnPath(address: address, hostInterface: hostInterface) else { return [] }
@@ -360,13 +360,13 @@ public struct NetworkManager: Sendable {
         // went at the commit): one that is not there would fail the batch of the others.
         await removeRules((ports.flatMap(network.forwardingRules(for:)) + [network.egressRule] + network.carriedRules).filter { $0[1] != "raw" })
         await removeSilences(network)
+        // The veth pair would go with its namespace — but only once nothing holds the namespace,
+        // and the sockets of a service killed with open connections (closing, retransmitting
+        // their FIN) hold it for up to a minute: its link would still be there, and the next
+        // container given this slot fail on "File exists". Deleting this end deletes the pair now.
         let teardown = (network.tunnel == nil ? ["route del \(network.containerAddress)/32"] : []) + network.hostTearDown
+            + ["link del \(network.hostInterface)"]
         for line in teardown { _ = try? await runner.run(Command("ip", line.split(separator: " ").map(String.init))) }
-        // The veth pair goes with its namespace — but only once nothing holds the namespace, and
-        // the sockets of a service killed with open connections (closing, retransmitting their
-        // FIN) hold it for up to a minute: its link would still be there, and the next container
-        // given this slot fail on "File exists". Deleting this end deletes the pair now.
-        _ = try? await runner.run(Command("ip", ["link", "del", network.hostInterface]))
         _ = try? await runner.run(Command("ip", ["netns", "del", network.namespace]))
     }
 

@@ -418,13 +418,8 @@ final class RedisSession {
     }
 
     func result(timeout: Duration = .seconds(60)) async throws -> Result {
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning {
-            guard ContinuousClock.now < deadline else {
-                process.terminate()
-                throw UMSError(.timeout, "the redis client did not finish")
-            }
-            try await Task.sleep(for: .milliseconds(100))
+        guard try await waitForExit(process, timeout: timeout) else {
+            throw UMSError(.timeout, "the redis client did not finish")
         }
         defer {
             try? FileManager.default.removeItem(atPath: output)
@@ -573,59 +568,15 @@ final class Pgbench {
         let file = FileHandle(forWritingAtPath: output)
         process.standardOutput = file
         process.standardError = file
-        let ended = self.ended
-        process.terminationHandler = { process in ended.finish(process.terminationStatus) }
         try process.run()
     }
 
-    /// Its exit status, once it ended.
-    final class Ended: @unchecked Sendable {
-        private let lock = NSLock()
-        private var status: Int32?
-        private var waiter: CheckedContinuation<Int32, Never>?
-
-        func finish(_ value: Int32) {
-            lock.lock()
-            status = value
-            let waiting = waiter
-            waiter = nil
-            lock.unlock()
-            waiting?.resume(returning: value)
-        }
-
-        func wait() async -> Int32 {
-            await withCheckedContinuation { continuation in
-                lock.lock()
-                if let status {
-                    lock.unlock()
-                    continuation.resume(returning: status)
-                } else {
-                    waiter = continuation
-                    lock.unlock()
-                }
-            }
-        }
-    }
-
-    let ended = Ended()
     let seconds: Int
 
     /// Waits for it to end — killed if it runs 60 s past its time (a stalled connection would
     /// otherwise hold it forever) — and reads what it said.
     func finish() async throws -> Result {
-        let (ended, pid, seconds) = (self.ended, process.processIdentifier, self.seconds)
-        let status = await withTaskGroup(of: Int32?.self) { group in
-            group.addTask { await ended.wait() }
-            group.addTask {
-                guard (try? await Task.sleep(for: .seconds(seconds + 60))) != nil else { return nil }
-                kill(pid, SIGKILL)
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            if let first { return first }
-            return await ended.wait()
-        }
+        let status = try await waitForExit(process, timeout: .seconds(seconds + 60)) ? process.terminationStatus : -1
         let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
         try? FileManager.default.removeItem(atPath: output)
         func number(after prefix: String) -> Int? {
@@ -639,4 +590,21 @@ final class Pgbench {
             failed: number(after: "number of failed transactions: "), lastTPS: lastTPS
         )
     }
+}
+
+/// Waits for a client process to end (polling: the test's cooperative threads stay free); one
+/// still running after `timeout` (a stalled connection would hold it forever) is terminated.
+/// Whether it ended by itself.
+func waitForExit(_ process: Process, timeout: Duration) async throws -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while process.isRunning {
+        guard ContinuousClock.now < deadline else {
+            process.terminate()
+            for _ in 0..<50 where process.isRunning { try await Task.sleep(for: .milliseconds(100)) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            return false
+        }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    return true
 }
