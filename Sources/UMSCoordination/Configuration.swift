@@ -94,6 +94,9 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     public var frontmanHoldSeconds: Double?
     /// How many held requests/connections a Frontman sends on at once when the hold ends (default 32).
     public var frontmanReleaseAtOnce: Int?
+    /// The longest the freeze waits for the answers to what the service was already sent
+    /// (milliseconds, default 50; 0: it does not wait).
+    public var frontmanQuiesceMs: Int?
     /// How long a Frontman stays after its service left and the endpoint record was updated (seconds).
     public var frontmanLinger: Double?
     /// Seconds an incoming migration may wait for the source's restore before this system removes
@@ -122,7 +125,8 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         return FrontmanSettings(
             limits: HoldLimits(
                 count: frontmanHoldCount ?? defaults.count, bytes: frontmanHoldBytes ?? defaults.bytes, seconds: frontmanHoldSeconds ?? defaults.seconds,
-                releaseAtOnce: frontmanReleaseAtOnce ?? defaults.releaseAtOnce
+                releaseAtOnce: frontmanReleaseAtOnce ?? defaults.releaseAtOnce,
+                quiesceSeconds: frontmanQuiesceMs.map { Double($0) / 1000 } ?? defaults.quiesceSeconds
             ),
             linger: .milliseconds(Int64((frontmanLinger ?? 10) * 1000))
         )
@@ -158,7 +162,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case name, listen, stateDir, orchestrator, tokenFile, advertiseURL, peers, criuPath, logLevel, hostImage, engineSocket, swarmNodes, dockerContainerd
-        case containerNetwork, endpointsFile, endpointHook, dnsServer, dnsZone, dnsKeyFile, dnsTTL, frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanReleaseAtOnce, frontmanLinger
+        case containerNetwork, endpointsFile, endpointHook, dnsServer, dnsZone, dnsKeyFile, dnsTTL, frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanReleaseAtOnce, frontmanQuiesceMs, frontmanLinger
         case admission, tlsDir, insecure, readerTokenFiles, trustedPeers, incomingTimeout, shutdownGrace, migrationNetwork, connectionLinger
     }
 
@@ -189,6 +193,7 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         frontman = try container.decodeIfPresent(Bool.self, forKey: .frontman)
         frontmanHoldCount = try container.decodeIfPresent(Int.self, forKey: .frontmanHoldCount)
         frontmanReleaseAtOnce = try container.decodeIfPresent(Int.self, forKey: .frontmanReleaseAtOnce)
+        frontmanQuiesceMs = try container.decodeIfPresent(Int.self, forKey: .frontmanQuiesceMs)
         frontmanHoldBytes = try container.decodeIfPresent(Int.self, forKey: .frontmanHoldBytes)
         frontmanHoldSeconds = try container.decodeIfPresent(Double.self, forKey: .frontmanHoldSeconds)
         frontmanLinger = try container.decodeIfPresent(Double.self, forKey: .frontmanLinger)
@@ -235,6 +240,9 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
         if let count = frontmanHoldCount, count < 0 { throw UMSError(.invalidArgument, "invalid frontman hold count \(count): expected 0 or more") }
         if let count = frontmanReleaseAtOnce, !(1...4096).contains(count) {
             throw UMSError(.invalidArgument, "invalid frontman release-at-once \(count): expected 1 to 4096")
+        }
+        if let milliseconds = frontmanQuiesceMs, !(0...5000).contains(milliseconds) {
+            throw UMSError(.invalidArgument, "invalid frontman quiesce time \(milliseconds) ms: expected 0 to 5000")
         }
         if let bytes = frontmanHoldBytes, bytes < 0 { throw UMSError(.invalidArgument, "invalid frontman hold bytes \(bytes): expected 0 or more") }
         if let seconds = frontmanHoldSeconds, !(seconds >= 0) { throw UMSError(.invalidArgument, "invalid frontman hold time \(seconds): expected 0 or more seconds") }

@@ -157,6 +157,14 @@ actor Frontmen {
         await entry.frontman.gate.hold()
     }
 
+    /// Between the hold and the freeze: waits (at most the limits' `quiesceSeconds`) for the
+    /// answers to what the service was already sent, so that nothing is in flight inside the
+    /// frozen copy. Nil when the service has no Frontman.
+    func quiesce(_ service: String) async -> (waited: Duration, unanswered: Int)? {
+        guard let gate = entries[service]?.frontman.gate else { return nil }
+        return await gate.quiesce(upTo: .milliseconds(Int64(limits.quiesceSeconds * 1000)))
+    }
+
     /// The destination confirmed: everything held and after goes there.
     func release(_ service: String, to target: FrontmanTarget, redirect: Bool, role: Role) async {
         guard var entry = entries[service] else { return }

@@ -230,6 +230,12 @@ struct MigrationDriver: Sendable {
         await frontmen?.hold(container)
         progress.holding = true
         progress.frozenAt = clock.now
+        // What reached the service a moment ago is answered before it freezes (bounded): in
+        // the frozen copy it could only be sent again (idempotent HTTP) or cut (TCP).
+        if let quiet = await frontmen?.quiesce(container), quiet.waited >= .milliseconds(1) || quiet.unanswered > 0 {
+            let unanswered = quiet.unanswered == 0 ? "" : ", \(quiet.unanswered) still unanswered"
+            await records.note(id, "frontman: waited \(Int(quiet.waited.seconds * 1000)) ms for answers to what \(container) was already sent\(unanswered)")
+        }
         if !approach.freezesAtCheckpoint { try await approach.freeze(container) }
         progress.frozen = true
         if let tunnel = progress.tunnel, let carrier = system.orchestrator as? any ConnectionCarrying {

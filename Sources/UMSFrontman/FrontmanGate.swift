@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import UMSModel
 
 /// Where a Frontman sends what it lets through: the service itself (its container's address and
@@ -48,10 +49,16 @@ public struct HoldLimits: Sendable, Equatable, Codable {
     /// service's accept queue (a listen backlog of 64 is common), and each connection the kernel
     /// drops there waits for a retransmission — longer than the rest of the release takes.
     public var releaseAtOnce: Int
+    /// When the hold starts, the longest the freeze waits for the answers to what the service was
+    /// already sent: a request that reached the service's socket a moment before the freeze is
+    /// otherwise in flight inside the frozen copy — sent again where that is safe (idempotent
+    /// HTTP), but a TCP connection can only be closed. Usually a millisecond or two; never more
+    /// than this (a connection whose client talks without answers just uses it up).
+    public var quiesceSeconds: Double
 
     public init(
         count: Int = 1024, bytes: Int = 64 << 20, seconds: Double = 30, concurrent: Int = 4096, bufferedBytes: Int = 256 << 20,
-        releaseAtOnce: Int = 32
+        releaseAtOnce: Int = 32, quiesceSeconds: Double = 0.05
     ) {
         self.count = count
         self.bytes = bytes
@@ -59,6 +66,7 @@ public struct HoldLimits: Sendable, Equatable, Codable {
         self.concurrent = concurrent
         self.bufferedBytes = bufferedBytes
         self.releaseAtOnce = releaseAtOnce
+        self.quiesceSeconds = quiesceSeconds
     }
 }
 
@@ -143,8 +151,14 @@ public actor FrontmanGate {
     private var reservedBytes = 0
     private var heldBytes = 0
     private var nextID = 0
-    /// In-flight work per epoch, with how to cut it (`true`: it never reached a service).
-    private var inFlight: [Int: (epoch: Int, retryable: Bool, cut: @Sendable (_ undelivered: Bool) -> Void)] = [:]
+    /// In-flight work per epoch, with how to cut it (`true`: it never reached a service) and,
+    /// for a connection, whether it waits for the service's answer.
+    private var inFlight: [Int: (epoch: Int, retryable: Bool, answer: AnswerWatch?, cut: @Sendable (_ undelivered: Bool) -> Void)] = [:]
+    /// Admissions not yet settled, per epoch: requests whose answer's head has not come back,
+    /// connections not yet open (see `quiesce`).
+    private var unsettled: [Int: Int] = [:]
+    /// The epoch that forwarded to the service when the last hold started (nil: it redirected).
+    private var heldFrom: Int?
 
     /// A release that lets what was held go on `limits.releaseAtOnce` at a time, oldest first.
     struct PacedRelease {
@@ -196,8 +210,10 @@ public actor FrontmanGate {
     public func admit(bytes: Int = 0, waited: Duration = .zero) async throws -> FrontmanAdmission {
         switch mode {
         case .forwarding(let target):
+            unsettled[epoch, default: 0] += 1
             return FrontmanAdmission(.forward(target, epoch: epoch))
         case .redirecting(let target):
+            unsettled[epoch, default: 0] += 1
             return FrontmanAdmission(.redirect(target, epoch: epoch))
         case .closed:
             throw FrontmanRefusal.closed
@@ -262,9 +278,33 @@ public actor FrontmanGate {
     /// yet stays held, for the next release.
     public func hold() {
         guard mode != .closed else { return }
+        if case .forwarding = mode { heldFrom = epoch } else { heldFrom = nil }
         mode = .holding
         epoch += 1
         pacing = nil
+    }
+
+    /// Waits, at most `bound`, until nothing that went to the service before the hold still waits
+    /// for its answer: every request's answer head came back, every connection opened, and no
+    /// connection has sent bytes the service has not answered yet (or, since it opened, has
+    /// heard nothing back). Called between `hold` and the freeze; returns at once when the
+    /// gate no longer holds. Says how long it waited and how many were still unanswered.
+    public func quiesce(upTo bound: Duration) async -> (waited: Duration, unanswered: Int) {
+        let start = ContinuousClock.now
+        while true {
+            let waiting = heldFrom == nil ? 0 : unanswered(before: epoch)
+            let waited = ContinuousClock.now - start
+            guard waiting > 0, waited < bound, mode == .holding else { return (waited, waiting) }
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+    }
+
+    /// What went out before the hold (a kept connection may be from any earlier epoch that
+    /// forwarded to the service) and still waits for an answer.
+    private func unanswered(before epoch: Int) -> Int {
+        let requests = unsettled.reduce(0) { $0 + ($1.key < epoch ? $1.value : 0) }
+        let connections = inFlight.values.count { $0.epoch < epoch && $0.answer?.awaiting == true }
+        return requests + connections
     }
 
     /// Sends everything held, and everything after, to `target` (or redirects there). `paced`:
@@ -284,6 +324,7 @@ public actor FrontmanGate {
             for id in held {
                 guard let waiter = take(id) else { continue }
                 stats.released += 1
+                unsettled[epoch, default: 0] += 1
                 waiter.continuation.resume(returning: FrontmanAdmission(route))
             }
         } else {
@@ -300,6 +341,10 @@ public actor FrontmanGate {
     /// What a request or connection `admit` let through hands back once it reached its target
     /// (or failed to): under a paced release, the next held one goes.
     public func settle(_ admission: FrontmanAdmission) {
+        let epoch = admission.route.epoch
+        if let count = unsettled[epoch] {
+            unsettled[epoch] = count > 1 ? count - 1 : nil
+        }
         guard let paced = admission.paced, paced.release == pacing?.epoch, pacing?.outstanding.remove(paced.id) != nil else { return }
         pump()
     }
@@ -313,6 +358,7 @@ public actor FrontmanGate {
             guard let waiter = take(id) else { continue }
             release.outstanding.insert(id)
             stats.released += 1
+            unsettled[release.epoch, default: 0] += 1
             waiter.continuation.resume(returning: FrontmanAdmission(release.route, paced: (release.epoch, id)))
         }
         pacing = release.next < release.queue.count ? release : nil
@@ -358,12 +404,12 @@ public actor FrontmanGate {
         inFlight = [:]
     }
 
-    /// Registers in-flight work (`retryable`: it may be sent again, see `cutStale`); returns its
-    /// key for `finished`.
-    public func started(epoch: Int, retryable: Bool = false, cut: @escaping @Sendable (_ undelivered: Bool) -> Void) -> Int {
+    /// Registers in-flight work (`retryable`: it may be sent again, see `cutStale`; `answer`: a
+    /// connection's, whose state `quiesce` reads); returns its key for `finished`.
+    public func started(epoch: Int, retryable: Bool = false, answer: AnswerWatch? = nil, cut: @escaping @Sendable (_ undelivered: Bool) -> Void) -> Int {
         let id = nextID
         nextID += 1
-        inFlight[id] = (epoch, retryable, cut)
+        inFlight[id] = (epoch, retryable, answer, cut)
         return id
     }
 
@@ -383,4 +429,20 @@ public actor FrontmanGate {
 
 public enum FrontmanEvent: Sendable {
     case forwarded, retried, redirected, failedInFlight
+}
+
+/// Whether a spliced connection waits for its service's answer: from when it opens until the
+/// service's first bytes, and from each of the client's bytes until the service's next. Set from
+/// the splice's two directions without a hop to the gate.
+public final class AnswerWatch: Sendable {
+    private let state = Atomic<Bool>(true)
+
+    public init() {}
+
+    /// The client's bytes went to the service.
+    public func asked() { state.store(true, ordering: .relaxed) }
+    /// The service's bytes went to the client.
+    public func answered() { state.store(false, ordering: .relaxed) }
+
+    public var awaiting: Bool { state.load(ordering: .relaxed) }
 }

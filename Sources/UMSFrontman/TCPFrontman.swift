@@ -82,13 +82,13 @@ struct TCPFrontman: Sendable {
             } catch {
                 connected = .failure(error)
             }
-            // Connected or not, a held connection may go next.
-            await gate.settle(admission)
             let upstream: Connection
             switch connected {
             case .success(let connection):
                 upstream = connection
             case .failure(let error):
+                // Not connected: a held connection may go next.
+                await gate.settle(admission)
                 // Nothing was sent yet: try again (the new location may be a moment from ready).
                 if attempt < maxConnectAttempts {
                     await gate.count(.retried)
@@ -101,11 +101,16 @@ struct TCPFrontman: Sendable {
             }
             await gate.count(.forwarded)
             let (clientChannel, upstreamChannel) = (client.channel, upstream.channel)
-            let key = await gate.started(epoch: route.epoch) { _ in
+            // In flight (and waiting for the service's first bytes) before it counts as settled:
+            // a hold that starts in between sees it either way (`FrontmanGate.quiesce`).
+            let answer = AnswerWatch()
+            let key = await gate.started(epoch: route.epoch, answer: answer) { _ in
                 clientChannel.close(promise: nil)
                 upstreamChannel.close(promise: nil)
             }
-            await Connection.splice(client, upstream)
+            // Connected: a held connection may go next.
+            await gate.settle(admission)
+            await Connection.splice(client, upstream, forward: answer.asked, back: answer.answered)
             await gate.finished(key)
             return
         }

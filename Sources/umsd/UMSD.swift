@@ -15,7 +15,7 @@ struct UMSD: AsyncParsableCommand {
         discussion: """
             Flags override the same keys of --config (YAML: name, listen, stateDir, orchestrator, tokenFile, \
             advertiseURL, peers[{url, tokenFile}], criuPath, logLevel, hostImage, engineSocket, swarmNodes, dockerContainerd, containerNetwork, endpointsFile, endpointHook, dnsServer, dnsZone, dnsKeyFile, dnsTTL, \
-            frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanReleaseAtOnce, frontmanLinger, incomingTimeout, shutdownGrace, migrationNetwork, connectionLinger, admission, tlsDir, insecure, \
+            frontman, frontmanHoldCount, frontmanHoldBytes, frontmanHoldSeconds, frontmanReleaseAtOnce, frontmanQuiesceMs, frontmanLinger, incomingTimeout, shutdownGrace, migrationNetwork, connectionLinger, admission, tlsDir, insecure, \
             readerTokenFiles). Speaks mutual TLS 1.3: make the system's identity with `ums trust init --dir TLSDIR` and pin \
             each peer with `ums trust add-peer`. Needs root, runc and CRIU >= 4.2 (scripts/setup installs them).
             """
@@ -108,6 +108,9 @@ struct UMSD: AsyncParsableCommand {
     @Option(name: .customLong("frontman-release-at-once"), help: "Held requests/connections a Frontman sends on at once when the hold ends, each next one when one of those reached the service (default 32, 1–4096): hundreds at one instant overrun a service's accept queue.")
     var frontmanReleaseAtOnce: Int?
 
+    @Option(name: .customLong("frontman-quiesce-ms"), help: "When a migration freezes a service, the longest it first waits for the answers to what the Frontman already sent the service (default 50, 0–5000; 0: no wait): a request in flight inside the frozen copy is sent again only when idempotent, a TCP connection carrying one is closed.")
+    var frontmanQuiesceMs: Int?
+
     @Option(name: .customLong("frontman-linger"), help: "Seconds a Frontman keeps forwarding after its service left and the endpoint record was updated (default 10).")
     var frontmanLinger: Double?
 
@@ -173,6 +176,7 @@ struct UMSD: AsyncParsableCommand {
         if noFrontman { configuration.frontman = false }
         if let frontmanHoldCount { configuration.frontmanHoldCount = frontmanHoldCount }
         if let frontmanReleaseAtOnce { configuration.frontmanReleaseAtOnce = frontmanReleaseAtOnce }
+        if let frontmanQuiesceMs { configuration.frontmanQuiesceMs = frontmanQuiesceMs }
         if let frontmanHoldBytes { configuration.frontmanHoldBytes = frontmanHoldBytes }
         if let frontmanHoldSeconds { configuration.frontmanHoldSeconds = frontmanHoldSeconds }
         if let frontmanLinger { configuration.frontmanLinger = frontmanLinger }

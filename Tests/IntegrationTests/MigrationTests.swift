@@ -418,6 +418,10 @@ struct DNSFollowsTests {
         let testbed = try Testbed()
         let name = "dns-follows"
         await testbed.cleanUp(name)
+        // A plain TCP port, a new connection per request: one whose request reached the service a
+        // moment before the freeze is answered before it freezes (the Frontman's quiesce). Without
+        // that the Frontman can only close it (a byte stream is not replayed): CI lost one that
+        // way, and 4 of 12 runs here did.
         _ = try await testbed.runCounter(name, port: 18170)
         _ = try await testbed.waitForCount(at: "\(testbed.aHost):18170", atLeast: 2)
         #expect(await resolve(name) == testbed.aHost)

@@ -21,6 +21,7 @@ struct ConfigurationTests {
             frontmanHoldCount: 10
             frontmanHoldSeconds: 2.5
             frontmanReleaseAtOnce: 8
+            frontmanQuiesceMs: 20
             frontmanLinger: 60
             endpointHook: /usr/local/bin/update-dns
             admission:
@@ -41,6 +42,7 @@ struct ConfigurationTests {
         #expect(try configuration.advertiseHost() == "198.18.0.1")
         let frontman = try #require(configuration.frontmanSettings)
         #expect(frontman.limits.count == 10 && frontman.limits.seconds == 2.5 && frontman.limits.bytes == 64 << 20 && frontman.limits.releaseAtOnce == 8)
+        #expect(frontman.limits.quiesceSeconds == 0.02)
         #expect(frontman.linger == .seconds(60))
         #expect(configuration.endpointHook == "/usr/local/bin/update-dns")
     }
@@ -49,6 +51,7 @@ struct ConfigurationTests {
     func frontmanSwitch() {
         var configuration = CoordinatorConfiguration(name: "edge", stateDir: "/s")
         #expect(configuration.frontmanSettings?.linger == .seconds(10))
+        #expect(configuration.frontmanSettings?.limits.quiesceSeconds == 0.05)
         configuration.frontman = false
         #expect(configuration.frontmanSettings == nil)
     }
@@ -61,6 +64,8 @@ struct ConfigurationTests {
         { var c = CoordinatorConfiguration(name: "edge", stateDir: "/s"); c.frontmanHoldCount = -5; return c }(),
         { var c = CoordinatorConfiguration(name: "edge", stateDir: "/s"); c.frontmanReleaseAtOnce = 0; return c }(),
         { var c = CoordinatorConfiguration(name: "edge", stateDir: "/s"); c.frontmanReleaseAtOnce = Int.max; return c }(),
+        { var c = CoordinatorConfiguration(name: "edge", stateDir: "/s"); c.frontmanQuiesceMs = -1; return c }(),
+        { var c = CoordinatorConfiguration(name: "edge", stateDir: "/s"); c.frontmanQuiesceMs = Int.max; return c }(),
         { var c = CoordinatorConfiguration(name: "edge", listen: "198.18.0.1:7000", stateDir: "/s"); c.insecure = true; return c }(),
     ])
     func invalid(configuration: CoordinatorConfiguration) {

@@ -401,8 +401,9 @@ import UMSModel
 
     typealias Connection = NIOAsyncChannel<ByteBuffer, ByteBuffer>
 
-    /// A line service: answers each line with `NAME LINE`.
-    static func lineService(_ name: String) async throws -> (port: Int, task: Task<Void, Never>) {
+    /// A line service: answers each line with `NAME LINE`, `delay` after it came (counted in
+    /// `received` meanwhile).
+    static func lineService(_ name: String, delay: Duration = .zero, received: Concurrency? = nil) async throws -> (port: Int, task: Task<Void, Never>) {
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0) { channel in
             channel.eventLoop.makeCompletedFuture { try Connection(wrappingChannelSynchronously: channel) }
         }
@@ -414,7 +415,10 @@ import UMSModel
                         group.addTask {
                             try? await connection.executeThenClose { input, output in
                                 for try await chunk in input {
+                                    await received?.enter()
+                                    if delay > .zero { try await Task.sleep(for: delay) }
                                     try await output.write(ByteBuffer(string: "\(name) \(String(buffer: chunk))"))
+                                    await received?.leave()
                                 }
                             }
                         }
@@ -470,5 +474,88 @@ import UMSModel
         #expect(ContinuousClock.now - started < .seconds(2))
         await frontman.gate.release(to: FrontmanTarget(host: "127.0.0.1", ports: [80: a.port]))
         #expect(try await held.value == "A count\n")
+    }
+
+    // MARK: Quiescing before the freeze
+
+    /// Until the service has `count` requests in hand.
+    static func until(_ concurrency: Concurrency, has count: Int) async throws {
+        for _ in 0..<500 where await concurrency.now < count {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        #expect(await concurrency.now == count, "the service got what was sent")
+    }
+
+    @Test("between the hold and the freeze the gate waits for the answer to what a TCP connection already sent the service — not for an idle kept connection — and says what a too-short bound left unanswered")
+    func quiesceWaitsForTCPAnswers() async throws {
+        let received = Concurrency()
+        let a = try await Self.lineService("A", delay: .milliseconds(150), received: received)
+        defer { a.task.cancel() }
+        let frontman = try await Self.frontman(to: a.port, kind: .tcp)
+        defer { Task { await frontman.stop() } }
+        let port = frontman.ports[0].listening
+        // A kept connection, answered and idle since.
+        let idle = try await Self.connect(port)
+        try await idle.executeThenClose { input, output in
+            var answers = input.makeAsyncIterator()
+            try await output.write(ByteBuffer(string: "first\n"))
+            #expect(try await answers.next().map { String(buffer: $0) } == "A first\n")
+            // Nothing asked: the hold does not wait for anything.
+            await frontman.gate.hold()
+            let nothing = await frontman.gate.quiesce(upTo: .seconds(2))
+            #expect(nothing.unanswered == 0 && nothing.waited < .milliseconds(50), "\(nothing)")
+            await frontman.gate.release(to: FrontmanTarget(host: "127.0.0.1", ports: [80: a.port]))
+
+            // Asked a moment before the hold: the gate waits for its answer.
+            try await output.write(ByteBuffer(string: "second\n"))
+            try await Self.until(received, has: 1)
+            await frontman.gate.hold()
+            let quiet = await frontman.gate.quiesce(upTo: .seconds(2))
+            #expect(quiet.unanswered == 0, "\(quiet)")
+            #expect(quiet.waited >= .milliseconds(50) && quiet.waited < .seconds(1), "\(quiet)")
+            #expect(try await answers.next().map { String(buffer: $0) } == "A second\n")
+            await frontman.gate.release(to: FrontmanTarget(host: "127.0.0.1", ports: [80: a.port]))
+
+            // A bound shorter than the answer: it says one is still unanswered.
+            try await output.write(ByteBuffer(string: "third\n"))
+            try await Self.until(received, has: 1)
+            await frontman.gate.hold()
+            let short = await frontman.gate.quiesce(upTo: .milliseconds(20))
+            #expect(short.unanswered == 1 && short.waited >= .milliseconds(20), "\(short)")
+            await frontman.gate.release(to: FrontmanTarget(host: "127.0.0.1", ports: [80: a.port]))
+            #expect(try await answers.next().map { String(buffer: $0) } == "A third\n")
+        }
+    }
+
+    @Test("a new TCP connection counts as waiting for the service from the moment it opens, before its client's bytes are read")
+    func quiesceCountsANewConnection() async throws {
+        let a = try await Self.lineService("A")
+        defer { a.task.cancel() }
+        let frontman = try await Self.frontman(to: a.port, kind: .tcp)
+        defer { Task { await frontman.stop() } }
+        // Opened, nothing sent: it waits (the client may be about to speak) — up to the bound.
+        let silent = try await Self.connect(frontman.ports[0].listening)
+        try await Task.sleep(for: .milliseconds(100))
+        await frontman.gate.hold()
+        let quiet = await frontman.gate.quiesce(upTo: .milliseconds(40))
+        #expect(quiet.unanswered == 1 && quiet.waited >= .milliseconds(40), "\(quiet)")
+        try await silent.channel.close()
+    }
+
+    @Test("between the hold and the freeze the gate waits for the answer's head of an HTTP request the service already has")
+    func quiesceWaitsForHTTPAnswers() async throws {
+        let received = Concurrency()
+        let a = try await Self.service("A", delay: .milliseconds(150), concurrency: received)
+        defer { a.task.cancel() }
+        let frontman = try await Self.frontman(to: a.port)
+        defer { Task { await frontman.stop() } }
+        let slow = Task { try await Self.get(frontman, "/slow") }
+        try await Self.until(received, has: 1)
+        await frontman.gate.hold()
+        let quiet = await frontman.gate.quiesce(upTo: .seconds(2))
+        #expect(quiet.unanswered == 0 && quiet.waited >= .milliseconds(50) && quiet.waited < .seconds(1), "\(quiet)")
+        await frontman.gate.release(to: FrontmanTarget(host: "127.0.0.1", ports: [80: a.port]))
+        let answer = try await slow.value
+        #expect(answer.status == 200 && answer.body == "A")
     }
 }
