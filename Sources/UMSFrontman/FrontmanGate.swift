@@ -157,8 +157,9 @@ public actor FrontmanGate {
     /// Admissions not yet settled, per epoch: requests whose answer's head has not come back,
     /// connections not yet open (see `quiesce`).
     private var unsettled: [Int: Int] = [:]
-    /// The epoch that forwarded to the service when the last hold started (nil: it redirected).
-    private var heldFrom: Int?
+    /// Whether the last hold started while forwarding (to the service): only then can something
+    /// be waiting inside it for an answer.
+    private var heldWhileForwarding = false
 
     /// A release that lets what was held go on `limits.releaseAtOnce` at a time, oldest first.
     struct PacedRelease {
@@ -210,11 +211,9 @@ public actor FrontmanGate {
     public func admit(bytes: Int = 0, waited: Duration = .zero) async throws -> FrontmanAdmission {
         switch mode {
         case .forwarding(let target):
-            unsettled[epoch, default: 0] += 1
-            return FrontmanAdmission(.forward(target, epoch: epoch))
+            return admission(.forward(target, epoch: epoch))
         case .redirecting(let target):
-            unsettled[epoch, default: 0] += 1
-            return FrontmanAdmission(.redirect(target, epoch: epoch))
+            return admission(.redirect(target, epoch: epoch))
         case .closed:
             throw FrontmanRefusal.closed
         case .holding:
@@ -278,7 +277,7 @@ public actor FrontmanGate {
     /// yet stays held, for the next release.
     public func hold() {
         guard mode != .closed else { return }
-        if case .forwarding = mode { heldFrom = epoch } else { heldFrom = nil }
+        if case .forwarding = mode { heldWhileForwarding = true } else { heldWhileForwarding = false }
         mode = .holding
         epoch += 1
         pacing = nil
@@ -292,7 +291,7 @@ public actor FrontmanGate {
     public func quiesce(upTo bound: Duration) async -> (waited: Duration, unanswered: Int) {
         let start = ContinuousClock.now
         while true {
-            let waiting = heldFrom == nil ? 0 : unanswered(before: epoch)
+            let waiting = heldWhileForwarding ? unanswered(before: epoch) : 0
             let waited = ContinuousClock.now - start
             guard waiting > 0, waited < bound, mode == .holding else { return (waited, waiting) }
             try? await Task.sleep(for: .milliseconds(1))
@@ -324,8 +323,7 @@ public actor FrontmanGate {
             for id in held {
                 guard let waiter = take(id) else { continue }
                 stats.released += 1
-                unsettled[epoch, default: 0] += 1
-                waiter.continuation.resume(returning: FrontmanAdmission(route))
+                waiter.continuation.resume(returning: admission(route))
             }
         } else {
             // The longest-waiting first (ids break ties: the order they came here).
@@ -336,6 +334,12 @@ public actor FrontmanGate {
             pump()
         }
         return epoch
+    }
+
+    /// Every admission goes out through here: it counts as unsettled (see `quiesce`) until `settle`.
+    private func admission(_ route: FrontmanRoute, paced: (release: Int, id: Int)? = nil) -> FrontmanAdmission {
+        unsettled[route.epoch, default: 0] += 1
+        return FrontmanAdmission(route, paced: paced)
     }
 
     /// What a request or connection `admit` let through hands back once it reached its target
@@ -358,8 +362,7 @@ public actor FrontmanGate {
             guard let waiter = take(id) else { continue }
             release.outstanding.insert(id)
             stats.released += 1
-            unsettled[release.epoch, default: 0] += 1
-            waiter.continuation.resume(returning: FrontmanAdmission(release.route, paced: (release.epoch, id)))
+            waiter.continuation.resume(returning: admission(release.route, paced: (release.epoch, id)))
         }
         pacing = release.next < release.queue.count ? release : nil
     }
