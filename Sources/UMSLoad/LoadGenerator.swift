@@ -45,6 +45,9 @@ public struct LoadGenerator: Sendable {
     public struct Report: Sendable, Codable {
         public var samples: [Sample]
         public var seconds: Double
+        /// When the load started (seconds since 1970, this machine's clock): with `sentAt` and
+        /// `latency`, a sample's place next to a migration record's events.
+        public var startedAt: Double?
 
         public var sent: Int { samples.count }
         public var failed: [Sample] { samples.filter { !$0.succeeded } }
@@ -80,6 +83,7 @@ public struct LoadGenerator: Sendable {
         let dns = try dnsServer.map { try DNSResolver(server: $0) }
         let clock = ContinuousClock()
         let start = clock.now
+        let startedAt = Date().timeIntervalSince1970
         let interval = 1.0 / rate
         let samples = try await withThrowingTaskGroup(of: Sample.self) { group in
             for index in 0..<count {
@@ -109,7 +113,7 @@ public struct LoadGenerator: Sendable {
             for try await sample in group { all.append(sample) }
             return all.sorted { $0.sentAt < $1.sentAt }
         }
-        return Report(samples: samples, seconds: (clock.now - start).seconds)
+        return Report(samples: samples, seconds: (clock.now - start).seconds, startedAt: startedAt)
     }
 }
 
