@@ -78,6 +78,18 @@ struct ServiceLevelTests {
         #expect(record.approach == .service)
         #expect(try await testbed.count(at: "\(testbed.bHost):18091", path: "/children") == 4)
         #expect(try await testbed.b.container(name).container.specification.processCount >= 6)
+        // B asks its orchestrator about the agent's container while the agent restores; the
+        // answer it gave the source (and keeps) counts the processes after the restore.
+        let restored = try await testbed.b.incoming().first { $0.id == record.id }?.restored
+        #expect((restored?.specification.processCount ?? 0) >= 6, "\(String(describing: restored?.specification.processCount))")
+        // The images it restored from are freed after its answer, at idle priority: gone soon.
+        var work = testbed.containerDirectory(system: "b", container: name, path: "/.ums/work")
+        for _ in 0..<50 where work.contains(where: { $0 == "restore" || $0.hasPrefix("discard.") }) {
+            try await Task.sleep(for: .milliseconds(100))
+            work = testbed.containerDirectory(system: "b", container: name, path: "/.ums/work")
+        }
+        #expect(work.contains("restored"), "\(work)")
+        #expect(!work.contains { $0 == "restore" || $0.hasPrefix("discard.") }, "\(work)")
         #expect(try await testbed.count(at: "\(testbed.bHost):18091") >= before)
         await testbed.cleanUp(name)
     }

@@ -155,6 +155,11 @@ struct Testbed {
         try? String(contentsOfFile: "\(directory)/\(system)/state/containers/\(container)/upper\(path)", encoding: .utf8)
     }
 
+    /// The entries of a directory the container made in its own root filesystem, read on the host.
+    func containerDirectory(system: String, container: String, path: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "\(directory)/\(system)/state/containers/\(container)/upper\(path)")) ?? []).sorted()
+    }
+
     /// Processes whose cgroup lies below `path` (e.g. `/ums/tbb/NAME/`), in the memory hierarchy.
     func processes(inCgroupBelow path: String) -> [Int] {
         let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap(Int.init)

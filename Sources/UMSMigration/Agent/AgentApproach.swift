@@ -191,9 +191,18 @@ public struct AgentApproach: MigrationApproach {
             await pageRelays.add(relay, for: incoming.id)
             command += " lazy=\(advertiseHost):\(relay.port)"
         }
+        // The agent's container runs throughout (only the service inside it is restored): what
+        // the orchestrator says of it is asked while the agent restores, not after — every held
+        // client waits for this answer. Only the process count changes with the restore, and
+        // it is read again after.
+        async let inspected = orchestrator.inspect(name)
         let reply = try await agent.send(command, timeout: .seconds(150), operation: "restore \(name)")
         logger.info("agent restored the service", metadata: ["container": "\(name)", "pid": "\(reply.fields["pid"] ?? "?")", "restore_ms": "\(reply.fields["restore_ms"] ?? "?")"])
-        return try await orchestrator.inspect(name)
+        var info = try await inspected
+        if let count = try? await orchestrator.specification(of: name).processCount {
+            info.specification.processCount = count
+        }
+        return info
     }
 
     /// Post-copy: once the agent's lazy-pages daemon has every page (the commit waits for it, so
