@@ -5,23 +5,26 @@ import Testing
 /// and runc's command lines, so every argument is checked as it is parsed. The real agent, run as
 /// a plain process here (run mode, its service `sleep`), answers each malformed command with an
 /// error before it acts on anything.
-@Suite("The agent's control line refuses what it cannot parse", .serialized, .enabled(if: interopAgent != nil, "no gcc to build the agent (run scripts/setup)"))
+@Suite("The agent as a plain process: its control line refuses what it cannot parse; its PID floor", .serialized, .enabled(if: interopAgent != nil, "no gcc to build the agent (run scripts/setup)"))
 struct AgentControlTests {
     static let token = "control-test-token"
 
-    /// Starts the agent on a free port, runs `body`, and ends it.
-    func withAgent(_ body: (Int) async throws -> Void) async throws {
+    /// Starts the agent on a free port (`launcher`: a command that runs it, e.g. in namespaces of
+    /// its own), runs `body`, and ends it.
+    func withAgent(launcher: [String] = [], _ body: (Int) async throws -> Void) async throws {
         let agent = try #require(interopAgent)
         let port = Int.random(in: 29100...29899)
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: agent)
-        process.arguments = ["run", "--", "/bin/sleep", "60"]
+        process.executableURL = URL(fileURLWithPath: launcher.first ?? agent)
+        process.arguments = (launcher.isEmpty ? [] : Array(launcher.dropFirst()) + [agent]) + ["run", "--", "/bin/sleep", "60"]
         process.environment = ["UMS_AGENT_TOKEN": Self.token, "UMS_AGENT_PORT": String(port), "PATH": "/usr/bin:/bin"]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
         defer {
-            process.terminate()
+            // A launcher waits for its child whatever it is sent but SIGKILL; its child (the
+            // agent, the namespace's first process) is then killed with it (--kill-child).
+            if launcher.isEmpty { process.terminate() } else { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
         }
         var ready = false
@@ -39,6 +42,17 @@ struct AgentControlTests {
             StreamInteropTests.run(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/$1 && printf '%s\\n' \"$2\" >&3 && head -n1 <&3", "_", String(port), "\(Self.token) \(command)"])
         }
         return String(decoding: result.output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    @Test("in a PID namespace of its own the service starts above the agent's PID floor (1000)")
+    func pidFloor() async throws {
+        // A container's fresh namespace, as at a destination: low PIDs are left to the agent's
+        // helpers, so a later restore of this service never collides with them.
+        try await withAgent(launcher: ["/usr/bin/unshare", "--pid", "--fork", "--kill-child", "--mount-proc"]) { port in
+            let status = await send("STATUS", port: port)
+            let pid = status.split(separator: " ").first { $0.hasPrefix("pid=") }.flatMap { Int($0.dropFirst(4)) }
+            #expect((pid ?? 0) >= 1000, "\(status)")
+        }
     }
 
     @Test("post-copy's, compression's and carried connections' options: malformed ones are refused, well-formed ones reach the command")
