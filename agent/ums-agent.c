@@ -63,7 +63,6 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -346,55 +345,6 @@ static int remove_entry(const char *path, const struct stat *sb, int flag, struc
 }
 
 static void remove_tree(const char *path) { nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
-
-/* Images just used are freed off the critical path: freeing 128 MiB of pages costs ~0.1 s of
- * CPU, and right after a RESTORE's reply (or a DUMP's) that CPU is what the Frontmen need to
- * pass the requests they held to the service. The directory is renamed aside at once (the next
- * DUMP or RECEIVE makes a fresh one) and removed by a thread at SCHED_IDLE, which any other
- * runnable thread preempts. Leftovers of an agent that ended meanwhile go at its next start. */
-#define DISCARD_PREFIX "discard."
-
-static void *discard_thread(void *arg) {
-    struct sched_param param = { 0 };
-    pthread_setschedparam(pthread_self(), SCHED_IDLE, &param);  /* where refused: normal priority */
-    remove_tree(arg);
-    free(arg);
-    return NULL;
-}
-
-static void discard_tree(const char *path) {
-    static long long discarded;
-    char aside[PATH_MAX];
-    snprintf(aside, sizeof aside, WORK "/" DISCARD_PREFIX "%lld.%lld", now_ms(), __atomic_fetch_add(&discarded, 1, __ATOMIC_RELAXED));
-    if (rename(path, aside) < 0) {
-        if (errno != ENOENT) remove_tree(path);
-        return;
-    }
-    char *copy = strdup(aside);
-    pthread_attr_t attr;
-    pthread_t t;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (!copy || pthread_create(&t, &attr, discard_thread, copy) != 0) {
-        remove_tree(aside);
-        free(copy);
-    }
-    pthread_attr_destroy(&attr);
-}
-
-/* At start: what an earlier agent set aside and did not finish removing. */
-static void discard_leftovers(void) {
-    DIR *dir = opendir(WORK);
-    if (!dir) return;
-    struct dirent *entry;
-    char path[PATH_MAX];
-    while ((entry = readdir(dir))) {
-        if (strncmp(entry->d_name, DISCARD_PREFIX, strlen(DISCARD_PREFIX)) != 0) continue;
-        snprintf(path, sizeof path, WORK "/%s", entry->d_name);
-        remove_tree(path);
-    }
-    closedir(dir);
-}
 
 static int make_dirs(const char *path, mode_t mode_bits) {
     char buf[PATH_MAX];
@@ -1249,7 +1199,7 @@ done:
          * them now (while the destination restores) drops their unwritten pages, which would
          * otherwise be flushed to disk when the orchestrator unmounts this container (~0.1 s).
          * A CRIU that still serves the pages keeps its directory. */
-        if (!serving) discard_tree(DUMP_DIR);
+        if (!serving) remove_tree(DUMP_DIR);
     }
 }
 
@@ -1579,7 +1529,7 @@ static void do_pages(int client, int seconds) {
     }
     fetched_bytes = transferred_bytes(WORK "/lazy-pages.log");
     reply(client, "OK bytes=%lld", fetched_bytes);
-    discard_tree(RESTORE_DIR);
+    remove_tree(RESTORE_DIR);
 }
 
 static void do_restore(int client, int seconds, const char *lazy_host, const char *lazy_port, int carry) {
@@ -1657,7 +1607,7 @@ static void do_restore(int client, int seconds, const char *lazy_host, const cha
         int mark = open(RESTORED_MARK, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
         if (mark >= 0) close(mark);
         reply(client, "OK pid=%d restore_ms=%lld bytes=%lld", restored, now_ms() - started, receive_bytes);
-        if (fetching < 0) discard_tree(RESTORE_DIR);  /* the lazy-pages daemon reads it until PAGES */
+        if (fetching < 0) remove_tree(RESTORE_DIR);  /* the lazy-pages daemon reads it until PAGES */
         write_nested_config(0);  /* ready for the next dump */
         logmsg("nested container restored (pid %d)", restored);
         return;
@@ -1715,7 +1665,7 @@ static void do_restore(int client, int seconds, const char *lazy_host, const cha
     int mark = open(RESTORED_MARK, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
     if (mark >= 0) close(mark);
     reply(client, "OK pid=%d restore_ms=%lld bytes=%lld", restored, now_ms() - started, receive_bytes);
-    if (fetching < 0) discard_tree(RESTORE_DIR);  /* the lazy-pages daemon reads it until PAGES */
+    if (fetching < 0) remove_tree(RESTORE_DIR);  /* the lazy-pages daemon reads it until PAGES */
     advance_pids();
     logmsg("service restored (pid %d)", restored);
 }
@@ -1941,7 +1891,6 @@ int main(int argc, char **argv) {
         return 1;
     }
     make_dirs(WORK, 0700);
-    discard_leftovers();
 
     /* A restarted container whose service was restored here starts it afresh, as any restart would. */
     if (restore && access(RESTORED_MARK, F_OK) == 0) restore = 0;

@@ -82,7 +82,7 @@ struct ServiceLevelTests {
         // answer it gave the source (and keeps) counts the processes after the restore.
         let restored = try await testbed.b.incoming().first { $0.id == record.id }?.restored
         #expect((restored?.specification.processCount ?? 0) >= 6, "\(String(describing: restored?.specification.processCount))")
-        // The images it restored from are freed after its answer, at idle priority: gone soon.
+        // The images it restored from are removed once it answered.
         var work = testbed.containerDirectory(system: "b", container: name, path: "/.ums/work")
         for _ in 0..<50 where work.contains(where: { $0 == "restore" || $0.hasPrefix("discard.") }) {
             try await Task.sleep(for: .milliseconds(100))
