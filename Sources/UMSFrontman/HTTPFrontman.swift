@@ -45,13 +45,22 @@ struct HTTPFrontmanResponder: HTTPResponder {
             return Self.plain(.contentTooLarge, "request body larger than the Frontman forwards (\(maxBodyBytes) bytes)\n")
         }
         let reserved = declared ?? (request.headers[.transferEncoding] == nil ? 0 : maxBodyBytes)
+        let arrived = ContinuousClock.now - waited(request.headers)
+        // Without a body to read first, the place and the route are had in one hop to the gate.
+        var admitted: FrontmanAdmission?
         do {
-            try await gate.enter(reserving: reserved)
+            if reserved == 0 {
+                admitted = try await gate.enterAndAdmit(waited: .now - arrived)
+            } else {
+                try await gate.enter(reserving: reserved)
+            }
+        } catch let refusal as FrontmanRefusal {
+            return Self.refused(refusal, service: service, holdSeconds: gate.limits.seconds)
         } catch {
-            return Self.refused(error, service: service, holdSeconds: gate.limits.seconds)
+            return Self.plain(.serviceUnavailable, "\(service): \(error); retry later\n")
         }
-        let response = await respondEntered(to: request, reserved: reserved, arrived: .now - waited(request.headers))
-        await gate.leave(releasing: reserved)
+        let (response, event) = await respondEntered(to: request, reserved: reserved, arrived: arrived, admitted: admitted)
+        await gate.leave(releasing: reserved, counting: event)
         return response
     }
 
@@ -65,12 +74,17 @@ struct HTTPFrontmanResponder: HTTPResponder {
         return .milliseconds(min(milliseconds, Int64(gate.limits.seconds * 1000)))
     }
 
-    func respondEntered(to request: Request, reserved: Int, arrived: ContinuousClock.Instant) async -> Response {
+    /// The request, once it has its place: its answer, and what to count it as when it leaves.
+    /// `admitted`: the first attempt's admission, when it came with the place.
+    func respondEntered(
+        to request: Request, reserved: Int, arrived: ContinuousClock.Instant, admitted: FrontmanAdmission?
+    ) async -> (Response, FrontmanEvent?) {
         let body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: reserved)
         } catch {
-            return Self.plain(.contentTooLarge, "request body larger than it declared or than the Frontman forwards (\(maxBodyBytes) bytes)\n")
+            if let admitted { await gate.settle(admitted) }
+            return (Self.plain(.contentTooLarge, "request body larger than it declared or than the Frontman forwards (\(maxBodyBytes) bytes)\n"), nil)
         }
         let retryable = [.get, .head, .options, .trace].contains(request.method)
             || request.headers[Self.retryableHeader]?.lowercased() == "true"
@@ -78,54 +92,55 @@ struct HTTPFrontmanResponder: HTTPResponder {
         while true {
             attempt += 1
             let admission: FrontmanAdmission
-            do {
-                admission = try await gate.admit(bytes: body.readableBytes, waited: .now - arrived)
-            } catch let refusal as FrontmanRefusal {
-                return Self.refused(refusal, service: service, holdSeconds: gate.limits.seconds)
-            } catch {
-                return Self.plain(.serviceUnavailable, "\(service): \(error); retry later\n")
+            if attempt == 1, let admitted {
+                admission = admitted
+            } else {
+                do {
+                    admission = try await gate.admit(bytes: body.readableBytes, waited: .now - arrived)
+                } catch let refusal as FrontmanRefusal {
+                    return (Self.refused(refusal, service: service, holdSeconds: gate.limits.seconds), nil)
+                } catch {
+                    return (Self.plain(.serviceUnavailable, "\(service): \(error); retry later\n"), nil)
+                }
             }
             let route = admission.route
             guard let endpoint = route.target.endpoint(forPublished: publishedPort) else {
                 await gate.settle(admission)
-                return Self.plain(.badGateway, "\(service): port \(publishedPort) is not published at \(route.target.host)\n")
+                return (Self.plain(.badGateway, "\(service): port \(publishedPort) is not published at \(route.target.host)\n"), nil)
             }
             if case .redirect = route {
                 await gate.settle(admission)
-                await gate.count(.redirected)
                 let location = "http://\(endpoint.host):\(endpoint.port)\(request.uri.description)"
-                return Response(status: .temporaryRedirect, headers: [.location: location, Self.frontmanHeader: "redirected"])
+                return (Response(status: .temporaryRedirect, headers: [.location: location, Self.frontmanHeader: "redirected"]), .redirected)
             }
-            // The answer's head came back or the attempt failed: a held request may go next.
+            // Settles the admission as the answer's head comes back or the attempt fails: a held
+            // request may go next.
             let outcome = await forward(
-                request, body: body, to: endpoint, epoch: route.epoch, reuse: route.target.reuseConnections, retryable: retryable, arrived: arrived
+                request, body: body, to: endpoint, admission: admission, reuse: route.target.reuseConnections, retryable: retryable, arrived: arrived
             )
-            await gate.settle(admission)
             switch outcome {
             case .answered(let response) where response.status == .serviceUnavailable && response.headers[Self.frontmanHeader] == "closed":
                 // Another Frontman (the destination's, after a rollback) refused it before it
                 // reached any service: send it again to wherever this gate points now.
-                guard attempt < maxAttempts else { return response }
+                guard attempt < maxAttempts else { return (response, nil) }
                 await gate.count(.retried)
                 try? await Task.sleep(for: .milliseconds(20 * attempt))
             case .answered(let response):
-                await gate.count(.forwarded)
-                return response
+                return (response, .forwarded)
             case .notSent(let error):
                 // Nothing reached the service (connection refused or timed out): safe to send
                 // again whatever the method, a little later.
                 guard attempt < maxAttempts else {
-                    return Self.plain(.badGateway, "\(service) is not reachable at \(endpoint.host):\(endpoint.port): \(error)\n")
+                    return (Self.plain(.badGateway, "\(service) is not reachable at \(endpoint.host):\(endpoint.port): \(error)\n"), nil)
                 }
                 await gate.count(.retried)
                 try? await Task.sleep(for: .milliseconds(50 * attempt))
             case .cut(let error, let byMigration):
                 guard retryable, attempt < maxAttempts else {
-                    await gate.count(.failedInFlight)
                     let why = byMigration ? "its connection was cut when \(service) migrated" : "its connection to \(service) failed (\(error))"
                     var response = Self.plain(.badGateway, "\(request.method.rawValue) \(request.uri.path) was in flight and \(why); it was not sent again because it is not idempotent (mark it X-UMS-Retryable: true if it may be)\n")
                     response.headers[Self.frontmanHeader] = "in-flight-not-retried"
-                    return response
+                    return (response, .failedInFlight)
                 }
                 await gate.count(.retried)
             }
@@ -138,9 +153,10 @@ struct HTTPFrontmanResponder: HTTPResponder {
         case cut(any Error, byMigration: Bool)
     }
 
-    /// One attempt: the response head comes back, or it says why not. The body streams.
+    /// One attempt: the response head comes back, or it says why not (the admission settled
+    /// either way). The body streams.
     func forward(
-        _ request: Request, body: ByteBuffer, to endpoint: (host: String, port: Int), epoch: Int, reuse: Bool, retryable: Bool,
+        _ request: Request, body: ByteBuffer, to endpoint: (host: String, port: Int), admission: FrontmanAdmission, reuse: Bool, retryable: Bool,
         arrived: ContinuousClock.Instant
     ) async -> Outcome {
         var outgoing = HTTPClientRequest(url: "http://\(endpoint.host):\(endpoint.port)\(request.uri.description)")
@@ -163,7 +179,7 @@ struct HTTPFrontmanResponder: HTTPResponder {
         let http = self.http
         let timeout = requestTimeout
         let attempt = Task { try await http.execute(outgoing, timeout: timeout) }
-        let key = await gate.started(epoch: epoch, retryable: retryable) { undelivered in
+        let key = await gate.started(epoch: admission.route.epoch, retryable: retryable) { undelivered in
             cut.set(undelivered: undelivered)
             attempt.cancel()
         }
@@ -174,9 +190,9 @@ struct HTTPFrontmanResponder: HTTPResponder {
             } onCancel: {
                 attempt.cancel()
             }
-            await gate.finished(key)
+            await gate.finished(key, settling: admission)
         } catch {
-            await gate.finished(key)
+            await gate.finished(key, settling: admission)
             switch cut.state {
             case .undelivered: return .notSent(error)
             case .cut: return .cut(error, byMigration: true)

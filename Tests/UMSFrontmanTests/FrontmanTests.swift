@@ -301,6 +301,26 @@ import UMSModel
         #expect(await frontman.gate.stats.rejected == 3)
     }
 
+    @Test("a request refused while held — the hold full, or held too long — gives its place back: afterwards as many are served at once as the bound allows")
+    func refusedWhileHeldGivesItsPlaceBack() async throws {
+        let a = try await Self.service("A", delay: .milliseconds(500))
+        defer { a.task.cancel() }
+        let frontman = try await Self.frontman(to: a.port, limits: HoldLimits(count: 1, bytes: 1 << 20, seconds: 0.3, concurrent: 2))
+        defer { Task { await frontman.stop() } }
+        await frontman.gate.hold()
+        let held = Task { try await Self.get(frontman, "/who") }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(try await Self.get(frontman, "/who").status == 503, "the hold is full")
+        #expect(try await held.value.status == 503, "held longer than 0.3 s")
+        await frontman.gate.release(to: FrontmanTarget(host: "127.0.0.1", ports: [80: a.port]))
+        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<2 { group.addTask { try await Self.get(frontman, "/slow").status } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(statuses == [200, 200], "both places came back")
+        #expect(await frontman.gate.stats.forwarded == 2)
+    }
+
     @Test func aHoldThatLastsTooLongAnswers503() async throws {
         let a = try await Self.service("A")
         defer { a.task.cancel() }
