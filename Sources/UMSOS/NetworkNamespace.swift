@@ -232,6 +232,8 @@ public struct NetworkManager: Sendable {
             if network.tunnel != nil {
                 // The namespace reaches its gateway through this end: it answers ARP for it.
                 try NetworkManager.setting("net/ipv4/conf/\(network.hostInterface)/proxy_arp", "1")
+                // …at once: a restored service's first packet waits for that answer.
+                try NetworkManager.setting("net/ipv4/neigh/\(network.hostInterface)/proxy_delay", "0")
             }
             try await batch(["ip", "-n", network.namespace, "-batch"], network.namespaceSetUp)
             try await rules("-A", [network.egressRule] + network.carriedRules)
