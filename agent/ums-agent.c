@@ -39,6 +39,8 @@
  *                                             with tcp=1 (host mode) established connections are restored
  *                                             and the service is left stopped (the commit continues it)
  *   "<token> PAGES [seconds]"              -> "OK bytes=N" once the lazy-pages daemon has every page (post-copy)
+ *   "<token> PAUSE"                        -> "OK paused=1" (host mode: freeze the nested container now; the
+ *                                             next DUMP dumps it as it is, RESUME thaws it)
  *   "<token> DUMP <host> <port> <secret> [compress=off|auto|zstd|lz4] [lazy=<port>] [tcp=1]"
  *                                          -> "OK bytes=N files=M dump_ms=D wire=W zeros=Z packed=P" (the tree
  *                                             stays frozen; with compress= the stream is version 2; with
@@ -80,7 +82,7 @@
 #include <lz4.h>
 #include <zstd.h>
 
-#define AGENT_VERSION "4"  /* 2: DUMP ... compress=, the image stream's version 2; 3: post-copy (lazy=, PAGES); 4: tcp=1 (carried connections, host mode) */
+#define AGENT_VERSION "5"  /* 2: DUMP ... compress=, the image stream's version 2; 3: post-copy (lazy=, PAGES); 4: tcp=1 (carried connections, host mode); 5: PAUSE (host mode) */
 #define DEFAULT_PORT 7079
 #define WORK "/.ums/work"
 #define DUMP_DIR WORK "/dump"
@@ -142,6 +144,7 @@ static int host_mode;              /* container-level: the service is a nested r
 static pid_t service_pid;          /* root of the service's process tree */
 static int busy;                   /* a DUMP or RESTORE runs */
 static int frozen;                 /* a dump left the tree stopped */
+static int paused_ahead;           /* host mode: PAUSE froze the nested container for the next DUMP */
 static unsigned long long pipe_ino[2];     /* the service's stdout/stderr pipes */
 static char receive_secret[128];
 static int receive_state;          /* 0 none, 1 armed, 2 receiving, 3 complete, -1 failed */
@@ -1104,8 +1107,12 @@ static void do_dump(int client, const char *host, const char *port, const char *
     }
     if (host_mode && write_criu_conf(0, carry) < 0) { snprintf(error, sizeof error, "cannot write the nested container's CRIU options: %s", strerror(errno)); goto done; }
     if (host_mode) {
+        pthread_mutex_lock(&mu);
+        int already = paused_ahead;
+        paused_ahead = 0;
+        pthread_mutex_unlock(&mu);
         char *pause_args[] = { "pause", NESTED_ID, NULL };
-        if (!ok_status(run_runc(pause_args, 1))) { snprintf(error, sizeof error, "cannot freeze the nested container (runc pause)"); goto done; }
+        if (!already && !ok_status(run_runc(pause_args, 1))) { snprintf(error, sizeof error, "cannot freeze the nested container (runc pause)"); goto done; }
         dumped = 1;  /* frozen from here on: a failure leaves it for RESUME */
     }
     unlink(WORK "/dump.log");  /* an earlier dump's log would say "serving" at once */
@@ -1203,6 +1210,28 @@ done:
     }
 }
 
+/* Host mode: freezes the nested container ahead of a DUMP (which then dumps it as it is). The
+ * Coordinator silences the link only after this: an answer the service wrote before the freeze
+ * has left, instead of waiting in a dumped send queue for the restored socket's first
+ * retransmission (1 s). RESUME thaws it again if no DUMP follows. */
+static void do_pause(int client) {
+    pthread_mutex_lock(&mu);
+    int refused = !host_mode || busy || frozen || paused_ahead || service_pid <= 0;
+    const char *why = !host_mode ? "PAUSE is for a nested service (host mode)" : busy ? "another checkpoint or restore is running"
+        : frozen || paused_ahead ? "the service is frozen already" : "no service is running";
+    if (!refused) busy = 1;
+    pthread_mutex_unlock(&mu);
+    if (refused) { reply(client, "ERR cannot pause: %s", why); return; }
+    char *args[] = { "pause", NESTED_ID, NULL };
+    int ok = ok_status(run_runc(args, 1));
+    pthread_mutex_lock(&mu);
+    busy = 0;
+    if (ok) paused_ahead = 1;
+    pthread_mutex_unlock(&mu);
+    if (ok) reply(client, "OK paused=1");
+    else reply(client, "ERR cannot pause: runc pause failed");
+}
+
 static void do_resume(int client) {
     pthread_mutex_lock(&mu);
     int slot = serving_slot;
@@ -1214,8 +1243,9 @@ static void do_resume(int client) {
     if (slot >= 0) stop_serving(slot, serving, lazy_port);
     pthread_mutex_lock(&mu);
     pid_t root = service_pid;
-    int was_frozen = frozen;
+    int was_frozen = frozen || paused_ahead;
     frozen = 0;
+    paused_ahead = 0;
     pthread_mutex_unlock(&mu);
     if (host_mode) {
         char *args[] = { "resume", NESTED_ID, NULL };
@@ -1771,12 +1801,14 @@ static void serve_connection(int client) {
         if (!ok) reply(client, "ERR invalid DUMP option '%s' (compress=off|auto|zstd|lz4, lazy=PORT, tcp=1 in host mode)", words[bad]);
         else if (carry && lazy_port) reply(client, "ERR invalid DUMP: tcp=1 (carried connections) and lazy= (post-copy) do not go together");
         else do_dump(client, words[2], words[3], words[4], policy, lazy_port, carry);
+    } else if (!strcmp(words[1], "PAUSE") && n == 2) {
+        do_pause(client);
     } else if (!strcmp(words[1], "RESUME")) {
         do_resume(client);
     } else if (!strcmp(words[1], "START") && n == 2) {
         do_start(client);
     } else {
-        reply(client, "ERR unknown command '%s' or its arguments (STATUS, RECEIVE, RESTORE, PAGES, DUMP, RESUME, START)", words[1]);
+        reply(client, "ERR unknown command '%s' or its arguments (STATUS, RECEIVE, RESTORE, PAGES, PAUSE, DUMP, RESUME, START)", words[1]);
     }
     close(client);
     return;

@@ -76,14 +76,16 @@ struct AgentControlTests {
                 let answer = await send(bad, port: port)
                 #expect(answer.hasPrefix("ERR invalid DUMP option"), "\(bad) → \(answer)")
             }
-            for bad in ["PAGES 0", "PAGES 1e9", "PAGES 5 6"] {
+            for bad in ["PAGES 0", "PAGES 1e9", "PAGES 5 6", "PAUSE now", "PAUSE 1 2"] {
                 let answer = await send(bad, port: port)
                 #expect(answer.hasPrefix("ERR unknown command"), "\(bad) → \(answer)")
             }
             // Well-formed: a run-mode agent is not waiting for a checkpoint, and has no pages to fetch.
             #expect(await send("RESTORE 5 lazy=198.18.0.1:27123", port: port).hasPrefix("ERR cannot restore"))
             #expect(await send("PAGES", port: port) == "OK bytes=0")
-            #expect(await send("STATUS", port: port).contains("version=4"))
+            // PAUSE is a nested service's (host mode); this agent runs its service itself.
+            #expect(await send("PAUSE", port: port).hasPrefix("ERR cannot pause: PAUSE is for a nested service"))
+            #expect(await send("STATUS", port: port).contains("version=5"))
         }
     }
 }

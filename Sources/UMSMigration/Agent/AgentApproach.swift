@@ -306,11 +306,18 @@ public struct AgentApproach: MigrationApproach {
         let reply: AgentClient.Reply
         do {
             if tunnel != nil {
-                // Carried: from here nothing leaves the frozen copy's sockets (they stay in this
-                // kernel for a rollback) but the agent's answers and its stream to `host`.
                 guard let carrier, let streamPort = Int(port) else {
                     throw UMSError(.unsupported, "failed to carry the connections of \(name): the \(orchestrator.kind) adapter does not carry them")
                 }
+                // Frozen first (agent protocol 5), as the orchestrator-level approach does: an
+                // answer the service wrote before the freeze leaves now. Silenced before the
+                // freeze, it waited in the dumped send queue for the restored socket's first
+                // retransmission — 1 s after the commit. A rollback's RESUME thaws it.
+                if await agents.version(name) >= 5 {
+                    _ = try await agent.send("PAUSE", timeout: .seconds(30), operation: "freeze \(name)")
+                }
+                // Carried: from here nothing leaves the frozen copy's sockets (they stay in this
+                // kernel for a rollback) but the agent's answers and its stream to `host`.
                 try await carrier.silence(name, allowing: [.fromPort(agent.port), .to(host: host, port: streamPort)])
             }
             reply = try await agent.send(dump, timeout: .seconds(900), operation: "checkpoint \(name)")
