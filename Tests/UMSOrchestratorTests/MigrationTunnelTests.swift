@@ -189,21 +189,19 @@ struct MigrationTunnelMoveTests {
 
     @Test("an echo client's one TCP connection through A's published port survives the server's move to B: no error, every reply in sequence (the server's count carried), A routing the service's address through the tunnel and B the replies back")
     func connectionSurvives() async throws {
-        await cleanUp()
-        do {
-            try await move()
-        } catch {
-            await cleanUp()
-            throw error
-        }
-        await cleanUp()
+        try await isolated(move)
     }
 
     @Test("what the source sends to a moved address before the destination routes it waits in the source's neighbour queue and leaves within 0.4 s of the delivery (the kernel's defaults: 0.7–1.8 s)")
     func queuedUntilDelivered() async throws {
+        try await isolated(queued)
+    }
+
+    /// Runs `body` between two clean-ups of every namespace the suite makes, also when it throws.
+    func isolated(_ body: () async throws -> Void) async throws {
         await cleanUp()
         do {
-            try await queued()
+            try await body()
         } catch {
             await cleanUp()
             throw error
@@ -211,10 +209,9 @@ struct MigrationTunnelMoveTests {
         await cleanUp()
     }
 
-    func queued() async throws {
+    /// Systems A and B on an underlay link, each with its end of the tunnel.
+    func systems() async throws -> (atA: MigrationTunnel, atB: MigrationTunnel) {
         let n = names
-        for namespace in [n.a, n.b, n.moved] { try await runner.execute("ip", ["netns", "add", namespace]) }
-        let service = "198.19.250.11"
         try await runner.execute("ip", ["link", "add", "ab", "netns", n.a, "type", "veth", "peer", "name", "ba", "netns", n.b])
         try await ip(n.a, ["addr add 198.18.251.1/24 dev ab", "link set ab up", "link set lo up"])
         try await ip(n.b, ["addr add 198.18.251.2/24 dev ba", "link set ba up", "link set lo up"])
@@ -224,9 +221,24 @@ struct MigrationTunnelMoveTests {
         try await ip(n.b, atB.setUp)
         try await sysctl(n.a, atA.sysctls)
         try await sysctl(n.b, atB.sysctls)
-        try await runner.execute("ip", ["link", "add", "eth0", "netns", n.moved, "type", "veth", "peer", "name", "svb", "netns", n.b])
-        try await ip(n.moved, ["addr add \(service)/32 dev eth0", "link set eth0 up", "link set lo up", "route add 169.254.1.1 dev eth0", "route add default via 169.254.1.1"])
-        try await ip(n.b, ["addr add 169.254.1.1/32 dev svb", "link set svb up"] + (try atB.holdArrivals(service)))
+        return (atA, atB)
+    }
+
+    /// The service's namespace at a system: its address /32, a gateway every system has.
+    func attach(_ namespace: String, address: String, to system: String, interface: String) async throws {
+        try await runner.execute("ip", ["link", "add", "eth0", "netns", namespace, "type", "veth", "peer", "name", interface, "netns", system])
+        try await ip(namespace, ["addr add \(address)/32 dev eth0", "link set eth0 up", "link set lo up", "route add 169.254.1.1 dev eth0", "route add default via 169.254.1.1"])
+        try await ip(system, ["addr add 169.254.1.1/32 dev \(interface)", "link set \(interface) up"])
+        try await sysctl(system, ["net.ipv4.conf.\(interface).proxy_arp=1"])
+    }
+
+    func queued() async throws {
+        let n = names
+        for namespace in [n.a, n.b, n.moved] { try await runner.execute("ip", ["netns", "add", namespace]) }
+        let service = "198.19.250.11"
+        let (atA, atB) = try await systems()
+        try await attach(n.moved, address: service, to: n.b, interface: "svb")
+        try await ip(n.b, try atB.holdArrivals(service))
         try await ip(n.a, try atA.routeAway(service))
 
         let output = FileManager.default.temporaryDirectory.appendingPathComponent("ums-tunnel-queued-\(UUID().uuidString)").path
@@ -257,23 +269,8 @@ struct MigrationTunnelMoveTests {
         try await runner.execute("ip", ["link", "add", "c\(id)", "netns", n.client, "type", "veth", "peer", "name", "ac", "netns", n.a])
         try await ip(n.client, ["addr add 198.18.250.2/24 dev c\(id)", "link set c\(id) up", "link set lo up"])
         try await ip(n.a, ["addr add 198.18.250.1/24 dev ac", "link set ac up", "link set lo up"])
-        try await runner.execute("ip", ["link", "add", "ab", "netns", n.a, "type", "veth", "peer", "name", "ba", "netns", n.b])
-        try await ip(n.a, ["addr add 198.18.251.1/24 dev ab", "link set ab up"])
-        try await ip(n.b, ["addr add 198.18.251.2/24 dev ba", "link set ba up", "link set lo up"])
-        let atA = try MigrationTunnel.between(local: "198.18.251.1", remote: "198.18.251.2")
-        let atB = try MigrationTunnel.between(local: "198.18.251.2", remote: "198.18.251.1")
-        try await ip(n.a, atA.setUp)
-        try await ip(n.b, atB.setUp)
-        try await sysctl(n.a, atA.sysctls)
-        try await sysctl(n.b, atB.sysctls)
-        // The service's namespace at a system: its address /32, a gateway every system has.
-        func attach(_ namespace: String, to system: String, interface: String) async throws {
-            try await runner.execute("ip", ["link", "add", "eth0", "netns", namespace, "type", "veth", "peer", "name", interface, "netns", system])
-            try await ip(namespace, ["addr add \(service)/32 dev eth0", "link set eth0 up", "link set lo up", "route add 169.254.1.1 dev eth0", "route add default via 169.254.1.1"])
-            try await ip(system, ["addr add 169.254.1.1/32 dev \(interface)", "link set \(interface) up"])
-            try await sysctl(system, ["net.ipv4.conf.\(interface).proxy_arp=1"])
-        }
-        try await attach(n.service, to: n.a, interface: "sva")
+        let (atA, atB) = try await systems()
+        try await attach(n.service, address: service, to: n.a, interface: "sva")
         try await ip(n.a, ["route replace \(service)/32 dev sva"])
         try await iptables(n.a, ["-t", "nat", "PREROUTING", "-d", "198.18.250.1", "-p", "tcp", "--dport", "9000", "-j", "DNAT", "--to-destination", "\(service):9000"])
 
@@ -296,7 +293,7 @@ struct MigrationTunnelMoveTests {
         defer { try? FileManager.default.removeItem(atPath: images) }
         try await runner.execute("nsenter", ["--net=/run/netns/\(n.service)", "criu", "dump", "-t", pid, "-D", images, "--tcp-established", "-o", "dump.log"])
         try await runner.execute("ip", ["netns", "add", n.moved])
-        try await attach(n.moved, to: n.b, interface: "svb")
+        try await attach(n.moved, address: service, to: n.b, interface: "svb")
         let path = try atB.returnPath(address: service, hostInterface: "svb")
         for rule in path.iptables { try await iptables(n.b, rule) }
         try await ip(n.b, path.ip + (try atB.holdArrivals(service)))
